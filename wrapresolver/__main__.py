@@ -1,0 +1,5 @@
+import sys
+
+from wrapresolver.cli import main
+
+sys.exit(main())

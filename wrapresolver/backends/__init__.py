@@ -1,0 +1,1 @@
+"""Storage backends. See `base` for the interface and the entry-point registry."""

@@ -1,0 +1,35 @@
+"""Names of stored states: deterministic, run-unique, valid for every backend.
+
+One reference per (run, workspace, producer task). The workspace is part of the target
+(`<<workspace>>` is required in `target` when several workspaces are wrapped), so the
+reference name only needs the run and the task. Names follow the strictest rule among the
+backends, the OCI tag grammar `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`, so S3 keys, GCS object
+names and directory names can use them unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+MAX_TAG = 128
+_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def producer_ref(run: str, task: str) -> str:
+    """The reference a producer task stores its state under, e.g. `wrap-<uid>-build`.
+
+    Long or unusual names are hashed rather than truncated, so two different (run, task)
+    pairs never share a name.
+    """
+    name = f"wrap-{run}-{task}"
+    if _TAG_RE.match(name) and len(name) <= MAX_TAG:
+        return name
+    digest = hashlib.sha256(f"{run}\0{task}".encode()).hexdigest()[:40]
+    readable = _UNSAFE.sub("_", task)[: MAX_TAG - len("wrap--") - 40]
+    return f"wrap-{digest}-{readable}".rstrip("-")
+
+
+def is_valid_tag(name: str) -> bool:
+    return bool(_TAG_RE.match(name))
