@@ -1,0 +1,24 @@
+"""Shared test configuration. Fixture modules live in tests/fixtures/, one per kind of server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = [
+    "tests.fixtures.registry",      # docker-registry (plain, htpasswd+TLS, token auth)
+    "tests.fixtures.objectstores",  # moto S3, fake-gcs-server, rsync daemon
+    "tests.fixtures.kubeapi",       # in-process Kubernetes API server
+]
+
+REPO = Path(__file__).resolve().parent.parent
+CORPUS = REPO.parent / "shared" / "corpus"
+
+
+@pytest.fixture(scope="session")
+def corpus_dir() -> Path:
+    """The shared corpus of real Tekton files, beside the repository checkout."""
+    if not CORPUS.is_dir():
+        pytest.fail(f"corpus not found at {CORPUS}: the tests read real Tekton files from there")
+    return CORPUS
