@@ -1,0 +1,212 @@
+"""Answering one ResolutionRequest: params -> sources -> rewrite -> one status patch.
+
+Idempotent by construction, which is what makes replicas and restarts safe without kopf's
+bookkeeping: a request that already has `status.data` or a terminal Succeeded condition is
+left alone, and the answer is written with the resourceVersion it was computed from, so of
+two replicas racing on one request only the first write lands; the other sees 409, reads the
+request again and finds it answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Mapping
+
+import aiohttp
+
+from wrapresolver import resolve as core
+from wrapresolver.controller import events, metrics
+from wrapresolver.controller.cluster_source import ClusterSource
+from wrapresolver.controller.config import LiveConfig
+from wrapresolver.controller.kube import PIPELINERUNS, RESOLUTION_REQUESTS, Kube, KubeError
+from wrapresolver.errors import WrapError
+from wrapresolver.params import RunContext
+
+log = logging.getLogger("wrapresolver.controller")
+RETRY_DELAYS = (0.2, 0.5, 1, 2, 4, 8)
+GRACE = 1.0
+
+
+@dataclass
+class Runtime:
+    """What every handler call shares: the cluster client and the live settings."""
+
+    kube: Kube
+    config: LiveConfig
+    answered: OrderedDict = field(default_factory=OrderedDict)
+    """uids this replica answered recently: a later event for them needs no API call."""
+
+    def remember(self, uid: str) -> None:
+        self.answered[uid] = True
+        while len(self.answered) > 10_000:
+            self.answered.popitem(last=False)
+
+
+def is_answered(request: Mapping) -> bool:
+    status = request.get("status") or {}
+    if status.get("data"):
+        return True
+    return any(c.get("type") == "Succeeded" and c.get("status") in ("True", "False")
+               for c in status.get("conditions") or [])
+
+
+def _condition(status: str, reason: str, message: str = "") -> dict:
+    cond = {"type": "Succeeded", "status": status, "reason": reason,
+            "lastTransitionTime": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    if message:
+        cond["message"] = message
+    return cond
+
+
+def success_status(resolution: core.Resolution) -> dict:
+    # Tekton's v1beta1 schema requires data, refSource and source together; source is the
+    # deprecated name of refSource and carries the same object.
+    return {"data": base64.b64encode(resolution.data).decode(), "annotations": dict(resolution.annotations),
+            "refSource": dict(resolution.ref_source), "source": dict(resolution.ref_source),
+            "conditions": [_condition("True", "ResolutionSuccessful")]}
+
+
+def failure_status(reason: str, message: str) -> dict:
+    # data/refSource/source are required whenever status is written; empty values mean "no answer".
+    return {"data": "", "refSource": {}, "source": {}, "conditions": [_condition("False", reason, message)]}
+
+
+def log_fields(request: Mapping) -> dict:
+    meta = request.get("metadata") or {}
+    owner = events.owner_of(request)
+    return {"namespace": meta.get("namespace"), "request": meta.get("name"),
+            "owner": f"{owner['kind']}/{owner['name']}"}
+
+
+async def run_context(kube: Kube, request: Mapping) -> RunContext:
+    """The asking PipelineRun, from the request's controller ownerReference (read if allowed)."""
+    meta = request.get("metadata") or {}
+    namespace = meta.get("namespace", "")
+    refs = meta.get("ownerReferences") or []
+    owner = next((r for r in refs if r.get("controller") and r.get("kind") == "PipelineRun"), None)
+    if owner is None:
+        return RunContext(namespace=namespace)
+    pipelinerun = None
+    for res in PIPELINERUNS:
+        try:
+            pipelinerun = await kube.get(res, namespace, owner.get("name", ""))
+        except KubeError as exc:
+            if exc.status != 403:
+                raise
+            log.warning("may not read PipelineRun %s/%s: %s", namespace, owner.get("name"), exc.message)
+            break
+        if pipelinerun is not None:
+            break
+    return RunContext(name=owner.get("name", ""), namespace=namespace, uid=owner.get("uid", ""),
+                      pipelinerun=pipelinerun)
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, KubeError):
+        return exc.status in (408, 429) or exc.status >= 500
+    return isinstance(exc, (aiohttp.ClientConnectionError, asyncio.TimeoutError))
+
+
+async def compute_status(runtime: Runtime, request: Mapping, deadline: float) -> dict:
+    """The status to write; never raises for bad input, retries transient API errors until the deadline."""
+    loop = asyncio.get_running_loop()
+    settings = runtime.config.current
+    params = (request.get("spec") or {}).get("params") or []
+    for delay in (*RETRY_DELAYS, None):
+        try:
+            context = await run_context(runtime.kube, request)
+            source = ClusterSource(runtime.kube, request, settings, deadline)
+            # The source gives up at the deadline with a precise message; this bound is the backstop.
+            resolution = await asyncio.wait_for(core.resolve(params, settings.data, context, source),
+                                                max(deadline - loop.time(), 0.001) + GRACE)
+            return success_status(resolution)
+        except WrapError as exc:
+            return failure_status(exc.reason, str(exc))
+        except asyncio.TimeoutError:
+            if delay is not None and loop.time() + delay < deadline:  # a slow API call, not our deadline
+                await asyncio.sleep(delay)
+                continue
+            return failure_status("ResolutionTimeout",
+                                  f"resolution took longer than resolution-timeout "
+                                  f"({settings.resolution_timeout:g}s) of the wrap resolver")
+        except Exception as exc:  # noqa: BLE001 - bad input must never crash the controller
+            if _transient(exc) and delay is not None and loop.time() + delay < deadline:
+                log.warning("transient error, retrying in %ss: %r", delay, exc, extra=log_fields(request))
+                await asyncio.sleep(delay)
+                continue
+            log.exception("resolution failed unexpectedly", extra=log_fields(request))
+            return failure_status("InternalError",
+                                  f"the wrap resolver failed unexpectedly ({type(exc).__name__}: {exc}); "
+                                  "the controller logs have details")
+    raise AssertionError("unreachable")
+
+
+async def write_status(kube: Kube, request: Mapping, status: dict) -> str:
+    """Write with optimistic locking; 'written', 'raced' (someone answered first) or 'gone'."""
+    meta = request.get("metadata") or {}
+    current = request
+    for _ in range(5):
+        try:
+            await kube.patch_status(RESOLUTION_REQUESTS, meta["namespace"], meta["name"], status,
+                                    resource_version=(current.get("metadata") or {}).get("resourceVersion"))
+            return "written"
+        except KubeError as exc:
+            if exc.status == 404:
+                return "gone"
+            if exc.status != 409:
+                raise
+        fresh = await kube.get(RESOLUTION_REQUESTS, meta["namespace"], meta["name"])
+        if fresh is None or (fresh.get("metadata") or {}).get("uid") != meta.get("uid"):
+            return "gone"
+        if is_answered(fresh):
+            return "raced"
+        current = fresh  # e.g. Tekton set the condition to Unknown meanwhile: write again on top
+    raise KubeError(409, "Conflict", "the request kept changing while the answer was written")
+
+
+async def answer(runtime: Runtime, request: Mapping) -> str:
+    """Answer one request; returns the outcome ('succeeded', 'failed', 'skipped', 'raced', 'gone')."""
+    meta = request.get("metadata") or {}
+    if is_answered(request) or meta.get("uid") in runtime.answered or meta.get("deletionTimestamp"):
+        metrics.SKIPPED.inc()
+        return "skipped"
+    fields = log_fields(request)
+    started = time.monotonic()
+    deadline = asyncio.get_running_loop().time() + runtime.config.current.resolution_timeout
+    metrics.IN_FLIGHT.inc()
+    try:
+        status = await compute_status(runtime, request, deadline)
+        written = await write_status(runtime.kube, request, status)
+    finally:
+        metrics.IN_FLIGHT.dec()
+    runtime.remember(meta.get("uid", ""))
+    if written != "written":
+        log.info("not written: %s", "answered by another replica" if written == "raced" else "request deleted",
+                 extra=fields)
+        metrics.SKIPPED.inc()
+        return written
+    failed = status["conditions"][0]["status"] == "False"
+    outcome = "failed" if failed else "succeeded"
+    seconds = time.monotonic() - started
+    metrics.REQUESTS.labels(outcome).inc()
+    metrics.LATENCY.labels(outcome).observe(seconds)
+    if failed:
+        cond = status["conditions"][0]
+        metrics.FAILURES.labels(cond["reason"]).inc()
+        log.warning("resolution failed: %s", cond["message"],
+                    extra={**fields, "outcome": outcome, "reason": cond["reason"], "seconds": round(seconds, 4)})
+        try:
+            await events.record_failure(runtime.kube, request, cond["reason"], cond["message"])
+        except Exception as exc:  # noqa: BLE001 - an Event is best effort
+            log.warning("could not record an Event: %r", exc, extra=fields)
+    else:
+        log.info("resolved", extra={**fields, "outcome": outcome, "seconds": round(seconds, 4),
+                                    **{k.rsplit("/", 1)[-1]: v for k, v in status["annotations"].items()
+                                       if k.endswith(("/workspaces", "/backend"))}})
+    return outcome

@@ -1,0 +1,52 @@
+"""Kubernetes Events about failed resolutions, on the PipelineRun that asked.
+
+The PipelineRun is where an author looks (`kubectl describe pipelinerun`). The Event's
+name is derived from the request and the reason, so a second replica reporting the same
+failure gets 409 AlreadyExists instead of a duplicate Event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from datetime import datetime, timezone
+from typing import Mapping
+
+from wrapresolver.controller.kube import EVENTS, RESOLUTION_REQUESTS, Kube, KubeError
+
+log = logging.getLogger("wrapresolver.controller.events")
+COMPONENT = "wrapresolver"
+
+
+def owner_of(request: Mapping) -> dict:
+    """The involved object: the controlling PipelineRun/TaskRun, else the request itself."""
+    meta = request.get("metadata") or {}
+    refs = meta.get("ownerReferences") or []
+    ref = next((r for r in refs if r.get("controller")), refs[0] if refs else None)
+    if ref:
+        return {"apiVersion": ref.get("apiVersion"), "kind": ref.get("kind"), "name": ref.get("name"),
+                "uid": ref.get("uid"), "namespace": meta.get("namespace")}
+    return {"apiVersion": RESOLUTION_REQUESTS.api_version, "kind": "ResolutionRequest",
+            "name": meta.get("name"), "uid": meta.get("uid"), "namespace": meta.get("namespace")}
+
+
+async def record_failure(kube: Kube, request: Mapping, reason: str, message: str) -> None:
+    meta = request.get("metadata") or {}
+    involved = owner_of(request)
+    suffix = hashlib.sha256(f"{meta.get('uid')}/{reason}".encode()).hexdigest()[:12]
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    event = {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": f"{str(involved['name'])[:200]}.wrap-{suffix}", "namespace": meta.get("namespace")},
+        "involvedObject": involved, "type": "Warning", "reason": reason,
+        "message": f"ResolutionRequest {meta.get('name')}: {message}"[:1024],
+        "source": {"component": COMPONENT}, "reportingComponent": COMPONENT,
+        "reportingInstance": os.environ.get("HOSTNAME", COMPONENT),
+        "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+    }
+    try:
+        await kube.create(EVENTS, meta.get("namespace"), event)
+    except KubeError as exc:
+        if exc.status != 409:
+            log.warning("could not record an Event for %s/%s: %s", meta.get("namespace"), meta.get("name"), exc)

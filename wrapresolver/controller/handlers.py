@@ -1,0 +1,82 @@
+"""kopf wiring, and nothing else of substance: what to watch, how to log in, when to answer.
+
+Only `on.event` is used on ResolutionRequests: kopf then keeps no progress or diff-base
+state on them (no annotations) and adds no finalizer, and it still lists every existing
+request on start, which is how requests created while the controller was down get answered.
+Retries and idempotency live in `answer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import kopf
+
+from wrapresolver.controller import answer as answering
+from wrapresolver.controller.cluster_source import OUR_TYPE, TYPE_LABEL
+from wrapresolver.controller.config import LiveConfig
+from wrapresolver.controller.kube import RESOLUTION_REQUESTS, Credentials, HttpKube
+
+log = logging.getLogger("wrapresolver.controller")
+
+
+def build_registry() -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+    group, version, plural = RESOLUTION_REQUESTS.group, RESOLUTION_REQUESTS.version, RESOLUTION_REQUESTS.plural
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        settings.posting.enabled = False  # our own Events go to the PipelineRun, not kopf's chatter
+        settings.peering.standalone = True  # replicas are independent and idempotent; peering would pause them
+        settings.scanning.disabled = True  # no CRD watch, so no RBAC on customresourcedefinitions
+        settings.watching.label_selectors[group, plural] = f"{TYPE_LABEL}={OUR_TYPE}"
+        settings.watching.server_timeout = 290
+        settings.watching.client_timeout = 300
+        settings.networking.request_timeout = 60
+        settings.queueing.idle_timeout = 30
+        runtime = memo.runtime
+        memo.config_task = asyncio.create_task(runtime.config.run(), name="wrapresolver-config-watch")
+
+    @kopf.on.login(registry=registry)
+    async def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+        creds: Credentials = memo.creds
+        token = creds.token
+        if creds.token_file:
+            token = (await asyncio.to_thread(Path(creds.token_file).read_text)).strip()
+        return kopf.ConnectionInfo(
+            server=creds.server, token=token or None, ca_path=creds.ca_path or None, insecure=creds.insecure,
+            certificate_path=creds.cert_path or None, private_key_path=creds.key_path or None,
+            default_namespace=creds.namespace or None)
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        task = memo.get("config_task")
+        if task:
+            task.cancel()
+        await memo.runtime.kube.close()
+
+    @kopf.on.probe(id="configResourceVersion", registry=registry)
+    def config_version(memo: kopf.Memo, **_: Any) -> str:
+        return memo.runtime.config.current.resource_version or "none"
+
+    @kopf.on.event(group, version, plural, labels={TYPE_LABEL: OUR_TYPE}, registry=registry)
+    async def resolution_request(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        if type == "DELETED":
+            return
+        await answering.answer(memo.runtime, body)
+
+    return registry
+
+
+async def run(creds: Credentials, *, config_namespace: str, namespaces: list[str],
+              liveness_endpoint: str | None, stop_flag: asyncio.Event | None = None) -> None:
+    kube = HttpKube(creds)
+    runtime = answering.Runtime(kube=kube, config=LiveConfig(kube, config_namespace))
+    memo = kopf.Memo(creds=creds, runtime=runtime)
+    await kopf.operator(
+        registry=build_registry(), memo=memo, standalone=True,
+        clusterwide=not namespaces, namespaces=namespaces,
+        liveness_endpoint=liveness_endpoint, stop_flag=stop_flag)

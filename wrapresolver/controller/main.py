@@ -1,0 +1,55 @@
+"""`wrapresolver controller`: answer ResolutionRequests of type `wrap`.
+
+Kept import-light: kopf and the Kubernetes client are imported only when the command runs,
+so `wrapresolver fetch` in a task's step does not pay for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+DEFAULT_CONFIG_NAMESPACE = "tekton-pipelines-resolvers"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "controller", help="run the resolver controller (in a cluster or from a kubeconfig)",
+        description="Answer every ResolutionRequest labelled resolution.tekton.dev/type=wrap. In a pod it uses "
+                    "the service account; elsewhere the kubeconfig ($KUBECONFIG, ~/.kube/config or --kubeconfig).")
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster service account, else $KUBECONFIG)")
+    p.add_argument("--context", help="kubeconfig context (default: the current context)")
+    p.add_argument("--namespace", "-n", action="append", default=[], dest="namespaces", metavar="NAMESPACE",
+                   help="answer requests only in this namespace (repeatable; default: all namespaces; "
+                        "env WRAPRESOLVER_NAMESPACES, comma-separated)")
+    p.add_argument("--config-namespace", default=None,
+                   help="namespace of the ConfigMap wrapresolver-config (default: $SYSTEM_NAMESPACE, the pod's "
+                        f"namespace, the kubeconfig context's namespace, else {DEFAULT_CONFIG_NAMESPACE})")
+    p.add_argument("--health-address", default="0.0.0.0:8080",
+                   help="host:port of the liveness/readiness endpoint /healthz ('' disables; default %(default)s)")
+    p.add_argument("--metrics-port", type=int, default=int(os.environ.get("WRAPRESOLVER_METRICS_PORT", "9090")),
+                   help="port of the Prometheus /metrics endpoint (0 disables; default %(default)s)")
+    p.add_argument("--log-format", choices=("json", "text"), default="json")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from wrapresolver.controller import handlers, logs, metrics
+    from wrapresolver.controller.kube import Credentials
+
+    logs.setup(args.log_format)
+    creds = Credentials.load(args.kubeconfig, args.context)
+    namespaces = list(args.namespaces) or [
+        n.strip() for n in os.environ.get("WRAPRESOLVER_NAMESPACES", "").split(",") if n.strip()]
+    config_namespace = (args.config_namespace or os.environ.get("SYSTEM_NAMESPACE")
+                        or creds.namespace or DEFAULT_CONFIG_NAMESPACE)
+    metrics.serve(args.metrics_port)
+    liveness = f"http://{args.health_address}/healthz" if args.health_address else None
+    try:
+        asyncio.run(handlers.run(creds, config_namespace=config_namespace, namespaces=namespaces,
+                                 liveness_endpoint=liveness))
+    except KeyboardInterrupt:
+        pass
+    return 0
