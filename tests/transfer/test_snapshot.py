@@ -1,0 +1,84 @@
+"""The fetch-time snapshot and the diff that decides what a store writes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from wrapresolver.transfer import snapshot
+
+
+def make_tree(root: Path) -> None:
+    (root / "src" / "pkg").mkdir(parents=True)
+    (root / "src" / "pkg" / "mod.py").write_text("print(1)\n")
+    (root / "README").write_text("readme\n")
+    (root / "empty").mkdir()
+    os.symlink("README", root / "link")
+
+
+def test_walk_lists_parents_before_children_and_does_not_follow_symlinks(tmp_path: Path) -> None:
+    make_tree(tmp_path)
+    os.symlink("/", tmp_path / "escape")
+    paths = [entry.path for entry in snapshot.walk(tmp_path)]
+    assert paths.index("src") < paths.index("src/pkg") < paths.index("src/pkg/mod.py")
+    assert "escape" in paths and not any(p.startswith("escape/") for p in paths)
+    kinds = {e.path: e.kind for e in snapshot.walk(tmp_path)}
+    assert kinds["link"] == snapshot.SYMLINK and kinds["empty"] == snapshot.DIR
+
+
+def test_saved_snapshot_loads_back_identically_with_awkward_names(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for name in ["with space", "ünïcødé", "new\nline", "tab\tname"]:
+        (tree / name).write_text(name)
+    taken = snapshot.take(tree)
+    snapshot.save(taken, tmp_path / "snap")
+    assert snapshot.load(tmp_path / "snap") == taken
+    assert "new\nline" in taken
+
+
+def test_unchanged_tree_has_no_changes(tmp_path: Path) -> None:
+    make_tree(tmp_path)
+    assert not snapshot.diff(snapshot.take(tmp_path), snapshot.take(tmp_path))
+
+
+def test_rewriting_a_file_with_its_old_mtime_is_still_a_change(tmp_path: Path) -> None:
+    make_tree(tmp_path)
+    before = snapshot.take(tmp_path)
+    target = tmp_path / "README"
+    old = os.stat(target)
+    target.write_text("README\n")  # same size
+    os.utime(target, ns=(old.st_atime_ns, old.st_mtime_ns))
+    changes = snapshot.diff(before, snapshot.take(tmp_path))
+    assert changes.changed == ("README",)
+
+
+def test_deleted_directory_gives_one_whiteout_at_its_top(tmp_path: Path) -> None:
+    make_tree(tmp_path)
+    before = snapshot.take(tmp_path)
+    import shutil
+
+    shutil.rmtree(tmp_path / "src")
+    changes = snapshot.diff(before, snapshot.take(tmp_path))
+    assert changes.deleted == ("src",)
+
+
+def test_directory_replaced_by_a_file_needs_no_whiteouts_for_its_children(tmp_path: Path) -> None:
+    make_tree(tmp_path)
+    before = snapshot.take(tmp_path)
+    import shutil
+
+    shutil.rmtree(tmp_path / "src")
+    (tmp_path / "src").write_text("now a file")
+    changes = snapshot.diff(before, snapshot.take(tmp_path))
+    assert changes.deleted == ()
+    assert changes.changed == ("src",)
+
+
+def test_new_entries_come_parent_first(tmp_path: Path) -> None:
+    before = snapshot.take(tmp_path)
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "c").write_text("c")
+    (tmp_path / "a-b").write_text("x")
+    changes = snapshot.diff(before, snapshot.take(tmp_path))
+    assert changes.changed.index("a") < changes.changed.index("a/b") < changes.changed.index("a/b/c")

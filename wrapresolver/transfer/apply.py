@@ -1,0 +1,299 @@
+"""Applying layers to a workspace directory, safely.
+
+Layers may come from anywhere a `base` points to, so every entry is treated as hostile:
+nothing may be written outside the workspace, whatever the names, links and the symlinks
+an earlier layer planted say. Refusals raise `UnsafeArchiveError` naming the entry.
+Whiteouts follow the OCI image spec (image-spec/layer.md "Whiteouts"): `.wh.<name>` deletes
+`<name>` from lower layers, `.wh..wh..opq` empties its directory of lower-layer content.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import stat
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import zstandard
+
+from wrapresolver.errors import IntegrityError, TransferError, UnsafeArchiveError
+from wrapresolver.transfer import oci_image
+from wrapresolver.transfer.layers import CHUNK, OPAQUE, WHITEOUT_PREFIX
+from wrapresolver.transfer.streams import HashingReader, IteratorReader
+
+_KEEP_MODE = 0o1777  # setuid/setgid bits are dropped: a workspace needs no privilege escalation
+
+
+def clean_name(name: str, what: str = "entry") -> str:
+    """A tar name as a relative '/'-path, or a refusal if it could leave the workspace."""
+    if name.startswith("/"):
+        raise UnsafeArchiveError(f"layer {what} {name!r} has an absolute path; refusing to extract it")
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise UnsafeArchiveError(f"layer {what} {name!r} contains '..'; refusing to extract it")
+    return "/".join(parts)
+
+
+def empty_directory(path: Path) -> None:
+    """Remove everything inside `path` (a mount point we must keep), never following symlinks."""
+    try:
+        children = list(os.scandir(path))
+    except FileNotFoundError:
+        return
+    for child in children:
+        if child.is_dir(follow_symlinks=False):
+            shutil.rmtree(child.path, ignore_errors=True)
+        else:
+            try:
+                os.unlink(child.path)
+            except FileNotFoundError:
+                pass
+
+
+def _remove(path: str) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
+def _pax_mtime_ns(member: tarfile.TarInfo) -> int:
+    text = member.pax_headers.get("mtime")
+    if text:
+        seconds, _, frac = text.partition(".")
+        try:
+            return int(seconds) * 1_000_000_000 + int((frac + "000000000")[:9] or 0) * (
+                -1 if seconds.startswith("-") else 1
+            )
+        except ValueError:
+            pass
+    return int(member.mtime * 1_000_000_000)
+
+
+@dataclass
+class ApplyStats:
+    files: int = 0
+    bytes: int = 0
+    skipped: int = 0
+
+
+@dataclass
+class Extractor:
+    """Applies layers in order into `dest`, keeping only entries under `sub_path`."""
+
+    dest: Path
+    sub_path: str = ""
+    stats: ApplyStats = field(default_factory=ApplyStats)
+
+    def __post_init__(self) -> None:
+        self._root = os.path.realpath(self.dest)
+        self._prefix = clean_name(self.sub_path, "sub-path") if self.sub_path else ""
+        self._dir_times: dict[str, int] = {}
+        self._written: set[str] = set()
+
+    # ---- names ----
+    def _local(self, path: str) -> str | None:
+        """`path` relative to the workspace view, '' for its root, None when outside sub_path."""
+        if not self._prefix:
+            return path
+        if path == self._prefix:
+            return ""
+        if path.startswith(self._prefix + "/"):
+            return path[len(self._prefix) + 1:]
+        return None
+
+    def _covers_view(self, path: str) -> bool:
+        """True when `path` is the sub_path or one of its ancestors."""
+        return self._prefix == path or self._prefix.startswith(path + "/") or (path == "" and bool(self._prefix))
+
+    def _inside(self, real: str) -> bool:
+        return real == self._root or real.startswith(self._root + "/")
+
+    def _parent_dir(self, local: str, name: str) -> str:
+        return self._real_dir(local.rpartition("/")[0], name)
+
+    def _real_dir(self, parent: str, name: str) -> str:
+        """The real directory `parent` resolves to, created if missing; refused if it leaves dest."""
+        real = os.path.realpath(os.path.join(self._root, parent)) if parent else self._root
+        if not self._inside(real):
+            raise UnsafeArchiveError(
+                f"layer entry {name!r} would be written through a symlink that points outside "
+                f"the workspace (to {real}); refusing to extract it"
+            )
+        if real != self._root:
+            try:
+                os.makedirs(real, mode=0o755, exist_ok=True)
+            except (FileExistsError, NotADirectoryError) as exc:
+                raise TransferError(
+                    f"layer entry {name!r} needs {parent!r} to be a directory, but it is a file"
+                ) from exc
+        return real
+
+    # ---- layers ----
+    def apply(self, chunks: Iterator[bytes], layer: oci_image.Layer, where: str) -> None:
+        """Extract one layer blob, then check its digest and diff_id.
+
+        The digest can only be known at the end of the stream; on a mismatch the caller
+        must discard what was extracted.
+        """
+        desc = layer.descriptor
+        blob = HashingReader(IteratorReader(chunks))
+        plain = HashingReader(_decompressor(desc.media_type, blob))
+        self._written = set()
+        try:
+            with tarfile.open(fileobj=plain, mode="r|", bufsize=CHUNK) as tar:
+                for member in tar:
+                    self._entry(tar, member)
+            while plain.read(CHUNK):
+                pass
+        except (tarfile.TarError, zstandard.ZstdError, gzip.BadGzipFile, EOFError, ValueError) as exc:
+            while blob.read(CHUNK):
+                pass
+            self._check_digest(blob, layer, where)
+            raise IntegrityError(f"layer {desc.digest} of {where} is not a valid tar layer: {exc}") from exc
+        while blob.read(CHUNK):
+            pass
+        self._check_digest(blob, layer, where)
+        if layer.diff_id and plain.digest != layer.diff_id:
+            raise IntegrityError(
+                f"layer {desc.digest} of {where} unpacks to {plain.digest}, "
+                f"but its image config says {layer.diff_id}"
+            )
+
+    @staticmethod
+    def _check_digest(blob: HashingReader, layer: oci_image.Layer, where: str) -> None:
+        desc = layer.descriptor
+        if blob.digest != desc.digest or blob.size != desc.size:
+            raise IntegrityError(
+                f"layer {desc.digest} of {where} is corrupt: received {blob.size} bytes with "
+                f"digest {blob.digest}, expected {desc.size} bytes"
+            )
+
+    def finish(self) -> None:
+        """Directory mtimes last: writing their children changed them."""
+        for real, mtime_ns in sorted(self._dir_times.items(), key=lambda kv: -kv[0].count("/")):
+            try:
+                os.utime(real, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+            except FileNotFoundError:
+                pass
+
+    # ---- entries ----
+    def _entry(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        path = clean_name(member.name)
+        parent, _, base = path.rpartition("/")
+        if base.startswith(WHITEOUT_PREFIX):
+            self._whiteout(parent, base, member.name)
+            return
+        if member.ischr() or member.isblk() or member.isfifo():
+            raise UnsafeArchiveError(
+                f"layer entry {member.name!r} is a device or fifo; workspaces hold files, "
+                f"directories and links only"
+            )
+        local = self._local(path)
+        if not local:
+            return  # outside the sub_path, or the view's root (the mount point keeps its own mode)
+        target = os.path.join(self._parent_dir(local, member.name), local.rpartition("/")[2])
+        mode = member.mode & _KEEP_MODE
+        mtime_ns = _pax_mtime_ns(member)
+        if member.isdir():
+            if os.path.isdir(target) and not os.path.islink(target):
+                os.chmod(target, mode)
+            else:
+                _remove(target)
+                os.mkdir(target, 0o700)
+                os.chmod(target, mode)
+            self._dir_times[target] = mtime_ns
+        elif member.issym():
+            _remove(target)
+            os.symlink(member.linkname, target)
+            os.utime(target, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+        elif member.islnk():
+            if not self._hardlink(member, target):
+                self.stats.skipped += 1
+                return
+        elif member.isreg():
+            _remove(target)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                source = tar.extractfile(member)
+                if source is not None:
+                    shutil.copyfileobj(source, out, CHUNK)
+                os.fchmod(out.fileno(), mode)
+            os.utime(target, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+            self.stats.bytes += member.size
+        else:
+            self.stats.skipped += 1
+            return
+        self._written.add(local)
+        if not member.isdir():
+            self.stats.files += 1
+
+    def _hardlink(self, member: tarfile.TarInfo, target: str) -> bool:
+        if member.linkname.startswith("/") or ".." in member.linkname.split("/"):
+            raise UnsafeArchiveError(
+                f"layer entry {member.name!r} is a hardlink to {member.linkname!r}, outside the "
+                f"workspace; refusing to extract it"
+            )
+        local = self._local(clean_name(member.linkname, "hardlink"))
+        if not local:
+            return False  # its target is outside the sub_path: not part of this view
+        source = os.path.join(self._parent_dir(local, member.name), local.rpartition("/")[2])
+        try:
+            st = os.lstat(source)
+        except FileNotFoundError:
+            return False
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        _remove(target)
+        os.link(source, target, follow_symlinks=False)
+        return True
+
+    def _whiteout(self, parent: str, base: str, name: str) -> None:
+        if base == OPAQUE:
+            if self._covers_view(parent):
+                self._clear_view()
+                return
+            local = self._local(parent)
+            if local is None:
+                return
+            directory = self._real_dir(local, name)
+            for child in os.listdir(directory):
+                child_local = f"{local}/{child}" if local else child
+                if child_local not in self._written:
+                    _remove(os.path.join(directory, child))
+            return
+        victim_name = base[len(WHITEOUT_PREFIX):]
+        if victim_name in ("", ".", ".."):
+            raise UnsafeArchiveError(f"layer whiteout {name!r} names no valid entry; refusing it")
+        victim = f"{parent}/{victim_name}" if parent else victim_name
+        if self._covers_view(victim):
+            self._clear_view()
+            return
+        local = self._local(victim)
+        if local is None or local in self._written:
+            return
+        real_parent = self._parent_dir(local, name)
+        _remove(os.path.join(real_parent, victim_name))
+
+    def _clear_view(self) -> None:
+        """An ancestor of sub_path was deleted: everything from lower layers goes."""
+        keep = {path.split("/", 1)[0] for path in self._written}
+        for child in os.listdir(self._root):
+            if child not in keep:
+                _remove(os.path.join(self._root, child))
+
+
+def _decompressor(media_type: str, blob: HashingReader):
+    if media_type == oci_image.LAYER_ZSTD:
+        return zstandard.ZstdDecompressor().stream_reader(blob, read_across_frames=True, closefd=False)
+    if media_type == oci_image.LAYER_GZIP:
+        return gzip.GzipFile(fileobj=blob, mode="rb")
+    return blob

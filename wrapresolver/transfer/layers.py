@@ -1,0 +1,288 @@
+"""Writing a layer: tar of the changed entries plus OCI whiteouts, compressed, streamed.
+
+The tar is produced in a worker thread and handed to the backend's `put_blob` through a
+bounded pipe, so memory stays flat whatever the workspace size and no temporary file is
+needed. Both digests OCI needs are computed on the way: the compressed blob's (the layer
+digest) and the plain tar's (the config's diff_id).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import queue
+import stat
+import tarfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import zstandard
+
+from wrapresolver.backends.base import BlobStore, Descriptor
+from wrapresolver.transfer import oci_image
+from wrapresolver.transfer.snapshot import Changes
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE = ".wh..wh..opq"
+CHUNK = 1 << 20
+_PIPE_DEPTH = 8  # chunks in flight between the tar thread and the upload: a few MiB at most
+
+
+class _Closed(Exception):
+    """The reading side gave up; the tar thread stops writing."""
+
+
+class BoundedPipe:
+    """A one-writer one-reader byte pipe with a bounded buffer and error propagation."""
+
+    def __init__(self, depth: int = _PIPE_DEPTH) -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._closed = threading.Event()
+        self.reader = _PipeReader(self)
+
+    def write(self, data: bytes) -> int:
+        if data:
+            self._put(bytes(data))
+        return len(data)
+
+    def _put(self, item: object) -> None:
+        while True:
+            if self._closed.is_set():
+                raise _Closed()
+            try:
+                self._queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """Writer side: end of data, or the error the reader should raise."""
+        try:
+            self._put(error if error is not None else b"")
+        except _Closed:
+            pass
+
+    def close_reader(self) -> None:
+        self._closed.set()
+
+    def flush(self) -> None:
+        pass
+
+
+class _PipeReader(io.RawIOBase):
+    def __init__(self, pipe: BoundedPipe) -> None:
+        self._pipe = pipe
+        self._pending = memoryview(b"")
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        while not self._pending:
+            if self._eof:
+                return 0
+            item = self._pipe._queue.get()
+            if isinstance(item, BaseException):
+                self._eof = True
+                raise item
+            if item == b"":
+                self._eof = True
+                return 0
+            self._pending = memoryview(item)
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+
+class _HashingWriter:
+    """Counts and hashes bytes on their way to `inner` (a file-like sink)."""
+
+    def __init__(self, inner) -> None:
+        self._inner = inner
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data) -> int:
+        self._hash.update(data)
+        self.size += len(data)
+        self._inner.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self._hash.hexdigest()
+
+
+@dataclass
+class LayerStats:
+    files: int = 0
+    bytes: int = 0
+
+
+def _tarinfo(arcname: str, st: os.stat_result) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(arcname)
+    info.mode = stat.S_IMODE(st.st_mode)
+    info.uid, info.gid = st.st_uid, st.st_gid
+    info.uname = info.gname = ""
+    seconds, nanos = divmod(st.st_mtime_ns, 1_000_000_000)
+    info.mtime = seconds
+    if nanos:
+        # PAX keeps mtime to the nanosecond as a decimal string; tarfile's float would round it.
+        info.pax_headers = {"mtime": f"{seconds}.{nanos:09d}"}
+    return info
+
+
+def write_tar(
+    root: Path,
+    changes: Changes,
+    prefix: str,
+    sink,
+    stats: LayerStats,
+    tick: Callable[[LayerStats], None] = lambda s: None,
+) -> None:
+    """Write `changes` of `root` as a tar to `sink`, names prefixed with `prefix`.
+
+    Whiteouts come first; OCI applies them to lower layers only, wherever they sit, but
+    tools that extract in order then never delete what this layer adds.
+    """
+    base = prefix.strip("/")
+
+    def arc(rel: str) -> str:
+        return f"{base}/{rel}" if base else rel
+
+    hardlinks: dict[tuple[int, int], str] = {}
+    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK) as tar:
+        for rel in changes.deleted:
+            parent, _, name = rel.rpartition("/")
+            info = tarfile.TarInfo(arc(f"{parent}/{WHITEOUT_PREFIX}{name}" if parent else WHITEOUT_PREFIX + name))
+            info.mode = 0o644
+            tar.addfile(info)
+        for rel in changes.changed:
+            full = os.path.join(root, rel)
+            try:
+                st = os.lstat(full)
+            except FileNotFoundError:
+                continue  # deleted between snapshot and now: its absence is what we store
+            info = _tarinfo(arc(rel), st)
+            if stat.S_ISDIR(st.st_mode):
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            elif stat.S_ISLNK(st.st_mode):
+                info.type = tarfile.SYMTYPE
+                info.linkname = os.readlink(full)
+                tar.addfile(info)
+            elif stat.S_ISREG(st.st_mode):
+                key = (st.st_dev, st.st_ino)
+                if st.st_nlink > 1 and key in hardlinks:
+                    info.type = tarfile.LNKTYPE
+                    info.linkname = hardlinks[key]
+                    tar.addfile(info)
+                else:
+                    if st.st_nlink > 1:
+                        hardlinks[key] = info.name
+                    with open(full, "rb") as data:
+                        info.size = os.fstat(data.fileno()).st_size
+                        tar.addfile(info, data)
+                    stats.bytes += info.size
+            else:
+                continue  # sockets, fifos, devices: not workspace content, never stored
+            stats.files += 1
+            tick(stats)
+
+
+def _compressor(media_type: str, sink):
+    """A writable that compresses into `sink`; closing it flushes the end of the stream."""
+    if media_type == oci_image.LAYER_ZSTD:
+        return zstandard.ZstdCompressor(level=3, threads=0).stream_writer(sink, closefd=False)
+    if media_type == oci_image.LAYER_GZIP:
+        # mtime=0: the same tar always gives the same blob, so unchanged layers dedupe.
+        return gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=6, mtime=0)
+    return _Passthrough(sink)
+
+
+class _Passthrough:
+    def __init__(self, sink) -> None:
+        self._sink = sink
+
+    def write(self, data) -> int:
+        return self._sink.write(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class WrittenLayer:
+    layer: oci_image.Layer
+    stats: LayerStats
+
+
+def store_layer(
+    store: BlobStore,
+    root: Path,
+    changes: Changes,
+    prefix: str,
+    media_type: str,
+    tick: Callable[[LayerStats], None] = lambda s: None,
+) -> WrittenLayer:
+    """Stream a new layer of `changes` into `store`; return its descriptor and diff_id."""
+    pipe = BoundedPipe()
+    stats = LayerStats()
+    compressed = _HashingWriter(pipe)
+    plain: list[_HashingWriter] = []
+    failed: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            compressor = _compressor(media_type, compressed)
+            tar_sink = _HashingWriter(compressor)
+            plain.append(tar_sink)
+            write_tar(root, changes, prefix, tar_sink, stats, tick)
+            compressor.close()
+            pipe.finish()
+        except _Closed:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - handed to the reading side
+            failed.append(exc)
+            pipe.finish(exc)
+
+    worker = threading.Thread(target=produce, name="wrap-layer-writer", daemon=True)
+    worker.start()
+    try:
+        desc = store.put_blob(io.BufferedReader(pipe.reader, CHUNK), media_type)
+    except BaseException:
+        pipe.close_reader()
+        worker.join()
+        if failed:
+            # A backend may wrap the reader's error; the reading side's cause is the real one.
+            raise failed[0] from None
+        raise
+    pipe.close_reader()
+    worker.join()
+    if failed:
+        raise failed[0]
+    from wrapresolver.errors import IntegrityError
+
+    if desc.digest != compressed.digest:
+        raise IntegrityError(
+            f"the backend stored the new layer as {desc.digest}, but {compressed.digest} was sent"
+        )
+    desc = Descriptor(media_type, desc.digest, desc.size, desc.annotations)
+    return WrittenLayer(oci_image.Layer(desc, plain[0].digest), stats)
+
+
+def whole_tree(entries: Iterable[str]) -> Changes:
+    """Every entry as changed: the layer of a store without a fetch record."""
+    return Changes(tuple(entries), ())
