@@ -6,8 +6,16 @@ nowhere else.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, Sequence
+
+import yaml
+
+from wrapresolver.backends.base import Backend, backend_for_scheme, get_backend
+from wrapresolver.errors import ParamError
+from wrapresolver.template import expand_target, has_workspace_placeholder, split_scheme
+
 
 # ---- param names (DESIGN §4.1) ----
 PARAM_PIPELINEREF = "pipelineref"
@@ -64,3 +72,333 @@ class WrapRequest:
     """Backend options (every param that is not one of the names above)."""
     step_image: str = DEFAULT_STEP_IMAGE
     context: RunContext = field(default_factory=RunContext)
+
+
+CORE_PARAMS = (PARAM_PIPELINEREF, PARAM_WORKSPACES, PARAM_TARGET, PARAM_BACKEND, PARAM_BASE)
+"""Params the resolver itself reads; every other param is a backend option."""
+
+CONFIGMAP_NAME = "wrapresolver-config"
+DEFAULT_BACKEND = "oci"
+"""The backend of a target without a scheme (`registry.example/ci/cache`)."""
+RESOLVER_NAME = "wrap"
+
+_DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS1123_SUBDOMAIN_RE = re.compile(rf"^{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*$")
+
+
+def config_key(param: str) -> str:
+    """The ConfigMap key holding the default of `param`."""
+    return CONFIG_DEFAULT_PREFIX + param
+
+
+def parse_request(params: Sequence[Mapping], config: Mapping[str, str], context: RunContext) -> WrapRequest:
+    """Merge the request's params with the ConfigMap defaults and validate them.
+
+    Raises `ParamError` naming the param (and the ConfigMap key that could default it).
+    """
+    given = _params_by_name(params)
+    values = _with_defaults(given, config)
+
+    pipelineref = _parse_pipelineref(_require(values, PARAM_PIPELINEREF))
+    target = _string(PARAM_TARGET, _require(values, PARAM_TARGET)).strip()
+    if not target:
+        raise ParamError(_missing_message(PARAM_TARGET))
+    workspaces: tuple[str, ...] = ()
+    if PARAM_WORKSPACES in values:
+        workspaces = _parse_workspaces(values[PARAM_WORKSPACES])
+    base = _string(PARAM_BASE, values.get(PARAM_BASE, "")).strip()
+
+    backend = _select_backend(given, config, target)
+    options = _backend_options(backend, given, config)
+    for workspace in workspaces or ("workspace",):
+        backend.validate_target(expand_target(target, workspace, context))
+
+    return WrapRequest(
+        pipelineref=pipelineref,
+        workspaces=workspaces,
+        target=target,
+        backend=backend.name,
+        base=base,
+        options=options,
+        step_image=(config.get(CONFIG_STEP_IMAGE) or "").strip() or DEFAULT_STEP_IMAGE,
+        context=context,
+    )
+
+
+def wrapped_workspaces(request: WrapRequest, pipeline: Mapping) -> tuple[str, ...]:
+    """The pipeline workspaces to wrap, checked against what the Pipeline declares."""
+    name = _object_name(pipeline)
+    declared = [
+        ws.get("name", "")
+        for ws in (_spec(pipeline).get("workspaces") or [])
+        if isinstance(ws, Mapping)
+    ]
+    declared_text = ", ".join(declared) if declared else "none"
+    if request.workspaces:
+        unknown = [ws for ws in request.workspaces if ws not in declared]
+        if unknown:
+            raise ParamError(
+                f"param `{PARAM_WORKSPACES}` names {_quoted(unknown)}, which Pipeline {name!r} "
+                f"does not declare; its workspaces are: {declared_text}"
+            )
+        chosen = request.workspaces
+    else:
+        chosen = _emptydir_workspaces(request.context, declared, name)
+
+    if len(chosen) > 1 and not has_workspace_placeholder(request.target):
+        raise ParamError(
+            f"{len(chosen)} workspaces are wrapped ({', '.join(chosen)}) but param "
+            f"`{PARAM_TARGET}` {request.target!r} has no `<<workspace>>`: they would all be "
+            f"stored at the same place; add `<<workspace>>` to the target, e.g. "
+            f"{request.target.rstrip('/')}-<<workspace>>"
+        )
+    return chosen
+
+
+def check_targets(request: WrapRequest, workspaces: Sequence[str], backend: Backend) -> None:
+    """Let the backend reject each workspace's concrete target before anything runs."""
+    for workspace in workspaces:
+        backend.validate_target(expand_target(request.target, workspace, request.context))
+
+
+# ---- helpers ----
+
+def _params_by_name(params: Sequence[Mapping]) -> dict[str, object]:
+    if params is None:
+        return {}
+    if not isinstance(params, Sequence) or isinstance(params, (str, bytes)):
+        raise ParamError("the request's params must be a list of {name, value}")
+    out: dict[str, object] = {}
+    for index, param in enumerate(params):
+        if not isinstance(param, Mapping) or not isinstance(param.get("name"), str) or not param["name"]:
+            raise ParamError(f"param #{index + 1} has no name; params are written as {{name, value}}")
+        name = param["name"]
+        if name in out:
+            raise ParamError(f"param `{name}` is given more than once; keep one")
+        if "value" not in param or param["value"] is None:
+            raise ParamError(f"param `{name}` has no value")
+        out[name] = param["value"]
+    return out
+
+
+def _with_defaults(given: Mapping[str, object], config: Mapping[str, str]) -> dict[str, object]:
+    values: dict[str, object] = {}
+    for param in CORE_PARAMS:
+        if param in given:
+            values[param] = given[param]
+        elif (config.get(config_key(param)) or "").strip():
+            values[param] = config[config_key(param)]
+    return values
+
+
+def _missing_message(param: str) -> str:
+    return (
+        f"missing param `{param}`: add it to the PipelineRun's pipelineRef.params, or ask the "
+        f"cluster admin to set `{config_key(param)}` in the ConfigMap {CONFIGMAP_NAME}"
+    )
+
+
+def _require(values: Mapping[str, object], param: str) -> object:
+    if param not in values:
+        raise ParamError(_missing_message(param))
+    return values[param]
+
+
+def _string(param: str, value: object) -> str:
+    if not isinstance(value, str):
+        kind = "an array" if isinstance(value, list) else "an object"
+        raise ParamError(f"param `{param}` must be a string, got {kind}: {value!r}")
+    return value
+
+
+def _unsubstituted_hint(value: str) -> str:
+    if "$(" not in value:
+        return ""
+    return (
+        "; it still holds a `$(...)` reference: Tekton replaces only `$(params.x)` the "
+        "PipelineRun itself supplies and `$(context.pipelineRun.*)` in resolver params"
+    )
+
+
+def _parse_pipelineref(value: object) -> PipelineRef:
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            raise ParamError(_missing_message(PARAM_PIPELINEREF))
+        if _is_dns1123_subdomain(text):
+            return PipelineRef(name=text)
+        try:
+            parsed = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ParamError(
+                f"param `{PARAM_PIPELINEREF}` {text!r} is neither a Pipeline name nor valid YAML "
+                f"of a resolver reference ({_first_line(exc)}){_unsubstituted_hint(text)}"
+            ) from exc
+        if not isinstance(parsed, Mapping):
+            raise ParamError(
+                f"param `{PARAM_PIPELINEREF}` {text!r} is not a valid Pipeline name (lowercase "
+                f"letters, digits, '-' and '.', at most 253 characters) nor a YAML mapping "
+                f"`{{resolver: <name>, params: [...]}}`{_unsubstituted_hint(text)}"
+            )
+        return _nested_ref(parsed)
+    if isinstance(value, Mapping):
+        return _nested_ref(value)
+    raise ParamError(
+        f"param `{PARAM_PIPELINEREF}` must be a Pipeline name or a resolver reference, got an array"
+    )
+
+
+def _nested_ref(ref: Mapping) -> PipelineRef:
+    unknown = sorted(str(k) for k in ref if k not in ("name", "resolver", "params"))
+    if unknown:
+        raise ParamError(
+            f"param `{PARAM_PIPELINEREF}` has unknown field(s) {', '.join(unknown)}; "
+            f"a resolver reference has `resolver` and `params`"
+        )
+    resolver = ref.get("resolver")
+    if resolver is None and isinstance(ref.get("name"), str):
+        if "params" in ref:
+            raise ParamError(f"param `{PARAM_PIPELINEREF}` has `params` but no `resolver`")
+        return _parse_pipelineref(ref["name"])
+    if not isinstance(resolver, str) or not resolver.strip():
+        raise ParamError(
+            f"param `{PARAM_PIPELINEREF}` is a mapping without `resolver`; write a Pipeline name "
+            f"or `{{resolver: git, params: [...]}}`"
+        )
+    resolver = resolver.strip()
+    if resolver == RESOLVER_NAME:
+        raise ParamError(
+            f"param `{PARAM_PIPELINEREF}` asks the `{RESOLVER_NAME}` resolver again, which would "
+            f"loop; point it at where the Pipeline lives (a name, or e.g. `resolver: git`)"
+        )
+    return PipelineRef(resolver=resolver, params=_normalise_nested_params(ref.get("params")))
+
+
+def _normalise_nested_params(params: object) -> tuple[Mapping, ...]:
+    where = f"the `params` of param `{PARAM_PIPELINEREF}`"
+    if params is None:
+        return ()
+    if isinstance(params, Mapping):
+        return tuple({"name": str(k), "value": _nested_value(where, str(k), v)} for k, v in params.items())
+    if not isinstance(params, list):
+        raise ParamError(f"{where} must be a list of {{name, value}} or a mapping")
+    seen: set[str] = set()
+    out = []
+    for param in params:
+        if not isinstance(param, Mapping) or not isinstance(param.get("name"), str) or "value" not in param:
+            raise ParamError(f"{where} must be a list of {{name, value}}; got {param!r}")
+        if param["name"] in seen:
+            raise ParamError(f"{where} gives `{param['name']}` more than once")
+        seen.add(param["name"])
+        out.append({"name": param["name"], "value": _nested_value(where, param["name"], param["value"])})
+    return tuple(out)
+
+
+def _nested_value(where: str, name: str, value: object) -> object:
+    # YAML reads `revision: 1.0` as a float; resolver params are strings, arrays or objects.
+    if isinstance(value, (list, dict)):
+        return value
+    if value is None:
+        raise ParamError(f"{where}: `{name}` has no value")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _parse_workspaces(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        names = value.split(",")
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        names = value
+    else:
+        raise ParamError(
+            f"param `{PARAM_WORKSPACES}` must be a comma-separated string or an array of names"
+        )
+    out: list[str] = []
+    for name in (n.strip() for n in names):
+        if name and name not in out:
+            out.append(name)
+    if not out:
+        raise ParamError(
+            f"param `{PARAM_WORKSPACES}` is empty; name at least one pipeline workspace, or leave "
+            f"the param out to wrap every workspace the PipelineRun binds to emptyDir"
+        )
+    return tuple(out)
+
+
+def _select_backend(given: Mapping[str, object], config: Mapping[str, str], target: str) -> Backend:
+    if PARAM_BACKEND in given:
+        name = _string(PARAM_BACKEND, given[PARAM_BACKEND]).strip()
+        if not name:
+            raise ParamError(f"param `{PARAM_BACKEND}` is empty; leave it out to choose by the target's scheme")
+        return get_backend(name)
+    scheme, _ = split_scheme(target)
+    if scheme:
+        return backend_for_scheme(scheme)
+    default = (config.get(config_key(PARAM_BACKEND)) or "").strip()
+    return get_backend(default or DEFAULT_BACKEND)
+
+
+def _backend_options(backend: Backend, given: Mapping[str, object], config: Mapping[str, str]) -> dict[str, str]:
+    # ConfigMap defaults apply only to options this backend has: an admin's
+    # `default-compression` for OCI must not break requests that pick S3.
+    options: dict[str, str] = {}
+    for key, value in config.items():
+        if key.startswith(CONFIG_DEFAULT_PREFIX):
+            name = key[len(CONFIG_DEFAULT_PREFIX):]
+            if name not in CORE_PARAMS and name in backend.options and str(value).strip():
+                options[name] = str(value).strip()
+    for name, value in given.items():
+        if name not in CORE_PARAMS:
+            options[name] = _string(name, value)
+    return backend.validate_options(options)
+
+
+def _emptydir_workspaces(context: RunContext, declared: Sequence[str], pipeline: str) -> tuple[str, ...]:
+    hint = (
+        f"set param `{PARAM_WORKSPACES}` (e.g. `{','.join(declared[:2]) or 'sources'}`) or "
+        f"`{config_key(PARAM_WORKSPACES)}` in the ConfigMap {CONFIGMAP_NAME}"
+    )
+    run = context.pipelinerun
+    if not isinstance(run, Mapping):
+        raise ParamError(
+            f"param `{PARAM_WORKSPACES}` is not set and the PipelineRun is not known, so the "
+            f"workspaces bound to emptyDir cannot be found; {hint}"
+        )
+    bound = {
+        b.get("name")
+        for b in (_spec(run).get("workspaces") or [])
+        if isinstance(b, Mapping) and "emptyDir" in b
+    }
+    chosen = tuple(ws for ws in declared if ws in bound)
+    if not chosen:
+        run_name = context.name or _object_name(run) or "the PipelineRun"
+        raise ParamError(
+            f"param `{PARAM_WORKSPACES}` is not set and {run_name} binds none of Pipeline "
+            f"{pipeline!r}'s workspaces to emptyDir; {hint}"
+        )
+    return chosen
+
+
+def _spec(obj: Mapping) -> Mapping:
+    spec = obj.get("spec") if isinstance(obj, Mapping) else None
+    return spec if isinstance(spec, Mapping) else {}
+
+
+def _object_name(obj: Mapping) -> str:
+    metadata = obj.get("metadata") if isinstance(obj, Mapping) else None
+    if isinstance(metadata, Mapping):
+        return str(metadata.get("name") or metadata.get("generateName") or "")
+    return ""
+
+
+def _is_dns1123_subdomain(text: str) -> bool:
+    return len(text) <= 253 and bool(_DNS1123_SUBDOMAIN_RE.match(text))
+
+
+def _quoted(names: Sequence[str]) -> str:
+    return ", ".join(repr(n) for n in names)
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -8,8 +8,9 @@ ResolutionRequests); `render` passes `FileSource` over local YAML documents.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Protocol
+from typing import Iterable, Mapping, Protocol, Sequence
 
+from wrapresolver.errors import SourceError
 from wrapresolver.params import PipelineRef
 
 
@@ -31,3 +32,66 @@ class Source(Protocol):
     async def task(self, task_ref: Mapping, namespace: str) -> Fetched:
         """The Task a pipeline task's `taskRef` names (`{name}` or `{resolver, params}`)."""
         ...
+
+
+class FileSource:
+    """Pipelines and Tasks from local YAML documents, looked up by `metadata.name`.
+
+    For `wrapresolver render`: no cluster, no network, so a resolver reference (in
+    `pipelineref` or in a `taskRef`) cannot be followed and is reported instead.
+    `ref_source.uri` is `file:<origin>` (the file the document came from, as given, or
+    `file:` when unknown) and `entryPoint` is `<Kind>/<name>`, so two documents in one file
+    stay distinguishable.
+    """
+
+    def __init__(self, documents: Iterable[Mapping], origins: Sequence[str] = ()) -> None:
+        self._objects: dict[tuple[str, str], tuple[Mapping, str]] = {}
+        for index, doc in enumerate(documents):
+            if not isinstance(doc, Mapping):
+                continue
+            kind = doc.get("kind")
+            name = (doc.get("metadata") or {}).get("name") if isinstance(doc.get("metadata"), Mapping) else None
+            if kind not in ("Pipeline", "Task") or not isinstance(name, str) or not name:
+                continue
+            if not str(doc.get("apiVersion", "")).startswith("tekton.dev/"):
+                continue
+            origin = origins[index] if index < len(origins) else ""
+            key = (kind, name)
+            if key in self._objects:
+                raise SourceError(
+                    f"two {kind}s named {name!r} in the input files; keep one of them"
+                )
+            self._objects[key] = (doc, origin)
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(name for k, name in self._objects if k == kind)
+
+    async def pipeline(self, ref: PipelineRef, namespace: str) -> Fetched:
+        if ref.resolver:
+            raise SourceError(
+                f"render cannot resolve resolver {ref.resolver!r} offline; pass the Pipeline with -f"
+            )
+        return self._get("Pipeline", ref.name)
+
+    async def task(self, task_ref: Mapping, namespace: str) -> Fetched:
+        resolver = task_ref.get("resolver")
+        if resolver:
+            raise SourceError(
+                f"render cannot resolve resolver {resolver!r} offline; pass the Task with -f "
+                f"and refer to it by name"
+            )
+        kind = task_ref.get("kind") or "Task"
+        if kind != "Task":
+            raise SourceError(f"taskRef of kind {kind!r} cannot be fetched; only Tasks can")
+        return self._get("Task", str(task_ref.get("name") or ""))
+
+    def _get(self, kind: str, name: str) -> Fetched:
+        found = self._objects.get((kind, name))
+        if found is None:
+            known = ", ".join(self.names(kind)) or "none"
+            raise SourceError(
+                f"{kind} {name!r} is not in the input files ({kind}s found: {known}); "
+                f"add the file that holds it with -f"
+            )
+        obj, origin = found
+        return Fetched(obj=obj, ref_source={"uri": f"file:{origin}", "entryPoint": f"{kind}/{name}"})

@@ -15,7 +15,7 @@ defaults, never renamed.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 SPEC_VERSION = 1
@@ -64,14 +64,16 @@ class WorkspaceTransfer:
 
     def to_json(self) -> str:
         """Compact, key-sorted JSON: the same plan always gives the same bytes."""
-        data = asdict(self)
-        data["v"] = SPEC_VERSION
-        data["inputs"] = list(self.inputs)
-        data["graph"] = {
-            name: {"inputs": list(node.inputs), "order": node.order}
-            for name, node in sorted(self.graph.items())
+        data = {
+            "backend": self.backend, "base": self.base, "bound": self.bound,
+            "graph": {
+                name: {"inputs": list(node.inputs), "order": node.order}
+                for name, node in sorted(self.graph.items())
+            },
+            "inputs": list(self.inputs), "options": dict(sorted(self.options.items())),
+            "path": self.path, "publish": self.publish, "run": self.run, "sub_path": self.sub_path,
+            "target": self.target, "task": self.task, "v": SPEC_VERSION, "workspace": self.workspace,
         }
-        data["options"] = dict(sorted(self.options.items()))
         return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod

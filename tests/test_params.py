@@ -1,0 +1,297 @@
+import pytest
+
+from wrapresolver.errors import ParamError
+from wrapresolver.params import (
+    DEFAULT_STEP_IMAGE,
+    PipelineRef,
+    RunContext,
+    WrapRequest,
+    parse_request,
+    wrapped_workspaces,
+)
+
+CONTEXT = RunContext(name="run-1", namespace="ci", uid="u-1")
+
+
+def params(**values):
+    return [{"name": name, "value": value} for name, value in values.items()]
+
+
+def parse(config=None, context=CONTEXT, **values):
+    return parse_request(params(**values), config or {}, context)
+
+
+def pipeline(*workspaces):
+    return {
+        "apiVersion": "tekton.dev/v1",
+        "kind": "Pipeline",
+        "metadata": {"name": "build"},
+        "spec": {"workspaces": [{"name": w} for w in workspaces], "tasks": []},
+    }
+
+
+def pipelinerun(**bindings):
+    return {
+        "apiVersion": "tekton.dev/v1",
+        "kind": "PipelineRun",
+        "metadata": {"name": "run-1"},
+        "spec": {"workspaces": [{"name": n, **b} for n, b in bindings.items()]},
+    }
+
+
+def request(workspaces=(), target="oci://reg/ci/<<workspace>>", pipelinerun=None):
+    return WrapRequest(
+        pipelineref=PipelineRef(name="build"),
+        workspaces=tuple(workspaces),
+        target=target,
+        backend="oci",
+        context=RunContext(name="run-1", namespace="ci", pipelinerun=pipelinerun),
+    )
+
+
+# ---- parse_request ----
+
+def test_minimal_request_is_typed():
+    req = parse(pipelineref="build", target="oci://registry.example/ci/<<workspace>>")
+    assert req.pipelineref == PipelineRef(name="build")
+    assert req.target == "oci://registry.example/ci/<<workspace>>"
+    assert req.backend == "oci"
+    assert req.workspaces == ()
+    assert req.base == ""
+    assert req.step_image == DEFAULT_STEP_IMAGE
+    assert req.context == CONTEXT
+
+
+def test_workspaces_as_comma_string_or_array_are_the_same():
+    a = parse(pipelineref="build", target="oci://r/x/<<workspace>>", workspaces="sources, cache")
+    b = parse(pipelineref="build", target="oci://r/x/<<workspace>>", workspaces=["sources", "cache"])
+    assert a.workspaces == b.workspaces == ("sources", "cache")
+
+
+def test_empty_workspaces_param_is_rejected():
+    for value in ("", " , ", []):
+        with pytest.raises(ParamError, match=r"param `workspaces` is empty; name at least one"):
+            parse(pipelineref="build", target="oci://r/x", workspaces=value)
+
+
+def test_workspaces_of_the_wrong_type_are_rejected():
+    with pytest.raises(ParamError, match=r"`workspaces` must be a comma-separated string or an array"):
+        parse(pipelineref="build", target="oci://r/x", workspaces={"a": "b"})
+
+
+def test_configmap_defaults_fill_any_missing_param():
+    config = {
+        "default-pipelineref": "build",
+        "default-target": "registry.example/ci/<<workspace>>",
+        "default-workspaces": "sources",
+        "default-base": "registry.example/base:1",
+        "step-image": "registry.example/wrapresolver:dev",
+    }
+    req = parse(config)
+    assert req.pipelineref.name == "build"
+    assert req.target == "registry.example/ci/<<workspace>>"
+    assert req.workspaces == ("sources",)
+    assert req.base == "registry.example/base:1"
+    assert req.step_image == "registry.example/wrapresolver:dev"
+
+
+def test_params_win_over_configmap_defaults():
+    req = parse({"default-target": "oci://r/default"}, pipelineref="build", target="oci://r/mine")
+    assert req.target == "oci://r/mine"
+
+
+@pytest.mark.parametrize("param", ["pipelineref", "target"])
+def test_missing_required_param_names_param_and_configmap_key(param):
+    values = {"pipelineref": "build", "target": "oci://r/x"}
+    del values[param]
+    with pytest.raises(ParamError) as err:
+        parse(**values)
+    message = str(err.value)
+    assert f"missing param `{param}`" in message
+    assert f"`default-{param}`" in message
+    assert "wrapresolver-config" in message
+
+
+def test_duplicate_param_names_are_rejected():
+    with pytest.raises(ParamError, match=r"param `target` is given more than once"):
+        parse_request(
+            [{"name": "pipelineref", "value": "build"}, {"name": "target", "value": "oci://r/a"},
+             {"name": "target", "value": "oci://r/b"}],
+            {},
+            CONTEXT,
+        )
+
+
+def test_param_without_name_is_rejected():
+    with pytest.raises(ParamError, match=r"param #1 has no name"):
+        parse_request([{"value": "x"}], {}, CONTEXT)
+
+
+def test_target_must_be_a_string():
+    with pytest.raises(ParamError, match=r"param `target` must be a string, got an array"):
+        parse(pipelineref="build", target=["oci://r/a"])
+
+
+# ---- pipelineref ----
+
+def test_pipelineref_nested_resolver_with_param_list():
+    text = (
+        "resolver: git\n"
+        "params:\n"
+        "  - {name: url, value: https://git.example/ci.git}\n"
+        "  - {name: pathInRepo, value: pipeline.yaml}\n"
+    )
+    req = parse(pipelineref=text, target="oci://r/x")
+    assert req.pipelineref == PipelineRef(
+        resolver="git",
+        params=({"name": "url", "value": "https://git.example/ci.git"},
+                {"name": "pathInRepo", "value": "pipeline.yaml"}),
+    )
+
+
+def test_pipelineref_nested_params_mapping_is_normalised_to_a_list():
+    text = '{"resolver": "bundles", "params": {"bundle": "reg/p:1", "name": "build", "kind": "pipeline"}}'
+    req = parse(pipelineref=text, target="oci://r/x")
+    assert req.pipelineref.resolver == "bundles"
+    assert req.pipelineref.params == (
+        {"name": "bundle", "value": "reg/p:1"},
+        {"name": "name", "value": "build"},
+        {"name": "kind", "value": "pipeline"},
+    )
+
+
+def test_pipelineref_nested_scalar_values_become_strings():
+    req = parse(pipelineref="resolver: git\nparams: {revision: 1.0, depth: 1}", target="oci://r/x")
+    assert req.pipelineref.params == ({"name": "revision", "value": "1.0"}, {"name": "depth", "value": "1"})
+
+
+def test_pipelineref_pointing_at_wrap_is_a_loop():
+    with pytest.raises(ParamError, match=r"asks the `wrap` resolver again, which would loop"):
+        parse(pipelineref="resolver: wrap\nparams: []", target="oci://r/x")
+
+
+def test_pipelineref_that_is_no_name_nor_mapping_is_rejected():
+    with pytest.raises(ParamError, match=r"not a valid Pipeline name .* nor a YAML mapping"):
+        parse(pipelineref="Build_And_Test", target="oci://r/x")
+
+
+def test_pipelineref_with_unsubstituted_variable_explains_tekton_substitution():
+    with pytest.raises(ParamError, match=r"still holds a `\$\(\.\.\.\)` reference"):
+        parse(pipelineref="$(params.pipeline)", target="oci://r/x")
+
+
+def test_pipelineref_mapping_without_resolver_is_rejected():
+    with pytest.raises(ParamError, match=r"mapping without `resolver`"):
+        parse(pipelineref="params: [{name: a, value: b}]", target="oci://r/x")
+
+
+def test_pipelineref_nested_duplicate_param_is_rejected():
+    text = "resolver: git\nparams: [{name: url, value: a}, {name: url, value: b}]"
+    with pytest.raises(ParamError, match=r"gives `url` more than once"):
+        parse(pipelineref=text, target="oci://r/x")
+
+
+# ---- backend selection ----
+
+@pytest.mark.parametrize(
+    ("target", "backend"),
+    [
+        ("oci://registry.example/ci/<<workspace>>", "oci"),
+        ("registry.example/ci/<<workspace>>:v1", "oci"),
+        ("s3://bucket/ci/<<workspace>>", "s3"),
+        ("gs://bucket/ci/<<workspace>>", "gcs"),
+        ("rsync://storage.example/ci/<<workspace>>", "rsync"),
+        ("file:///var/cache/ci/<<workspace>>", "file"),
+    ],
+)
+def test_backend_follows_the_target_scheme(target, backend):
+    assert parse(pipelineref="build", target=target).backend == backend
+
+
+def test_backend_param_wins_over_scheme():
+    with pytest.raises(ParamError, match=r"is not a file:// URL"):
+        parse(pipelineref="build", target="oci://registry.example/ci/x", backend="file")
+    req = parse(pipelineref="build", target="registry.example/ci/x", backend="oci")
+    assert req.backend == "oci"
+
+
+def test_default_backend_applies_to_targets_without_scheme_only():
+    # The file backend, chosen by default-backend, is the one that rejects a scheme-less target.
+    with pytest.raises(ParamError, match=r"is not a file:// URL"):
+        parse({"default-backend": "file"}, pipelineref="build", target="/var/cache/ci/<<workspace>>")
+    req = parse({"default-backend": "file"}, pipelineref="build", target="s3://bucket/x")
+    assert req.backend == "s3"
+
+
+def test_unknown_backend_lists_installed_ones():
+    with pytest.raises(ParamError, match=r"unknown backend 'azure'; installed backends: .*oci"):
+        parse(pipelineref="build", target="oci://r/x", backend="azure")
+
+
+def test_unknown_scheme_lists_known_schemes():
+    with pytest.raises(ParamError, match=r"no installed backend handles targets of scheme 'ftp'.*oci://"):
+        parse(pipelineref="build", target="ftp://host/x")
+
+
+def test_unknown_option_names_param_and_backend():
+    with pytest.raises(ParamError, match=r"unknown param\(s\) colour for backend 'oci'"):
+        parse(pipelineref="build", target="oci://r/x", colour="blue")
+
+
+def test_backend_options_come_from_params_and_matching_defaults():
+    from wrapresolver.backends.base import get_backend
+
+    oci = get_backend("oci")
+    if not oci.options:
+        pytest.skip("the oci backend declares no options")
+    option = sorted(oci.options)[0]
+    config = {f"default-{option}": "from-config", "default-not-an-oci-option": "ignored"}
+    req = parse(config, pipelineref="build", target="oci://r/x")
+    assert req.options.get(option) is not None
+    assert "not-an-oci-option" not in req.options
+
+
+def test_backend_option_must_be_a_string():
+    with pytest.raises(ParamError, match=r"param `colour` must be a string"):
+        parse(pipelineref="build", target="oci://r/x", colour=["a"])
+
+
+# ---- wrapped_workspaces ----
+
+def test_explicit_workspaces_must_be_declared_by_the_pipeline():
+    with pytest.raises(ParamError) as err:
+        wrapped_workspaces(request(["sources", "cahce"]), pipeline("sources", "cache"))
+    message = str(err.value)
+    assert "'cahce'" in message and "does not declare" in message
+    assert "its workspaces are: sources, cache" in message
+
+
+def test_explicit_workspaces_keep_their_order():
+    assert wrapped_workspaces(request(["cache", "sources"]), pipeline("sources", "cache")) == ("cache", "sources")
+
+
+def test_default_workspaces_are_the_emptydir_bindings_of_the_pipelinerun():
+    run = pipelinerun(cache={"persistentVolumeClaim": {"claimName": "c"}}, sources={"emptyDir": {}})
+    assert wrapped_workspaces(request(pipelinerun=run), pipeline("sources", "cache")) == ("sources",)
+
+
+def test_default_workspaces_without_pipelinerun_asks_for_the_param():
+    with pytest.raises(ParamError, match=r"PipelineRun is not known.*set param `workspaces`"):
+        wrapped_workspaces(request(), pipeline("sources"))
+
+
+def test_default_workspaces_with_no_emptydir_binding_asks_for_the_param():
+    run = pipelinerun(sources={"persistentVolumeClaim": {"claimName": "c"}})
+    with pytest.raises(ParamError, match=r"binds none of Pipeline 'build'.* to emptyDir; set param `workspaces`"):
+        wrapped_workspaces(request(pipelinerun=run), pipeline("sources"))
+
+
+def test_several_workspaces_need_a_workspace_placeholder_in_target():
+    with pytest.raises(ParamError, match=r"has no `<<workspace>>`.*stored at the same place"):
+        wrapped_workspaces(request(["sources", "cache"], target="oci://r/ci/shared"), pipeline("sources", "cache"))
+    prior_art = request(["sources", "cache"], target="oci://r/ci/{{workspace}}")
+    assert wrapped_workspaces(prior_art, pipeline("sources", "cache")) == ("sources", "cache")
+
+
+def test_one_workspace_needs_no_placeholder():
+    assert wrapped_workspaces(request(["sources"], target="oci://r/ci/shared"), pipeline("sources")) == ("sources",)

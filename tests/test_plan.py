@@ -1,0 +1,139 @@
+import pytest
+
+from wrapresolver.errors import RewriteError
+from wrapresolver.plan import Binding, build_dag, plan_workspace, result_references
+from wrapresolver.stepspec import ProducerNode
+
+
+def task(name, run_after=(), binds=True, read_only=False, when=None, params=None, matrix=None):
+    t = {"name": name, "taskSpec": {"steps": [{"image": "x", "script": "true"}]}}
+    if run_after:
+        t["runAfter"] = list(run_after)
+    if when:
+        t["when"] = when
+    if params:
+        t["params"] = params
+    if matrix:
+        t["matrix"] = matrix
+    t["_binds"], t["_ro"] = binds, read_only
+    return t
+
+
+def plan(tasks, final=()):
+    spec = {"tasks": tasks, "finally": list(final)}
+    dag = build_dag(spec)
+    finals = {t["name"] for t in final}
+    bindings = {
+        t["name"]: Binding(t["name"], "ws", read_only=t["_ro"], is_finally=t["name"] in finals,
+                           matrix=bool(t.get("matrix")))
+        for t in list(tasks) + list(final) if t["_binds"]
+    }
+    return plan_workspace(spec, dag, "src", bindings)
+
+
+def test_linear_chain_fetches_only_the_previous_producer():
+    p = plan([task("a"), task("b", ["a"]), task("c", ["b"])])
+    assert p.producers == ("a", "b", "c")
+    assert p.inputs == {"a": (), "b": ("a",), "c": ("b",)}
+    assert p.graph["c"] == ProducerNode(inputs=("b",), order=2)
+    assert p.publisher == "c" and not p.needs_publish_task
+
+
+def test_fan_in_merges_parallel_branches_in_listed_order():
+    p = plan([task("clone"), task("right", ["clone"]), task("left", ["clone"]), task("join", ["left", "right"])])
+    # Ties in the topological order keep the order of `tasks:`: right was listed first.
+    assert p.order == ("clone", "right", "left", "join")
+    assert p.inputs["join"] == ("right", "left")
+    assert p.inputs["right"] == p.inputs["left"] == ("clone",)
+
+
+def test_result_references_order_tasks_like_run_after():
+    p = plan([
+        task("b", params=[{"name": "x", "value": "$(tasks.a.results.sha)"}]),
+        task("a"),
+        task("c", when=[{"input": "$(tasks.b.results.ok)", "operator": "in", "values": ["y"]}]),
+    ])
+    assert p.order == ("a", "b", "c")
+    assert p.inputs == {"a": (), "b": ("a",), "c": ("b",)}
+
+
+def test_result_references_are_found_in_params_when_and_matrix():
+    t = {
+        "params": [{"name": "p", "value": ["$(tasks.one.results.r)", "lit"]}],
+        "when": [{"input": "x", "operator": "in", "values": ["$(tasks.two.results.r[*])"]}],
+        "matrix": {"params": [{"name": "m", "value": "$(tasks.three.results.list[*])"}]},
+    }
+    assert result_references(t) == {"one", "two", "three"}
+
+
+def test_a_consumer_skips_over_read_only_tasks_to_the_nearest_producer():
+    p = plan([task("a"), task("lint", ["a"], read_only=True), task("b", ["lint"])])
+    assert p.producers == ("a", "b")
+    assert p.inputs["lint"] == ("a",) and p.inputs["b"] == ("a",)
+
+
+def test_tasks_not_binding_the_workspace_still_order_it():
+    p = plan([task("a"), task("gate", ["a"], binds=False), task("b", ["gate"])])
+    assert "gate" not in p.bindings
+    assert p.inputs["b"] == ("a",)
+
+
+def test_ancestors_of_a_nearest_producer_are_not_fetched_twice():
+    p = plan([task("a"), task("b", ["a"]), task("c", ["a", "b"])])
+    assert p.inputs["c"] == ("b",)
+
+
+def test_graph_lets_a_consumer_fall_back_past_a_skipped_producer():
+    when = [{"input": "$(params.x)", "operator": "in", "values": ["y"]}]
+    p = plan([task("a"), task("maybe", ["a"], when=when), task("b", ["maybe"])])
+    assert p.inputs["b"] == ("maybe",)
+    assert p.graph_for(p.inputs["b"]) == {
+        "maybe": ProducerNode(inputs=("a",), order=1),
+        "a": ProducerNode(inputs=(), order=0),
+    }
+
+
+def test_finally_sees_all_leaf_producers():
+    p = plan([task("a"), task("x", ["a"]), task("y", ["a"])], final=[task("report", read_only=True)])
+    assert p.inputs["report"] == ("x", "y")
+    # Two leaves: no single store step knows it is last, so a publish task is needed.
+    assert p.publisher == "" and p.publish_inputs == ("x", "y") and p.needs_publish_task
+
+
+def test_single_finally_producer_publishes_its_own_state():
+    p = plan([task("a"), task("b", ["a"])], final=[task("notes")])
+    assert p.inputs["notes"] == ("b",)
+    assert p.publisher == "notes" and not p.needs_publish_task
+
+
+def test_a_guarded_leaf_does_not_publish_itself():
+    when = [{"input": "$(params.deploy)", "operator": "in", "values": ["true"]}]
+    p = plan([task("a", when=when), task("b", ["a"])])
+    # b runs even when a is skipped, but a skipped leaf would publish nothing: use a publish task.
+    assert p.publisher == "" and p.publish_inputs == ("b",)
+
+
+def test_matrix_tasks_only_consume():
+    p = plan([task("a"), task("m", ["a"], matrix={"params": [{"name": "v", "value": ["1", "2"]}]})])
+    assert p.producers == ("a",)
+    assert p.inputs["m"] == ("a",)
+
+
+def test_no_producer_means_nothing_to_publish():
+    p = plan([task("a", read_only=True)])
+    assert p.producers == () and not p.needs_publish_task and p.inputs["a"] == ()
+
+
+def test_cycles_are_reported_with_the_tasks_involved():
+    with pytest.raises(RewriteError, match="cycle.*a, b"):
+        plan([task("a", ["b"]), task("b", ["a"])])
+
+
+def test_unknown_run_after_names_the_task():
+    with pytest.raises(RewriteError, match="'b' runs after 'nope'"):
+        plan([task("b", ["nope"])])
+
+
+def test_same_pipeline_gives_the_same_plan():
+    tasks = [task("a"), task("c", ["a"]), task("b", ["a"]), task("d", ["b", "c"])]
+    assert plan(tasks) == plan(tasks)

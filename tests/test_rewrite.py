@@ -1,0 +1,326 @@
+"""The rewrite, case by case (DESIGN §3 "Tekton details that must keep working").
+
+Each case in tests/golden/cases/ is rendered and compared with tests/golden/expected/
+(regenerate with WRAPRESOLVER_UPDATE_GOLDEN=1 and review the diff), checked against
+Tekton's structural rules, and then asserted on for the behaviour it exists to show, so a
+wrong golden file cannot hide a regression.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests import tekton_rules
+from wrapresolver.errors import RewriteError, WrapError
+from wrapresolver.render import render
+from wrapresolver.stepspec import WorkspaceTransfer
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+CASES = sorted(p.stem for p in (GOLDEN / "cases").glob("*.yaml"))
+UPDATE = os.environ.get("WRAPRESOLVER_UPDATE_GOLDEN") == "1"
+
+
+def documents(case: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all((GOLDEN / "cases" / f"{case}.yaml").read_text()) if d]
+
+
+def rendered(case: str, **params: str) -> dict:
+    return yaml.safe_load(render(documents(case), params=params))
+
+
+def tasks_of(pipeline: dict) -> dict[str, dict]:
+    spec = pipeline["spec"]
+    return {t["name"]: t for t in spec["tasks"] + spec.get("finally", [])}
+
+
+def wrap_steps(ptask: dict) -> list[dict]:
+    return [s for s in ptask["taskSpec"]["steps"] if s.get("command") == ["wrapresolver"]]
+
+
+def transfers(step: dict) -> list[WorkspaceTransfer]:
+    args = step["args"]
+    return [WorkspaceTransfer.from_json(args[i + 1]) for i, a in enumerate(args) if a == "--workspace"]
+
+
+def fetch_of(ptask: dict) -> WorkspaceTransfer:
+    (spec,) = transfers(ptask["taskSpec"]["steps"][0])
+    return spec
+
+
+def store_of(ptask: dict) -> WorkspaceTransfer | None:
+    last = ptask["taskSpec"]["steps"][-1]
+    if last.get("args", [None])[0] != "store":
+        return None
+    (spec,) = transfers(last)
+    return spec
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_golden_output_is_stable_and_valid(case):
+    data = render(documents(case))
+    expected = GOLDEN / "expected" / f"{case}.yaml"
+    if UPDATE:
+        expected.parent.mkdir(exist_ok=True)
+        expected.write_bytes(data)
+    assert data.decode() == expected.read_text(), f"regenerate with WRAPRESOLVER_UPDATE_GOLDEN=1 and review"
+    assert tekton_rules.problems(yaml.safe_load(data)) == []
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_input_apiversion_is_kept(case):
+    pipeline = next(d for d in documents(case) if d["kind"] == "Pipeline")
+    assert rendered(case)["apiVersion"] == pipeline["apiVersion"]
+
+
+def test_linear_chain_each_task_fetches_the_previous_producer():
+    t = tasks_of(rendered("linear"))
+    assert fetch_of(t["clone"]).inputs == ()
+    assert fetch_of(t["build"]).inputs == ("clone",)
+    assert fetch_of(t["test"]).inputs == ("build",)
+    assert [s["name"] for s in t["build"]["taskSpec"]["steps"]] == ["wrap-fetch", "build", "wrap-store"]
+    # The last producer writes the user's exact target itself; nothing is added to finally.
+    assert store_of(t["test"]).publish and not store_of(t["build"]).publish
+    assert "finally" not in rendered("linear")["spec"]
+
+
+def test_target_and_run_are_filled_from_the_pipelinerun():
+    spec = fetch_of(tasks_of(rendered("linear"))["build"])
+    assert spec.target == "oci://registry.example/ci/linear-run-src"
+    assert spec.run == "0d9c6a52-1111-4c2e-9e1b-4a0c8a7f0001"
+    assert spec.path == "$(workspaces.src.path)" and spec.backend == "oci"
+
+
+def test_fan_in_merges_branches_in_listed_order_and_publishes_from_finally():
+    out = rendered("fan-in")
+    t = tasks_of(out)
+    assert fetch_of(t["package"]).inputs == ("unit", "lint")
+    assert set(fetch_of(t["package"]).graph) == {"unit", "lint", "clone"}
+    # package and docs are both leaves: a finally task publishes their merge.
+    publish = t["wrap-publish"]
+    assert publish["when"] == [{"input": "$(tasks.status)", "operator": "in", "values": ["Succeeded", "Completed"]}]
+    (spec,) = transfers(publish["taskSpec"]["steps"][0])
+    assert spec.inputs == ("package", "docs") and spec.publish and spec.task == "wrap-publish"
+    assert not any(store_of(t[n]).publish for n in ("clone", "unit", "lint", "package", "docs"))
+
+
+def test_skipped_producer_leaves_a_fallback_to_its_input():
+    t = tasks_of(rendered("when-skipped"))
+    spec = fetch_of(t["deploy"])
+    assert spec.inputs == ("sign",)
+    assert spec.graph["sign"].inputs == ("build",)
+    # deploy's chain has a `when`: it cannot know it is last, so a publish task does it.
+    assert "wrap-publish" in t and not store_of(t["deploy"]).publish
+
+
+def test_finally_writer_sees_the_dag_and_publishes():
+    t = tasks_of(rendered("finally"))
+    assert fetch_of(t["report"]).inputs == ("build",)
+    assert store_of(t["report"]).publish
+    assert fetch_of(t["notify"]).inputs == ("build",) and store_of(t["notify"]) is None
+    assert "wrap-publish" not in t
+
+
+def test_read_only_workspace_is_fetched_writable_and_never_stored():
+    t = tasks_of(rendered("readonly"))
+    decl = t["scan"]["taskSpec"]["workspaces"][0]
+    assert decl == {"name": "src", "description": "Scanned, never changed."}
+    assert [s["name"] for s in wrap_steps(t["scan"])] == ["wrap-fetch"]
+    assert store_of(t["write"]).publish  # the only producer
+
+
+def test_sub_path_binding_limits_fetch_and_store_to_the_prefix():
+    t = tasks_of(rendered("subpath"))
+    assert fetch_of(t["writer"]).sub_path == "$(params.dir)"
+    assert store_of(t["writer"]).sub_path == "$(params.dir)"
+    assert fetch_of(t["reader"]).sub_path == "" and fetch_of(t["reader"]).inputs == ("writer",)
+    assert t["writer"]["workspaces"] == [{"name": "out", "workspace": "data", "subPath": "$(params.dir)"}]
+
+
+def test_custom_mount_path_is_reached_through_the_workspace_variable():
+    t = tasks_of(rendered("mountpath"))
+    assert fetch_of(t["go-build"]).path == "$(workspaces.source.path)"
+    assert t["go-build"]["taskSpec"]["workspaces"] == [{"name": "source", "mountPath": "/go/src/example.com/app"}]
+
+
+def test_optional_workspace_carries_its_bound_variable():
+    t = tasks_of(rendered("optional"))
+    specs = {s.workspace: s for s in transfers(t["build"]["taskSpec"]["steps"][0])}
+    assert specs["cache"].bound == "$(workspaces.cache.bound)"
+    assert specs["src"].bound == "true"
+    assert set(specs) == {"src", "cache"}  # `extra` is not a wrapped workspace
+
+
+def test_isolated_workspaces_are_listed_on_the_injected_steps():
+    t = tasks_of(rendered("isolated"))
+    for step in wrap_steps(t["push"]):
+        assert step["workspaces"] == [{"name": "src"}]
+    user = {s["name"]: s for s in t["push"]["taskSpec"]["steps"]}
+    assert user["login"]["workspaces"] == [{"name": "creds"}]
+
+
+def test_step_template_security_context_is_inherited_not_overridden():
+    t = tasks_of(rendered("steptemplate"))
+    for step in wrap_steps(t["build"]):
+        assert "securityContext" not in step  # the stepTemplate's applies
+        assert step["workingDir"] == "/" and step["image"]
+    assert t["build"]["taskSpec"]["sidecars"][0]["name"] == "dind"
+    assert [v["name"] for v in t["build"]["taskSpec"]["volumes"]] == ["docker", "wrap-state"]
+    # Without a stepTemplate, the securityContext every step shares is copied onto ours.
+    for step in wrap_steps(t["per-step"]):
+        assert step["securityContext"] == {"runAsUser": 65532}
+
+
+def test_matrix_task_may_read_a_wrapped_workspace():
+    t = tasks_of(rendered("matrix-readonly"))
+    assert [s["name"] for s in wrap_steps(t["test"])] == ["wrap-fetch"]
+    assert fetch_of(t["test"]).inputs == ("build",)
+
+
+def test_matrix_task_writing_a_wrapped_workspace_is_rejected():
+    docs = documents("matrix-readonly")
+    pipeline = next(d for d in docs if d["kind"] == "Pipeline")
+    test = pipeline["spec"]["tasks"][1]
+    test["taskSpec"]["workspaces"] = [{"name": "src"}]
+    with pytest.raises(RewriteError, match=r"'test' has a matrix and writes wrapped workspace 'src'.*readOnly: true"):
+        render(docs)
+
+
+def test_injected_step_and_volume_names_never_collide():
+    t = tasks_of(rendered("step-collision"))
+    names = [s["name"] for s in t["odd"]["taskSpec"]["steps"]]
+    assert names == ["wrap-fetch-2", "wrap-fetch", "wrap-store", "wrap-store-2", "wrap-store-3"]
+    assert [v["name"] for v in t["odd"]["taskSpec"]["volumes"]] == ["wrap-state", "wrap-state-2"]
+    assert wrap_steps(t["odd"])[0]["volumeMounts"][0]["name"] == "wrap-state-2"
+
+
+def test_v1beta1_pipeline_embeds_tasks_in_v1beta1_form():
+    out = rendered("v1beta1")
+    assert out["apiVersion"] == "tekton.dev/v1beta1"
+    t = tasks_of(out)
+    compile_step = t["compile"]["taskSpec"]["steps"][1]
+    assert compile_step["resources"] == {"requests": {"cpu": "500m"}} and "computeResources" not in compile_step
+    assert t["lint"]["taskSpec"]["steps"][1]["resources"] == {"limits": {"memory": "64Mi"}}
+    assert t["compile"]["taskSpec"]["metadata"] == {"labels": {"app.kubernetes.io/version": "0.1"}}
+    assert "taskRef" not in t["compile"] and "taskRef" not in t["lint"]
+
+
+def test_embedding_keeps_the_tasks_own_default_over_a_same_named_pipeline_param():
+    t = tasks_of(rendered("v1beta1"))
+    # Embedded, the Pipeline's `flags` would override the Task's default: it is pinned.
+    assert t["compile"]["params"] == [{"name": "flags", "value": "-O2"}]
+
+
+def test_cluster_tasks_are_embedded_only_when_they_bind_a_wrapped_workspace():
+    t = tasks_of(rendered("taskref"))
+    assert "taskSpec" in t["fetch"] and "taskRef" not in t["fetch"]
+    assert t["notify"]["taskRef"] == {"name": "say"}
+    assert list(t["fetch"]) == ["name", "taskSpec", "params", "workspaces"]  # taskRef's place
+    assert fetch_of(t["count"]).path == "$(workspaces.input.path)"
+    assert fetch_of(t["count"]).inputs == ("fetch",)
+
+
+def test_propagated_workspace_becomes_an_explicit_binding():
+    t = tasks_of(rendered("propagated"))
+    assert t["t1"]["workspaces"] == [{"name": "shared-data", "workspace": "shared-data"}]
+    assert t["t1"]["taskSpec"]["workspaces"] == [{"name": "shared-data"}]
+    assert store_of(t["t1"]).publish
+
+
+def test_custom_task_binding_a_wrapped_workspace_is_rejected():
+    docs = documents("linear")
+    pipeline = next(d for d in docs if d["kind"] == "Pipeline")
+    pipeline["spec"]["tasks"][1] = {
+        "name": "build", "runAfter": ["clone"],
+        "taskRef": {"apiVersion": "example.dev/v1", "kind": "Wait"},
+        "workspaces": [{"name": "src", "workspace": "src"}],
+    }
+    with pytest.raises(RewriteError, match="'build' is a custom task"):
+        render(docs)
+
+
+def test_pipeline_in_pipeline_binding_a_wrapped_workspace_is_rejected():
+    docs = documents("linear")
+    pipeline = next(d for d in docs if d["kind"] == "Pipeline")
+    pipeline["spec"]["tasks"][1] = {
+        "name": "build", "pipelineRef": {"name": "child"}, "workspaces": [{"name": "src", "workspace": "src"}],
+    }
+    with pytest.raises(RewriteError, match="pipelines in pipelines"):
+        render(docs)
+
+
+def test_two_bindings_of_one_wrapped_workspace_in_a_task_are_rejected():
+    docs = documents("linear")
+    pipeline = next(d for d in docs if d["kind"] == "Pipeline")
+    pipeline["spec"]["tasks"][0]["workspaces"].append({"name": "again", "workspace": "src"})
+    pipeline["spec"]["tasks"][0]["taskSpec"]["workspaces"].append({"name": "again"})
+    with pytest.raises(RewriteError, match="binds wrapped workspace 'src' twice"):
+        render(docs)
+
+
+def test_several_workspaces_share_one_fetch_and_one_store_step():
+    out = yaml.safe_load(render([d for d in yaml.safe_load_all(
+        (Path(__file__).resolve().parent.parent / "examples" / "pipeline.yaml").read_text()) if d],
+        params={"target": "oci://registry.example/ci/<<workspace>>", "workspaces": "sources,cache"}))
+    t = tasks_of(out)
+    fetch = t["build"]["taskSpec"]["steps"][0]
+    assert [s.workspace for s in transfers(fetch)] == ["sources", "cache"]
+    store = t["build"]["taskSpec"]["steps"][-1]
+    assert [s.workspace for s in transfers(store)] == ["cache"]  # sources is read-only there
+
+
+def test_untouched_fields_survive_byte_for_byte():
+    for case in CASES:
+        original = next(d for d in documents(case) if d["kind"] == "Pipeline")
+        out = rendered(case)
+        assert strip_rewrite(out, original) == original, case
+
+
+def strip_rewrite(out: dict, original: dict) -> dict:
+    """Undo what the rewrite owns; what remains must equal the input."""
+    out = copy.deepcopy(out)
+    spec = out["spec"]
+    spec["finally"] = [t for t in spec.get("finally", []) if not t["name"].startswith("wrap-publish")]
+    if not spec["finally"]:
+        del spec["finally"]
+    before = {t["name"]: t for t in original["spec"]["tasks"] + original["spec"].get("finally", [])}
+    for t in spec["tasks"] + spec.get("finally", []):
+        src = before[t["name"]]
+        if "taskRef" in src and "taskSpec" in t:
+            t["taskSpec"] = None  # inlined: compared against the Task in test_taskref_inlining
+            t["taskRef"] = src["taskRef"]
+            t.pop("taskSpec")
+            t["params"] = [p for p in t.get("params", []) if p in src.get("params", [])]
+            if not t["params"] and "params" not in src:
+                del t["params"]
+            out_keys = list(src)
+            spec_tasks = spec["tasks"] if t in spec["tasks"] else spec["finally"]
+            spec_tasks[spec_tasks.index(t)] = {k: t[k] for k in out_keys}
+            continue
+        if "taskSpec" not in t:
+            continue
+        ts = t["taskSpec"]
+        ts["steps"] = [s for s in ts["steps"] if s.get("command") != ["wrapresolver"]]
+        ts["volumes"] = [v for v in ts.get("volumes", []) if not v["name"].startswith("wrap-state")
+                         or v in (src.get("taskSpec", {}).get("volumes") or [])]
+        if not ts["volumes"] and "volumes" not in src.get("taskSpec", {}):
+            del ts["volumes"]
+        src_decls = {d["name"]: d for d in src.get("taskSpec", {}).get("workspaces", [])}
+        if "workspaces" in ts:
+            kept = []
+            for d in ts["workspaces"]:
+                was = src_decls.get(d["name"])
+                if was is None:
+                    continue  # added for a propagated workspace
+                without_read_only = {k: v for k, v in was.items() if k != "readOnly"}
+                kept.append(was if d == without_read_only else d)
+            ts["workspaces"] = kept
+            if not kept and "workspaces" not in src.get("taskSpec", {}):
+                del ts["workspaces"]
+        if "workspaces" in t and "workspaces" not in src:
+            del t["workspaces"]
+    return out

@@ -1,0 +1,244 @@
+"""`wrapresolver render`: what the resolver would answer, from local files, offline.
+
+It runs the same `resolve` the controller runs, over a `FileSource`, after doing what
+Tekton does before it creates a ResolutionRequest: replace `$(params.x)` in the
+PipelineRun's `pipelineRef.params` with the PipelineRun's own `spec.params`, and
+`$(context.pipelineRun.*)` with what its metadata says (tekton-facts §2). So an author can
+see, and diff, the rewritten Pipeline before anything reaches a cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+PIPELINEREF_PARAM = "pipelineref"
+RESOLVER_NAME = "wrap"
+DEFAULT_NAMESPACE = "default"
+
+_PARAM_REF = re.compile(
+    r"""\$\(params(?:\.(?P<dot>[A-Za-z0-9_-]+)|\[(?P<q>["'])(?P<br>[^"']+)(?P=q)\])"""
+    r"""(?:\.(?P<key>[A-Za-z0-9_-]+)|\[(?P<idx>[0-9]+|\*)\])?\)"""
+)
+_CONTEXT_REF = re.compile(r"\$\(context\.(?:pipelineRun\.(?P<field>name|namespace|uid)|pipeline\.name)\)")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "render",
+        help="print the Pipeline the wrap resolver would return, from local YAML files",
+        description=(
+            "Rewrite a Pipeline as the wrap resolver would, without a cluster or network. "
+            "FILEs hold Pipelines, Tasks and optionally a PipelineRun using `resolver: wrap` "
+            "(its params are used; --param wins)."
+        ),
+    )
+    parser.add_argument(
+        "-f", "--filename", dest="files", action="append", required=True, metavar="FILE",
+        help="YAML file with Pipelines, Tasks, a PipelineRun; `-` reads stdin (repeatable)",
+    )
+    parser.add_argument(
+        "--param", dest="params", action="append", default=[], type=_key_value, metavar="NAME=VALUE",
+        help="a resolver param, overriding the PipelineRun's (repeatable)",
+    )
+    parser.add_argument(
+        "--config", dest="config", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
+        help="a wrapresolver-config ConfigMap entry, e.g. default-target=... (repeatable)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from wrapresolver.errors import WrapError
+
+    try:
+        documents, origins = read_documents(args.files)
+        data = render(documents, origins, params=dict(args.params), config=dict(args.config))
+    except WrapError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(data.decode("utf-8"))
+    sys.stdout.flush()
+    return 0
+
+
+def render(
+    documents: Sequence[Mapping],
+    origins: Sequence[str] = (),
+    *,
+    params: Mapping[str, str] | None = None,
+    config: Mapping[str, str] | None = None,
+) -> bytes:
+    """The rewritten Pipeline as YAML bytes; raises `WrapError` like the controller would."""
+    import asyncio
+
+    from wrapresolver.params import RunContext, config_key
+    from wrapresolver.resolve import resolve
+    from wrapresolver.sources import FileSource
+
+    config = dict(config or {})
+    source = FileSource(documents, origins)
+    run_obj = _wrap_pipelinerun(documents)
+    replacements = _replacements(run_obj)
+    request_params = [
+        {"name": p.get("name"), "value": _substitute(p.get("value"), replacements)}
+        for p in _pipelineref_params(run_obj)
+    ]
+    for name, value in (params or {}).items():
+        value = _substitute(value, replacements)
+        request_params = [p for p in request_params if p.get("name") != name]
+        request_params.append({"name": name, "value": value})
+
+    has_ref = any(p.get("name") == PIPELINEREF_PARAM for p in request_params)
+    pipelines = source.names("Pipeline")
+    if not has_ref and not config.get(config_key(PIPELINEREF_PARAM)) and len(pipelines) == 1:
+        request_params.insert(0, {"name": PIPELINEREF_PARAM, "value": pipelines[0]})
+
+    context = RunContext(namespace=DEFAULT_NAMESPACE)
+    if run_obj is not None:
+        metadata = run_obj.get("metadata") or {}
+        context = RunContext(
+            name=str(metadata.get("name") or ""),
+            namespace=str(metadata.get("namespace") or DEFAULT_NAMESPACE),
+            uid=str(metadata.get("uid") or ""),
+            pipelinerun=run_obj,
+        )
+    return asyncio.run(resolve(request_params, config, context, source)).data
+
+
+def read_documents(paths: Iterable[str]) -> tuple[list[Mapping], list[str]]:
+    """Every YAML document of every file (`-` is stdin), `kind: List` flattened."""
+    import yaml
+
+    from wrapresolver.errors import SourceError
+
+    documents: list[Mapping] = []
+    origins: list[str] = []
+    for path in paths:
+        origin = "stdin" if path == "-" else path
+        try:
+            text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SourceError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        try:
+            loaded = list(yaml.safe_load_all(text))
+        except yaml.YAMLError as exc:
+            raise SourceError(f"{origin} is not valid YAML: {' '.join(str(exc).split())}") from exc
+        for doc in loaded:
+            if doc is None:
+                continue
+            if not isinstance(doc, Mapping):
+                raise SourceError(f"{origin} holds a YAML document that is not an object: {doc!r:.60}")
+            items = doc.get("items") if doc.get("kind") == "List" else [doc]
+            for item in items or []:
+                if isinstance(item, Mapping):
+                    documents.append(item)
+                    origins.append(origin)
+    return documents, origins
+
+
+def _wrap_pipelinerun(documents: Sequence[Mapping]) -> Mapping | None:
+    from wrapresolver.errors import ParamError
+
+    runs = [
+        doc for doc in documents
+        if doc.get("kind") == "PipelineRun"
+        and isinstance(doc.get("spec"), Mapping)
+        and isinstance(doc["spec"].get("pipelineRef"), Mapping)
+        and doc["spec"]["pipelineRef"].get("resolver") == RESOLVER_NAME
+    ]
+    if len(runs) > 1:
+        names = ", ".join(_run_name(r) for r in runs)
+        raise ParamError(
+            f"the files hold {len(runs)} PipelineRuns using `resolver: {RESOLVER_NAME}` ({names}); "
+            f"pass only one"
+        )
+    return runs[0] if runs else None
+
+
+def _pipelineref_params(run_obj: Mapping | None) -> list[Mapping]:
+    if run_obj is None:
+        return []
+    params = run_obj["spec"]["pipelineRef"].get("params") or []
+    return [p for p in params if isinstance(p, Mapping)] if isinstance(params, list) else []
+
+
+def _run_name(run_obj: Mapping) -> str:
+    metadata = run_obj.get("metadata") or {}
+    return str(metadata.get("name") or metadata.get("generateName") or "?")
+
+
+def _replacements(run_obj: Mapping | None) -> tuple[dict[str, Any], dict[str, str]]:
+    """The PipelineRun's params and known context values: Tekton's replacements before resolution.
+
+    Pipeline param defaults are not among them: Tekton has not fetched the Pipeline yet.
+    """
+    if run_obj is None:
+        return {}, {}
+    values = {
+        str(p["name"]): p.get("value")
+        for p in (run_obj["spec"].get("params") or [])
+        if isinstance(p, Mapping) and "name" in p
+    }
+    metadata = run_obj.get("metadata") or {}
+    context = {
+        "name": str(metadata.get("name") or ""),
+        "namespace": str(metadata.get("namespace") or DEFAULT_NAMESPACE),
+        "uid": str(metadata.get("uid") or ""),
+    }
+    return values, context
+
+
+def _substitute(value: Any, replacements: tuple[dict[str, Any], dict[str, str]]) -> Any:
+    if isinstance(value, str):
+        return _substitute_string(value, replacements)
+    if isinstance(value, list):
+        out: list[Any] = []
+        for item in value:
+            replaced = _substitute(item, replacements)
+            # `$(params.x[*])` as an array element expands in place, as Tekton does.
+            out.extend(replaced if isinstance(replaced, list) and isinstance(item, str) else [replaced])
+        return out
+    if isinstance(value, Mapping):
+        return {k: _substitute(v, replacements) for k, v in value.items()}
+    return value
+
+
+def _substitute_string(text: str, replacements: tuple[dict[str, Any], dict[str, str]]) -> Any:
+    values, context = replacements
+    whole = _PARAM_REF.fullmatch(text)
+    if whole and whole.group("idx") == "*" and isinstance(values.get(_param_name(whole)), list):
+        return list(values[_param_name(whole)])
+
+    def param(match: re.Match[str]) -> str:
+        value = values.get(_param_name(match))
+        key, idx = match.group("key"), match.group("idx")
+        if isinstance(value, str) and key is None and idx is None:
+            return value
+        if isinstance(value, list) and idx is not None and idx != "*" and int(idx) < len(value):
+            return str(value[int(idx)])
+        if isinstance(value, Mapping) and key is not None and key in value:
+            return str(value[key])
+        return match.group(0)
+
+    def context_value(match: re.Match[str]) -> str:
+        field = match.group("field")
+        if field is None:
+            return ""  # Tekton replaces $(context.pipeline.name) with "" here
+        return context.get(field) or match.group(0)
+
+    return _CONTEXT_REF.sub(context_value, _PARAM_REF.sub(param, text)) if context or values else text
+
+
+def _param_name(match: re.Match[str]) -> str:
+    return match.group("dot") or match.group("br")
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), value

@@ -1,0 +1,485 @@
+"""The rewrite: a Pipeline in, the same Pipeline with wrapped workspaces out (pure).
+
+For every pipeline task that binds a wrapped workspace:
+- a `taskRef` is replaced by the Task's spec as an embedded `taskSpec` (the injected steps
+  have to live somewhere, and Tekton substitutes `$(context.pipelineRun.uid)` and
+  `$(workspaces.x.path)` inside embedded specs, which the step args rely on);
+- a `wrap-fetch` step is put first and, for producers, a `wrap-store` step last, both
+  `wrapresolver` with the JSON `WorkspaceTransfer` of each workspace as args;
+- `readOnly` is cleared on the wrapped task workspaces, since Tekton would mount them
+  read-only for the fetch step too (the task still never stores them);
+- an `emptyDir` volume `wrap-state` carries what fetch saw to store.
+
+When no producer's store can publish the final state to the user's exact target, a
+`finally` task `wrap-publish` does it (see plan.py for who publishes).
+
+Everything else in the Pipeline comes out exactly as it went in, key order included.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+from wrapresolver import plan as planning
+from wrapresolver.backends.base import Backend, StepRequirements
+from wrapresolver.errors import RewriteError
+from wrapresolver.params import WrapRequest
+from wrapresolver.stepspec import WorkspaceTransfer
+from wrapresolver.template import expand_target, run_id
+
+FETCH_STEP = "wrap-fetch"
+STORE_STEP = "wrap-store"
+PUBLISH_TASK = "wrap-publish"
+PUBLISH_STEP = "wrap-publish"
+STATE_VOLUME = "wrap-state"
+STATE_DIR = "/wrap-state"
+COMMAND = "wrapresolver"
+
+TEKTON_V1 = "tekton.dev/v1"
+TEKTON_V1BETA1 = "tekton.dev/v1beta1"
+_TASK_KINDS = (None, "", "Task", "ClusterTask")
+
+
+@dataclass(frozen=True)
+class TaskBinding:
+    """One wrapped workspace as a pipeline task binds it."""
+
+    workspace: str
+    task_workspace: str
+    sub_path: str
+    declaration: Mapping
+    implicit: bool = False
+    """Tekton would propagate it: an embedded spec uses `$(workspaces.W...)` without a binding."""
+
+
+# ---- which tasks need their Task fetched ----
+
+def taskrefs_to_inline(pipeline: Mapping, workspaces: Sequence[str]) -> dict[str, Mapping]:
+    """`{pipeline task: taskRef}` for every `taskRef` task that binds a wrapped workspace.
+
+    Raises `RewriteError` for tasks that bind one but cannot be rewritten (custom tasks,
+    pipelines in pipelines), before anything is fetched.
+    """
+    out: dict[str, Mapping] = {}
+    for ptask in _all_tasks(_spec(pipeline)):
+        bound = _explicit_wrapped(ptask, workspaces)
+        if not bound:
+            continue
+        _check_rewritable(ptask, bound)
+        ref = ptask.get("taskRef")
+        if isinstance(ref, Mapping):
+            out[str(ptask.get("name"))] = ref
+    return out
+
+
+def _explicit_wrapped(ptask: Mapping, workspaces: Sequence[str]) -> list[str]:
+    found = []
+    for binding in ptask.get("workspaces") or []:
+        if isinstance(binding, Mapping):
+            ws = binding.get("workspace") or binding.get("name")
+            if ws in workspaces:
+                found.append(str(ws))
+    return found
+
+
+def _check_rewritable(ptask: Mapping, bound: Sequence[str]) -> None:
+    name = ptask.get("name")
+    what = ", ".join(repr(w) for w in dict.fromkeys(bound))
+    if "pipelineRef" in ptask or "pipelineSpec" in ptask:
+        raise RewriteError(
+            f"pipeline task {name!r} runs a Pipeline (pipelines in pipelines) and binds wrapped "
+            f"workspace {what}; the wrap resolver can only rewrite Tasks: wrap the child "
+            f"Pipeline on its own, or leave {what} out of param `workspaces`"
+        )
+    ref = ptask.get("taskRef")
+    spec = ptask.get("taskSpec")
+    custom = (
+        isinstance(ref, Mapping) and (
+            ref.get("kind") not in _TASK_KINDS
+            or (ref.get("apiVersion") and not str(ref.get("apiVersion")).startswith("tekton.dev/"))
+        )
+    ) or (isinstance(spec, Mapping) and (spec.get("apiVersion") or spec.get("kind")))
+    if custom:
+        raise RewriteError(
+            f"pipeline task {name!r} is a custom task and binds wrapped workspace {what}; the "
+            f"wrap resolver cannot add steps to a custom task: leave {what} out of param "
+            f"`workspaces` or use a Task"
+        )
+    if not isinstance(ref, Mapping) and not isinstance(spec, Mapping):
+        raise RewriteError(f"pipeline task {name!r} has neither taskRef nor taskSpec")
+
+
+# ---- the rewrite ----
+
+def rewrite_pipeline(
+    pipeline: Mapping,
+    task_objects: Mapping[str, Mapping],
+    request: WrapRequest,
+    workspaces: Sequence[str],
+    backend: Backend,
+) -> dict:
+    """The rewritten Pipeline. `task_objects` maps pipeline task names to fetched Task objects."""
+    out = copy.deepcopy(dict(pipeline))
+    api_version = str(out.get("apiVersion") or TEKTON_V1)
+    spec = out["spec"]
+    pipeline_name = str((out.get("metadata") or {}).get("name", ""))
+    declared = {w.get("name") for w in spec.get("workspaces") or [] if isinstance(w, Mapping)}
+    missing = [w for w in workspaces if w not in declared]
+    if missing:
+        raise RewriteError(
+            f"Pipeline {pipeline_name!r} does not declare workspace(s) {', '.join(map(repr, missing))}"
+        )
+
+    dag = planning.build_dag(spec)
+    finally_names = set(dag.finally_tasks)
+    pipeline_params = {p.get("name") for p in spec.get("params") or [] if isinstance(p, Mapping)}
+
+    # 1. Inline, and find each task's wrapped bindings.
+    task_bindings: dict[str, list[TaskBinding]] = {}
+    for section in ("tasks", "finally"):
+        items = spec.get(section) or []
+        for i, ptask in enumerate(items):
+            if not isinstance(ptask, Mapping):
+                continue
+            name = str(ptask.get("name"))
+            explicit = _explicit_wrapped(ptask, workspaces)
+            if explicit:
+                _check_rewritable(ptask, explicit)
+            if explicit and isinstance(ptask.get("taskRef"), Mapping):
+                if name not in task_objects:
+                    raise RewriteError(f"pipeline task {name!r}: its Task was not fetched")
+                ptask = _inline(ptask, task_objects[name], api_version, pipeline_params)
+                items[i] = ptask
+            if not isinstance(ptask.get("taskSpec"), Mapping):
+                continue
+            found = _wrapped_bindings(ptask, workspaces)
+            if found:
+                task_bindings[name] = found
+
+    # 2. Plan each workspace.
+    by_name = {str(t.get("name")): t for t in _all_tasks(spec)}
+    plans: dict[str, planning.WorkspacePlan] = {}
+    for ws in workspaces:
+        bindings: dict[str, planning.Binding] = {}
+        for task, found in task_bindings.items():
+            for b in found:
+                if b.workspace == ws:
+                    bindings[task] = planning.Binding(
+                        task=task,
+                        task_workspace=b.task_workspace,
+                        sub_path=b.sub_path,
+                        read_only=bool(b.declaration.get("readOnly")),
+                        is_finally=task in finally_names,
+                        matrix=bool(by_name[task].get("matrix")),
+                    )
+        for task, binding in bindings.items():
+            if binding.matrix and not binding.read_only:
+                raise RewriteError(
+                    f"pipeline task {task!r} has a matrix and writes wrapped workspace {ws!r}: "
+                    f"its parallel runs would each store a different state. Declare task "
+                    f"workspace {binding.task_workspace!r} `readOnly: true` if the task only "
+                    f"reads it, or do the writing in a task without matrix"
+                )
+        plans[ws] = planning.plan_workspace(spec, dag, ws, bindings)
+
+    requirements = backend.step_requirements(request.options)
+    run = run_id(request.context)
+    targets = {ws: expand_target(request.target, ws, request.context) for ws in workspaces}
+    bases = {ws: expand_target(request.base, ws, request.context) if request.base else "" for ws in workspaces}
+
+    def transfer(ws: str, task: str, inputs: tuple[str, ...], **extra: Any) -> WorkspaceTransfer:
+        p = plans[ws]
+        return WorkspaceTransfer(
+            workspace=ws, target=targets[ws], run=run, task=task, backend=request.backend,
+            inputs=inputs, graph=p.graph_for(inputs), base=bases[ws],
+            options=dict(request.options), **extra,
+        )
+
+    # 3. Inject the steps.
+    by_name = {str(t.get("name")): t for t in _all_tasks(spec)}
+    for task, found in task_bindings.items():
+        ptask = by_name[task]
+        task_spec = ptask["taskSpec"]
+        fetches: list[WorkspaceTransfer] = []
+        stores: list[WorkspaceTransfer] = []
+        for b in found:
+            p = plans[b.workspace]
+            common = dict(
+                path=f"$(workspaces.{b.task_workspace}.path)",
+                bound=f"$(workspaces.{b.task_workspace}.bound)" if b.declaration.get("optional") else "true",
+                sub_path=b.sub_path,
+            )
+            fetches.append(transfer(b.workspace, task, p.inputs[task], **common))
+            if task in p.producers:
+                stores.append(transfer(b.workspace, task, p.inputs[task], publish=p.publisher == task, **common))
+        _inject(task_spec, fetches, stores, [b.task_workspace for b in found], request.step_image, requirements)
+        for b in found:
+            b.declaration.pop("readOnly", None)
+
+    # 4. Publish the final state where no store step can.
+    publishing = [
+        transfer(ws, "", plans[ws].publish_inputs, publish=True)
+        for ws in workspaces if plans[ws].needs_publish_task
+    ]
+    if publishing:
+        names = {str(t.get("name")) for t in _all_tasks(spec)}
+        task_name = _unique(PUBLISH_TASK, names)
+        publishing = [_replace_task(t, task_name) for t in publishing]
+        spec.setdefault("finally", []).append(_publish_task(task_name, publishing, request.step_image, requirements))
+    return out
+
+
+def _replace_task(spec: WorkspaceTransfer, task: str) -> WorkspaceTransfer:
+    from dataclasses import replace
+
+    return replace(spec, task=task)
+
+
+# ---- inlining ----
+
+def _inline(ptask: Mapping, task_obj: Mapping, api_version: str, pipeline_params: set) -> dict:
+    """`taskRef` replaced by an embedded `taskSpec`, in the position the taskRef had."""
+    source_api = str(task_obj.get("apiVersion") or api_version)
+    task_spec = convert_task_spec(copy.deepcopy(dict(task_obj.get("spec") or {})), source_api, api_version,
+                                  str(ptask.get("name")))
+    metadata = task_obj.get("metadata") or {}
+    embedded_meta = {k: copy.deepcopy(metadata[k]) for k in ("labels", "annotations") if metadata.get(k)}
+    if embedded_meta:
+        task_spec = {"metadata": embedded_meta, **task_spec}
+    out: dict = {}
+    for key, value in ptask.items():
+        if key == "taskRef":
+            out["taskSpec"] = task_spec
+        else:
+            out[key] = value
+    _pin_defaults(out, task_spec, pipeline_params)
+    return out
+
+
+def _pin_defaults(ptask: dict, task_spec: Mapping, pipeline_params: set) -> None:
+    """Keep a referenced Task's param defaults once it is embedded.
+
+    For an embedded spec Tekton lets a Pipeline param of the same name override the task's
+    own default (tekton-facts §5), which a `taskRef` never did. Passing the default
+    explicitly keeps the value the author had.
+    """
+    passed = {p.get("name") for p in ptask.get("params") or [] if isinstance(p, Mapping)}
+    pinned = [
+        {"name": p["name"], "value": copy.deepcopy(p["default"])}
+        for p in task_spec.get("params") or []
+        if isinstance(p, Mapping) and "default" in p and p.get("name") in pipeline_params
+        and p.get("name") not in passed
+    ]
+    if pinned:
+        ptask["params"] = list(ptask.get("params") or []) + pinned
+
+
+def convert_task_spec(spec: dict, source_api: str, target_api: str, task: str) -> dict:
+    """A Task spec of one Tekton apiVersion written for the other (the Pipeline's)."""
+    if source_api == target_api:
+        return spec
+    if source_api == TEKTON_V1BETA1 and target_api == TEKTON_V1:
+        if spec.get("resources"):
+            raise RewriteError(
+                f"pipeline task {task!r}: its v1beta1 Task uses PipelineResources (`resources`), "
+                f"which tekton.dev/v1 Pipelines cannot embed; use a v1beta1 Pipeline or drop them"
+            )
+        spec.pop("resources", None)
+        _rename_in_containers(spec, "resources", "computeResources")
+    elif source_api == TEKTON_V1 and target_api == TEKTON_V1BETA1:
+        _rename_in_containers(spec, "computeResources", "resources")
+    return spec
+
+
+def _rename_in_containers(spec: dict, old: str, new: str) -> None:
+    containers = list(spec.get("steps") or []) + list(spec.get("sidecars") or [])
+    if isinstance(spec.get("stepTemplate"), dict):
+        containers.append(spec["stepTemplate"])
+    for c in containers:
+        if isinstance(c, dict) and old in c:
+            c[new] = c.pop(old)
+
+
+# ---- bindings ----
+
+def _wrapped_bindings(ptask: dict, workspaces: Sequence[str]) -> list[TaskBinding]:
+    task_spec = ptask["taskSpec"]
+    name = str(ptask.get("name"))
+    declarations = {
+        d.get("name"): d for d in task_spec.get("workspaces") or [] if isinstance(d, Mapping)
+    }
+    found: list[TaskBinding] = []
+    seen: dict[str, str] = {}
+    bound_task_names = set()
+    for binding in ptask.get("workspaces") or []:
+        if not isinstance(binding, Mapping):
+            continue
+        task_ws = str(binding.get("name"))
+        bound_task_names.add(task_ws)
+        ws = str(binding.get("workspace") or task_ws)
+        if ws not in workspaces:
+            continue
+        if ws in seen:
+            raise RewriteError(
+                f"pipeline task {name!r} binds wrapped workspace {ws!r} twice (as {seen[ws]!r} "
+                f"and {task_ws!r}); the wrap resolver supports one binding per task: use one "
+                f"task workspace and subdirectories"
+            )
+        seen[ws] = task_ws
+        decl = declarations.get(task_ws)
+        if decl is None:
+            # Tekton adds a declaration for a workspace bound to an embedded spec (propagation).
+            decl = {"name": task_ws}
+            task_spec.setdefault("workspaces", []).append(decl)
+            declarations[task_ws] = decl
+        found.append(TaskBinding(ws, task_ws, str(binding.get("subPath") or ""), decl))
+    # Propagated: an embedded spec that uses $(workspaces.W.*) of a pipeline workspace it
+    # neither declares nor binds gets it bound by Tekton. Make that explicit.
+    text = json.dumps(task_spec)
+    for ws in workspaces:
+        if ws in seen or ws in declarations or ws in bound_task_names:
+            continue
+        if f"$(workspaces.{ws}." in text:
+            decl = {"name": ws}
+            task_spec.setdefault("workspaces", []).append(decl)
+            ptask.setdefault("workspaces", []).append({"name": ws, "workspace": ws})
+            found.append(TaskBinding(ws, ws, "", decl, implicit=True))
+    return found
+
+
+# ---- steps ----
+
+def _inject(
+    task_spec: dict,
+    fetches: Sequence[WorkspaceTransfer],
+    stores: Sequence[WorkspaceTransfer],
+    task_workspaces: Sequence[str],
+    image: str,
+    requirements: StepRequirements,
+) -> None:
+    steps = task_spec.setdefault("steps", [])
+    names = {str(s.get("name")) for s in steps if isinstance(s, Mapping) and s.get("name")}
+    volumes = task_spec.setdefault("volumes", [])
+    volume_names = {str(v.get("name")) for v in volumes if isinstance(v, Mapping)}
+    state_volume = STATE_VOLUME
+    if state_volume in volume_names:
+        state_volume = _unique(STATE_VOLUME, volume_names)
+    mount_paths = _mount_paths(task_spec)
+    state_dir = STATE_DIR if STATE_DIR not in mount_paths else _unique(STATE_DIR, mount_paths)
+    volumes.append({"name": state_volume, "emptyDir": {}})
+    for volume in requirements.volumes:
+        if volume.get("name") not in volume_names:
+            volumes.append(dict(copy.deepcopy(volume)))
+    isolated = _uses_isolated_workspaces(task_spec)
+    security = _shared_security_context(task_spec)
+
+    def step(name: str, verb: str, specs: Sequence[WorkspaceTransfer]) -> dict:
+        args = [verb, "--state-dir", state_dir]
+        for s in specs:
+            args += ["--workspace", s.to_json()]
+        args += list(requirements.args)
+        out: dict = {"name": name, "image": image, "command": [COMMAND], "args": args, "workingDir": "/"}
+        if requirements.env:
+            out["env"] = [dict(copy.deepcopy(e)) for e in requirements.env]
+        out["volumeMounts"] = [{"name": state_volume, "mountPath": state_dir}] + [
+            dict(copy.deepcopy(m)) for m in requirements.volume_mounts
+        ]
+        if isolated:
+            out["workspaces"] = [{"name": w} for w in task_workspaces]
+        if security is not None:
+            out["securityContext"] = copy.deepcopy(security)
+        return out
+
+    fetch_name = _unique(FETCH_STEP, names)
+    names.add(fetch_name)
+    steps.insert(0, step(fetch_name, "fetch", fetches))
+    if stores:
+        steps.append(step(_unique(STORE_STEP, names), "store", stores))
+
+
+def _publish_task(name: str, specs: Sequence[WorkspaceTransfer], image: str, requirements: StepRequirements) -> dict:
+    args = ["publish"]
+    for s in specs:
+        args += ["--workspace", s.to_json()]
+    args += list(requirements.args)
+    step: dict = {"name": PUBLISH_STEP, "image": image, "command": [COMMAND], "args": args, "workingDir": "/"}
+    if requirements.env:
+        step["env"] = [dict(copy.deepcopy(e)) for e in requirements.env]
+    if requirements.volume_mounts:
+        step["volumeMounts"] = [dict(copy.deepcopy(m)) for m in requirements.volume_mounts]
+    task_spec: dict = {"steps": [step]}
+    if requirements.volumes:
+        task_spec["volumes"] = [dict(copy.deepcopy(v)) for v in requirements.volumes]
+    return {
+        "name": name,
+        # Only a run whose DAG tasks all succeeded (or were skipped) has a final state to publish.
+        "when": [{"input": "$(tasks.status)", "operator": "in", "values": ["Succeeded", "Completed"]}],
+        "taskSpec": task_spec,
+    }
+
+
+def _mount_paths(task_spec: Mapping) -> set[str]:
+    paths = set()
+    for d in task_spec.get("workspaces") or []:
+        if isinstance(d, Mapping):
+            paths.add(str(d.get("mountPath") or f"/workspace/{d.get('name')}"))
+    containers = list(task_spec.get("steps") or []) + list(task_spec.get("sidecars") or [])
+    if isinstance(task_spec.get("stepTemplate"), Mapping):
+        containers.append(task_spec["stepTemplate"])
+    for c in containers:
+        if isinstance(c, Mapping):
+            for m in c.get("volumeMounts") or []:
+                if isinstance(m, Mapping) and m.get("mountPath"):
+                    paths.add(str(m["mountPath"]))
+    return paths
+
+
+def _uses_isolated_workspaces(task_spec: Mapping) -> bool:
+    containers = list(task_spec.get("steps") or []) + list(task_spec.get("sidecars") or [])
+    return any(isinstance(c, Mapping) and c.get("workspaces") for c in containers)
+
+
+def _shared_security_context(task_spec: Mapping) -> Mapping | None:
+    """The securityContext every user step has, when the stepTemplate does not set one.
+
+    Files the fetch step writes must belong to the user the task's steps run as. With a
+    stepTemplate securityContext our steps inherit it; without, copy the one all steps share.
+    """
+    template = task_spec.get("stepTemplate")
+    if isinstance(template, Mapping) and template.get("securityContext"):
+        return None
+    contexts = [
+        s.get("securityContext") for s in task_spec.get("steps") or []
+        if isinstance(s, Mapping) and "ref" not in s
+    ]
+    if contexts and all(c == contexts[0] for c in contexts) and contexts[0]:
+        return contexts[0]
+    return None
+
+
+# ---- helpers ----
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def _unique(base: str, taken: Iterable[str]) -> str:
+    taken = set(taken)
+    if base not in taken:
+        return base
+    n = 2
+    while f"{base}-{n}" in taken:
+        n += 1
+    return f"{base}-{n}"
+
+
+def _spec(obj: Mapping) -> Mapping:
+    spec = obj.get("spec")
+    return spec if isinstance(spec, Mapping) else {}
+
+
+def _all_tasks(spec: Mapping) -> list[Mapping]:
+    return [t for t in list(spec.get("tasks") or []) + list(spec.get("finally") or []) if isinstance(t, Mapping)]
