@@ -8,7 +8,9 @@ import pytest
 
 pytest_plugins = [
     "tests.fixtures.registry",      # docker-registry (plain, htpasswd+TLS, token auth)
-    "tests.fixtures.objectstores",  # moto S3, fake-gcs-server, rsync daemon
+    "tests.fixtures.s3server",      # moto in server mode (S3)
+    "tests.fixtures.gcsserver",     # fake-gcs-server (GCS JSON API)
+    "tests.fixtures.rsyncd",        # Debian's rsync daemon with auth
     "tests.fixtures.kubeapi",       # in-process Kubernetes API server
 ]
 

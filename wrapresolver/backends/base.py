@@ -25,7 +25,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, ClassVar, Iterator, Mapping
 
-from wrapresolver.errors import ParamError
+from wrapresolver.errors import ParamError, TransferError
 
 if TYPE_CHECKING:  # pragma: no cover
     from wrapresolver.stepspec import WorkspaceTransfer
@@ -135,6 +135,18 @@ class WorkspaceStore(ABC):
     def publish(self, spec: "WorkspaceTransfer") -> "TransferReport":
         """Write the merge of `spec.inputs` (with fallbacks) to the exact target."""
 
+    def pull(self, dest: Path, sub_path: str = "") -> "TransferReport":
+        """Extract the state stored at the user's exact target into `dest` (by hand).
+
+        `wrapresolver fetch --target REF --path DIR` calls this, so a person can look at the
+        final workspace of a run. Backends that cannot do it say so clearly.
+        """
+        raise TransferError(f"backend {type(self).__name__} cannot fetch a target by hand")
+
+    def push(self, src: Path, options: Mapping[str, str] | None = None) -> "TransferReport":
+        """Store the whole tree `src` at the user's exact target (by hand, or to seed a `base`)."""
+        raise TransferError(f"backend {type(self).__name__} cannot store a target by hand")
+
     def close(self) -> None:
         """Release connections."""
 
@@ -155,6 +167,8 @@ class BlobStore(WorkspaceStore):
 
     target_ref: str = "latest"
     """Name of the reference that is the user's exact target (the OCI tag, or `latest`)."""
+    options: Mapping[str, str] = {}
+    """The backend options it was opened with (`compression` for `push`)."""
 
     @abstractmethod
     def blob_exists(self, digest: str) -> bool: ...
@@ -209,6 +223,16 @@ class BlobStore(WorkspaceStore):
         from wrapresolver.transfer import engine
 
         return engine.publish(self, spec)
+
+    def pull(self, dest, sub_path=""):
+        from wrapresolver.transfer import engine
+
+        return engine.fetch_ref(self, self.target_ref, dest, sub_path)
+
+    def push(self, src, options=None):
+        from wrapresolver.transfer import engine
+
+        return engine.store_ref(self, src, self.target_ref, self.options if options is None else options)
 
 
 def sha256_digest(data: bytes) -> str:

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator, Mapping
@@ -68,7 +69,9 @@ class FileBackend(Backend):
 
     def open(self, target: str, options: Mapping[str, str]) -> "LayoutStore":
         root, tag = parse_target(target)
-        return LayoutStore(root, tag)
+        store = LayoutStore(root, tag)
+        store.options = dict(options)
+        return store
 
 
 class LayoutStore(BlobStore):
@@ -104,7 +107,9 @@ class LayoutStore(BlobStore):
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        with open(self.root / ".index.lock", "a+b") as lock:
+        # fcntl locks exclude other processes (other pods on a shared filesystem) but not
+        # other threads of this one, which share the process's locks: take both.
+        with _thread_lock(self.root), open(self.root / ".index.lock", "a+b") as lock:
             fcntl.lockf(lock, fcntl.LOCK_EX)
             try:
                 yield
@@ -189,6 +194,15 @@ class LayoutStore(BlobStore):
             index.setdefault("schemaVersion", 2)
             index.setdefault("mediaType", INDEX_MEDIA_TYPE)
             self._write_atomic(self.root / "index.json", json.dumps(index, indent=1).encode())
+
+
+_THREAD_LOCKS: dict[Path, threading.Lock] = {}
+_THREAD_LOCKS_GUARD = threading.Lock()
+
+
+def _thread_lock(root: Path) -> threading.Lock:
+    with _THREAD_LOCKS_GUARD:
+        return _THREAD_LOCKS.setdefault(root.resolve(), threading.Lock())
 
 
 def _chunks(handle: BinaryIO) -> Iterator[bytes]:

@@ -1,0 +1,168 @@
+"""`wrapresolver fetch | store | publish`: the injected steps, and the same by hand.
+
+Injected form (what the rewrite writes into `wrap-fetch` / `wrap-store` / `wrap-publish`):
+
+    wrapresolver fetch --state-dir /wrap-state --workspace '<json>' [--workspace '<json>' ...]
+
+Each `--workspace` is a `WorkspaceTransfer`; the workspaces of one task move in parallel
+threads (fewer containers than one step per workspace, and a slow bucket does not hold up
+a fast registry). By hand, a person can look at what a run stored or seed a `base`:
+
+    wrapresolver fetch --target oci://registry.example/ci/run-src --path ./src
+    wrapresolver store --path ./seed --target oci://registry.example/ci/base:v1
+
+Output: one line per workspace (files, bytes, layers, seconds, MB/s), progress lines every
+few seconds on long transfers, and on failure one `error:` line per workspace with the
+message a pipeline author acts on. The exit code says what kind of failure it was (see
+`wrapresolver.errors.TransferError`): 2 usage, 3 auth, 4 not found, 5 network, 6 disk full,
+7 integrity, 8 unsafe archive, 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from wrapresolver.errors import ParamError, TransferError, WrapError
+from wrapresolver.stepspec import WorkspaceTransfer
+from wrapresolver.transfer.report import TransferReport
+
+USAGE_ERROR = 2
+_print_lock = threading.Lock()
+
+
+def say(line: str, stream=None) -> None:
+    """One whole line at a time: parallel workspaces never interleave mid-line."""
+    with _print_lock:
+        print(line, file=stream or sys.stdout, flush=True)
+
+
+def register(subparsers: Any) -> None:
+    for action, help_text in (
+        ("fetch", "restore wrapped workspaces (injected first step), or a target into --path"),
+        ("store", "save what the task changed (injected last step), or --path to a target"),
+        ("publish", "write the final state of wrapped workspaces to their exact targets"),
+    ):
+        parser = subparsers.add_parser(action, help=help_text, description=__doc__,
+                                       formatter_class=argparse.RawDescriptionHelpFormatter)
+        parser.add_argument("--workspace", dest="workspaces", action="append", default=[], metavar="JSON",
+                            help="one wrapped workspace, as the resolver serialised it (repeatable)")
+        if action != "publish":
+            parser.add_argument("--state-dir", type=Path, default=Path("/wrap-state"),
+                                help="where fetch leaves what store needs (an emptyDir shared by both steps)")
+            parser.add_argument("--path", type=Path, help="by hand: the local directory")
+            parser.add_argument("--target", help="by hand: the storage target (oci://, s3://, gs://, rsync://, file://)")
+            parser.add_argument("--backend", help="by hand: the backend, when the target's scheme does not say")
+            parser.add_argument("--option", dest="options", action="append", default=[], metavar="NAME=VALUE",
+                                help="by hand: a backend option, e.g. compression=gzip (repeatable)")
+            parser.add_argument("--sub-path", default="", help="by hand, fetch: only this directory of the state")
+        parser.set_defaults(func=run, action=action)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        if args.workspaces:
+            if getattr(args, "target", None) or getattr(args, "path", None):
+                raise ParamError("use either --workspace (injected form) or --target/--path (by hand), not both")
+            specs = [WorkspaceTransfer.from_json(text) for text in args.workspaces]
+            return run_injected(args.action, specs, getattr(args, "state_dir", None))
+        if args.action == "publish":
+            raise ParamError("publish needs at least one --workspace")
+        if not args.target or not args.path:
+            raise ParamError(f"{args.action} by hand needs --target and --path (or --workspace JSON)")
+        return run_by_hand(args)
+    except (ParamError, ValueError) as exc:
+        say(f"wrap {args.action}: error: {exc}", sys.stderr)
+        return USAGE_ERROR
+    except WrapError as exc:
+        say(f"wrap {args.action}: error: {exc}", sys.stderr)
+        return getattr(exc, "exit_code", 1)
+
+
+# ---- injected form ----
+
+def run_injected(action: str, specs: Sequence[WorkspaceTransfer], state_dir: Path | None) -> int:
+    def one(spec: WorkspaceTransfer) -> int:
+        try:
+            report = transfer(action, spec, state_dir, progress=lambda r: say(r.line() + " ..."))
+        except WrapError as exc:
+            say(f"wrap {action} {spec.workspace}: error: {exc}", sys.stderr)
+            return getattr(exc, "exit_code", 1)
+        except Exception:  # noqa: BLE001 - a bug: show it whole, fail the step
+            say(f"wrap {action} {spec.workspace}: unexpected error:\n{traceback.format_exc()}", sys.stderr)
+            return 1
+        say(report.line())
+        return 0
+
+    if len(specs) == 1:
+        codes = [one(specs[0])]
+    else:
+        with ThreadPoolExecutor(max_workers=min(8, len(specs))) as pool:
+            codes = list(pool.map(one, specs))
+    failed = [code for code in codes if code]
+    return failed[0] if failed else 0
+
+
+def transfer(
+    action: str, spec: WorkspaceTransfer, state_dir: Path | None,
+    progress: Callable[[TransferReport], None] | None = None,
+) -> TransferReport:
+    """Run one workspace's fetch, store or publish through its backend."""
+    from wrapresolver.backends.base import BlobStore, get_backend
+    from wrapresolver.transfer import engine
+
+    if action != "publish" and not spec.path:
+        raise ParamError(f"workspace {spec.workspace!r} has no path to {action}")
+    backend = get_backend(spec.backend)
+    state = Path(state_dir or "/wrap-state")
+    with backend.open(spec.target, spec.options) as store:
+        if isinstance(store, BlobStore):  # the layered engine reports progress
+            if action == "fetch":
+                return engine.fetch(store, spec, Path(spec.path), state, progress)
+            if action == "store":
+                return engine.store(store, spec, Path(spec.path), state, progress)
+            return engine.publish(store, spec, progress)
+        if action == "fetch":
+            return store.fetch(spec, Path(spec.path), state)
+        if action == "store":
+            return store.store(spec, Path(spec.path), state)
+        return store.publish(spec)
+
+
+# ---- by hand ----
+
+def run_by_hand(args: argparse.Namespace) -> int:
+    from wrapresolver.backends.base import backend_for_scheme, get_backend
+    from wrapresolver.params import DEFAULT_BACKEND
+    from wrapresolver.template import split_scheme
+
+    options: dict[str, str] = {}
+    for item in args.options:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ParamError(f"--option {item!r} is not NAME=VALUE")
+        options[name] = value
+    if args.backend:
+        backend = get_backend(args.backend)
+    else:
+        scheme, _ = split_scheme(args.target)
+        backend = backend_for_scheme(scheme) if scheme else get_backend(DEFAULT_BACKEND)
+    backend.validate_target(args.target)
+    options = backend.validate_options(options)
+    path: Path = args.path
+    with backend.open(args.target, options) as store:
+        if args.action == "fetch":
+            if path.exists() and any(path.iterdir()):
+                raise ParamError(f"--path {path} is not empty; fetch restores into an empty directory")
+            report = store.pull(path, args.sub_path)
+        else:
+            if not path.is_dir():
+                raise TransferError(f"--path {path} is not a directory", exit_code=4)
+            report = store.push(path, options)
+    say(report.line())
+    return 0
