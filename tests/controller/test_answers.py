@@ -91,7 +91,7 @@ def test_task_ref_with_a_resolver_inside_the_pipeline_is_fetched_through_a_child
     ({"pipelineref": git_ref("fail")}, ["git", "fail"]),
     ({"pipelineref": git_ref("never")}, ["git", "in time", "resolution-timeout"]),
     ({"pipelineref": yaml.safe_dump({"resolver": "wrap", "params": [{"name": "pipelineref", "value": "x"}]})},
-     ["wrap resolver itself", "loop"]),
+     ["`wrap` resolver again", "loop"]),
 ], ids=["missing-param", "unknown-workspace", "pipeline-not-found", "nested-failure", "nested-timeout", "loop"])
 def test_every_failure_ends_succeeded_false_with_an_actionable_message(cluster, controller, params, words, request):
     name = f"fail-{request.node.callspec.id}"

@@ -1,0 +1,270 @@
+"""A local executor for rewritten Pipelines: proof that the data really flows, without a cluster.
+
+It runs what Tekton would run, as local processes, with the parts of Tekton's behaviour
+that decide what a wrapped workspace contains:
+
+- every task runs in fresh, empty directories standing in for its `emptyDir` workspaces
+  and volumes (nothing is shared between tasks except through the backend);
+- `runAfter` and `$(tasks.X.results.Y)` order the tasks; independent tasks run at the same
+  time in threads;
+- `when` skips a task (its dependents still run, as in Tekton), a failed task skips the
+  tasks after it, `retries` runs a task again in new directories, `finally` tasks run at
+  the end with `$(tasks.status)` and `$(tasks.<name>.status)`;
+- `$(params.*)`, `$(workspaces.*.path|bound)`, `$(results.*.path)`, `$(context.*)` are
+  substituted; `script` runs with its shebang (or `sh`), `command`/`args` directly, and the
+  injected `wrapresolver` steps with this Python interpreter.
+
+Images, resources, security contexts and sidecars are ignored. This is a test tool, not a
+Tekton: it exists so tests can prove a file written by one task is read by the next one
+through a real storage backend.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import uuid
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from wrapresolver.plan import build_dag
+
+SUCCEEDED, FAILED, SKIPPED = "Succeeded", "Failed", "None"
+_VAR = re.compile(r"\$\(([^()]+)\)")
+
+
+@dataclass
+class TaskRun:
+    """What happened to one pipeline task (its last attempt)."""
+
+    name: str
+    status: str = SKIPPED
+    attempts: int = 0
+    workspaces: dict[str, Path] = field(default_factory=dict)
+    """Task workspace name -> the directory it had (kept after the run for assertions)."""
+    results: dict[str, str] = field(default_factory=dict)
+    log: str = ""
+    reason: str = ""
+
+
+@dataclass
+class PipelineRunResult:
+    status: str
+    tasks: dict[str, TaskRun]
+
+    def log(self) -> str:
+        return "\n".join(f"--- {name} ({t.status}, {t.attempts} attempt(s))\n{t.log}" for name, t in self.tasks.items())
+
+
+class LocalExecutor:
+    """Runs one rewritten Pipeline; see the module docstring for what is honoured."""
+
+    def __init__(
+        self, pipeline: Mapping, *, params: Mapping[str, str] | None = None, name: str = "run",
+        namespace: str = "default", uid: str | None = None, workdir: Path | None = None,
+        env: Mapping[str, str] | None = None, step_timeout: float = 300,
+    ) -> None:
+        self.pipeline = pipeline
+        self.spec = pipeline.get("spec") or {}
+        self.name, self.namespace = name, namespace
+        self.uid = uid or str(uuid.uuid4())
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="wrap-run-"))
+        self.env = dict(os.environ, **(env or {}))
+        self.step_timeout = step_timeout
+        self.params = self._pipeline_params(params or {})
+        self.runs: dict[str, TaskRun] = {}
+        self._lock = threading.Lock()
+
+    # ---- the pipeline ----
+    def _pipeline_params(self, given: Mapping[str, str]) -> dict[str, str]:
+        values: dict[str, str] = {}
+        for decl in self.spec.get("params") or []:
+            if "default" in decl:
+                values[decl["name"]] = _as_text(decl["default"])
+        values.update({k: str(v) for k, v in given.items()})
+        return values
+
+    def run(self) -> PipelineRunResult:
+        dag = build_dag(self.spec)
+        tasks = {t["name"]: t for t in self.spec.get("tasks") or []}
+        pending = list(dag.order)
+        running: dict[Future, str] = {}
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            while pending or running:
+                for name in list(pending):
+                    parents = dag.parents[name]
+                    if not all(p in self.runs and p not in self._running_names(running) for p in parents):
+                        continue
+                    pending.remove(name)
+                    blocked = [p for p in parents if self.runs[p].status == FAILED or self.runs[p].reason == "blocked"]
+                    if blocked:
+                        self._record(TaskRun(name, SKIPPED, reason="blocked"))
+                        continue
+                    self._record(TaskRun(name, "Running"))
+                    running[pool.submit(self._run_task, tasks[name], {})] = name
+                if not running:
+                    continue
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for future in done:
+                    name = running.pop(future)
+                    self._record(future.result())
+            status = self._tasks_status(dag.order)
+            extra = {"tasks.status": status}
+            extra.update({f"tasks.{n}.status": self.runs[n].status for n in dag.order})
+            for final in self.spec.get("finally") or []:
+                self._record(self._run_task(final, extra))
+        overall = FAILED if any(t.status == FAILED for t in self.runs.values()) else SUCCEEDED
+        return PipelineRunResult(overall, dict(self.runs))
+
+    def _running_names(self, running: Mapping[Future, str]) -> set[str]:
+        return set(running.values())
+
+    def _record(self, run: TaskRun) -> None:
+        with self._lock:
+            self.runs[run.name] = run
+
+    def _tasks_status(self, names) -> str:
+        statuses = [self.runs[n].status for n in names]
+        if any(s == FAILED for s in statuses):
+            return "Failed"
+        if any(s == SKIPPED for s in statuses):
+            return "Completed"
+        return "Succeeded"
+
+    # ---- one pipeline task ----
+    def _run_task(self, task: Mapping, extra: Mapping[str, str]) -> TaskRun:
+        name = task["name"]
+        variables = dict(extra)
+        variables.update({f"params.{k}": v for k, v in self.params.items()})
+        variables.update(self._context())
+        variables.update(self._task_results())
+        if not self._when(task, variables):
+            return TaskRun(name, SKIPPED, reason="when")
+        retries = int(task.get("retries") or 0)
+        run = TaskRun(name)
+        for attempt in range(retries + 1):
+            run = self._attempt(task, variables, attempt)
+            if run.status == SUCCEEDED:
+                break
+        return run
+
+    def _context(self) -> dict[str, str]:
+        return {
+            "context.pipelineRun.name": self.name, "context.pipelineRun.namespace": self.namespace,
+            "context.pipelineRun.uid": self.uid, "context.pipeline.name": (self.pipeline.get("metadata") or {}).get("name", ""),
+        }
+
+    def _task_results(self) -> dict[str, str]:
+        with self._lock:
+            runs = list(self.runs.values())
+        return {f"tasks.{r.name}.results.{k}": v for r in runs for k, v in r.results.items()}
+
+    def _when(self, task: Mapping, variables: Mapping[str, str]) -> bool:
+        for expr in task.get("when") or []:
+            value = _substitute(str(expr.get("input", "")), variables)
+            values = [_substitute(str(v), variables) for v in expr.get("values") or []]
+            inside = value in values
+            if (expr.get("operator") == "in") != inside:
+                return False
+        return True
+
+    def _attempt(self, task: Mapping, pipeline_vars: Mapping[str, str], attempt: int) -> TaskRun:
+        name = task["name"]
+        spec = task.get("taskSpec")
+        if spec is None:
+            raise ValueError(f"task {name!r} has no embedded taskSpec; render the Pipeline first")
+        root = self.workdir / f"{name}-{attempt}"
+        run = TaskRun(name, attempts=attempt + 1)
+        variables: dict[str, str] = {"context.task.retry-count": str(attempt), "context.taskRun.name": f"{self.name}-{name}"}
+        # Task params: defaults, then the pipeline task's values (substituted at pipeline level).
+        for decl in spec.get("params") or []:
+            if "default" in decl:
+                variables[f"params.{decl['name']}"] = _as_text(decl["default"])
+        for param in task.get("params") or []:
+            variables[f"params.{param['name']}"] = _substitute(_as_text(param.get("value", "")), pipeline_vars)
+        for key in ("context.pipelineRun.name", "context.pipelineRun.namespace", "context.pipelineRun.uid", "context.pipeline.name"):
+            variables[key] = pipeline_vars[key]
+        bound = {b["name"] for b in task.get("workspaces") or []}
+        for decl in spec.get("workspaces") or []:
+            ws = root / "workspaces" / decl["name"]
+            ws.mkdir(parents=True)
+            run.workspaces[decl["name"]] = ws
+            variables[f"workspaces.{decl['name']}.path"] = str(ws)
+            variables[f"workspaces.{decl['name']}.bound"] = "true" if decl["name"] in bound else "false"
+            variables[f"workspaces.{decl['name']}.claim"] = ""
+        volumes = {}
+        for volume in spec.get("volumes") or []:
+            path = root / "volumes" / volume["name"]
+            path.mkdir(parents=True)
+            volumes[volume["name"]] = path
+        results_dir = root / "results"
+        results_dir.mkdir(parents=True)
+        for result in spec.get("results") or []:
+            variables[f"results.{result['name']}.path"] = str(results_dir / result["name"])
+        logs: list[str] = []
+        status = SUCCEEDED
+        for index, step in enumerate(spec.get("steps") or []):
+            code, output = self._step(step, variables, volumes, root / "steps" / str(index))
+            logs.append(f"[{step.get('name', index)}] exit {code}\n{output}")
+            if code != 0:
+                status = FAILED
+                break
+        run.status, run.log = status, "\n".join(logs)
+        if status == SUCCEEDED:
+            for result in spec.get("results") or []:
+                path = results_dir / result["name"]
+                if path.exists():
+                    run.results[result["name"]] = path.read_text().strip()
+        return run
+
+    def _step(self, step: Mapping, variables: Mapping[str, str], volumes: Mapping[str, Path], scratch: Path) -> tuple[int, str]:
+        scratch.mkdir(parents=True)
+        mounts = {m["mountPath"]: str(volumes[m["name"]]) for m in step.get("volumeMounts") or [] if m.get("name") in volumes}
+
+        def local(text: str) -> str:
+            text = _substitute(text, variables)
+            for mount, path in mounts.items():
+                text = re.sub(rf"(?<![\w/]){re.escape(mount)}(?=/|\b|$)", path, text)
+            return text
+
+        env = dict(self.env)
+        for item in step.get("env") or []:
+            if "value" in item:
+                env[item["name"]] = local(str(item["value"]))
+        cwd = local(step.get("workingDir") or str(scratch))
+        if step.get("script"):
+            script = scratch / "script"
+            body = local(step["script"])
+            script.write_text(body if body.startswith("#!") else "#!/bin/sh\nset -e\n" + body)
+            script.chmod(0o755)
+            argv = [str(script)]
+        else:
+            command = [local(str(c)) for c in step.get("command") or []]
+            argv = command + [local(str(a)) for a in step.get("args") or []]
+            if argv and argv[0] == "wrapresolver":
+                argv = [sys.executable, "-m", "wrapresolver", *argv[1:]]
+        if not argv:
+            return 1, "step has neither script nor command"
+        try:
+            done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=self.step_timeout)
+        except subprocess.TimeoutExpired:
+            return 124, f"timed out after {self.step_timeout} s"
+        return done.returncode, done.stdout + done.stderr
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def _substitute(text: str, variables: Mapping[str, str]) -> str:
+    """Replace `$(name)` for known names; leave the rest, as Tekton leaves unknown text."""
+    return _VAR.sub(lambda m: variables.get(m.group(1).strip(), m.group(0)), text)
