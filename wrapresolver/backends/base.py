@@ -18,10 +18,11 @@ manifests. The layered logic (snapshots, diffs, merges, fallbacks) is written on
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, ClassVar, Iterator, Mapping
 
@@ -241,6 +242,22 @@ def sha256_digest(data: bytes) -> str:
 
 # ---- registry ----
 
+@functools.lru_cache(maxsize=1)
+def _registered() -> tuple[EntryPoint, ...]:
+    """The group's entry points, read once per process.
+
+    Scanning every installed distribution's metadata costs milliseconds of file reads;
+    the controller asks on every request, and plugins are installed with the image, not
+    while it runs.
+    """
+    return tuple(entry_points(group=ENTRY_POINT_GROUP))
+
+
+@functools.lru_cache(maxsize=None)
+def _load(entry: EntryPoint) -> Backend:
+    return entry.load()
+
+
 def installed_backends() -> dict[str, Backend]:
     """Every backend registered under `wrapresolver.backends`, by name.
 
@@ -248,19 +265,19 @@ def installed_backends() -> dict[str, Backend]:
     one broken package cannot take the resolver down.
     """
     found: dict[str, Backend] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+    for ep in _registered():
         try:
-            found[ep.name] = ep.load()
+            found[ep.name] = _load(ep)
         except Exception:  # noqa: BLE001 - reported in get_backend
             continue
     return found
 
 
 def get_backend(name: str) -> Backend:
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+    for ep in _registered():
         if ep.name == name:
             try:
-                return ep.load()
+                return _load(ep)
             except Exception as exc:  # noqa: BLE001
                 raise ParamError(f"backend {name!r} is installed but failed to load: {exc}") from exc
     names = ", ".join(sorted(installed_backends())) or "none"
