@@ -431,20 +431,47 @@ def test_a_server_error_that_persists_is_a_network_error_naming_the_key(credenti
 
 # ---- conformance kit ----
 
-try:
-    from wrapresolver.testing.conformance import BackendConformance, ConformanceTarget
-except ImportError:  # pragma: no cover - the kit is optional for this module
-    BackendConformance = None
+from wrapresolver.testing.conformance import BackendConformance, ConformanceTarget  # noqa: E402
 
-if BackendConformance is not None:
 
-    class TestS3Conformance(BackendConformance):
-        @pytest.fixture
-        def conformance_target(self, s3_server: S3Server) -> ConformanceTarget:
-            bucket = s3_server.new_bucket()
-            return ConformanceTarget(
-                backend="s3",
-                new_target=lambda: f"s3://{bucket}/t-{uuid.uuid4().hex[:12]}/src",
-                options=s3_server.options(),
-                env=s3_server.env(),
-            )
+class TestS3Conformance(BackendConformance):
+    @pytest.fixture
+    def conformance_target(self, s3_server: S3Server) -> ConformanceTarget:
+        bucket = s3_server.new_bucket()
+        return ConformanceTarget(
+            backend="s3",
+            new_target=lambda: f"s3://{bucket}/t-{uuid.uuid4().hex[:12]}/src",
+            options=s3_server.options(),
+            env=s3_server.env(),
+        )
+
+
+class TestSeaweedFSConformance(BackendConformance):
+    """The same promises against a production S3 implementation that checks signatures."""
+
+    @pytest.fixture
+    def conformance_target(self, seaweedfs: S3Server) -> ConformanceTarget:
+        bucket = seaweedfs.shared_bucket
+        return ConformanceTarget(
+            backend="s3",
+            new_target=lambda: f"s3://{bucket}/t-{uuid.uuid4().hex[:12]}/src",
+            options=seaweedfs.options(),
+            env=seaweedfs.env(),
+        )
+
+
+def test_seaweedfs_accepts_the_right_keys_and_refuses_a_wrong_secret(
+    seaweedfs: S3Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    bucket = seaweedfs.shared_bucket
+    src = tmp_path / "src"
+    write(src / "f", "x")
+    for name, value in seaweedfs.env().items():
+        monkeypatch.setenv(name, value)
+    with get_backend("s3").open(f"s3://{bucket}/ok", seaweedfs.options()) as store:
+        engine.store_ref(store, src, "latest")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "a-wrong-secret-value")
+    with get_backend("s3").open(f"s3://{bucket}/ok", seaweedfs.options()) as store:
+        with pytest.raises(AuthError) as raised:
+            store.get_manifest("latest")
+    assert "credentials-secret" in str(raised.value) and "a-wrong-secret-value" not in str(raised.value)
