@@ -342,9 +342,11 @@ class BackendConformance:
         assert child.stdout is not None and child.stdout.readline().strip() == "storing"
         time.sleep(0.2)
         if child.poll() is not None:
+            child.stdout.close()
             pytest.skip("the store finished before it could be interrupted")
         child.send_signal(signal.SIGKILL)
         child.wait()
+        child.stdout.close()
         # The killed producer has no state: a consumer falls back to its input.
         assert contents(pipeline.look(("killed",))) == {"a.txt": "a\n"}
 
