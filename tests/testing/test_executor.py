@@ -201,7 +201,7 @@ def run_pipeline(source: str, target: str, tmp: Path, *, env=None, run_params=No
 
 # ---- backends under test: each yields (target template, options, env) ----
 
-@pytest.fixture(params=["file", "oci", "s3", "rsync"])
+@pytest.fixture(params=["file", "oci", "s3", "gcs", "rsync"])
 def backend(request, tmp_path: Path) -> tuple[str, dict, dict]:
     unique = uuid.uuid4().hex[:8]
     if request.param == "file":
@@ -212,6 +212,9 @@ def backend(request, tmp_path: Path) -> tuple[str, dict, dict]:
     if request.param == "s3":
         s3 = request.getfixturevalue("s3_server")
         return f"s3://{s3.new_bucket()}/e2e/{unique}-<<workspace>>", s3.options(), s3.env()
+    if request.param == "gcs":
+        gcs = request.getfixturevalue("gcs_server")
+        return f"gs://{gcs.new_bucket()}/e2e/{unique}-<<workspace>>", {}, {"STORAGE_EMULATOR_HOST": gcs.url}
     if request.param == "rsync":
         daemon = request.getfixturevalue("rsync_daemon")
         return f"{daemon.url}/e2e/{unique}-<<workspace>>", {}, {"RSYNC_PASSWORD": daemon.password}

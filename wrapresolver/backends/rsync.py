@@ -239,18 +239,24 @@ class Runner:
         env.pop(PASSWORD_ENV, None)
         if self.password is not None:
             env[PASSWORD_ENV] = self.password
-        proc = subprocess.run(
-            [binary, f"--contimeout={CONNECT_TIMEOUT}", *args],
-            env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
-            start_new_session=True,  # no controlling tty: rsync must never prompt for a password
-        )
-        result = RunResult(
-            proc.returncode, proc.stderr,
-            _stat_number(proc.stdout, "Number of regular files transferred"),
-            _stat_number(proc.stdout, "Total transferred file size"),
-        )
-        if result.code == 0 or (missing_ok and _missing(result)):
-            return result
+        for attempt in range(MKPATH_ATTEMPTS):
+            proc = subprocess.run(
+                [binary, f"--contimeout={CONNECT_TIMEOUT}", *args],
+                env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
+                start_new_session=True,  # no controlling tty: rsync must never prompt for a password
+            )
+            result = RunResult(
+                proc.returncode, proc.stderr,
+                _stat_number(proc.stdout, "Number of regular files transferred"),
+                _stat_number(proc.stdout, "Total transferred file size"),
+            )
+            if result.code == 0 or (missing_ok and _missing(result)):
+                return result
+            # Two runs sharing a target create the same parent (states/, refs/) at once;
+            # --mkpath on the loser fails with EEXIST. The directory now exists: go again.
+            if "File exists (17)" not in result.stderr or attempt + 1 == MKPATH_ATTEMPTS:
+                break
+            time.sleep(0.1 * (attempt + 1))
         raise self.error(result, action)
 
     def error(self, result: RunResult, action: str) -> TransferError:
@@ -285,6 +291,8 @@ def _last_line(text: str) -> str:
     lines = [line for line in text.splitlines() if line.strip() and not line.startswith("rsync error:")]
     return (lines or text.splitlines() or ["no message"])[-1]
 
+
+MKPATH_ATTEMPTS = 4
 
 TREE_ARGS = ["-a", "--hard-links", "--numeric-ids", "--stats", "--modify-window=-1"]
 """Keep modes, times, symlinks, empty dirs and hard links; report what was moved.

@@ -1,0 +1,510 @@
+"""`gs://` targets: workspace states as objects in a Google Cloud Storage bucket.
+
+`gs://bucket/ci/run-src` keeps an OCI-image-layout-like tree under the prefix `ci/run-src/`:
+
+    blobs/sha256/<hex>   layers, configs and manifests, named by their digest
+    refs/<name>          the manifest bytes of one reference (`latest` is the exact target)
+    uploads/<uuid>       a blob being written; renamed (server-side copy) once complete
+
+A blob only appears under its digest once it is complete and its digest is known, and a
+reference is written last: a single object write is atomic in GCS, so a reader sees either
+the old or the new state, never a half one. Every lookup is by exact object name; the bucket
+is never listed, which keeps reads strongly consistent and needs no `storage.objects.list`.
+A task that dies mid-upload may leave an object under `uploads/`; a lifecycle rule on that
+prefix (delete after a day) cleans them up.
+
+Credentials: with the `credentials-secret` param, the steps mount that Secret read-only and
+point `GOOGLE_APPLICATION_CREDENTIALS` at its `key.json` (a service-account key). Without it,
+Application Default Credentials apply: on GKE, bind the TaskRun's Kubernetes service account
+to a Google service account (workload identity) and no key is needed at all. When
+`STORAGE_EMULATOR_HOST` is set (fake-gcs-server, tests), the client talks to that emulator
+anonymously.
+
+The google-cloud-storage library is imported only in `open`, so the controller never needs it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, Mapping
+from urllib.parse import urlsplit
+
+from wrapresolver.backends.base import Backend, BlobStore, Descriptor, StepRequirements
+from wrapresolver.errors import (
+    AuthError, IntegrityError, NetworkError, NotFoundError, ParamError, TransferError,
+)
+from wrapresolver.refs import is_valid_tag
+
+if TYPE_CHECKING:  # pragma: no cover
+    from google.cloud.storage import Blob, Bucket, Client
+
+CHUNK = 8 << 20
+"""Resumable upload and ranged download size; a multiple of 256 KiB as GCS requires."""
+DOWNLOAD_CHUNK = 4 << 20
+"""Ranged download size: the reader holds a few copies of one range, so keep it smaller."""
+PIECE = 1 << 20
+"""Size of the reads and writes around the library's chunk buffers, keeping peaks low."""
+RETRY_DEADLINE = 30.0
+"""Seconds the library keeps retrying transient failures (429, 5xx, dropped connections)."""
+EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
+CREDENTIALS_ENV = "GOOGLE_APPLICATION_CREDENTIALS"
+SECRET_MOUNT = "/var/run/secrets/wrapresolver/gcs"
+SECRET_KEY = "key.json"
+SECRET_VOLUME = "wrap-gcs-credentials"
+PUBLIC_ENDPOINT = "https://storage.googleapis.com"
+
+_PLACEHOLDER = re.compile(r"\$\([^)]*\)")
+_BUCKET_CHARS = re.compile(r"^[a-z0-9][a-z0-9._-]*[a-z0-9]$")
+_IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_PROJECT = re.compile(r"^([a-z0-9.-]+:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+
+
+@dataclass(frozen=True)
+class GCSTarget:
+    """A parsed `gs://bucket/prefix`; `prefix` is empty or ends with `/`."""
+
+    bucket: str
+    prefix: str
+
+    def object_name(self, relative: str) -> str:
+        return self.prefix + relative
+
+    def __str__(self) -> str:
+        return f"gs://{self.bucket}/{self.prefix}".rstrip("/")
+
+
+def parse_target(target: str) -> GCSTarget:
+    """`gs://bucket[/prefix]` -> bucket and normalised object-name prefix."""
+    parts = urlsplit(target)
+    if parts.scheme != "gs":
+        raise ParamError(f"target {target!r} is not a gs:// URL; write gs://bucket/prefix")
+    if parts.query or parts.fragment:
+        raise ParamError(f"target {target!r} must not have a query or fragment; write gs://bucket/prefix")
+    check_bucket_name(parts.netloc, target)
+    return GCSTarget(parts.netloc, _normalise_prefix(parts.path, target))
+
+
+def check_bucket_name(bucket: str, target: str) -> None:
+    """Apply GCS's bucket naming rules now, so a typo fails at resolution, not mid-run.
+
+    A name still holding a Tekton variable (`$(params.bucket)`) is checked only for what is
+    fixed around the variable; Tekton substitutes it before the step runs.
+    """
+    if not bucket:
+        raise ParamError(f"target {target!r} names no bucket; write gs://bucket/prefix")
+    if _PLACEHOLDER.search(bucket):
+        fixed = _PLACEHOLDER.sub("x", bucket)
+        if not re.fullmatch(r"[a-z0-9._-]+", fixed):
+            raise ParamError(f"bucket {bucket!r} in target {target!r} has characters GCS does not allow")
+        return
+    problem = _bucket_problem(bucket)
+    if problem:
+        raise ParamError(
+            f"bucket {bucket!r} in target {target!r} is not a valid GCS bucket name: {problem}"
+        )
+
+
+def _bucket_problem(bucket: str) -> str:
+    """Why `bucket` breaks the GCS naming rules, or "" when it does not."""
+    if not _BUCKET_CHARS.match(bucket):
+        return (
+            "use lowercase letters, digits, '-', '_' and '.', starting and ending with a "
+            "letter or digit"
+        )
+    limit = 222 if "." in bucket else 63
+    if not 3 <= len(bucket) <= limit:
+        return f"it must be 3 to {limit} characters long"
+    if any(not 1 <= len(part) <= 63 for part in bucket.split(".")):
+        return "each dot-separated part must be 1 to 63 characters long"
+    if _IPV4.match(bucket):
+        return "it must not look like an IP address"
+    if bucket.startswith("goog") or "google" in bucket or "g00gle" in bucket:
+        return "it must not start with 'goog' or contain 'google'"
+    return ""
+
+
+def _normalise_prefix(path: str, target: str) -> str:
+    """Strip slashes and refuse object names GCS rejects or that would escape the prefix."""
+    prefix = path.strip("/")
+    if not prefix:
+        return ""
+    segments = prefix.split("/")
+    if any(segment in ("", ".", "..") for segment in segments):
+        raise ParamError(f"target {target!r} has an empty, '.' or '..' path segment")
+    if any(ch in prefix for ch in "\r\n\0"):
+        raise ParamError(f"target {target!r} contains a control character")
+    if prefix.startswith(".well-known/acme-challenge"):
+        raise ParamError(f"target {target!r} uses the reserved prefix .well-known/acme-challenge")
+    if len(prefix.encode()) > 900:
+        raise ParamError(f"the prefix of target {target!r} is too long for GCS object names")
+    return prefix + "/"
+
+
+class GCSBackend(Backend):
+    name = "gcs"
+    schemes = ("gs",)
+    options = {
+        "credentials-secret": (
+            f"Secret holding a service-account key under `{SECRET_KEY}`; "
+            "default: Application Default Credentials (GKE workload identity)"
+        ),
+        "project": "Google Cloud project the client works in; default: the credentials' project",
+        "compression": "layer compression: zstd (default) or gzip",
+    }
+
+    def validate_target(self, target: str) -> None:
+        parse_target(target)
+
+    def validate_options(self, options: Mapping[str, str]) -> dict[str, str]:
+        checked = super().validate_options(options)
+        if checked.get("compression", "zstd") not in ("zstd", "gzip"):
+            raise ParamError(
+                f"compression {checked['compression']!r} is not supported; use zstd or gzip"
+            )
+        secret = checked.get("credentials-secret", "")
+        if secret and (len(secret) > 253 or not _SECRET_NAME.match(secret)):
+            raise ParamError(
+                f"credentials-secret {secret!r} is not a valid Kubernetes Secret name "
+                f"(lowercase letters, digits, '-' and '.')"
+            )
+        project = checked.get("project", "")
+        if project and not _PROJECT.match(project):
+            raise ParamError(
+                f"project {project!r} is not a Google Cloud project ID (6 to 30 lowercase "
+                f"letters, digits and '-', starting with a letter)"
+            )
+        return checked
+
+    def step_requirements(self, options: Mapping[str, str]) -> StepRequirements:
+        """Mount the key Secret by reference; the key itself never enters the Pipeline."""
+        secret = options.get("credentials-secret", "")
+        if not secret:
+            return StepRequirements()
+        return StepRequirements(
+            env=({"name": CREDENTIALS_ENV, "value": f"{SECRET_MOUNT}/{SECRET_KEY}"},),
+            volumes=({
+                "name": SECRET_VOLUME,
+                "secret": {
+                    "secretName": secret,
+                    "items": [{"key": SECRET_KEY, "path": SECRET_KEY}],
+                },
+            },),
+            volume_mounts=({"name": SECRET_VOLUME, "mountPath": SECRET_MOUNT, "readOnly": True},),
+        )
+
+    def open(self, target: str, options: Mapping[str, str]) -> "GCSStore":
+        return connect(target, options)
+
+
+def connect(
+    target: str, options: Mapping[str, str], *, retry_deadline: float = RETRY_DEADLINE
+) -> "GCSStore":
+    """A store for `target`; `retry_deadline` bounds how long transient failures are retried."""
+    from google.cloud.storage.retry import DEFAULT_RETRY
+
+    where = parse_target(target)
+    client = _client(options, where)
+    return GCSStore(client, where, DEFAULT_RETRY.with_timeout(retry_deadline), _auth_hint(options))
+
+
+def _client(options: Mapping[str, str], where: GCSTarget) -> "Client":
+    from google.auth.exceptions import DefaultCredentialsError
+    from google.cloud import storage
+
+    kwargs: dict[str, Any] = {"project": options.get("project") or None}
+    if os.environ.get(EMULATOR_ENV):
+        from google.auth.credentials import AnonymousCredentials
+
+        kwargs["credentials"] = AnonymousCredentials()
+    try:
+        return storage.Client(**kwargs)
+    except DefaultCredentialsError:
+        raise AuthError(
+            f"no Google credentials found to reach {where}: set the `credentials-secret` param "
+            f"to a Secret holding a service-account key under `{SECRET_KEY}`, or run the "
+            f"pipeline under a Kubernetes service account bound to a Google service account "
+            f"(workload identity)"
+        ) from None
+
+
+def _auth_hint(options: Mapping[str, str]) -> str:
+    """Which credentials were used, in the words of the params, for auth error messages."""
+    secret = options.get("credentials-secret", "")
+    if secret:
+        return (
+            f"the service-account key of Secret {secret!r} (param `credentials-secret`, "
+            f"mounted as {CREDENTIALS_ENV})"
+        )
+    if os.environ.get(CREDENTIALS_ENV):
+        return f"the key file in {CREDENTIALS_ENV}"
+    return (
+        "Application Default Credentials (no `credentials-secret` param; check the workload "
+        "identity binding of the TaskRun's service account)"
+    )
+
+
+class GCSStore(BlobStore):
+    """Blobs and references under one prefix of one bucket."""
+
+    target_ref = "latest"
+
+    def __init__(self, client: "Client", where: GCSTarget, retry: Any, auth_hint: str) -> None:
+        self.client = client
+        self.where = where
+        self.retry = retry
+        self.auth_hint = auth_hint
+        self.bucket: "Bucket" = client.bucket(where.bucket)
+        self._bucket_seen = False
+
+    # ---- naming ----
+    def _blob(self, relative: str) -> "Blob":
+        return self.bucket.blob(self.where.object_name(relative), chunk_size=CHUNK)
+
+    def _digest_name(self, digest: str) -> str:
+        if not _DIGEST.match(digest):
+            raise IntegrityError(f"{digest!r} is not a sha256 digest")
+        return "blobs/sha256/" + digest.split(":", 1)[1]
+
+    def _ref_name(self, ref: str) -> str:
+        if _DIGEST.match(ref):
+            return self._digest_name(ref)
+        if not is_valid_tag(ref):
+            raise TransferError(f"{ref!r} is not a valid reference name for {self.where}")
+        return "refs/" + ref
+
+    # ---- errors ----
+    @property
+    def endpoint(self) -> str:
+        return os.environ.get(EMULATOR_ENV) or PUBLIC_ENDPOINT
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """Turn library exceptions into errors that name what the pipeline author must fix."""
+        from google.api_core import exceptions as api
+
+        try:
+            try:
+                yield
+            except _media_errors() as exc:
+                # Resumable uploads report HTTP failures in their own type; re-raise as the
+                # matching api_core error so one mapping below serves every call.
+                raise api.from_http_status(_status_of(exc), _short(exc)) from exc
+        except Exception as exc:  # noqa: BLE001 - translated or re-raised unchanged
+            translated = self._translate(exc, action)
+            if translated is exc:
+                raise
+            raise translated from exc
+
+    def _translate(self, exc: Exception, action: str) -> Exception:
+        from google.api_core import exceptions as api
+        from google.auth import exceptions as auth
+
+        if isinstance(exc, api.RetryError):
+            return NetworkError(
+                f"{action} at {self.where}: {self.endpoint} kept failing until the retry "
+                f"deadline: {exc.cause or exc}"
+            )
+        if isinstance(exc, (api.Unauthorized, api.Forbidden, auth.RefreshError, auth.DefaultCredentialsError)):
+            return AuthError(
+                f"{action}: access to bucket {self.where.bucket!r} was denied using "
+                f"{self.auth_hint}; grant it roles/storage.objectUser on the bucket "
+                f"({_short(exc)})"
+            )
+        if isinstance(exc, api.NotFound):
+            self._raise_if_bucket_missing(action)
+            return NotFoundError(f"{action}: object not found in {self.where} ({_short(exc)})")
+        if isinstance(exc, api.GoogleAPICallError):
+            return TransferError(f"{action} at {self.where} failed: {_short(exc)}")
+        if _is_network(exc):
+            return NetworkError(f"{action}: cannot reach GCS at {self.endpoint}: {exc}")
+        return exc
+
+    def _raise_if_bucket_missing(self, action: str) -> None:
+        """A 404 is ambiguous (object or bucket); one bucket lookup tells them apart.
+
+        A workload with only object permissions gets 403 on the lookup: then the bucket is
+        assumed to exist and the 404 was about the object.
+        """
+        if self._bucket_seen:
+            return
+        from google.api_core import exceptions as api
+
+        try:
+            exists = self.bucket.exists(retry=self.retry)
+        except (api.Forbidden, api.Unauthorized):
+            exists = True
+        except Exception:  # noqa: BLE001 - cannot tell; the caller reports the original 404
+            return
+        if not exists:
+            raise NotFoundError(
+                f"{action}: bucket {self.where.bucket!r} does not exist at {self.endpoint}; "
+                f"create it or fix the target {self.where}"
+            )
+        self._bucket_seen = True
+
+    # ---- BlobStore ----
+    def blob_exists(self, digest: str) -> bool:
+        with self._errors(f"checking blob {digest}"):
+            return self._blob(self._digest_name(digest)).exists(retry=self.retry)
+
+    def put_blob(self, reader: BinaryIO, media_type: str) -> Descriptor:
+        """Resumable upload to `uploads/`, hashed on the fly, then a server-side copy.
+
+        The temporary name keeps a partial blob from ever being visible under a digest; the
+        copy needs no second pass over the data and memory stays at one upload chunk.
+        """
+        from wrapresolver.transfer.streams import HashingReader
+
+        hashing = HashingReader(reader)
+        temporary = self._blob(f"uploads/{uuid.uuid4().hex}")
+        try:
+            self._upload(hashing, temporary, media_type)
+            descriptor = Descriptor(media_type, hashing.digest, hashing.size)
+            self._publish_blob(temporary, descriptor.digest)
+        finally:
+            self._delete_quietly(temporary)
+        return descriptor
+
+    def _upload(self, hashing: Any, temporary: "Blob", media_type: str) -> None:
+        action = f"uploading a blob to {self.where}"
+        with self._errors(action):
+            writer = temporary.open(
+                "wb", ignore_flush=True, content_type=media_type,
+                if_generation_match=0, retry=self.retry,
+            )
+        try:
+            while True:
+                chunk = hashing.read(PIECE)  # errors of the source stay as they are
+                if not chunk:
+                    break
+                with self._errors(action):
+                    writer.write(chunk)
+            with self._errors(action):
+                writer.close()
+        except BaseException:
+            # Cancel the resumable upload and drop the buffer; a writer left open would try to
+            # finish the upload again when garbage-collected.
+            _quietly(writer.terminate)
+            raise
+
+    def _publish_blob(self, temporary: "Blob", digest: str) -> None:
+        """Copy the finished upload under its digest unless an identical blob is there."""
+        from google.api_core.exceptions import PreconditionFailed
+
+        final = self._blob(self._digest_name(digest))
+        with self._errors(f"storing blob {digest}"):
+            if final.exists(retry=self.retry):
+                return
+            token = None
+            try:
+                while True:
+                    token, _, _ = final.rewrite(
+                        temporary, token=token, if_generation_match=0, retry=self.retry
+                    )
+                    if token is None:
+                        return
+            except PreconditionFailed:
+                return  # another writer stored the same content first
+
+    def _delete_quietly(self, blob: "Blob") -> None:
+        """Best effort: a leftover under uploads/ is garbage, never a wrong state."""
+        _quietly(lambda: blob.delete(retry=self.retry))
+
+    def open_blob(self, digest: str) -> Iterator[bytes]:
+        name = self._digest_name(digest)
+        return self._chunks(self._blob(name), f"reading blob {digest}")
+
+    def _chunks(self, blob: "Blob", action: str) -> Iterator[bytes]:
+        with self._errors(action):
+            reader = blob.open("rb", chunk_size=DOWNLOAD_CHUNK, retry=self.retry)
+        with reader:
+            while True:
+                with self._errors(action):
+                    chunk = reader.read(PIECE)
+                if not chunk:
+                    return
+                yield chunk
+
+    def get_manifest(self, ref: str) -> bytes | None:
+        from google.api_core.exceptions import NotFound
+
+        action = f"reading reference {ref!r}"
+        blob = self._blob(self._ref_name(ref))
+        with self._errors(action):
+            try:
+                return blob.download_as_bytes(retry=self.retry)
+            except NotFound:
+                self._raise_if_bucket_missing(action)
+                return None
+
+    def put_manifest(self, ref: str, data: bytes, media_type: str) -> None:
+        """Manifest under its digest first, then the reference: the reference is the commit."""
+        from google.api_core.exceptions import PreconditionFailed
+        from wrapresolver.backends.base import sha256_digest
+
+        digest = sha256_digest(data)
+        with self._errors(f"storing manifest {digest}"):
+            try:
+                self._blob(self._digest_name(digest)).upload_from_string(
+                    data, content_type=media_type, if_generation_match=0, retry=self.retry
+                )
+            except PreconditionFailed:
+                pass  # the same bytes are already there
+        if _DIGEST.match(ref):
+            return
+        with self._errors(f"writing reference {ref!r}"):
+            # Rewriting the same bytes is harmless, so the unconditional write may be retried.
+            self._blob(self._ref_name(ref)).upload_from_string(
+                data, content_type=media_type, retry=self.retry
+            )
+
+    def close(self) -> None:
+        _quietly(self.client.close)
+
+
+def _is_network(exc: BaseException) -> bool:
+    """Connection-level failures (refused, reset, DNS, timeouts) as opposed to local I/O."""
+    from google.auth import exceptions as auth
+
+    if isinstance(exc, auth.TransportError):
+        return True
+    try:
+        import requests
+    except ImportError:  # pragma: no cover - a dependency of google-cloud-storage
+        return isinstance(exc, ConnectionError)
+    return isinstance(exc, (requests.ConnectionError, requests.Timeout, ConnectionError))
+
+
+def _media_errors() -> tuple[type[BaseException], ...]:
+    """The upload/download error type: in the library since 3.0, in resumable-media before."""
+    try:
+        from google.cloud.storage.exceptions import InvalidResponse
+    except ImportError:  # pragma: no cover - google-cloud-storage 2.x
+        from google.resumable_media.common import InvalidResponse  # type: ignore[no-redef]
+    return (InvalidResponse,)
+
+
+def _status_of(exc: BaseException) -> int:
+    response = getattr(exc, "response", None)
+    return int(getattr(response, "status_code", 0) or 500)
+
+
+def _short(exc: BaseException) -> str:
+    """The first line of a library error: the status and URL, without response dumps."""
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _quietly(action: Any) -> None:
+    try:
+        action()
+    except Exception:  # noqa: BLE001 - cleanup must not hide the real outcome
+        pass
+
+
+BACKEND = GCSBackend()
