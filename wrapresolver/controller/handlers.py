@@ -37,6 +37,10 @@ def build_registry() -> kopf.OperatorRegistry:
         settings.watching.client_timeout = 300
         settings.networking.request_timeout = 60
         settings.queueing.idle_timeout = 30
+        # kopf waits this long after an event for more events of the same object before
+        # handling it (default 0.1 s). A request needs one answer as soon as it exists, and
+        # the only later event is our own status write, so debouncing only adds latency.
+        settings.queueing.batch_window = 0.01
         runtime = memo.runtime
         memo.config_task = asyncio.create_task(runtime.config.run(), name="wrapresolver-config-watch")
 
