@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests import tekton_rules
-from wrapresolver.errors import RewriteError, WrapError
+from wrapresolver.errors import RewriteError
 from wrapresolver.render import render
 from wrapresolver.stepspec import WorkspaceTransfer
 
@@ -67,7 +67,7 @@ def test_golden_output_is_stable_and_valid(case):
     if UPDATE:
         expected.parent.mkdir(exist_ok=True)
         expected.write_bytes(data)
-    assert data.decode() == expected.read_text(), f"regenerate with WRAPRESOLVER_UPDATE_GOLDEN=1 and review"
+    assert data.decode() == expected.read_text(), "regenerate with WRAPRESOLVER_UPDATE_GOLDEN=1 and review"
     assert tekton_rules.problems(yaml.safe_load(data)) == []
 
 

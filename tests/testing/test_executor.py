@@ -6,10 +6,8 @@ reach the next is the injected fetch/store steps and the backend behind them.
 
 from __future__ import annotations
 
-import itertools
 import uuid
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import yaml

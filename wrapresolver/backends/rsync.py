@@ -43,8 +43,6 @@ SSH transport (`[user@]host:path` with a key Secret) is not supported yet.
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import json
 import os
 import re
@@ -53,21 +51,21 @@ import shutil
 import subprocess
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
+from typing import Iterable, Mapping
 from urllib.parse import urlsplit
 
 from wrapresolver.backends.base import Backend, StepRequirements, WorkspaceStore
 from wrapresolver.errors import (
     AuthError, DiskFullError, IntegrityError, NetworkError, NotFoundError, ParamError,
-    TransferError, WrapError,
+    TransferError,
 )
 from wrapresolver.refs import producer_ref
 from wrapresolver.stepspec import WorkspaceTransfer
 from wrapresolver.transfer import snapshot
 from wrapresolver.transfer.apply import empty_directory
+from wrapresolver.transfer.localdisk import os_errors, record_stem
 from wrapresolver.transfer.report import TransferReport
 
 DEFAULT_PORT = 873
@@ -469,27 +467,9 @@ def _remove_inside(root: Path, rel: str) -> None:
         victim.unlink()
 
 
-@contextmanager
-def _os_errors(action: str, workspace: str, path: Path) -> Iterator[None]:
-    """Local disk-full and other OS errors as messages naming the workspace and directory."""
-    try:
-        yield
-    except WrapError:
-        raise
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFullError(
-                f"no space left on device while {action} workspace {workspace!r} at {path}: give "
-                f"the task's emptyDir or the node's ephemeral storage more room"
-            ) from exc
-        raise TransferError(f"{action} workspace {workspace!r} at {path} failed: {exc}") from exc
-
-
 def _record_paths(state_dir: Path, spec: WorkspaceTransfer) -> tuple[Path, Path]:
-    # One task may bind the same workspace twice (two subPaths): key on all three.
-    key = hashlib.sha256(f"{spec.workspace}\0{spec.sub_path}\0{spec.path}".encode()).hexdigest()[:12]
-    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", spec.workspace)[:60] + "-" + key
-    return state_dir / f"{stem}.rsync.json", state_dir / f"{stem}.rsync-snapshot.jsonl"
+    stem = record_stem(state_dir, spec)
+    return stem.with_name(stem.name + ".rsync.json"), stem.with_name(stem.name + ".rsync-snapshot.jsonl")
 
 
 def _count_files(entries: Mapping[str, snapshot.Entry]) -> int:
@@ -734,7 +714,7 @@ class RsyncStore(WorkspaceStore):
         view = View(_norm_sub_path(spec.sub_path), True)
         dest.mkdir(parents=True, exist_ok=True)
         try:
-            with _os_errors("fetching", spec.workspace, dest):
+            with os_errors("fetching", spec.workspace, dest):
                 moved = self.materialize(res, dest, view, action)
                 entries = snapshot.take(dest)
                 self._write_record(state_dir, spec, res, entries)
@@ -756,7 +736,7 @@ class RsyncStore(WorkspaceStore):
         start = time.monotonic()
         action = f"storing workspace {spec.workspace!r} of task {spec.task!r} to the rsync daemon at {self.target.where}"
         sub = _norm_sub_path(spec.sub_path)
-        with _os_errors("storing", spec.workspace, src):
+        with os_errors("storing", spec.workspace, src):
             record = self._read_record(state_dir, spec)
             res, before = record if record is not None else (Resolution(), {})
             if res.base:
@@ -825,7 +805,7 @@ class RsyncStore(WorkspaceStore):
         res = self.resolve(spec, action)
         with tempfile.TemporaryDirectory(prefix="wrap-rsync-") as scratch:
             tree = Path(scratch) / "tree"
-            with _os_errors("publishing", spec.workspace, tree):
+            with os_errors("publishing", spec.workspace, tree):
                 self.materialize(res, tree, WHOLE, action)
                 record = {"state": LATEST, "layers": list(res.layers), "inputs": list(res.inputs),
                           "workspace": spec.workspace, "run": spec.run, "task": spec.task}
@@ -848,7 +828,7 @@ class RsyncStore(WorkspaceStore):
                 f"run the pipeline or push first"
             )
         dest.mkdir(parents=True, exist_ok=True)
-        with _os_errors("fetching", report.workspace, dest):
+        with os_errors("fetching", report.workspace, dest):
             moved = self._download(self.runner, LATEST, dest, View(_norm_sub_path(sub_path), True), action)
         report.files, report.bytes = moved.files, moved.bytes
         report.seconds = time.monotonic() - start

@@ -10,25 +10,21 @@ manifest and config only.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
 import json
-import re
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
 from wrapresolver.backends.base import BlobStore, Descriptor, get_backend
-from wrapresolver.errors import (
-    DiskFullError, IntegrityError, NotFoundError, TransferError, WrapError,
-)
+from wrapresolver.errors import IntegrityError, NotFoundError, TransferError
 from wrapresolver.refs import producer_ref
 from wrapresolver.stepspec import WorkspaceTransfer
 from wrapresolver.transfer import oci_image, snapshot
 from wrapresolver.transfer.apply import Extractor, empty_directory
+from wrapresolver.transfer.localdisk import os_errors, record_stem
 from wrapresolver.transfer.layers import LayerStats, store_layer, whole_tree
 from wrapresolver.transfer.oci_image import Layer, State
 from wrapresolver.transfer.report import TransferReport
@@ -151,30 +147,11 @@ class _Ticker:
             self.progress(replace(self.report, seconds=now - self.start))
 
 
-@contextmanager
-def _os_errors(action: str, workspace: str, path: Path) -> Iterator[None]:
-    """Disk-full and other OS errors as messages that say which workspace and directory."""
-    try:
-        yield
-    except WrapError:
-        raise
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFullError(
-                f"no space left on device while {action} workspace {workspace!r} "
-                f"{'into' if action == 'fetching' else 'from'} {path}: give the task's emptyDir "
-                f"(sizeLimit) or the node's ephemeral storage more room, or make the workspace smaller"
-            ) from exc
-        raise TransferError(f"{action} workspace {workspace!r} at {path} failed: {exc}") from exc
-
-
 # ---- the fetch record ----
 
 def _record_paths(state_dir: Path, spec: WorkspaceTransfer) -> tuple[Path, Path]:
-    # One task may bind the same workspace twice (two subPaths): key on all three.
-    key = hashlib.sha256(f"{spec.workspace}\0{spec.sub_path}\0{spec.path}".encode()).hexdigest()[:12]
-    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", spec.workspace)[:60] + "-" + key
-    return state_dir / f"{stem}.fetch.json", state_dir / f"{stem}.snapshot.jsonl"
+    stem = record_stem(state_dir, spec)
+    return stem.with_name(stem.name + ".fetch.json"), stem.with_name(stem.name + ".snapshot.jsonl")
 
 
 def _write_record(state_dir: Path, spec: WorkspaceTransfer, layers: tuple[Layer, ...], snap) -> None:
@@ -235,7 +212,7 @@ def fetch(
     dest.mkdir(parents=True, exist_ok=True)
     ticker = _Ticker(report, progress, start)
     try:
-        with _os_errors("fetching", spec.workspace, dest):
+        with os_errors("fetching", spec.workspace, dest):
             extractor = _extract(resolution, dest, spec.sub_path, f"workspace {spec.workspace!r}", ticker)
             _write_record(state_dir, spec, resolution.layers, snapshot.take(dest))
     except BaseException:
@@ -263,7 +240,7 @@ def fetch_ref(
     resolution = Resolution(state.layers, {l.descriptor.digest: store for l in state.layers})
     dest.mkdir(parents=True, exist_ok=True)
     try:
-        with _os_errors("fetching", report.workspace, dest):
+        with os_errors("fetching", report.workspace, dest):
             extractor = _extract(resolution, dest, sub_path, f"reference {ref!r}", _Ticker(report, progress, start))
     except BaseException:
         empty_directory(dest)
@@ -335,7 +312,7 @@ def store(
     start = time.monotonic()
     media_type = oci_image.layer_media_type(spec.options.get("compression", ""))
     ticker = _Ticker(report, progress, start)
-    with _os_errors("storing", spec.workspace, src):
+    with os_errors("storing", spec.workspace, src):
         record = _read_record(state_dir, spec)
         after = snapshot.take(src)
         if record is None:
@@ -373,7 +350,7 @@ def store_ref(
     start = time.monotonic()
     report = TransferReport(ref, "store")
     media_type = oci_image.layer_media_type(options.get("compression", ""))
-    with _os_errors("storing", ref, src):
+    with os_errors("storing", ref, src):
         changes = whole_tree(snapshot.take(src))
         layers: tuple[Layer, ...] = ()
         if changes:

@@ -17,7 +17,7 @@ from wrapresolver.backends.oci import client as client_module
 from wrapresolver.backends.oci.store import RegistryStore
 from wrapresolver.errors import AuthError, NetworkError, NotFoundError, TransferError
 from wrapresolver.refs import producer_ref
-from wrapresolver.stepspec import ProducerNode, WorkspaceTransfer
+from wrapresolver.stepspec import WorkspaceTransfer
 from wrapresolver.testing.conformance import BackendConformance, ConformanceTarget, contents
 from wrapresolver.transfer import engine, oci_image
 

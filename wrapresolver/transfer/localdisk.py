@@ -1,0 +1,44 @@
+"""The step's own disk: OS errors worded for pipeline authors, and where fetch leaves its record.
+
+Shared by every data path (the layered engine and whole-directory backends), so a full
+emptyDir reads the same whichever backend moved the workspace.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import re
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from wrapresolver.errors import DiskFullError, TransferError, WrapError
+from wrapresolver.stepspec import WorkspaceTransfer
+
+
+@contextmanager
+def os_errors(action: str, workspace: str, path: Path) -> Iterator[None]:
+    """Disk-full and other OS errors as messages that say which workspace and directory."""
+    try:
+        yield
+    except WrapError:
+        raise
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(
+                f"no space left on device while {action} workspace {workspace!r} "
+                f"{'into' if action == 'fetching' else 'from'} {path}: give the task's emptyDir "
+                f"(sizeLimit) or the node's ephemeral storage more room, or make the workspace smaller"
+            ) from exc
+        raise TransferError(f"{action} workspace {workspace!r} at {path} failed: {exc}") from exc
+
+
+def record_stem(state_dir: Path, spec: WorkspaceTransfer) -> Path:
+    """Where fetch leaves what store needs for this binding (add a suffix per file).
+
+    One task may bind the same workspace twice (two subPaths): key on workspace, sub_path
+    and path together.
+    """
+    key = hashlib.sha256(f"{spec.workspace}\0{spec.sub_path}\0{spec.path}".encode()).hexdigest()[:12]
+    return state_dir / (re.sub(r"[^A-Za-z0-9_.-]", "_", spec.workspace)[:60] + "-" + key)
