@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Generic, Mapping, TypeVar
+
+T = TypeVar("T")
 
 SPEC_VERSION = 1
 
@@ -29,6 +31,19 @@ class ProducerNode:
     """Nearest upstream producers, in merge order (what this producer itself fetched)."""
     order: int = 0
     """Position in the deterministic topological order of the Pipeline (merge order)."""
+
+
+@dataclass(frozen=True)
+class Inputs(Generic[T]):
+    """What a task starts from at run time: the states found, in merge order."""
+
+    states: tuple[tuple[str, T], ...]
+    """(producer, its stored state), in the Pipeline's order: later ones win conflicts."""
+    fell_back: tuple[str, ...]
+    """Producers without a stored state (skipped by `when`, failed) replaced by their inputs."""
+
+    def notes(self) -> list[str]:
+        return [f"{p} has no stored state, fell back to its inputs" for p in self.fell_back]
 
 
 @dataclass(frozen=True)
@@ -94,3 +109,35 @@ class WorkspaceTransfer:
         }
         data["options"] = dict(data.get("options", {}))
         return cls(**data)
+
+    def resolve_inputs(self, lookup: Callable[[str], T | None]) -> Inputs[T]:
+        """Apply the run-time fallback rule (DESIGN §3) with `lookup(producer)` -> state or None.
+
+        A producer with no stored state (skipped by `when`, or failed before its store)
+        is replaced by its own inputs, recursively, through `graph`. The states found are
+        ordered by the producers' position in the Pipeline, so every backend merges fan-in
+        the same way. Written once here so the layered engine and whole-directory
+        backends cannot disagree.
+        """
+        found: dict[str, T] = {}
+        missing: list[str] = []
+        visited: set[str] = set()
+
+        def visit(producer: str) -> None:
+            if producer in visited:
+                return
+            visited.add(producer)
+            state = lookup(producer)
+            if state is not None:
+                found[producer] = state
+                return
+            missing.append(producer)
+            node = self.graph.get(producer)
+            for upstream in node.inputs if node else ():
+                visit(upstream)
+
+        for producer in self.inputs:
+            visit(producer)
+        seen = {name: i for i, name in enumerate(found)}
+        order = sorted(found, key=lambda p: (self.graph[p].order if p in self.graph else 1 << 30, seen[p]))
+        return Inputs(tuple((p, found[p]) for p in order), tuple(missing))

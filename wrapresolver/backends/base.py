@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from wrapresolver.transfer.report import TransferReport
 
 ENTRY_POINT_GROUP = "wrapresolver.backends"
+LAYER_COMPRESSIONS = ("zstd", "gzip")
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,11 @@ class Backend(ABC):
             raise ParamError(
                 f"unknown param(s) {', '.join(unknown)} for backend {self.name!r}; "
                 f"its options are: {known}"
+            )
+        # `compression` means the same for every layered backend: checked once, here.
+        if options.get("compression", "zstd") not in LAYER_COMPRESSIONS:
+            raise ParamError(
+                f"compression {options['compression']!r} is not supported; use zstd or gzip"
             )
         return dict(options)
 

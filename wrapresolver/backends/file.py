@@ -59,14 +59,6 @@ class FileBackend(Backend):
     def validate_target(self, target: str) -> None:
         parse_target(target)
 
-    def validate_options(self, options: Mapping[str, str]) -> dict[str, str]:
-        checked = super().validate_options(options)
-        if checked.get("compression", "zstd") not in ("zstd", "gzip"):
-            raise ParamError(
-                f"compression {checked['compression']!r} is not supported; use zstd or gzip"
-            )
-        return checked
-
     def open(self, target: str, options: Mapping[str, str]) -> "LayoutStore":
         root, tag = parse_target(target)
         store = LayoutStore(root, tag)

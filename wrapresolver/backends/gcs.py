@@ -163,10 +163,6 @@ class GCSBackend(Backend):
 
     def validate_options(self, options: Mapping[str, str]) -> dict[str, str]:
         checked = super().validate_options(options)
-        if checked.get("compression", "zstd") not in ("zstd", "gzip"):
-            raise ParamError(
-                f"compression {checked['compression']!r} is not supported; use zstd or gzip"
-            )
         secret = checked.get("credentials-secret", "")
         if secret and (len(secret) > 253 or not _SECRET_NAME.match(secret)):
             raise ParamError(

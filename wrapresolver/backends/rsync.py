@@ -555,30 +555,11 @@ class RsyncStore(WorkspaceStore):
         """The merged input of `spec.task`: skipped or failed producers fall back to theirs."""
         refs = {p: producer_ref(spec.run, p) for p in {*spec.inputs, *spec.graph}}
         stored = self.read_refs(refs.values(), action)
-        found: dict[str, StoredState] = {}
-        missing: list[str] = []
-        visited: set[str] = set()
-
-        def visit(producer: str) -> None:
-            if producer in visited:
-                return
-            visited.add(producer)
-            state = stored.get(refs[producer])
-            if state is not None:
-                found[producer] = state
-                return
-            missing.append(producer)
-            node = spec.graph.get(producer)
-            for upstream in node.inputs if node else ():
-                visit(upstream)
-
-        for producer in spec.inputs:
-            visit(producer)
-        seen = {name: i for i, name in enumerate(found)}
-        order = sorted(found, key=lambda p: (spec.graph[p].order if p in spec.graph else 1 << 30, seen[p]))
-        notes = [f"{p} has no stored state, fell back to its inputs" for p in missing]
+        inputs = spec.resolve_inputs(lambda producer: stored.get(refs[producer]))
+        order = tuple(producer for producer, _ in inputs.states)
+        notes = inputs.notes()
         if order:
-            return self._merge([found[p] for p in order], tuple(order), notes)
+            return self._merge([state for _, state in inputs.states], order, notes)
         if spec.base:
             return Resolution(base=spec.base, detail="; ".join([f"from base {spec.base}", *notes]))
         return Resolution(detail="; ".join(["empty", *notes]))

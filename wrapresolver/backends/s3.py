@@ -175,10 +175,6 @@ class S3Backend(Backend):
                 f"credentials-secret {secret!r} is not a Kubernetes Secret name "
                 f"(lowercase letters, digits, '-' and '.')"
             )
-        if checked.get("compression", "zstd") not in ("zstd", "gzip"):
-            raise ParamError(
-                f"compression {checked['compression']!r} is not supported; use zstd or gzip"
-            )
         return checked
 
     def step_requirements(self, options: Mapping[str, str]) -> StepRequirements:

@@ -91,30 +91,13 @@ def open_base(spec: WorkspaceTransfer) -> BlobStore:
 
 def resolve_inputs(store: BlobStore, spec: WorkspaceTransfer) -> Resolution:
     """Merge the states of the task's inputs; skipped or failed producers fall back to theirs."""
-    found: dict[str, State] = {}
-    missing: list[str] = []
-    visited: set[str] = set()
-
-    def visit(producer: str) -> None:
-        if producer in visited:
-            return
-        visited.add(producer)
-        state = read_state(store, producer_ref(spec.run, producer), f"producer {producer!r}")
-        if state is not None:
-            found[producer] = state
-            return
-        missing.append(producer)
-        node = spec.graph.get(producer)
-        for upstream in node.inputs if node else ():
-            visit(upstream)
-
-    for producer in spec.inputs:
-        visit(producer)
-    seen = {name: i for i, name in enumerate(found)}
-    order = sorted(found, key=lambda p: (spec.graph[p].order if p in spec.graph else 1 << 30, seen[p]))
-    notes = [f"{p} has no stored state, fell back to its inputs" for p in missing]
+    inputs = spec.resolve_inputs(
+        lambda producer: read_state(store, producer_ref(spec.run, producer), f"producer {producer!r}")
+    )
+    order = [producer for producer, _ in inputs.states]
+    notes = inputs.notes()
     if order:
-        layers = oci_image.merge_layers([found[p] for p in order])
+        layers = oci_image.merge_layers([state for _, state in inputs.states])
         detail = "; ".join([f"from {', '.join(order)}", *notes])
         return Resolution(layers, {layer.descriptor.digest: store for layer in layers}, None, detail)
     if spec.base:

@@ -131,8 +131,6 @@ class OciBackend(Backend):
 
     def validate_options(self, options: Mapping[str, str]) -> dict[str, str]:
         checked = super().validate_options(options)
-        if checked.get("compression", "zstd") not in ("zstd", "gzip"):
-            raise ParamError(f"compression {checked['compression']!r} is not supported; use zstd or gzip")
         if checked.get("insecure", "false").lower() not in ("true", "false"):
             raise ParamError(f"param `insecure` must be \"true\" or \"false\", not {checked['insecure']!r}")
         for name in ("ca-configmap", "credentials-secret"):
