@@ -87,6 +87,35 @@ def test_symlinked_parent_planted_by_an_earlier_layer_is_refused(dest: Path, tmp
     outside_untouched(tmp_path)
 
 
+def test_a_directory_already_written_to_then_replaced_by_an_escaping_symlink_is_refused(
+    dest: Path, tmp_path: Path
+) -> None:
+    # The extractor remembers checked parents; replacing one by a symlink must forget it.
+    blob = tar_bytes(
+        entry("a", tarfile.DIRTYPE, mode=0o755),
+        entry("a/ok", data=b"fine"),
+        entry("a", tarfile.SYMTYPE, link=str(tmp_path)),
+        entry("a/evil", data=b"x"),
+    )
+    with pytest.raises(UnsafeArchiveError, match="outside the workspace"):
+        apply_all(dest, blob)
+    outside_untouched(tmp_path)
+
+
+def test_a_directory_whited_out_then_replaced_by_an_escaping_symlink_is_refused(
+    dest: Path, tmp_path: Path
+) -> None:
+    first = tar_bytes(entry("a", tarfile.DIRTYPE, mode=0o755), entry("a/ok", data=b"fine"))
+    second = tar_bytes(
+        entry(".wh.a", data=b""),
+        entry("a", tarfile.SYMTYPE, link="../.."),
+        entry("a/evil", data=b"x"),
+    )
+    with pytest.raises(UnsafeArchiveError, match="outside the workspace"):
+        apply_all(dest, first, second)
+    outside_untouched(tmp_path)
+
+
 def test_relative_symlink_escaping_via_a_chain_is_refused(dest: Path, tmp_path: Path) -> None:
     blob = tar_bytes(
         entry("a", tarfile.DIRTYPE, mode=0o755),

@@ -54,15 +54,17 @@ def empty_directory(path: Path) -> None:
                 pass
 
 
-def _remove(path: str) -> None:
+def _remove(path: str) -> bool:
+    """Remove whatever is at `path`; True if it was a directory or a symlink (a path step)."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        return
+        return False
     if stat.S_ISDIR(st.st_mode):
         shutil.rmtree(path)
-    else:
-        os.unlink(path)
+        return True
+    os.unlink(path)
+    return stat.S_ISLNK(st.st_mode)
 
 
 def _pax_mtime_ns(member: tarfile.TarInfo) -> int:
@@ -98,6 +100,9 @@ class Extractor:
         self._prefix = clean_name(self.sub_path, "sub-path") if self.sub_path else ""
         self._dir_times: dict[str, int] = {}
         self._written: set[str] = set()
+        self._dirs: dict[str, str] = {}
+        """Parents already resolved and checked. Valid until an entry replaces or removes a
+        directory or a symlink (anything a later path could walk through): then forgotten."""
 
     # ---- names ----
     def _local(self, path: str) -> str | None:
@@ -122,6 +127,9 @@ class Extractor:
 
     def _real_dir(self, parent: str, name: str) -> str:
         """The real directory `parent` resolves to, created if missing; refused if it leaves dest."""
+        known = self._dirs.get(parent)
+        if known is not None:
+            return known
         real = os.path.realpath(os.path.join(self._root, parent)) if parent else self._root
         if not self._inside(real):
             raise UnsafeArchiveError(
@@ -135,7 +143,12 @@ class Extractor:
                 raise TransferError(
                     f"layer entry {name!r} needs {parent!r} to be a directory, but it is a file"
                 ) from exc
+        self._dirs[parent] = real
         return real
+
+    def _remove(self, target: str) -> None:
+        if _remove(target):
+            self._dirs.clear()
 
     # ---- layers ----
     def apply(self, chunks: Iterator[bytes], layer: oci_image.Layer, where: str) -> None:
@@ -149,7 +162,7 @@ class Extractor:
         plain = HashingReader(_decompressor(desc.media_type, blob))
         self._written = set()
         try:
-            with tarfile.open(fileobj=plain, mode="r|", bufsize=CHUNK) as tar:
+            with tarfile.open(fileobj=plain, mode="r:") as tar:
                 for member in tar:
                     self._entry(tar, member)
             while plain.read(CHUNK):
@@ -207,12 +220,13 @@ class Extractor:
             if os.path.isdir(target) and not os.path.islink(target):
                 os.chmod(target, mode)
             else:
-                _remove(target)
+                self._remove(target)
                 os.mkdir(target, 0o700)
                 os.chmod(target, mode)
             self._dir_times[target] = mtime_ns
         elif member.issym():
-            _remove(target)
+            self._remove(target)
+            self._dirs.clear()  # a later entry may walk through this link: resolve again
             os.symlink(member.linkname, target)
             os.utime(target, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
         elif member.islnk():
@@ -220,7 +234,7 @@ class Extractor:
                 self.stats.skipped += 1
                 return
         elif member.isreg():
-            _remove(target)
+            self._remove(target)
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "wb") as out:
                 source = tar.extractfile(member)
@@ -252,7 +266,7 @@ class Extractor:
             return False
         if not stat.S_ISREG(st.st_mode):
             return False
-        _remove(target)
+        self._remove(target)
         os.link(source, target, follow_symlinks=False)
         return True
 
@@ -268,7 +282,7 @@ class Extractor:
             for child in os.listdir(directory):
                 child_local = f"{local}/{child}" if local else child
                 if child_local not in self._written:
-                    _remove(os.path.join(directory, child))
+                    self._remove(os.path.join(directory, child))
             return
         victim_name = base[len(WHITEOUT_PREFIX):]
         if victim_name in ("", ".", ".."):
@@ -281,14 +295,14 @@ class Extractor:
         if local is None or local in self._written:
             return
         real_parent = self._parent_dir(local, name)
-        _remove(os.path.join(real_parent, victim_name))
+        self._remove(os.path.join(real_parent, victim_name))
 
     def _clear_view(self) -> None:
         """An ancestor of sub_path was deleted: everything from lower layers goes."""
         keep = {path.split("/", 1)[0] for path in self._written}
         for child in os.listdir(self._root):
             if child not in keep:
-                _remove(os.path.join(self._root, child))
+                self._remove(os.path.join(self._root, child))
 
 
 def _decompressor(media_type: str, blob: HashingReader):
