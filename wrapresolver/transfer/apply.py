@@ -10,6 +10,7 @@ Whiteouts follow the OCI image spec (image-spec/layer.md "Whiteouts"): `.wh.<nam
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import shutil
 import stat
@@ -162,7 +163,9 @@ class Extractor:
         plain = HashingReader(_decompressor(desc.media_type, blob))
         self._written = set()
         try:
-            with tarfile.open(fileobj=plain, mode="r:") as tar:
+            # Buffered, so tarfile's 512-byte header reads do not each cross into the
+            # hashing and decompressing layers; seeks stay forward-only.
+            with tarfile.open(fileobj=io.BufferedReader(plain, CHUNK), mode="r:") as tar:
                 for member in tar:
                     self._entry(tar, member)
             while plain.read(CHUNK):

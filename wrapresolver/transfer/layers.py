@@ -117,6 +117,9 @@ class _HashingWriter:
     def flush(self) -> None:
         pass
 
+    def tell(self) -> int:
+        return self.size
+
     @property
     def digest(self) -> str:
         return "sha256:" + self._hash.hexdigest()
@@ -160,7 +163,12 @@ def write_tar(
         return f"{base}/{rel}" if base else rel
 
     hardlinks: dict[tuple[int, int], str] = {}
-    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK) as tar:
+    # "w:" rather than the stream mode "w|": the stream mode appends every header to one
+    # growing buffer and re-slices it, which cost more than compressing (measured: 2.2 s of
+    # 5 s for 20,000 files). The sink only needs tell(); nothing seeks.
+    if not hasattr(sink, "tell"):
+        sink = _HashingWriter(sink)
+    with tarfile.open(fileobj=sink, mode="w:", format=tarfile.PAX_FORMAT, copybufsize=CHUNK) as tar:
         for rel in changes.deleted:
             parent, _, name = rel.rpartition("/")
             info = tarfile.TarInfo(arc(f"{parent}/{WHITEOUT_PREFIX}{name}" if parent else WHITEOUT_PREFIX + name))
