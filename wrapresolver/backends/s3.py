@@ -187,7 +187,9 @@ class S3Backend(Backend):
         return StepRequirements(env=tuple(env))
 
     def open(self, target: str, options: Mapping[str, str]) -> "S3Store":
-        return S3Store(parse_target(target), S3Options.from_options(options))
+        store = S3Store(parse_target(target), S3Options.from_options(options))
+        store.options = dict(options)
+        return store
 
 
 def _check_endpoint(endpoint: str) -> None:
@@ -213,13 +215,13 @@ class S3Store(BlobStore):
 
     def __init__(self, target: S3Target, options: S3Options, client: Any = None) -> None:
         self.target = target
-        self.options = options
+        self.s3 = options
         self.client = client or _make_client(options)
 
     # ---- error translation ----
     @property
     def _where(self) -> str:
-        return self.options.endpoint or "AWS S3"
+        return self.s3.endpoint or "AWS S3"
 
     @contextmanager
     def _errors(self, action: str, key: str) -> Iterator[None]:

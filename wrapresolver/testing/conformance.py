@@ -292,7 +292,7 @@ class BackendConformance:
         _write(src / "seed" / "data.txt", "seed\n")
         out = pipeline.tmp / "pulled"
         with pipeline.open() as handle:
-            handle.push(src, dict(pipeline.setup.options))
+            handle.push(src)  # with the options the store was opened with
             handle.pull(out)
         assert contents(out) == {"seed/data.txt": "seed\n"}
 

@@ -24,7 +24,7 @@ import zstandard
 from wrapresolver.errors import IntegrityError, TransferError, UnsafeArchiveError
 from wrapresolver.transfer import oci_image
 from wrapresolver.transfer.layers import CHUNK, OPAQUE, WHITEOUT_PREFIX
-from wrapresolver.transfer.streams import HashingReader, IteratorReader
+from wrapresolver.transfer.streams import ForwardHashingReader, HashingReader, IteratorReader
 
 _KEEP_MODE = 0o1777  # setuid/setgid bits are dropped: a workspace needs no privilege escalation
 
@@ -160,7 +160,7 @@ class Extractor:
         """
         desc = layer.descriptor
         blob = HashingReader(IteratorReader(chunks))
-        plain = HashingReader(_decompressor(desc.media_type, blob))
+        plain = ForwardHashingReader(_decompressor(desc.media_type, blob))
         self._written = set()
         try:
             # Buffered, so tarfile's 512-byte header reads do not each cross into the

@@ -30,12 +30,7 @@ class IteratorReader(io.RawIOBase):
 
 
 class HashingReader(io.RawIOBase):
-    """Wraps a reader; computes sha256 and size of everything read through it.
-
-    It can also seek forward (by reading and hashing what it skips), which lets `tarfile`
-    read it in its seekable mode: that mode reads headers block by block, while the stream
-    mode re-slices a large buffer on every small read and costs seconds per gigabyte.
-    """
+    """Wraps a reader; computes sha256 and size of everything read through it."""
 
     def __init__(self, inner) -> None:
         self._inner = inner
@@ -44,21 +39,6 @@ class HashingReader(io.RawIOBase):
 
     def readable(self) -> bool:
         return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.size
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        target = offset if whence == io.SEEK_SET else self.size + offset if whence == io.SEEK_CUR else -1
-        if target < self.size:
-            raise io.UnsupportedOperation("a stream can only seek forward")
-        while self.size < target:
-            if not self.read(min(target - self.size, 1 << 20)):
-                break  # end of data: the caller's next read sees it
-        return self.size
 
     def readinto(self, buffer) -> int:  # type: ignore[override]
         data = self._inner.read(len(buffer))
@@ -80,3 +60,27 @@ class HashingReader(io.RawIOBase):
             if not data:
                 return
             yield data
+
+
+class ForwardHashingReader(HashingReader):
+    """A `HashingReader` that can also seek forward, by reading (and hashing) what it skips.
+
+    That lets `tarfile` read it in its seekable mode, which reads headers block by block,
+    while the stream mode re-slices a large buffer on every small read. Kept separate
+    because clients that see `seekable()` (boto3, httpx) may seek backwards to retry.
+    """
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.size
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        target = offset if whence == io.SEEK_SET else self.size + offset if whence == io.SEEK_CUR else -1
+        if target < self.size:
+            raise io.UnsupportedOperation("a stream can only seek forward")
+        while self.size < target:
+            if not self.read(min(target - self.size, 1 << 20)):
+                break  # end of data: the caller's next read sees it
+        return self.size
