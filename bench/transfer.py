@@ -12,7 +12,7 @@ same run.
 How: generates one workspace (by default about 1 GiB: 20,000 small text files in nested
 directories, about 40% incompressible data in a few big files and about 40% repetitive
 log-like text; everything scales with `--size-mb`), then times
-- baselines: `tar -cf - | zstd -T0 -3` and `tar -cf - | gzip -1` (pigz if installed) to a
+- baselines: `tar -cf - | zstd -1 -T0` and `tar -cf - | gzip -1` (pigz if installed) to a
   file and back, the archive fsynced (`sync FILE`) as the file backend fsyncs its blobs; and
   `tar|zstd` of task B's tree (the workspace with 1% of the files changed);
 - wrapresolver through the public API the injected steps use, for every selected backend:
@@ -336,7 +336,7 @@ def dir_bytes(path: Path) -> int:
 
 def compressors() -> list[tuple[str, str, str]]:
     """(label, compress command, decompress command) of the baselines."""
-    out = [("tar|zstd -T0 -3", "zstd -T0 -3 -q -c", "zstd -d -q -c")]
+    out = [("tar|zstd -1 -T0", "zstd -1 -T0 -q -c", "zstd -d -q -c")]
     if shutil.which("pigz"):
         out.append(("tar|pigz -1", "pigz -1 -c", "pigz -d -c"))
     else:
@@ -364,10 +364,40 @@ def baselines(ws: Path, work: Path, raw: int, seed: int) -> list[Row]:
     change_one_percent(tree_b, seed)
     raw_b = dir_bytes(tree_b)
     archive = work / "b.tar.zst"
-    got = run_shell(f"tar -cf - -C {tree_b} . | zstd -T0 -3 -q -c > {archive} && sync {archive}")
-    rows.append(Row("re-archive B", "tar|zstd -T0 -3", got["seconds"], raw_b, archive.stat().st_size, got["rss_kb"]))
+    got = run_shell(f"tar -cf - -C {tree_b} . | zstd -1 -T0 -q -c > {archive} && sync {archive}")
+    rows.append(Row("re-archive B", "tar|zstd -1 -T0", got["seconds"], raw_b, archive.stat().st_size, got["rss_kb"]))
     archive.unlink()
     shutil.rmtree(tree_b)
+    return rows
+
+
+CURL_PUSH = r"""
+set -euo pipefail
+base=http://{host}/v2/{repo}
+location=$(curl -sf -D - -o /dev/null -X POST "$base/blobs/uploads/" | tr -d '\r' | sed -n 's/^[Ll]ocation: //p')
+case "$location" in http*) ;; *) location="http://{host}$location" ;; esac
+tar -cf - -C {ws} . | zstd -1 -T0 -q -c | tee >(sha256sum | cut -d' ' -f1 > {digest}) \
+  | curl -sf -D {headers} -o /dev/null -X PATCH -H 'Content-Type: application/octet-stream' \
+      -H 'Transfer-Encoding: chunked' --data-binary @- "$location"
+location=$(tr -d '\r' < {headers} | sed -n 's/^[Ll]ocation: //p')
+case "$location" in http*) ;; *) location="http://{host}$location" ;; esac
+sep='?'; case "$location" in *\?*) sep='&' ;; esac
+curl -sf -o /dev/null -X PUT "$location${{sep}}digest=sha256:$(cat {digest})"
+"""
+
+CURL_PULL = "curl -sf http://{host}/v2/{repo}/blobs/sha256:$(cat {digest}) | zstd -d -q -c | tar -xf - -C {dest}"
+
+
+def registry_baseline(ws: Path, work: Path, raw: int, remote: Remote) -> list[Row]:
+    """What a person would script against the same registry: one streamed blob, curl."""
+    host = remote.targets[0].split("//", 1)[1].split("/", 1)[0]
+    repo, digest, headers = "bench/by-hand", work / "curl.digest", work / "curl.headers"
+    got = run_shell(CURL_PUSH.format(host=host, repo=repo, ws=ws, digest=digest, headers=headers))
+    rows = [Row("store whole tree", "tar|zstd -1 -T0|curl", got["seconds"], raw, None, got["rss_kb"])]
+    dest = fresh_dir(work / "curl-pull")
+    got = run_shell(CURL_PULL.format(host=host, repo=repo, digest=digest, dest=dest))
+    rows.append(Row("restore whole tree", "curl|zstd -d|tar -x", got["seconds"], raw, None, got["rss_kb"]))
+    shutil.rmtree(dest)
     return rows
 
 
@@ -633,7 +663,8 @@ def backend_rows(ws: Path, work: Path, raw: int, seed: int, name: str) -> tuple[
     root = fresh_dir(work / f"server-{name}")
     try:
         with REMOTES[name](root) as remote:
-            return push_pull(ws, work, raw, remote) + pipeline_case(ws, work, raw, seed, remote), ""
+            by_hand = registry_baseline(ws, work, raw, remote) if name == "oci" and shutil.which("curl") else []
+            return by_hand + push_pull(ws, work, raw, remote) + pipeline_case(ws, work, raw, seed, remote), ""
     except Unavailable as exc:
         return [], f"{name}: skipped, {exc}"
     finally:
@@ -687,7 +718,7 @@ def server_versions(backends: list[str]) -> str:
 
 
 def table(rows: list[Row]) -> str:
-    reference = {r.operation: r.seconds for r in rows if r.tool.startswith("tar|zstd")}
+    reference = {r.operation: r.seconds for r in rows if r.tool == "tar|zstd -1 -T0"}
     spawned = any(r.spawned_kb for r in rows)
     extra_head = " spawned peak RSS MB |" if spawned else ""
     lines = ["| operation | tool | seconds | MB/s | stored MB | peak RSS MB |" + extra_head + " time vs tar\\|zstd |",
@@ -702,6 +733,30 @@ def table(rows: list[Row]) -> str:
             f"{r.raw_bytes / 1e6 / r.seconds:.0f} | {stored} | {r.rss_kb / 1024:.0f} |{extra} {ratio} |"
         )
     return "\n".join(lines)
+
+
+def goals(rows: list[Row]) -> str:
+    """The targets the data path is held to, each as measured in this run."""
+    def find(operation: str, tool: str) -> Row | None:
+        return next((r for r in rows if r.operation.startswith(operation) and r.tool == tool), None)
+
+    checks = []
+    pairs = [
+        ("OCI store vs tar|zstd -1 -T0|curl", find("store whole tree", "wrapresolver oci"), find("store whole tree", "tar|zstd -1 -T0|curl"), 1.25),
+        ("OCI fetch vs curl|zstd -d|tar -x", find("restore whole tree", "wrapresolver oci"), find("restore whole tree", "curl|zstd -d|tar -x"), 1.25),
+        ("file store vs tar|zstd -1 -T0 > file", find("store whole tree", "wrapresolver file"), find("store whole tree", "tar|zstd -1 -T0"), 1.5),
+        ("store after 1% changed vs full store (file)", find("task B: store", "wrapresolver file"), find("task A: store", "wrapresolver file"), 0.1),
+        ("store after 1% changed vs full store (oci)", find("task B: store", "wrapresolver oci"), find("task A: store", "wrapresolver oci"), 0.1),
+    ]
+    for label, ours, theirs, goal in pairs:
+        if ours and theirs:
+            ratio = ours.seconds / theirs.seconds
+            checks.append(f"| {label.replace('|', chr(92) + '|')} | {ratio:.2f}x | <= {goal}x | {'met' if ratio <= goal else 'NOT met'} |")
+    ours_rss = [r.rss_kb for r in rows if r.tool.startswith("wrapresolver")]
+    if ours_rss:
+        peak = max(ours_rss) / 1024
+        checks.append(f"| peak RSS of any store or fetch | {peak:.0f} MiB | <= 200 MiB | {'met' if peak <= 200 else 'NOT met'} |")
+    return "\n".join(["| goal | measured | target | |", "|---|---|---|---|", *checks])
 
 
 def suite(ws: Path, work: Path, raw: int, backends: list[str], seed: int) -> tuple[list[Row], list[str]]:
@@ -766,6 +821,8 @@ def main() -> None:
         rows = combine(rounds)
         print()
         print(table(rows))
+        print()
+        print(goals(rows))
         print()
         for r in rows:
             if r.extra.get("spread"):
