@@ -14,7 +14,6 @@ import io
 import os
 import queue
 import stat
-import tarfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import zstandard
 
 from wrapresolver.backends.base import BlobStore, Descriptor
 from wrapresolver.transfer import oci_image
+from wrapresolver.transfer.tarwriter import DIRECTORY, HARDLINK, REGULAR, SYMLINK, TarWriter, header
 from wrapresolver.transfer.snapshot import Changes
 
 WHITEOUT_PREFIX = ".wh."
@@ -117,9 +117,6 @@ class _HashingWriter:
     def flush(self) -> None:
         pass
 
-    def tell(self) -> int:
-        return self.size
-
     @property
     def digest(self) -> str:
         return "sha256:" + self._hash.hexdigest()
@@ -129,19 +126,6 @@ class _HashingWriter:
 class LayerStats:
     files: int = 0
     bytes: int = 0
-
-
-def _tarinfo(arcname: str, st: os.stat_result) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(arcname)
-    info.mode = stat.S_IMODE(st.st_mode)
-    info.uid, info.gid = st.st_uid, st.st_gid
-    info.uname = info.gname = ""
-    seconds, nanos = divmod(st.st_mtime_ns, 1_000_000_000)
-    info.mtime = seconds
-    if nanos:
-        # PAX keeps mtime to the nanosecond as a decimal string; tarfile's float would round it.
-        info.pax_headers = {"mtime": f"{seconds}.{nanos:09d}"}
-    return info
 
 
 def write_tar(
@@ -163,48 +147,38 @@ def write_tar(
         return f"{base}/{rel}" if base else rel
 
     hardlinks: dict[tuple[int, int], str] = {}
-    # "w:" rather than the stream mode "w|": the stream mode appends every header to one
-    # growing buffer and re-slices it, which cost more than compressing (measured: 2.2 s of
-    # 5 s for 20,000 files). The sink only needs tell(); nothing seeks.
-    if not hasattr(sink, "tell"):
-        sink = _HashingWriter(sink)
-    with tarfile.open(fileobj=sink, mode="w:", format=tarfile.PAX_FORMAT, copybufsize=CHUNK) as tar:
-        for rel in changes.deleted:
-            parent, _, name = rel.rpartition("/")
-            info = tarfile.TarInfo(arc(f"{parent}/{WHITEOUT_PREFIX}{name}" if parent else WHITEOUT_PREFIX + name))
-            info.mode = 0o644
-            tar.addfile(info)
-        for rel in changes.changed:
-            full = os.path.join(root, rel)
-            try:
-                st = os.lstat(full)
-            except FileNotFoundError:
-                continue  # deleted between snapshot and now: its absence is what we store
-            info = _tarinfo(arc(rel), st)
-            if stat.S_ISDIR(st.st_mode):
-                info.type = tarfile.DIRTYPE
-                tar.addfile(info)
-            elif stat.S_ISLNK(st.st_mode):
-                info.type = tarfile.SYMTYPE
-                info.linkname = os.readlink(full)
-                tar.addfile(info)
-            elif stat.S_ISREG(st.st_mode):
-                key = (st.st_dev, st.st_ino)
-                if st.st_nlink > 1 and key in hardlinks:
-                    info.type = tarfile.LNKTYPE
-                    info.linkname = hardlinks[key]
-                    tar.addfile(info)
-                else:
-                    if st.st_nlink > 1:
-                        hardlinks[key] = info.name
-                    with open(full, "rb") as data:
-                        info.size = os.fstat(data.fileno()).st_size
-                        tar.addfile(info, data)
-                    stats.bytes += info.size
+    tar = TarWriter(sink)
+    for rel in changes.deleted:
+        parent, _, name = rel.rpartition("/")
+        tar.add(header(arc(f"{parent}/{WHITEOUT_PREFIX}{name}" if parent else WHITEOUT_PREFIX + name), REGULAR))
+    for rel in changes.changed:
+        full = os.path.join(root, rel)
+        try:
+            st = os.lstat(full)
+        except FileNotFoundError:
+            continue  # deleted between snapshot and now: its absence is what we store
+        name = arc(rel)
+        common = dict(mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid, mtime_ns=st.st_mtime_ns)
+        if stat.S_ISDIR(st.st_mode):
+            tar.add(header(name, DIRECTORY, **common))
+        elif stat.S_ISLNK(st.st_mode):
+            tar.add(header(name, SYMLINK, linkname=os.readlink(full), **common))
+        elif stat.S_ISREG(st.st_mode):
+            key = (st.st_dev, st.st_ino)
+            if st.st_nlink > 1 and key in hardlinks:
+                tar.add(header(name, HARDLINK, linkname=hardlinks[key], **common))
             else:
-                continue  # sockets, fifos, devices: not workspace content, never stored
-            stats.files += 1
-            tick(stats)
+                if st.st_nlink > 1:
+                    hardlinks[key] = name
+                with open(full, "rb", buffering=0) as data:
+                    size = os.fstat(data.fileno()).st_size
+                    tar.add(header(name, REGULAR, size=size, **common), data, size)
+                stats.bytes += size
+        else:
+            continue  # sockets, fifos, devices: not workspace content, never stored
+        stats.files += 1
+        tick(stats)
+    tar.close()
 
 
 def _compressor(media_type: str, sink):
