@@ -8,4 +8,4 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
-  docker-registry apache2-utils openssl rsync zstd curl >/dev/null
+  docker-registry apache2-utils openssl rsync zstd curl openssh-server openssh-client >/dev/null

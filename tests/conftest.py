@@ -11,6 +11,7 @@ pytest_plugins = [
     "tests.fixtures.s3server",      # moto in server mode (S3)
     "tests.fixtures.gcsserver",     # fake-gcs-server (GCS JSON API)
     "tests.fixtures.rsyncd",        # Debian's rsync daemon with auth
+    "tests.fixtures.sshd",          # OpenSSH server with a key, for rsync over SSH
     "tests.fixtures.kubeapi",       # in-process Kubernetes API server
 ]
 

@@ -126,10 +126,9 @@ def test_unusable_targets_are_param_errors_that_say_what_to_write(bad: str, hint
         BACKEND.validate_target(bad)
 
 
-@pytest.mark.parametrize("ssh", ["git@build-host:/srv/ws", "ssh://build-host/srv/ws", "build-host:ws"])
-def test_ssh_locations_are_rejected_as_not_yet_supported(ssh: str) -> None:
-    with pytest.raises(ParamError, match="SSH location.*daemon protocol"):
-        BACKEND.validate_target(ssh)
+def test_an_scp_like_location_with_a_relative_path_is_refused() -> None:
+    with pytest.raises(ParamError, match="absolute"):
+        BACKEND.validate_target("build-host:ws")
 
 
 def test_a_password_in_the_url_is_refused_without_repeating_it() -> None:
@@ -149,7 +148,7 @@ def test_options_are_checked_and_unknown_ones_named() -> None:
     assert BACKEND.validate_options({"credentials-secret": "rsync-creds", "user": "ci"}) == {
         "credentials-secret": "rsync-creds", "user": "ci",
     }
-    with pytest.raises(ParamError, match="compression.*credentials-secret, user"):
+    with pytest.raises(ParamError, match="compression.*credentials-secret, known-hosts-configmap, user"):
         BACKEND.validate_options({"compression": "zstd"})
     with pytest.raises(ParamError, match="not a valid Kubernetes Secret name"):
         BACKEND.validate_options({"credentials-secret": "Bad_Name"})
@@ -157,9 +156,11 @@ def test_options_are_checked_and_unknown_ones_named() -> None:
 
 def test_step_requirements_reference_the_secret_and_never_inline_a_value() -> None:
     reqs = BACKEND.step_requirements({"credentials-secret": "rsync-creds"})
+    # Optional: one Secret name serves daemon targets (key `password`) and SSH targets
+    # (key `ssh-privatekey`), and a missing key must not stop the pod from starting.
     assert reqs.env == ({
         "name": "RSYNC_PASSWORD",
-        "valueFrom": {"secretKeyRef": {"name": "rsync-creds", "key": "password"}},
+        "valueFrom": {"secretKeyRef": {"name": "rsync-creds", "key": "password", "optional": True}},
     },)
     assert all("value" not in env for env in reqs.env)
     assert BACKEND.step_requirements({}).env == ()

@@ -199,7 +199,7 @@ def run_pipeline(source: str, target: str, tmp: Path, *, env=None, run_params=No
 
 # ---- backends under test: each yields (target template, options, env) ----
 
-@pytest.fixture(params=["file", "oci", "s3", "gcs", "rsync"])
+@pytest.fixture(params=["file", "oci", "s3", "gcs", "rsync", "rsync-ssh"])
 def backend(request, tmp_path: Path) -> tuple[str, dict, dict]:
     unique = uuid.uuid4().hex[:8]
     if request.param == "file":
@@ -216,6 +216,10 @@ def backend(request, tmp_path: Path) -> tuple[str, dict, dict]:
     if request.param == "rsync":
         daemon = request.getfixturevalue("rsync_daemon")
         return f"{daemon.url}/e2e/{unique}-<<workspace>>", {}, {"RSYNC_PASSWORD": daemon.password}
+    if request.param == "rsync-ssh":
+        ssh = request.getfixturevalue("ssh_server")
+        target = f"ssh://{ssh.user}@127.0.0.1:{ssh.port}{ssh.data_dir}/e2e/{unique}-<<workspace>>"
+        return target, {"credentials-secret": "ssh-key"}, {"WRAPRESOLVER_SSH_KEY": str(ssh.client_key)}
     raise AssertionError(request.param)
 
 

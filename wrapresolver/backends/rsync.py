@@ -1,11 +1,35 @@
-"""`rsync://` targets: whole directory trees on an rsync daemon, no archives, no blobs.
+"""rsync targets: whole directory trees on an rsync daemon or over SSH, no archives, no blobs.
 
-Target: `rsync://[user@]host[:port]/module/path` (daemon protocol, port 873 by default).
-The password comes from the Secret named by the `credentials-secret` option (key
-`password`) as the env var `RSYNC_PASSWORD` of the injected steps; it is handed to the
-`rsync` binary through that env var only, never on a command line or in a message.
+Targets:
 
-Layout under `module/path` (each name below is relative to it)::
+* `rsync://[user@]host[:port]/module/path`: the rsync daemon protocol (port 873 by
+  default). The password comes from the Secret named by the `credentials-secret` option
+  (key `password`) as the env var `RSYNC_PASSWORD` of the injected steps; it is handed to
+  the `rsync` binary through that env var only, never on a command line or in a message.
+* `ssh://[user@]host[:port]/absolute/path`, or scp-like `[user@]host:/absolute/path` when
+  the `backend: rsync` param is given (it has no scheme): rsync over SSH (port 22 by
+  default), which needs `rsync` on the server and `ssh` in the step image. The server
+  needs no rsync daemon: any account that can write below the path will do.
+
+SSH credentials: `credentials-secret` names a Secret of type `kubernetes.io/ssh-auth`; its
+key `ssh-privatekey` is mounted read-only (mode 0400) into the injected steps, which pass
+the key file to `ssh -i` (copied first to a private 0600 file, so ssh accepts it whatever
+user the step runs as). The key is never read into a message or a command line. Without
+`credentials-secret`, ssh uses the step image's own default identities. Since the
+resolver does not know a target's transport when it builds the steps, one
+`credentials-secret` serves both: the `password` env var and the `ssh-privatekey` file
+are both referenced as optional, and the step says which key it missed.
+
+SSH host keys: with `known-hosts-configmap` (a ConfigMap with key `known_hosts`, mounted
+read-only) the server's key must match it (`StrictHostKeyChecking=yes`). Without it the
+step trusts the first key the server shows (`StrictHostKeyChecking=accept-new` into a
+throwaway known_hosts file in the step's temp dir): that is as safe as the network
+between the pod and the server, fine inside a cluster network but not across untrusted
+networks. To pin the key, put the output of `ssh-keyscan -p PORT HOST` (checked against
+the server) under `known_hosts` in a ConfigMap and name it in `known-hosts-configmap`.
+
+Layout under the target's directory (`module/path` on a daemon, the absolute path over
+SSH; each name below is relative to it)::
 
     states/<ref>.<id>/        the full tree of one stored state; never changed once referenced
     states/<ref>.<id>.json    that state's own changes: {"changed": [...], "deleted": [...]}
@@ -20,7 +44,7 @@ its reference does not exist. Directories of killed or retried stores stay behin
 garbage until the target is cleaned up with the run.
 
 Each state is uploaded with `--link-dest` pointing at the state(s) it was fetched from, so
-the daemon hard-links every unchanged file: an incremental store costs the changed files
+the server hard-links every unchanged file: an incremental store costs the changed files
 plus directory entries.
 
 `layers` lists the states whose own changes, applied in order, make up the tree (like the
@@ -32,13 +56,14 @@ as with the layered engine. A producer without a reference (skipped by `when`, f
 is replaced by its own inputs, recursively.
 
 With a `sub_path` the task sees only that prefix. To store, the rest of the input tree is
-downloaded first (the daemon cannot copy between two of its own directories), so a
+downloaded first (rsync cannot copy between two directories of the server), so a
 sub_path store costs a download of what lies outside it. `publish` (the finally task)
 downloads the merged state once and uploads it to `latest/` hard-linked against its
 inputs, so no file data goes up. `latest/` is updated in place: a reader during a publish
 may see a mix; `refs/latest.json` tells when it is complete.
 
-SSH transport (`[user@]host:path` with a key Secret) is not supported yet.
+Both transports share every code path: only `RsyncTarget.url` (the daemon URL or
+`user@host:/path`) and the options `Runner` puts before rsync's own arguments differ.
 """
 
 from __future__ import annotations
@@ -51,6 +76,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -69,6 +95,7 @@ from wrapresolver.transfer.localdisk import os_errors, record_stem
 from wrapresolver.transfer.report import TransferReport
 
 DEFAULT_PORT = 873
+DEFAULT_SSH_PORT = 22
 PASSWORD_ENV = "RSYNC_PASSWORD"
 LATEST = "latest"
 MAX_LINK_DESTS = 20
@@ -76,65 +103,114 @@ MAX_LINK_DESTS = 20
 CONNECT_TIMEOUT = 30
 _PLACEHOLDER = re.compile(r"\$\([^)]*\)")
 _MODULE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+_HOST = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._:%-]*$")
+_SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+_SCP_LIKE = re.compile(r"^(?:(?P<user>[^@/:\[\]]+)@)?(?P<host>\[[^\]/]+\]|[^@/:\[\]]+):(?P<path>.*)$")
+
+SSH_KEY_ENV = "WRAPRESOLVER_SSH_KEY"
+"""Path of the private key file for `ssh -i`, instead of the mounted Secret (tests, by hand)."""
+SSH_KNOWN_HOSTS_ENV = "WRAPRESOLVER_SSH_KNOWN_HOSTS"
+"""Path of a known_hosts file pinning the host key, instead of the mounted ConfigMap."""
+SSH_KEY_NAME = "ssh-privatekey"
+"""The key of a `kubernetes.io/ssh-auth` Secret that holds the private key."""
+KNOWN_HOSTS_NAME = "known_hosts"
+SSH_KEY_VOLUME = "wrap-rsync-ssh-key"
+SSH_KEY_MOUNT = "/var/run/wrapresolver/rsync-ssh-key"
+KNOWN_HOSTS_VOLUME = "wrap-rsync-known-hosts"
+KNOWN_HOSTS_MOUNT = "/var/run/wrapresolver/rsync-known-hosts"
+SERVER_ALIVE_INTERVAL = 15
 
 # ---- targets ----
 
 
 @dataclass(frozen=True)
 class RsyncTarget:
-    """Where the states of one target live on an rsync daemon."""
+    """Where the states of one target live: on an rsync daemon or on an SSH server."""
 
     host: str
     module: str
+    """The daemon module; empty over SSH."""
     path: str = ""
+    """Below the module on a daemon; over SSH the absolute path without its leading '/'."""
     port: int = DEFAULT_PORT
     user: str = ""
+    transport: str = "rsync"
+    """`rsync` (daemon protocol) or `ssh`."""
+
+    @property
+    def ssh(self) -> bool:
+        return self.transport == "ssh"
 
     @property
     def where(self) -> str:
         """`host:port`, what a network error must name."""
         return f"{self.host}:{self.port}"
 
+    @property
+    def server(self) -> str:
+        """`rsync daemon at host:port` or `SSH server at host:port`, for messages."""
+        return f"{'SSH server' if self.ssh else 'rsync daemon'} at {self.where}"
+
     def url(self, rel: str = "") -> str:
-        """The daemon URL of `rel` below the target's directory."""
+        """What rsync is given for `rel` below the target's directory.
+
+        The daemon URL `rsync://user@host:port/module/path/rel`, or over SSH
+        `user@host:/path/rel` (the port goes to ssh, see `Runner`).
+        """
         host = f"[{self.host}]" if ":" in self.host else self.host
         user = f"{self.user}@" if self.user else ""
+        if self.ssh:
+            return f"{user}{host}:/" + "/".join(p for p in (self.path, rel) if p)
         parts = [p for p in (self.module, self.path, rel) if p]
         return f"rsync://{user}{host}:{self.port}/" + "/".join(parts)
 
+    def display(self, rel: str = "") -> str:
+        """The location of `rel` as a user writes a target (with the SSH port), for messages."""
+        if not self.ssh:
+            return self.url(rel)
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        user = f"{self.user}@" if self.user else ""
+        return f"ssh://{user}{host}:{self.port}/" + "/".join(p for p in (self.path, rel) if p)
 
-def _ssh_error(target: str) -> ParamError:
-    return ParamError(
-        f"target {target!r} looks like an SSH location; the rsync backend supports only the "
-        f"daemon protocol for now: run an rsync daemon and write "
-        f"rsync://[user@]host[:port]/module/path"
-    )
+
+_WRITE = "write rsync://[user@]host[:port]/module/path or ssh://[user@]host[:port]/absolute/path"
 
 
 def parse_target(target: str, user_option: str = "") -> RsyncTarget:
-    """`rsync://[user@]host[:port]/module/path` -> RsyncTarget; errors say what to write."""
+    """An rsync daemon URL, an ssh:// URL or `[user@]host:/path` -> RsyncTarget.
+
+    Errors say what to write.
+    """
+    if any(ch in target for ch in "\r\n\t\0"):
+        raise ParamError(f"target {target!r} contains a control character")
     if "://" not in target:
-        raise _ssh_error(target) if ":" in target else ParamError(
-            f"target {target!r} is not an rsync:// URL; write rsync://[user@]host[:port]/module/path"
-        )
+        match = _SCP_LIKE.match(target)
+        if match is None:
+            raise ParamError(f"target {target!r} is not an rsync target; {_WRITE}")
+        host = match["host"].removeprefix("[").removesuffix("]")
+        return _ssh_target(target, match["user"] or "", host, DEFAULT_SSH_PORT, match["path"], user_option)
     parts = urlsplit(target)
-    if parts.scheme in ("ssh", "rsync+ssh", "ssh+rsync"):
-        raise _ssh_error(target)
-    if parts.scheme != "rsync":
-        raise ParamError(f"target {target!r} is not an rsync:// URL; write rsync://[user@]host[:port]/module/path")
+    if parts.scheme not in ("rsync", "ssh"):
+        raise ParamError(f"target {target!r} is not an rsync:// URL or ssh:// URL; {_WRITE}")
     if parts.password is not None:
+        where = "Secret named by `credentials-secret` (key `password`)"
+        if parts.scheme == "ssh":
+            where = f"Secret of type kubernetes.io/ssh-auth named by `credentials-secret` (key `{SSH_KEY_NAME}`) as a key"
         raise ParamError(
-            f"the rsync target for host {parts.hostname!r} holds a password; remove it from the "
-            f"URL and put it in the Secret named by `credentials-secret` (key `password`)"
+            f"the {parts.scheme} target for host {parts.hostname!r} holds a password; remove it "
+            f"from the URL and put the credential in the {where}"
         )
     if parts.query or parts.fragment:
         raise ParamError(f"target {target!r} must not have a query or fragment ('?' or '#')")
     if not parts.hostname:
-        raise ParamError(f"target {target!r} names no host; write rsync://host/module/path")
+        raise ParamError(f"target {target!r} names no host; {_WRITE}")
     try:
-        port = parts.port or DEFAULT_PORT
+        port = parts.port or (DEFAULT_SSH_PORT if parts.scheme == "ssh" else DEFAULT_PORT)
     except ValueError as exc:
         raise ParamError(f"target {target!r} has an invalid port: {exc}") from exc
+    if parts.scheme == "ssh":
+        return _ssh_target(target, parts.username or "", parts.hostname, port, parts.path or "/", user_option)
     segments = [s for s in parts.path.split("/") if s]
     if not segments:
         raise ParamError(f"target {target!r} names no rsync module; write rsync://{parts.netloc}/module/path")
@@ -144,6 +220,26 @@ def parse_target(target: str, user_option: str = "") -> RsyncTarget:
         raise ParamError(f"rsync module {segments[0]!r} in target {target!r} is not a valid module name")
     user = _pick_user(parts.username or "", user_option, target)
     return RsyncTarget(parts.hostname, segments[0], "/".join(segments[1:]), port, user)
+
+
+def _ssh_target(target: str, user: str, host: str, port: int, path: str, user_option: str) -> RsyncTarget:
+    """Check the parts of an SSH location; nothing may reach ssh as an option."""
+    if not host or not _HOST.match(host):
+        raise ParamError(f"target {target!r} names no valid SSH host; {_WRITE}")
+    if user and not _USER.match(user):
+        raise ParamError(f"target {target!r} names an invalid SSH user {user!r}")
+    if not path.startswith("/"):
+        hint = (
+            f"write ssh://host:{path.split('/')[0]}/absolute/path (scp-like targets take no port)"
+            if path[:1].isdigit() else f"write {host}:/absolute/path"
+        )
+        raise ParamError(f"the path of SSH target {target!r} must be absolute (start with '/'); {hint}")
+    segments = [s for s in path.split("/") if s]
+    if not segments:
+        raise ParamError(f"target {target!r} names no directory or the root directory; give an absolute directory below '/'")
+    if any(s in (".", "..") for s in segments):
+        raise ParamError(f"target {target!r} must not contain '.' or '..' path segments")
+    return RsyncTarget(host, "", "/".join(segments), port, _pick_user(user, user_option, target), "ssh")
 
 
 def _pick_user(from_url: str, from_option: str, target: str) -> str:
@@ -159,13 +255,20 @@ def _pick_user(from_url: str, from_option: str, target: str) -> str:
 
 
 class RsyncBackend(Backend):
-    """Whole-tree states on an rsync daemon, hard-linked between producers."""
+    """Whole-tree states on an rsync daemon or over SSH, hard-linked between producers."""
 
     name = "rsync"
-    schemes = ("rsync",)
+    schemes = ("rsync", "ssh")
     options = {
-        "credentials-secret": "Secret with key `password`, given to rsync as RSYNC_PASSWORD",
-        "user": "rsync daemon user, when the target URL names none",
+        "credentials-secret": (
+            "rsync:// targets: Secret with key `password`, given to rsync as RSYNC_PASSWORD; "
+            f"SSH targets: Secret of type kubernetes.io/ssh-auth (key `{SSH_KEY_NAME}`), mounted read-only"
+        ),
+        "known-hosts-configmap": (
+            f"SSH targets: ConfigMap whose `{KNOWN_HOSTS_NAME}` pins the server's host key; "
+            "without it the first key the server shows is trusted"
+        ),
+        "user": "user on the rsync daemon or SSH server, when the target names none",
     }
 
     def validate_target(self, target: str) -> None:
@@ -175,28 +278,208 @@ class RsyncBackend(Backend):
     def validate_options(self, options: Mapping[str, str]) -> dict[str, str]:
         checked = super().validate_options(options)
         user = checked.get("user", "")
-        if user and not re.match(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$", _PLACEHOLDER.sub("x", user)):
-            raise ParamError(f"user {user!r} is not a valid rsync daemon user name")
+        if user and not _USER.match(_PLACEHOLDER.sub("x", user)):
+            raise ParamError(f"user {user!r} is not a valid rsync daemon or SSH user name")
         secret = checked.get("credentials-secret", "")
-        if secret and not re.match(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", secret):
+        if secret and not _SECRET_NAME.match(secret):
             raise ParamError(f"credentials-secret {secret!r} is not a valid Kubernetes Secret name")
+        configmap = checked.get("known-hosts-configmap", "")
+        if configmap and not _SECRET_NAME.match(configmap):
+            raise ParamError(f"known-hosts-configmap {configmap!r} is not a valid Kubernetes ConfigMap name")
         return checked
 
     def step_requirements(self, options: Mapping[str, str]) -> StepRequirements:
+        """Reference the Secret and ConfigMap; no credential is ever copied into the Pipeline.
+
+        The transport is not known here (only the options are), so `credentials-secret`
+        is offered both ways, each optional: the daemon password as RSYNC_PASSWORD and the
+        SSH key as a read-only file. The step checks that the one its target needs is there.
+        The step finds the mounted files from the options (see `SshSettings.from_step`).
+        """
+        env: list[dict] = []
+        volumes: list[dict] = []
+        mounts: list[dict] = []
         secret = options.get("credentials-secret", "")
-        if not secret:
-            return StepRequirements()
-        env = {
-            "name": PASSWORD_ENV,
-            "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}},
-        }
-        return StepRequirements(env=(env,))
+        if secret:
+            env.append({
+                "name": PASSWORD_ENV,
+                "valueFrom": {"secretKeyRef": {"name": secret, "key": "password", "optional": True}},
+            })
+            volumes.append({
+                "name": SSH_KEY_VOLUME,
+                "secret": {
+                    "secretName": secret,
+                    "items": [{"key": SSH_KEY_NAME, "path": SSH_KEY_NAME}],
+                    "defaultMode": 0o400,
+                    "optional": True,
+                },
+            })
+            mounts.append({"name": SSH_KEY_VOLUME, "mountPath": SSH_KEY_MOUNT, "readOnly": True})
+        configmap = options.get("known-hosts-configmap", "")
+        if configmap:
+            volumes.append({
+                "name": KNOWN_HOSTS_VOLUME,
+                "configMap": {
+                    "name": configmap,
+                    "items": [{"key": KNOWN_HOSTS_NAME, "path": KNOWN_HOSTS_NAME}],
+                    "defaultMode": 0o444,
+                },
+            })
+            mounts.append({"name": KNOWN_HOSTS_VOLUME, "mountPath": KNOWN_HOSTS_MOUNT, "readOnly": True})
+        return StepRequirements(env=tuple(env), volumes=tuple(volumes), volume_mounts=tuple(mounts))
 
     def open(self, target: str, options: Mapping[str, str]) -> "RsyncStore":
-        return RsyncStore(parse_target(target, options.get("user", "")), os.environ.get(PASSWORD_ENV))
+        where = parse_target(target, options.get("user", ""))
+        password = os.environ.get(PASSWORD_ENV)
+        if where.ssh:
+            return RsyncStore(where, password, SshSettings.from_step(options))
+        if options.get("credentials-secret") and password is None:
+            raise AuthError(
+                f"the Secret {options['credentials-secret']!r} named by `credentials-secret` has no "
+                f"key `password`, which the {where.server} needs (given to the step as {PASSWORD_ENV})"
+            )
+        return RsyncStore(where, password)
 
 
 BACKEND = RsyncBackend()
+
+# ---- SSH ----
+
+
+@dataclass(frozen=True)
+class SshSettings:
+    """How the steps run ssh: which key file, which known_hosts (paths only, never content)."""
+
+    key: str = ""
+    """Private key file for `ssh -i`; empty: ssh's own default identities."""
+    known_hosts: str = ""
+    """known_hosts file that pins the host key; empty: trust the first key seen."""
+    secret: str = ""
+    """The `credentials-secret` option, to name in messages."""
+    configmap: str = ""
+    """The `known-hosts-configmap` option, to name in messages."""
+
+    @classmethod
+    def from_step(cls, options: Mapping[str, str]) -> "SshSettings":
+        """The files `step_requirements` mounts for these options; the env vars override them."""
+        secret = options.get("credentials-secret", "")
+        configmap = options.get("known-hosts-configmap", "")
+        key = os.environ.get(SSH_KEY_ENV) or (f"{SSH_KEY_MOUNT}/{SSH_KEY_NAME}" if secret else "")
+        known = os.environ.get(SSH_KNOWN_HOSTS_ENV) or (
+            f"{KNOWN_HOSTS_MOUNT}/{KNOWN_HOSTS_NAME}" if configmap else ""
+        )
+        return cls(key, known, secret, configmap)
+
+    def key_hint(self) -> str:
+        if self.secret:
+            return (
+                f"check the Secret {self.secret!r} named by `credentials-secret` (type "
+                f"kubernetes.io/ssh-auth, key `{SSH_KEY_NAME}`): its public key must be in the "
+                f"server's authorized_keys for that user"
+            )
+        return (
+            f"set `credentials-secret` to a Secret of type kubernetes.io/ssh-auth whose key "
+            f"`{SSH_KEY_NAME}` the server accepts for that user"
+        )
+
+    def host_key_hint(self, target: RsyncTarget) -> str:
+        scan = f"ssh-keyscan -p {target.port} {target.host}"
+        if self.configmap:
+            return (
+                f"the ConfigMap {self.configmap!r} named by `known-hosts-configmap` (key "
+                f"`{KNOWN_HOSTS_NAME}`) does not hold the key this server showed; if the server's "
+                f"key really changed, update it (`{scan}`, checked against the server)"
+            )
+        return (
+            f"set `known-hosts-configmap` to a ConfigMap whose `{KNOWN_HOSTS_NAME}` holds the "
+            f"server's key (`{scan}`, checked against the server)"
+        )
+
+
+def _rsh_quote(arg: str) -> str:
+    """Quote for rsync's own split of the -e command (quotes, no backslashes)."""
+    if arg and not re.search(r"[\s'\"]", arg):
+        return arg
+    if "'" not in arg:
+        return f"'{arg}'"
+    if '"' not in arg:
+        return f'"{arg}"'
+    raise TransferError(f"the path {arg!r} cannot be passed to ssh through rsync: it holds both kinds of quote")
+
+
+class _SshSession:
+    """A private directory with the key copy and the throwaway known_hosts; removed on close."""
+
+    def __init__(self, target: RsyncTarget, settings: SshSettings) -> None:
+        self.dir = tempfile.mkdtemp(prefix="wrap-rsync-ssh-")
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self.dir, True)
+        try:
+            self.command = self._command(target, settings)
+        except BaseException:
+            self.close()
+            raise
+
+    def _command(self, target: RsyncTarget, settings: SshSettings) -> str:
+        binary = shutil.which("ssh")
+        if binary is None:
+            raise TransferError(
+                f"the ssh binary is not installed in the step image; add the openssh-client "
+                f"package (needed for the SSH target {target.display()})"
+            )
+        opts = [
+            "-p", str(target.port), "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+            "-o", f"ConnectTimeout={CONNECT_TIMEOUT}", "-o", f"ServerAliveInterval={SERVER_ALIVE_INTERVAL}",
+            "-o", "ServerAliveCountMax=4", "-o", "LogLevel=ERROR", "-o", "ForwardAgent=no",
+            "-o", "ClearAllForwardings=yes", "-o", "PasswordAuthentication=no",
+            "-o", "KbdInteractiveAuthentication=no",
+        ]
+        if settings.known_hosts:
+            if not os.path.isfile(settings.known_hosts):
+                raise AuthError(
+                    f"the known_hosts file {settings.known_hosts} is missing: the ConfigMap "
+                    f"{settings.configmap or '(unset)'!r} named by `known-hosts-configmap` must hold "
+                    f"the key `{KNOWN_HOSTS_NAME}`"
+                )
+            opts += ["-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={settings.known_hosts}"]
+        else:
+            # Trust on first use, into a file nobody else reads: see the module docstring.
+            opts += [
+                "-o", "StrictHostKeyChecking=accept-new",
+                "-o", f"UserKnownHostsFile={os.path.join(self.dir, KNOWN_HOSTS_NAME)}",
+            ]
+        if settings.key:
+            opts += ["-i", self._private_key(settings)]
+        return " ".join(_rsh_quote(a) for a in (binary, *opts))
+
+    def _private_key(self, settings: SshSettings) -> str:
+        """A 0600 copy owned by this user: ssh refuses a key others can read.
+
+        A Secret volume's files belong to root (or to the fsGroup, group-readable), so the
+        mounted file itself is not always acceptable to ssh.
+        """
+        secret = f"the Secret {settings.secret!r} named by `credentials-secret`" if settings.secret else SSH_KEY_ENV
+        try:
+            with open(settings.key, "rb") as src:
+                data = src.read()
+        except FileNotFoundError:
+            raise AuthError(
+                f"the SSH private key {settings.key} is missing: {secret} must be of type "
+                f"kubernetes.io/ssh-auth and hold the key `{SSH_KEY_NAME}`"
+            ) from None
+        except OSError as exc:
+            raise AuthError(
+                f"cannot read the SSH private key {settings.key} ({exc.strerror}): check the "
+                f"mount of {secret} and the step's user"
+            ) from None
+        copy = os.path.join(self.dir, "id")
+        fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as dst:
+            dst.write(data if data.endswith(b"\n") else data + b"\n")
+        return copy
+
+    def close(self) -> None:
+        self._cleanup()
+
 
 # ---- running rsync ----
 
@@ -221,12 +504,36 @@ def _missing(result: RunResult) -> bool:
     return result.code == 23 and "No such file or directory" in result.stderr
 
 
+_SSH_AUTH = re.compile(r"Permission denied \([a-z][a-z,-]*\)|Too many authentication failures|Load key ")
+_SSH_HOST_KEY = re.compile(r"Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED")
+_UNREACHABLE = (
+    "Connection refused", "Name or service not known", "timed out", "No route to host",
+    "Could not resolve hostname", "Network is unreachable", "Connection reset", "Connection closed by",
+    "kex_exchange_identification", "Temporary failure in name resolution",
+)
+
+
 @dataclass
 class Runner:
     """Calls the rsync binary; the password travels in the child's environment only."""
 
     target: RsyncTarget
     password: str | None = field(default=None, repr=False)
+    ssh: SshSettings = field(default_factory=SshSettings)
+    _session: _SshSession | None = field(default=None, init=False, repr=False)
+
+    def transport_args(self) -> list[str]:
+        """What goes before rsync's own arguments: the daemon timeout, or the ssh command."""
+        if not self.target.ssh:
+            return [f"--contimeout={CONNECT_TIMEOUT}"]
+        if self._session is None:
+            self._session = _SshSession(self.target, self.ssh)
+        return ["-e", self._session.command]
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
 
     def run(self, args: list[str], action: str, *, missing_ok: bool = False) -> RunResult:
         """Run rsync; map its failures to errors that say what to fix."""
@@ -235,13 +542,14 @@ class Runner:
             raise TransferError("the rsync binary is not installed in the step image; add the rsync package")
         env = dict(os.environ)
         env.pop(PASSWORD_ENV, None)
-        if self.password is not None:
+        if self.password is not None and not self.target.ssh:
             env[PASSWORD_ENV] = self.password
+        transport = self.transport_args()
         for attempt in range(MKPATH_ATTEMPTS):
             proc = subprocess.run(
-                [binary, f"--contimeout={CONNECT_TIMEOUT}", *args],
+                [binary, *transport, *args],
                 env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
-                start_new_session=True,  # no controlling tty: rsync must never prompt for a password
+                start_new_session=True,  # no controlling tty: neither rsync nor ssh may prompt
             )
             result = RunResult(
                 proc.returncode, proc.stderr,
@@ -262,27 +570,60 @@ class Runner:
         text = result.stderr.strip()
         if self.password:
             text = text.replace(self.password, "***")
+        if self.target.ssh:
+            found = self._ssh_error(result, text, action)
+            if found is not None:
+                return found
         where = self.target.where
-        if "auth failed" in text or (result.code == 5 and "password" in text.lower()):
+        if not self.target.ssh and ("auth failed" in text or (result.code == 5 and "password" in text.lower())):
             return AuthError(
                 f"{action}: the rsync daemon at {where} refused user {self.target.user or '(none)'!r} "
                 f"for module {self.target.module!r}: check the Secret named by `credentials-secret` "
                 f"(key `password`, given to the step as {PASSWORD_ENV}) and the `user` param"
             )
-        if "Unknown module" in text:
+        if not self.target.ssh and "Unknown module" in text:
             return NotFoundError(
                 f"{action}: the rsync daemon at {where} has no module {self.target.module!r}; "
                 f"fix the module in the target URL"
             )
-        if result.code in (10, 35) or any(
-            s in text for s in ("Connection refused", "Name or service not known", "timed out", "No route to host")
-        ):
-            return NetworkError(f"{action}: cannot reach the rsync daemon at {where}: {_last_line(text)}")
+        if result.code in (10, 35) or any(s in text for s in _UNREACHABLE[:5]):
+            return NetworkError(f"{action}: cannot reach the {self.target.server}: {_last_line(text)}")
         if "No space left on device" in text or "Disk quota exceeded" in text:
             return DiskFullError(f"{action}: no space left on device: {_last_line(text)}")
         if _missing(result):
-            return NotFoundError(f"{action}: not found on the rsync daemon at {where}: {_last_line(text)}")
+            return NotFoundError(f"{action}: not found on the {self.target.server}: {_last_line(text)}")
         return TransferError(f"{action}: rsync failed with exit code {result.code}: {_last_line(text)}")
+
+    def _ssh_error(self, result: RunResult, text: str, action: str) -> TransferError | None:
+        """Failures of ssh itself (before rsync ran on the server), or None."""
+        where, user = self.target.where, self.target.user or "(the step's user)"
+        line = _ssh_line(text)
+        if _SSH_HOST_KEY.search(text):
+            return AuthError(
+                f"{action}: the host key of the SSH server at {where} could not be verified: "
+                f"{self.ssh.host_key_hint(self.target)}"
+            )
+        if _SSH_AUTH.search(text):
+            return AuthError(
+                f"{action}: the SSH server at {where} refused the key for user {user!r} ({line}): "
+                f"{self.ssh.key_hint()}"
+            )
+        if any(s in text for s in _UNREACHABLE) or result.code == 255:
+            return NetworkError(f"{action}: cannot reach the SSH server at {where}: {line}")
+        if result.code == 127 or "command not found" in text:
+            return TransferError(
+                f"{action}: the SSH server at {where} cannot run rsync ({line}); install rsync there"
+            )
+        return None
+
+
+def _ssh_line(text: str) -> str:
+    """ssh's own complaint, not rsync's 'connection unexpectedly closed' after it."""
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("rsync", "@")):
+            return line
+    return _last_line(text)
 
 
 def _last_line(text: str) -> str:
@@ -487,11 +828,18 @@ def _norm_sub_path(sub_path: str) -> str:
 
 
 class RsyncStore(WorkspaceStore):
-    """The states of one target on an rsync daemon (see the module docstring)."""
+    """The states of one target on an rsync daemon or over SSH (see the module docstring)."""
 
-    def __init__(self, target: RsyncTarget, password: str | None = None) -> None:
+    def __init__(self, target: RsyncTarget, password: str | None = None, ssh: SshSettings | None = None) -> None:
         self.target = target
-        self.runner = Runner(target, password)
+        self.runner = Runner(target, password, ssh or SshSettings())
+        self._others: list[Runner] = []
+
+    def close(self) -> None:
+        """Remove the SSH key copies and throwaway known_hosts files (nothing for a daemon)."""
+        for runner in (self.runner, *self._others):
+            runner.close()
+        self._others.clear()
 
     # ---- small remote files ----
     def _get_json(self, directory: str, names: Iterable[str], action: str) -> dict[str, dict]:
@@ -585,8 +933,8 @@ class RsyncStore(WorkspaceStore):
         if _missing(result):
             if not (view.inside and view.sub_path):
                 raise NotFoundError(
-                    f"{action}: {remote}/ is referenced but missing on the rsync daemon at "
-                    f"{runner.target.where}; it may have been deleted while the run was going on"
+                    f"{action}: {remote}/ is referenced but missing on the "
+                    f"{runner.target.server}; it may have been deleted while the run was going on"
                 )
             empty_directory(dest)  # the sub_path does not exist in that state: start empty
         return result
@@ -630,7 +978,7 @@ class RsyncStore(WorkspaceStore):
         for layer in res.extra:
             data = raw.get(f"{layer}.json")
             if data is None:
-                raise NotFoundError(f"{action}: the change list of state {layer!r} is missing on the rsync daemon")
+                raise NotFoundError(f"{action}: the change list of state {layer!r} is missing on the {self.target.server}")
             changes = OwnChanges.from_dict(data, f"state {layer!r}")
             self._add(total, self._apply_layer(layer, changes, dest, view, action))
         return total
@@ -641,7 +989,9 @@ class RsyncStore(WorkspaceStore):
         total.bytes += part.bytes
 
     def _open_base(self, base: str) -> "RsyncStore":
-        return RsyncStore(parse_target(base, self.target.user), self.runner.password)
+        store = RsyncStore(parse_target(base, self.target.user), self.runner.password, self.runner.ssh)
+        self._others.append(store.runner)
+        return store
 
     # ---- uploading trees ----
     def _upload(self, parts: list[tuple[Path, str]], remote: str, links: Iterable[str], action: str) -> RunResult:
@@ -715,7 +1065,7 @@ class RsyncStore(WorkspaceStore):
             report.detail = "workspace not bound, nothing to do"
             return report
         start = time.monotonic()
-        action = f"storing workspace {spec.workspace!r} of task {spec.task!r} to the rsync daemon at {self.target.where}"
+        action = f"storing workspace {spec.workspace!r} of task {spec.task!r} to the {self.target.server}"
         sub = _norm_sub_path(spec.sub_path)
         with os_errors("storing", spec.workspace, src):
             record = self._read_record(state_dir, spec)
@@ -782,7 +1132,7 @@ class RsyncStore(WorkspaceStore):
         """The merged state of `spec.inputs` to latest/, hard-linked against the inputs."""
         start = time.monotonic()
         report = TransferReport(spec.workspace, "publish")
-        action = f"publishing workspace {spec.workspace!r} to the rsync daemon at {self.target.where}"
+        action = f"publishing workspace {spec.workspace!r} to the {self.target.server}"
         res = self.resolve(spec, action)
         with tempfile.TemporaryDirectory(prefix="wrap-rsync-") as scratch:
             tree = Path(scratch) / "tree"
@@ -801,11 +1151,11 @@ class RsyncStore(WorkspaceStore):
     def pull(self, dest: Path, sub_path: str = "") -> TransferReport:
         """The user's exact target (latest/) into `dest`."""
         start = time.monotonic()
-        report = TransferReport(self.target.path or self.target.module, "fetch")
-        action = f"pulling {self.target.url(LATEST)} into {dest}"
+        report = TransferReport(self.target.path or self.target.module or self.target.host, "fetch")
+        action = f"pulling {self.target.display(LATEST)} into {dest}"
         if not self.read_refs([LATEST], action):
             raise NotFoundError(
-                f"nothing was published to {self.target.url()} yet (no refs/{LATEST}.json): "
+                f"nothing was published to {self.target.display()} yet (no refs/{LATEST}.json): "
                 f"run the pipeline or push first"
             )
         dest.mkdir(parents=True, exist_ok=True)
@@ -819,8 +1169,8 @@ class RsyncStore(WorkspaceStore):
     def push(self, src: Path, options: Mapping[str, str] | None = None) -> TransferReport:
         """`src` as the user's exact target (latest/): to make a base, or by hand."""
         start = time.monotonic()
-        report = TransferReport(self.target.path or self.target.module, "store")
-        action = f"pushing {src} to {self.target.url(LATEST)}"
+        report = TransferReport(self.target.path or self.target.module or self.target.host, "store")
+        action = f"pushing {src} to {self.target.display(LATEST)}"
         moved = self._replace_latest([(src, "")], (), {"state": LATEST, "layers": []}, action)
         report.files, report.bytes = moved.files, moved.bytes
         report.seconds = time.monotonic() - start
