@@ -14,7 +14,8 @@ import zstandard
 from wrapresolver.backends.file import LayoutStore
 from wrapresolver.transfer import oci_image, snapshot
 from wrapresolver.transfer.apply import Extractor
-from wrapresolver.transfer.layers import BoundedPipe, store_layer, whole_tree
+from wrapresolver.transfer.layers import store_layer, whole_tree
+from wrapresolver.transfer.streams import BoundedPipe
 
 
 def build_every_kind(root: Path) -> None:

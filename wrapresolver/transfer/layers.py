@@ -12,7 +12,6 @@ import gzip
 import hashlib
 import io
 import os
-import queue
 import stat
 import threading
 from dataclasses import dataclass
@@ -23,81 +22,13 @@ import zstandard
 
 from wrapresolver.backends.base import BlobStore, Descriptor
 from wrapresolver.transfer import oci_image
+from wrapresolver.transfer.streams import BoundedPipe, PipeClosed
 from wrapresolver.transfer.tarwriter import DIRECTORY, HARDLINK, REGULAR, SYMLINK, TarWriter, header
 from wrapresolver.transfer.snapshot import Changes
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE = ".wh..wh..opq"
 CHUNK = 1 << 20
-_PIPE_DEPTH = 8  # chunks in flight between the tar thread and the upload: a few MiB at most
-
-
-class _Closed(Exception):
-    """The reading side gave up; the tar thread stops writing."""
-
-
-class BoundedPipe:
-    """A one-writer one-reader byte pipe with a bounded buffer and error propagation."""
-
-    def __init__(self, depth: int = _PIPE_DEPTH) -> None:
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
-        self._closed = threading.Event()
-        self.reader = _PipeReader(self)
-
-    def write(self, data: bytes) -> int:
-        if data:
-            self._put(bytes(data))
-        return len(data)
-
-    def _put(self, item: object) -> None:
-        while True:
-            if self._closed.is_set():
-                raise _Closed()
-            try:
-                self._queue.put(item, timeout=0.2)
-                return
-            except queue.Full:
-                continue
-
-    def finish(self, error: BaseException | None = None) -> None:
-        """Writer side: end of data, or the error the reader should raise."""
-        try:
-            self._put(error if error is not None else b"")
-        except _Closed:
-            pass
-
-    def close_reader(self) -> None:
-        self._closed.set()
-
-    def flush(self) -> None:
-        pass
-
-
-class _PipeReader(io.RawIOBase):
-    def __init__(self, pipe: BoundedPipe) -> None:
-        self._pipe = pipe
-        self._pending = memoryview(b"")
-        self._eof = False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:  # type: ignore[override]
-        while not self._pending:
-            if self._eof:
-                return 0
-            item = self._pipe._queue.get()
-            if isinstance(item, BaseException):
-                self._eof = True
-                raise item
-            if item == b"":
-                self._eof = True
-                return 0
-            self._pending = memoryview(item)
-        n = min(len(buffer), len(self._pending))
-        buffer[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
-        return n
 
 
 class _HashingWriter:
@@ -234,7 +165,7 @@ def store_layer(
             write_tar(root, changes, prefix, tar_sink, stats, tick)
             compressor.close()
             pipe.finish()
-        except _Closed:
+        except PipeClosed:
             pass
         except BaseException as exc:  # noqa: BLE001 - handed to the reading side
             failed.append(exc)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import queue
+import threading
 from typing import Iterator
 
 
@@ -62,25 +64,105 @@ class HashingReader(io.RawIOBase):
             yield data
 
 
-class ForwardHashingReader(HashingReader):
-    """A `HashingReader` that can also seek forward, by reading (and hashing) what it skips.
+PIPE_DEPTH = 8
+"""Chunks in flight between a producing thread and its reader: a few MiB at most."""
 
-    That lets `tarfile` read it in its seekable mode, which reads headers block by block,
-    while the stream mode re-slices a large buffer on every small read. Kept separate
-    because clients that see `seekable()` (boto3, httpx) may seek backwards to retry.
-    """
+
+class PipeClosed(Exception):
+    """The reading side gave up; the tar thread stops writing."""
+
+
+class BoundedPipe:
+    """A one-writer one-reader byte pipe with a bounded buffer and error propagation."""
+
+    def __init__(self, depth: int = PIPE_DEPTH) -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._closed = threading.Event()
+        self.reader = _PipeReader(self)
+
+    def write(self, data: bytes) -> int:
+        if data:
+            self._put(bytes(data))
+        return len(data)
+
+    def _put(self, item: object) -> None:
+        while True:
+            if self._closed.is_set():
+                raise PipeClosed()
+            try:
+                self._queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """Writer side: end of data, or the error the reader should raise."""
+        try:
+            self._put(error if error is not None else b"")
+        except PipeClosed:
+            pass
+
+    def close_reader(self) -> None:
+        self._closed.set()
+
+    def flush(self) -> None:
+        pass
+
+
+class _PipeReader(io.RawIOBase):
+    def __init__(self, pipe: BoundedPipe) -> None:
+        self._pipe = pipe
+        self._pending = memoryview(b"")
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        while not self._pending:
+            if self._eof:
+                return 0
+            item = self._pipe._queue.get()
+            if isinstance(item, BaseException):
+                self._eof = True
+                raise item
+            if item == b"":
+                self._eof = True
+                return 0
+            self._pending = memoryview(item)
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+
+class ForwardReader(io.RawIOBase):
+    """A reader that can seek forward (by reading what it skips), for tarfile's seekable mode."""
+
+    def __init__(self, inner) -> None:
+        self._inner = inner
+        self.position = 0
+
+    def readable(self) -> bool:
+        return True
 
     def seekable(self) -> bool:
         return True
 
     def tell(self) -> int:
-        return self.size
+        return self.position
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        n = self._inner.readinto(buffer)
+        self.position += n
+        return n
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        target = offset if whence == io.SEEK_SET else self.size + offset if whence == io.SEEK_CUR else -1
-        if target < self.size:
+        target = offset if whence == io.SEEK_SET else self.position + offset if whence == io.SEEK_CUR else -1
+        if target < self.position:
             raise io.UnsupportedOperation("a stream can only seek forward")
-        while self.size < target:
-            if not self.read(min(target - self.size, 1 << 20)):
+        scratch = bytearray(1 << 20)
+        while self.position < target:
+            if not self.readinto(memoryview(scratch)[: min(target - self.position, len(scratch))]):
                 break  # end of data: the caller's next read sees it
-        return self.size
+        return self.position
