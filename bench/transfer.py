@@ -378,9 +378,10 @@ location=$(curl -sf -D - -o /dev/null -X POST "$base/blobs/uploads/" | tr -d '\r
 case "$location" in http*) ;; *) location="http://{host}$location" ;; esac
 tar -cf - -C {ws} . | zstd -1 -T0 -q -c | tee >(sha256sum | cut -d' ' -f1 > {digest}) \
   | curl -sf -D {headers} -o /dev/null -X PATCH -H 'Content-Type: application/octet-stream' \
-      -H 'Transfer-Encoding: chunked' --data-binary @- "$location"
+      -T - "$location"
 location=$(tr -d '\r' < {headers} | sed -n 's/^[Ll]ocation: //p')
 case "$location" in http*) ;; *) location="http://{host}$location" ;; esac
+while [ ! -s {digest} ]; do sleep 0.01; done  # tee's process substitution may finish after the pipeline
 sep='?'; case "$location" in *\?*) sep='&' ;; esac
 curl -sf -o /dev/null -X PUT "$location${{sep}}digest=sha256:$(cat {digest})"
 """
