@@ -46,7 +46,7 @@ def wait_for(predicate: Callable[[], object], what: str, timeout: float = 30.0) 
 class Cluster:
     """The API server plus helpers that play Tekton's part: PipelineRuns and their requests."""
 
-    def __init__(self, crd_dir: Path, kubeconfig: Path) -> None:
+    def __init__(self, crd_dir: Path | None, kubeconfig: Path) -> None:
         types, crds = resource_types_from_crds(crd_dir)
         self.api = KubeAPI(CORE + types)
         for crd in crds:
@@ -206,8 +206,8 @@ class FakeGitResolver:
 
 
 @pytest.fixture(scope="module")
-def cluster(corpus_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    c = Cluster(corpus_dir / "crds", tmp_path_factory.mktemp("kube") / "kubeconfig")
+def cluster(tekton_crds: Path | None, tmp_path_factory: pytest.TempPathFactory):
+    c = Cluster(tekton_crds, tmp_path_factory.mktemp("kube") / "kubeconfig")
     yield c
     c.stop()
 
