@@ -146,3 +146,22 @@ def test_zstd_layer_decodes_with_standard_zstd(tmp_path: Path) -> None:
     data = b"".join(store.open_blob(written.layer.descriptor.digest))
     plain = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)).read()
     assert tarfile.open(fileobj=io.BytesIO(plain)).extractfile("a").read() == b"a" * 10_000
+
+
+def test_the_same_tree_always_gives_the_same_layer_bytes(tmp_path: Path) -> None:
+    """Multithreaded zstd must stay deterministic, or unchanged layers would not dedupe."""
+    import os as _os
+
+    from wrapresolver.backends.file import LayoutStore
+    from wrapresolver.transfer import engine
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "random.bin").write_bytes(_os.urandom(6 << 20))  # several zstd jobs
+    (tree / "text.txt").write_text("the same line\n" * 200_000)
+    digests = []
+    for name in ("one", "two"):
+        store = LayoutStore(tmp_path / name)
+        engine.store_ref(store, tree, "x")
+        digests.append(engine.read_state(store, "x", name).layers[0].descriptor.digest)
+    assert digests[0] == digests[1]
