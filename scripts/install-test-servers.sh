@@ -9,3 +9,5 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
   docker-registry apache2-utils openssl rsync zstd curl openssh-server openssh-client >/dev/null
+# sshd's privilege-separation directory (the tests start sshd on a loopback port).
+$SUDO mkdir -p /run/sshd
