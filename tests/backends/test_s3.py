@@ -121,7 +121,7 @@ def test_options_are_checked_and_normalised() -> None:
         ({"endpoint": "minio:9000"}, "http:// or https://"),
         ({"region": "EU West"}, "region name"),
         ({"path-style": "yes"}, "\"true\" or \"false\""),
-        ({"credentials-secret": "My_Secret"}, "Kubernetes Secret name"),
+        ({"credentials-secret": "My_Secret"}, "not a valid Kubernetes Secret name"),
         ({"compression": "lz4"}, "zstd or gzip"),
         ({"bucket": "x"}, "unknown param"),
     ],

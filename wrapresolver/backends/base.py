@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
@@ -34,6 +35,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 ENTRY_POINT_GROUP = "wrapresolver.backends"
 LAYER_COMPRESSIONS = ("zstd", "gzip")
+_OBJECT_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_PLACEHOLDER = re.compile(r"\$\([^)]*\)")
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,16 @@ class Backend(ABC):
                 f"unknown param(s) {', '.join(unknown)} for backend {self.name!r}; "
                 f"its options are: {known}"
             )
+        # Options that name a Secret or a ConfigMap (`credentials-secret`, `ca-configmap`, ...)
+        # must be object names in the PipelineRun's namespace: checked once, here.
+        for name, value in options.items():
+            kind = "Secret" if name.endswith("-secret") else "ConfigMap" if name.endswith("-configmap") else ""
+            if kind and value and not _PLACEHOLDER.search(value) and not _OBJECT_NAME.match(value):
+                raise ParamError(
+                    f"param `{name}` must name a {kind} in the PipelineRun's namespace: "
+                    f"{value!r} is not a valid Kubernetes {kind} name (lowercase letters, "
+                    f"digits, '-' and '.', at most 253 characters)"
+                )
         # `compression` means the same for every layered backend: checked once, here.
         if options.get("compression", "zstd") not in LAYER_COMPRESSIONS:
             raise ParamError(

@@ -61,7 +61,6 @@ _PLACEHOLDER = re.compile(r"\$\([^)]*\)")
 _BUCKET_CHARS = re.compile(r"^[a-z0-9][a-z0-9._-]*[a-z0-9]$")
 _IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _PROJECT = re.compile(r"^([a-z0-9.-]+:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 
 
@@ -163,12 +162,6 @@ class GCSBackend(Backend):
 
     def validate_options(self, options: Mapping[str, str]) -> dict[str, str]:
         checked = super().validate_options(options)
-        secret = checked.get("credentials-secret", "")
-        if secret and (len(secret) > 253 or not _SECRET_NAME.match(secret)):
-            raise ParamError(
-                f"credentials-secret {secret!r} is not a valid Kubernetes Secret name "
-                f"(lowercase letters, digits, '-' and '.')"
-            )
         project = checked.get("project", "")
         if project and not _PROJECT.match(project):
             raise ParamError(

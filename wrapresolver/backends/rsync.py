@@ -105,7 +105,6 @@ _PLACEHOLDER = re.compile(r"\$\([^)]*\)")
 _MODULE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 _USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 _HOST = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._:%-]*$")
-_SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _SCP_LIKE = re.compile(r"^(?:(?P<user>[^@/:\[\]]+)@)?(?P<host>\[[^\]/]+\]|[^@/:\[\]]+):(?P<path>.*)$")
 
 SSH_KEY_ENV = "WRAPRESOLVER_SSH_KEY"
@@ -280,12 +279,6 @@ class RsyncBackend(Backend):
         user = checked.get("user", "")
         if user and not _USER.match(_PLACEHOLDER.sub("x", user)):
             raise ParamError(f"user {user!r} is not a valid rsync daemon or SSH user name")
-        secret = checked.get("credentials-secret", "")
-        if secret and not _SECRET_NAME.match(secret):
-            raise ParamError(f"credentials-secret {secret!r} is not a valid Kubernetes Secret name")
-        configmap = checked.get("known-hosts-configmap", "")
-        if configmap and not _SECRET_NAME.match(configmap):
-            raise ParamError(f"known-hosts-configmap {configmap!r} is not a valid Kubernetes ConfigMap name")
         return checked
 
     def step_requirements(self, options: Mapping[str, str]) -> StepRequirements:

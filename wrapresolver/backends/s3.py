@@ -54,7 +54,6 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _BUCKET_CHARS = re.compile(r"^[a-z0-9.-]*$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _AUTH_CODES = {
     "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
     "InvalidToken", "TokenRefreshRequired", "InvalidClientTokenId", "AllAccessDisabled",
@@ -169,12 +168,6 @@ class S3Backend(Backend):
             raise ParamError(f"region {region!r} is not a region name like eu-west-1")
         if "path-style" in checked:
             checked["path-style"] = str(_truth(checked["path-style"], "path-style")).lower()
-        secret = checked.get("credentials-secret", "")
-        if secret and not _PLACEHOLDER.search(secret) and not _K8S_NAME.match(secret):
-            raise ParamError(
-                f"credentials-secret {secret!r} is not a Kubernetes Secret name "
-                f"(lowercase letters, digits, '-' and '.')"
-            )
         return checked
 
     def step_requirements(self, options: Mapping[str, str]) -> StepRequirements:

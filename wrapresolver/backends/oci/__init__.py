@@ -33,7 +33,6 @@ _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _HOST = re.compile(r"^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::[0-9]{1,5})?$")
 _PLACEHOLDER = re.compile(r"\$\([^)]*\)")
-_DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
 @dataclass(frozen=True)
@@ -133,12 +132,6 @@ class OciBackend(Backend):
         checked = super().validate_options(options)
         if checked.get("insecure", "false").lower() not in ("true", "false"):
             raise ParamError(f"param `insecure` must be \"true\" or \"false\", not {checked['insecure']!r}")
-        for name in ("ca-configmap", "credentials-secret"):
-            if name in checked and not _DNS_NAME.match(checked[name]):
-                raise ParamError(
-                    f"param `{name}` must name a {'ConfigMap' if name == 'ca-configmap' else 'Secret'} "
-                    f"in the PipelineRun's namespace (a DNS name), not {checked[name]!r}"
-                )
         return checked
 
     def step_requirements(self, options: Mapping[str, str]) -> StepRequirements:
