@@ -2,8 +2,10 @@
 
 The tar is produced in a worker thread and handed to the backend's `put_blob` through a
 bounded pipe, so memory stays flat whatever the workspace size and no temporary file is
-needed. Both digests OCI needs are computed on the way: the compressed blob's (the layer
-digest) and the plain tar's (the config's diff_id).
+needed. The plain tar's digest (the config's diff_id) is computed on the way; the
+compressed blob's digest is the one `put_blob` computes while storing. It is not hashed a
+second time here: a backend that misreported it would be caught by every fetch, which
+verifies each blob against its digest before the workspace counts as restored.
 """
 
 from __future__ import annotations
@@ -29,6 +31,22 @@ from wrapresolver.transfer.snapshot import Changes
 WHITEOUT_PREFIX = ".wh."
 OPAQUE = ".wh..wh..opq"
 CHUNK = 1 << 20
+
+
+class _CountingWriter:
+    """Counts bytes on their way to `inner`."""
+
+    def __init__(self, inner) -> None:
+        self._inner = inner
+        self.size = 0
+
+    def write(self, data) -> int:
+        self.size += len(data)
+        self._inner.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
 
 
 class _HashingWriter:
@@ -161,7 +179,7 @@ def store_layer(
     """Stream a new layer of `changes` into `store`; return its descriptor and diff_id."""
     pipe = BoundedPipe()
     stats = LayerStats()
-    compressed = _HashingWriter(pipe)
+    compressed = _CountingWriter(pipe)
     plain: list[_HashingWriter] = []
     failed: list[BaseException] = []
 
@@ -196,9 +214,9 @@ def store_layer(
         raise failed[0]
     from wrapresolver.errors import IntegrityError
 
-    if desc.digest != compressed.digest:
+    if desc.size != compressed.size:
         raise IntegrityError(
-            f"the backend stored the new layer as {desc.digest}, but {compressed.digest} was sent"
+            f"the backend stored {desc.size} bytes of the new layer, but {compressed.size} were sent"
         )
     desc = Descriptor(media_type, desc.digest, desc.size, desc.annotations)
     return WrittenLayer(oci_image.Layer(desc, plain[0].digest), stats)
