@@ -36,7 +36,9 @@ if TYPE_CHECKING:  # pragma: no cover
 ENTRY_POINT_GROUP = "wrapresolver.backends"
 LAYER_COMPRESSIONS = ("zstd", "gzip")
 _OBJECT_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_PLACEHOLDER = re.compile(r"\$\([^)]*\)")
+TEKTON_VARIABLE = re.compile(r"\$\([^)]*\)")
+"""`$(context.pipelineRun.name)`, `$(params.x)`: filled in by Tekton after resolution, so
+validation accepts them wherever a backend option or target may hold one."""
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ class Backend(ABC):
         # must be object names in the PipelineRun's namespace: checked once, here.
         for name, value in options.items():
             kind = "Secret" if name.endswith("-secret") else "ConfigMap" if name.endswith("-configmap") else ""
-            if kind and value and not _PLACEHOLDER.search(value) and not _OBJECT_NAME.match(value):
+            if kind and value and not TEKTON_VARIABLE.search(value) and not _OBJECT_NAME.match(value):
                 raise ParamError(
                     f"param `{name}` must name a {kind} in the PipelineRun's namespace: "
                     f"{value!r} is not a valid Kubernetes {kind} name (lowercase letters, "

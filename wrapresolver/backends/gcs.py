@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, Mapping
 from urllib.parse import urlsplit
 
-from wrapresolver.backends.base import Backend, BlobStore, Descriptor, StepRequirements
+from wrapresolver.backends.base import TEKTON_VARIABLE, Backend, BlobStore, Descriptor, StepRequirements
 from wrapresolver.errors import (
     AuthError, IntegrityError, NetworkError, NotFoundError, ParamError, TransferError,
 )
@@ -57,7 +57,6 @@ SECRET_KEY = "key.json"
 SECRET_VOLUME = "wrap-gcs-credentials"
 PUBLIC_ENDPOINT = "https://storage.googleapis.com"
 
-_PLACEHOLDER = re.compile(r"\$\([^)]*\)")
 _BUCKET_CHARS = re.compile(r"^[a-z0-9][a-z0-9._-]*[a-z0-9]$")
 _IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -97,8 +96,8 @@ def check_bucket_name(bucket: str, target: str) -> None:
     """
     if not bucket:
         raise ParamError(f"target {target!r} names no bucket; write gs://bucket/prefix")
-    if _PLACEHOLDER.search(bucket):
-        fixed = _PLACEHOLDER.sub("x", bucket)
+    if TEKTON_VARIABLE.search(bucket):
+        fixed = TEKTON_VARIABLE.sub("x", bucket)
         if not re.fullmatch(r"[a-z0-9._-]+", fixed):
             raise ParamError(f"bucket {bucket!r} in target {target!r} has characters GCS does not allow")
         return

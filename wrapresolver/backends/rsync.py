@@ -82,7 +82,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 from urllib.parse import urlsplit
 
-from wrapresolver.backends.base import Backend, StepRequirements, WorkspaceStore
+from wrapresolver.backends.base import TEKTON_VARIABLE, Backend, StepRequirements, WorkspaceStore
 from wrapresolver.errors import (
     AuthError, DiskFullError, IntegrityError, NetworkError, NotFoundError, ParamError,
     TransferError,
@@ -101,7 +101,6 @@ LATEST = "latest"
 MAX_LINK_DESTS = 20
 """rsync accepts at most 20 --link-dest/--compare-dest directories."""
 CONNECT_TIMEOUT = 30
-_PLACEHOLDER = re.compile(r"\$\([^)]*\)")
 _MODULE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 _USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 _HOST = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._:%-]*$")
@@ -272,12 +271,12 @@ class RsyncBackend(Backend):
 
     def validate_target(self, target: str) -> None:
         # Tekton substitutes $(context.pipelineRun.name) etc. later: check the rest.
-        parse_target(_PLACEHOLDER.sub("x", target))
+        parse_target(TEKTON_VARIABLE.sub("x", target))
 
     def validate_options(self, options: Mapping[str, str]) -> dict[str, str]:
         checked = super().validate_options(options)
         user = checked.get("user", "")
-        if user and not _USER.match(_PLACEHOLDER.sub("x", user)):
+        if user and not _USER.match(TEKTON_VARIABLE.sub("x", user)):
             raise ParamError(f"user {user!r} is not a valid rsync daemon or SSH user name")
         return checked
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Iterator, Mapping
 from urllib.parse import urlsplit
 
-from wrapresolver.backends.base import Backend, BlobStore, Descriptor, StepRequirements
+from wrapresolver.backends.base import TEKTON_VARIABLE, Backend, BlobStore, Descriptor, StepRequirements
 from wrapresolver.errors import (
     AuthError, IntegrityError, NetworkError, NotFoundError, ParamError, TransferError,
 )
@@ -49,7 +49,6 @@ SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 SESSION_TOKEN = "AWS_SESSION_TOKEN"
 LAYOUT_MARKER = b'{"imageLayoutVersion":"1.0.0"}'
 
-_PLACEHOLDER = re.compile(r"\$\([^)]*\)")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _BUCKET_CHARS = re.compile(r"^[a-z0-9.-]*$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -113,8 +112,8 @@ def _check_bucket(bucket: str, target: str) -> None:
     """S3 bucket naming rules; a bucket with Tekton placeholders is checked only in its literal parts."""
     if not bucket:
         raise ParamError(f"target {target!r} names no bucket; write s3://bucket/prefix")
-    if _PLACEHOLDER.search(bucket):
-        literal = _PLACEHOLDER.sub("", bucket)
+    if TEKTON_VARIABLE.search(bucket):
+        literal = TEKTON_VARIABLE.sub("", bucket)
         if not _BUCKET_CHARS.match(literal):
             raise ParamError(_bucket_rule(bucket, target))
         return
@@ -164,7 +163,7 @@ class S3Backend(Backend):
         checked = super().validate_options(options)
         _check_endpoint(checked.get("endpoint", ""))
         region = checked.get("region", "")
-        if region and not _PLACEHOLDER.search(region) and not _REGION.match(region):
+        if region and not TEKTON_VARIABLE.search(region) and not _REGION.match(region):
             raise ParamError(f"region {region!r} is not a region name like eu-west-1")
         if "path-style" in checked:
             checked["path-style"] = str(_truth(checked["path-style"], "path-style")).lower()
@@ -186,7 +185,7 @@ class S3Backend(Backend):
 
 
 def _check_endpoint(endpoint: str) -> None:
-    if not endpoint or _PLACEHOLDER.search(endpoint):
+    if not endpoint or TEKTON_VARIABLE.search(endpoint):
         return
     parts = urlsplit(endpoint)
     if parts.scheme not in ("http", "https") or not parts.netloc:

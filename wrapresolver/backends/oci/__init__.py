@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Mapping
 
-from wrapresolver.backends.base import Backend, StepRequirements
+from wrapresolver.backends.base import TEKTON_VARIABLE, Backend, StepRequirements
 from wrapresolver.errors import ParamError
 
 CA_MOUNT = "/etc/wrapresolver/oci-ca"
@@ -32,7 +32,6 @@ _REPOSITORY = re.compile(rf"^{_REPO_COMPONENT}(?:/{_REPO_COMPONENT})*$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _HOST = re.compile(r"^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::[0-9]{1,5})?$")
-_PLACEHOLDER = re.compile(r"\$\([^)]*\)")
 
 
 @dataclass(frozen=True)
@@ -126,7 +125,7 @@ class OciBackend(Backend):
     def validate_target(self, target: str) -> None:
         # Tekton fills $(context.pipelineRun.name) and $(params.x) later: check the shape
         # with a lowercase stand-in, since run names are DNS labels.
-        parse_reference(_PLACEHOLDER.sub("x", target))
+        parse_reference(TEKTON_VARIABLE.sub("x", target))
 
     def validate_options(self, options: Mapping[str, str]) -> dict[str, str]:
         checked = super().validate_options(options)
