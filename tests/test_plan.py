@@ -5,12 +5,14 @@ from wrapresolver.plan import Binding, build_dag, plan_workspace, result_referen
 from wrapresolver.stepspec import ProducerNode
 
 
-def task(name, run_after=(), binds=True, read_only=False, when=None, params=None, matrix=None):
+def task(name, run_after=(), binds=True, read_only=False, when=None, params=None, matrix=None, on_error=None):
     t = {"name": name, "taskSpec": {"steps": [{"image": "x", "script": "true"}]}}
     if run_after:
         t["runAfter"] = list(run_after)
     if when:
         t["when"] = when
+    if on_error:
+        t["onError"] = on_error
     if params:
         t["params"] = params
     if matrix:
@@ -87,10 +89,85 @@ def test_graph_lets_a_consumer_fall_back_past_a_skipped_producer():
     when = [{"input": "$(params.x)", "operator": "in", "values": ["y"]}]
     p = plan([task("a"), task("maybe", ["a"], when=when), task("b", ["maybe"])])
     assert p.inputs["b"] == ("maybe",)
-    assert p.graph_for(p.inputs["b"]) == {
+    # a has no `when`: if b runs, a has stored, so b needs no fallback past it.
+    assert p.fallback_graph("b") == {
         "maybe": ProducerNode(inputs=("a",), order=1),
-        "a": ProducerNode(inputs=(), order=0),
+        "a": ProducerNode(inputs=(), order=0, skippable=False),
     }
+
+
+WHEN = [{"input": "$(params.x)", "operator": "in", "values": ["y"]}]
+
+
+def chain(n, guarded=()):
+    return [task(f"t{i}", [f"t{i - 1}"] if i else (), when=WHEN if i in guarded else None) for i in range(n)]
+
+
+def test_producers_that_always_run_carry_no_fallback_into_dag_fetches():
+    p = plan(chain(6))
+    assert p.skippable == frozenset()
+    assert all(p.fallback_graph(f"t{i}") == {} for i in range(6))
+
+
+def test_a_when_in_the_middle_of_a_chain_gives_only_its_neighbours_a_fallback():
+    p = plan(chain(8, guarded={3}))
+    assert p.skippable == {"t3"}
+    assert p.fallback_graph("t4") == {
+        "t3": ProducerNode(inputs=("t2",), order=3),
+        "t2": ProducerNode(order=2, skippable=False),
+    }
+    assert p.fallback_graph("t5") == {} and p.fallback_graph("t3") == {}
+
+
+def test_consecutive_whens_fall_back_through_all_of_them():
+    p = plan(chain(5, guarded={2, 3}))
+    assert set(p.fallback_graph("t4")) == {"t3", "t2", "t1"}
+    assert p.fallback_graph("t4")["t1"].skippable is False
+
+
+def test_on_error_continue_makes_a_producer_skippable_but_stop_and_fail_does_not():
+    p = plan([task("a"), task("b", ["a"], on_error="continue"), task("c", ["b"]),
+              task("d", ["c"], on_error="stopAndFail"), task("e", ["d"])])
+    assert p.skippable == {"b"}
+    assert p.fallback_graph("c")["b"].inputs == ("a",) and p.fallback_graph("e") == {}
+    # The single leaf is not guarded by a when, but a leaf that may fail and go on is.
+    q = plan([task("a"), task("b", ["a"], on_error="$(params.mode)")])
+    assert q.skippable == {"b"} and q.publisher == ""
+
+
+def test_finally_falls_back_past_any_dag_producer_since_it_runs_after_failures():
+    p = plan(chain(4), final=[task("report", read_only=True)])
+    assert p.inputs["report"] == ("t3",)
+    graph = p.fallback_graph("report")
+    assert graph == {f"t{i}": ProducerNode(inputs=(f"t{i - 1}",) if i else (), order=i) for i in range(4)}
+
+
+def test_nearest_producers_match_the_definition_on_random_dags():
+    import random
+
+    rng = random.Random(7)
+    for _ in range(30):
+        n = rng.randint(1, 25)
+        tasks = []
+        for i in range(n):
+            after = [f"t{j}" for j in rng.sample(range(i), min(i, rng.randint(0, 3)))]
+            tasks.append(task(f"t{i}", after, binds=rng.random() < 0.7, read_only=rng.random() < 0.3))
+        p = plan(tasks)
+        spec = {"tasks": tasks}
+        parents = {t["name"]: set(t.get("runAfter", ())) for t in tasks}
+
+        def ancestors(name, seen=None):
+            seen = set() if seen is None else seen
+            for parent in parents[name]:
+                if parent not in seen:
+                    seen.add(parent)
+                    ancestors(parent, seen)
+            return seen
+
+        for name, found in p.inputs.items():
+            upstream = [q for q in p.producers if q in ancestors(name)]
+            expected = [q for q in upstream if not any(q in ancestors(o) for o in upstream if o != q)]
+            assert found == tuple(sorted(expected, key=p.order.index)), (spec, name)
 
 
 def test_finally_sees_all_leaf_producers():

@@ -8,13 +8,28 @@ no reference, and its consumers fall back to that producer's own inputs).
 Why "nearest upstream producers" and not "every producer before me": the nearest ones
 already contain the states of their own ancestors (each producer stores its input plus its
 changes), so fetching more would apply the same layers twice.
+
+Which producers a fetch may have to fall back past (Tekton's skipping rules, in
+`pkg/reconciler/pipelinerun/resources/pipelinerunresolution.go`): a DAG task runs only when
+none of its parents failed and none was skipped for a reason other than its own `when`. A
+failure stops the run from starting DAG tasks, unless the failed task has `onError:
+continue`; a skip for any other reason (missing results, a skipped parent, a stopping run)
+is passed on to every descendant. So when a DAG task runs, each producer before it has
+stored its state, was skipped by its own `when`, or failed with `onError: continue`: only
+those (`skippable`) need fallback information in a DAG task's fetch step. `finally` tasks
+and the publish task run after anything, so for them every DAG producer may be missing.
+
+Cost: the DAG is ordered with a heap, ancestors are bit sets (Python ints), and each
+task's nearest producers come from its parents' in one pass; time is linear in tasks plus
+edges times a word operation per 64 tasks, and no step carries more than it can use.
 """
 
 from __future__ import annotations
 
+import heapq
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
 from wrapresolver.errors import RewriteError
 from wrapresolver.stepspec import ProducerNode
@@ -57,12 +72,35 @@ class WorkspacePlan:
     final_producers: tuple[str, ...] = ()
     """Producers in `finally` (not part of what a separate publish task writes)."""
 
+    skippable: frozenset[str] = frozenset()
+    """DAG producers that may have no stored state when a later DAG task runs (see module doc)."""
+
     @property
     def consumers(self) -> tuple[str, ...]:
         return tuple(t for t in self.order if t in self.bindings)
 
-    def graph_for(self, inputs: Iterable[str]) -> dict[str, ProducerNode]:
-        """The part of `graph` reachable from `inputs`: what a fetch needs for fallbacks."""
+    def fallback_graph(self, consumer: str) -> dict[str, ProducerNode]:
+        """What `consumer`'s fetch needs to fall back past producers that stored nothing.
+
+        Empty when none of its inputs can be missing; otherwise the producers it may meet
+        through fallbacks, each `skippable` one with its own inputs, the others as
+        `ProducerNode(order=..., skippable=False)` (their state is there or it is an error).
+        """
+        binding = self.bindings.get(consumer)
+        return self._fallbacks(self.inputs[consumer], every=binding is not None and binding.is_finally)
+
+    def publish_graph(self) -> dict[str, ProducerNode]:
+        """The publish task's fallbacks: it runs after failures too, so any producer may be missing."""
+        return self._fallbacks(self.publish_inputs, every=True)
+
+    def _fallbacks(self, inputs: Iterable[str], every: bool) -> dict[str, ProducerNode]:
+        inputs = tuple(inputs)
+        if every:
+            skippable = lambda name: not self.bindings[name].is_finally  # noqa: E731
+        else:
+            skippable = self.skippable.__contains__
+        if not any(skippable(name) for name in inputs):
+            return {}
         out: dict[str, ProducerNode] = {}
         pending = list(inputs)
         while pending:
@@ -70,8 +108,11 @@ class WorkspacePlan:
             if name in out:
                 continue
             node = self.graph[name]
-            out[name] = node
-            pending.extend(node.inputs)
+            if skippable(name):
+                out[name] = node
+                pending.extend(node.inputs)
+            else:
+                out[name] = ProducerNode(order=node.order, skippable=False)
         return out
 
     @property
@@ -86,22 +127,39 @@ class Dag:
     order: tuple[str, ...]
     finally_tasks: tuple[str, ...]
     parents: Mapping[str, frozenset[str]]
-    ancestors: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    ancestor_bits: Mapping[str, int] = field(default_factory=dict)
+    """Per task, its ancestors as a bit set over `order` (bit i: `order[i]`); finally: all DAG tasks."""
+
+    def bit(self, name: str) -> int:
+        return 1 << self._index[name]
+
+    @property
+    def _index(self) -> Mapping[str, int]:
+        index = self.__dict__.get("_index_cache")
+        if index is None:
+            index = {name: i for i, name in enumerate(self.order)}
+            object.__setattr__(self, "_index_cache", index)
+        return index
+
+    def is_ancestor(self, ancestor: str, task: str) -> bool:
+        return bool(self.ancestor_bits[task] & self.bit(ancestor))
 
 
 def build_dag(spec: Mapping) -> Dag:
     """Edges from `runAfter` and `$(tasks.X.results...)` in params, when and matrix.
 
-    The order is Kahn's algorithm with ties broken by the position in `tasks:`, so the
-    same Pipeline always gives the same order (it decides the merge order of fan-in).
-    Invalid graphs are Tekton's to reject too, but we must not loop or guess: a cycle or an
-    unknown task is a `RewriteError`.
+    The order is Kahn's algorithm with ties broken by the position in `tasks:` (a heap of
+    the ready tasks), so the same Pipeline always gives the same order (it decides the
+    merge order of fan-in). Invalid graphs are Tekton's to reject too, but we must not loop
+    or guess: a cycle or an unknown task is a `RewriteError`.
     """
     tasks = [t for t in (spec.get("tasks") or []) if isinstance(t, Mapping)]
     finally_tasks = [t for t in (spec.get("finally") or []) if isinstance(t, Mapping)]
     names = [str(t.get("name", "")) for t in tasks]
     known = set(names)
-    position = {name: i for i, name in enumerate(names)}
+    position: dict[str, int] = {}
+    for i, name in enumerate(names):
+        position.setdefault(name, i)
     parents: dict[str, frozenset[str]] = {}
     for task in tasks:
         name = str(task.get("name", ""))
@@ -115,34 +173,43 @@ def build_dag(spec: Mapping) -> Dag:
             )
         parents[name] = frozenset(deps)
 
-    order: list[str] = []
-    placed: set[str] = set()
-    remaining = list(names)
-    while remaining:
-        ready = [n for n in remaining if parents[n] <= placed]
-        if not ready:
-            raise RewriteError(
-                f"the Pipeline's tasks form a cycle through runAfter or result references: "
-                f"{', '.join(sorted(remaining, key=position.__getitem__))}"
-            )
-        # Only the first ready task is placed per round: ties keep their listed order.
-        chosen = min(ready, key=position.__getitem__)
-        order.append(chosen)
-        placed.add(chosen)
-        remaining.remove(chosen)
-
-    ancestors: dict[str, frozenset[str]] = {}
-    for name in order:
-        acc: set[str] = set(parents[name])
+    children: dict[str, list[str]] = {name: [] for name in position}
+    waiting = {name: len(parents[name]) for name in position}
+    for name in position:
         for parent in parents[name]:
-            acc |= ancestors[parent]
-        ancestors[name] = frozenset(acc)
+            children[parent].append(name)
+    ready = [(position[n], n) for n in position if not waiting[n]]
+    heapq.heapify(ready)
+    order: list[str] = []
+    while ready:
+        _, chosen = heapq.heappop(ready)
+        order.append(chosen)
+        for child in children[chosen]:
+            waiting[child] -= 1
+            if not waiting[child]:
+                heapq.heappush(ready, (position[child], child))
+    if len(order) < len(position):
+        placed = set(order)
+        remaining = [n for n in position if n not in placed]
+        raise RewriteError(
+            f"the Pipeline's tasks form a cycle through runAfter or result references: "
+            f"{', '.join(remaining)}"
+        )
+
+    bit = {name: 1 << i for i, name in enumerate(order)}
+    ancestor_bits: dict[str, int] = {}
+    for name in order:
+        acc = 0
+        for parent in parents[name]:
+            acc |= ancestor_bits[parent] | bit[parent]
+        ancestor_bits[name] = acc
 
     final_names = tuple(str(t.get("name", "")) for t in finally_tasks)
+    every = (1 << len(order)) - 1
     for name in final_names:
         parents[name] = frozenset()
-        ancestors[name] = frozenset(order)
-    return Dag(tuple(order), final_names, parents, ancestors)
+        ancestor_bits[name] = every
+    return Dag(tuple(order), final_names, parents, ancestor_bits)
 
 
 def result_references(task: Mapping) -> set[str]:
@@ -169,6 +236,12 @@ def has_when(task: Mapping) -> bool:
     return bool(task.get("when"))
 
 
+def may_fail_on(task: Mapping) -> bool:
+    """`onError: continue` (or a param deciding it): the task may fail and the run go on."""
+    on_error = task.get("onError")
+    return bool(on_error) and on_error != "stopAndFail"
+
+
 def plan_workspace(
     spec: Mapping, dag: Dag, workspace: str, bindings: Mapping[str, Binding]
 ) -> WorkspacePlan:
@@ -181,28 +254,47 @@ def plan_workspace(
         name for name in order
         if name in bindings and not bindings[name].read_only and not bindings[name].matrix
     )
+    producer_set = set(producers)
     dag_producers = [p for p in producers if not bindings[p].is_finally]
     final_producers = tuple(p for p in producers if bindings[p].is_finally)
-    leaves = _maximal(dag_producers, dag.ancestors, index)
+    leaves = _maximal(dag_producers, dag, index)
+
+    # Nearest producers before each DAG task, from its parents' in topological order: a
+    # parent that produces hides its own ancestors; the union is cut down to the producers
+    # that are no other candidate's ancestor.
+    nearest: dict[str, tuple[str, ...]] = {}
+    passed_on: dict[str, tuple[str, ...]] = {}
+    for name in dag.order:
+        parents = dag.parents[name]
+        if len(parents) == 1:
+            (parent,) = parents
+            found = passed_on[parent]
+        else:
+            candidates = list(dict.fromkeys(c for p in parents for c in passed_on[p]))
+            found = _maximal(candidates, dag, index)
+        nearest[name] = found
+        passed_on[name] = (name,) if name in producer_set else found
 
     inputs: dict[str, tuple[str, ...]] = {}
     for name in order:
-        if name not in bindings:
-            continue
-        if bindings[name].is_finally:
-            inputs[name] = leaves
-        else:
-            upstream = [p for p in dag_producers if p in dag.ancestors[name]]
-            inputs[name] = _maximal(upstream, dag.ancestors, index)
+        if name in bindings:
+            inputs[name] = leaves if bindings[name].is_finally else nearest[name]
 
     graph = {p: ProducerNode(inputs=inputs[p], order=index[p]) for p in producers}
+    skippable = frozenset(
+        p for p in dag_producers if has_when(all_tasks[p]) or may_fail_on(all_tasks[p])
+    )
 
     publisher = ""
-    if len(final_producers) == 1 and not has_when(all_tasks[final_producers[0]]):
-        publisher = final_producers[0]
+    if len(final_producers) == 1:
+        final = all_tasks[final_producers[0]]
+        if not has_when(final) and not may_fail_on(final):
+            publisher = final_producers[0]
     elif not final_producers and len(leaves) == 1:
         leaf = leaves[0]
-        guarded = [t for t in (leaf, *dag.ancestors[leaf]) if has_when(all_tasks[t])]
+        guarded = has_when(all_tasks[leaf]) or may_fail_on(all_tasks[leaf]) or any(
+            has_when(all_tasks[t]) for t in _ancestors(dag, leaf)
+        )
         if not guarded:
             publisher = leaf
     return WorkspacePlan(
@@ -215,16 +307,27 @@ def plan_workspace(
         publisher=publisher,
         publish_inputs=leaves if not publisher else (),
         final_producers=final_producers,
+        skippable=skippable,
     )
 
 
-def _maximal(candidates: Sequence[str], ancestors: Mapping[str, frozenset[str]], index: Mapping[str, int]) -> tuple[str, ...]:
-    """Candidates that are not an ancestor of another candidate, in topological order."""
-    chosen = [
-        c for c in candidates
-        if not any(c in ancestors[other] for other in candidates if other != c)
-    ]
-    return tuple(sorted(chosen, key=index.__getitem__))
+def _maximal(candidates: Iterable[str], dag: Dag, index: Mapping[str, int]) -> tuple[str, ...]:
+    """Candidates that are not an ancestor of another candidate, in topological order.
+
+    One pass: the union of the candidates' ancestor bit sets is what they cover.
+    """
+    candidates = list(candidates)
+    if len(candidates) > 1:
+        covered = 0
+        for c in candidates:
+            covered |= dag.ancestor_bits[c]
+        candidates = [c for c in candidates if not covered & dag.bit(c)]
+    return tuple(sorted(candidates, key=index.__getitem__))
+
+
+def _ancestors(dag: Dag, task: str) -> Iterable[str]:
+    bits = dag.ancestor_bits[task]
+    return (name for i, name in enumerate(dag.order) if bits >> i & 1)
 
 
 def _all_tasks(spec: Mapping) -> list[Mapping]:

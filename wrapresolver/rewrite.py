@@ -122,23 +122,40 @@ def rewrite_pipeline(
     workspaces: Sequence[str],
     backend: Backend,
 ) -> dict:
-    """The rewritten Pipeline. `task_objects` maps pipeline task names to fetched Task objects."""
-    out = copy.deepcopy(dict(pipeline))
-    api_version = str(out.get("apiVersion") or TEKTON_V1)
+    """The rewritten Pipeline. `task_objects` maps pipeline task names to fetched Task objects.
+
+    Four phases: inline and find the wrapped bindings, plan each workspace, inject the
+    steps, add the publish task where no store step can publish.
+    """
+    out = _copy_tree(dict(pipeline))
     spec = out["spec"]
-    pipeline_name = str((out.get("metadata") or {}).get("name", ""))
+    _check_declared(out, workspaces)
+    dag = planning.build_dag(spec)
+    task_bindings = _inline_and_bind(out, task_objects, workspaces)
+    plans = _plan_workspaces(spec, dag, workspaces, task_bindings)
+    transfers = _Transfers.of(request, workspaces, plans)
+    requirements = backend.step_requirements(request.options)
+    _inject_steps(spec, task_bindings, plans, transfers, request.step_image, requirements)
+    _add_publish_task(spec, workspaces, plans, transfers, request.step_image, requirements)
+    return out
+
+
+def _check_declared(pipeline: Mapping, workspaces: Sequence[str]) -> None:
+    spec = pipeline["spec"]
     declared = {w.get("name") for w in spec.get("workspaces") or [] if isinstance(w, Mapping)}
     missing = [w for w in workspaces if w not in declared]
     if missing:
-        raise RewriteError(
-            f"Pipeline {pipeline_name!r} does not declare workspace(s) {', '.join(map(repr, missing))}"
-        )
+        name = str((pipeline.get("metadata") or {}).get("name", ""))
+        raise RewriteError(f"Pipeline {name!r} does not declare workspace(s) {', '.join(map(repr, missing))}")
 
-    dag = planning.build_dag(spec)
-    finally_names = set(dag.finally_tasks)
+
+def _inline_and_bind(
+    pipeline: dict, task_objects: Mapping[str, Mapping], workspaces: Sequence[str]
+) -> dict[str, list[TaskBinding]]:
+    """Phase 1: embed the Tasks of wrapped taskRefs; each task's wrapped bindings by task name."""
+    api_version = str(pipeline.get("apiVersion") or TEKTON_V1)
+    spec = pipeline["spec"]
     pipeline_params = {p.get("name") for p in spec.get("params") or [] if isinstance(p, Mapping)}
-
-    # 1. Inline, and find each task's wrapped bindings.
     task_bindings: dict[str, list[TaskBinding]] = {}
     for section in ("tasks", "finally"):
         items = spec.get(section) or []
@@ -159,84 +176,117 @@ def rewrite_pipeline(
             found = _wrapped_bindings(ptask, workspaces)
             if found:
                 task_bindings[name] = found
+    return task_bindings
 
-    # 2. Plan each workspace.
+
+def _plan_workspaces(
+    spec: Mapping, dag: planning.Dag, workspaces: Sequence[str], task_bindings: Mapping[str, list[TaskBinding]]
+) -> dict[str, planning.WorkspacePlan]:
+    """Phase 2: who produces and who consumes each wrapped workspace."""
+    finally_names = set(dag.finally_tasks)
     by_name = {str(t.get("name")): t for t in _all_tasks(spec)}
-    plans: dict[str, planning.WorkspacePlan] = {}
-    for ws in workspaces:
-        bindings: dict[str, planning.Binding] = {}
-        for task, found in task_bindings.items():
-            for b in found:
-                if b.workspace == ws:
-                    bindings[task] = planning.Binding(
-                        task=task,
-                        task_workspace=b.task_workspace,
-                        sub_path=b.sub_path,
-                        read_only=bool(b.declaration.get("readOnly")),
-                        is_finally=task in finally_names,
-                        matrix=bool(by_name[task].get("matrix")),
-                    )
-        for task, binding in bindings.items():
+    per_workspace: dict[str, dict[str, planning.Binding]] = {ws: {} for ws in workspaces}
+    for task, found in task_bindings.items():
+        for b in found:
+            binding = planning.Binding(
+                task=task,
+                task_workspace=b.task_workspace,
+                sub_path=b.sub_path,
+                read_only=bool(b.declaration.get("readOnly")),
+                is_finally=task in finally_names,
+                matrix=bool(by_name[task].get("matrix")),
+            )
             if binding.matrix and not binding.read_only:
                 raise RewriteError(
-                    f"pipeline task {task!r} has a matrix and writes wrapped workspace {ws!r}: "
+                    f"pipeline task {task!r} has a matrix and writes wrapped workspace {b.workspace!r}: "
                     f"its parallel runs would each store a different state. Declare task "
                     f"workspace {binding.task_workspace!r} `readOnly: true` if the task only "
                     f"reads it, or do the writing in a task without matrix"
                 )
-        plans[ws] = planning.plan_workspace(spec, dag, ws, bindings)
+            per_workspace[b.workspace][task] = binding
+    return {ws: planning.plan_workspace(spec, dag, ws, per_workspace[ws]) for ws in workspaces}
 
-    requirements = backend.step_requirements(request.options)
-    run = run_id(request.context)
-    targets = {ws: expand_target(request.target, ws, request.context) for ws in workspaces}
-    bases = {ws: expand_target(request.base, ws, request.context) if request.base else "" for ws in workspaces}
 
-    def transfer(ws: str, task: str, inputs: tuple[str, ...], **extra: Any) -> WorkspaceTransfer:
-        p = plans[ws]
-        return WorkspaceTransfer(
-            workspace=ws, target=targets[ws], run=run, task=task, backend=request.backend,
-            inputs=inputs, graph=p.graph_for(inputs), base=bases[ws],
-            options=dict(request.options), **extra,
+@dataclass(frozen=True)
+class _Transfers:
+    """Builds the `WorkspaceTransfer` of each injected step: only what that step uses."""
+
+    request: WrapRequest
+    run: str
+    targets: Mapping[str, str]
+    bases: Mapping[str, str]
+    plans: Mapping[str, planning.WorkspacePlan]
+
+    @classmethod
+    def of(cls, request: WrapRequest, workspaces: Sequence[str], plans: Mapping[str, planning.WorkspacePlan]) -> "_Transfers":
+        return cls(
+            request=request,
+            run=run_id(request.context),
+            targets={ws: expand_target(request.target, ws, request.context) for ws in workspaces},
+            bases={ws: expand_target(request.base, ws, request.context) if request.base else "" for ws in workspaces},
+            plans=plans,
         )
 
-    # 3. Inject the steps.
+    def _make(self, ws: str, task: str, **fields: Any) -> WorkspaceTransfer:
+        return WorkspaceTransfer(
+            workspace=ws, target=self.targets[ws], run=self.run, task=task, backend=self.request.backend,
+            base=self.bases[ws], options=dict(self.request.options), **fields,
+        )
+
+    def fetch(self, b: TaskBinding, task: str) -> WorkspaceTransfer:
+        p = self.plans[b.workspace]
+        return self._make(b.workspace, task, inputs=p.inputs[task], graph=p.fallback_graph(task), **_mount(b))
+
+    def store(self, b: TaskBinding, task: str) -> WorkspaceTransfer:
+        # A store starts from what its own fetch recorded: it needs no inputs.
+        return self._make(b.workspace, task, publish=self.plans[b.workspace].publisher == task, **_mount(b))
+
+    def publish(self, ws: str, task: str) -> WorkspaceTransfer:
+        p = self.plans[ws]
+        return self._make(ws, task, inputs=p.publish_inputs, graph=p.publish_graph(), publish=True)
+
+
+def _mount(b: TaskBinding) -> dict[str, str]:
+    return dict(
+        path=f"$(workspaces.{b.task_workspace}.path)",
+        bound=f"$(workspaces.{b.task_workspace}.bound)" if b.declaration.get("optional") else "true",
+        sub_path=b.sub_path,
+    )
+
+
+def _inject_steps(
+    spec: Mapping,
+    task_bindings: Mapping[str, list[TaskBinding]],
+    plans: Mapping[str, planning.WorkspacePlan],
+    transfers: _Transfers,
+    image: str,
+    requirements: StepRequirements,
+) -> None:
+    """Phase 3: a fetch step first in every consumer, a store step last in every producer."""
     by_name = {str(t.get("name")): t for t in _all_tasks(spec)}
     for task, found in task_bindings.items():
-        ptask = by_name[task]
-        task_spec = ptask["taskSpec"]
-        fetches: list[WorkspaceTransfer] = []
-        stores: list[WorkspaceTransfer] = []
-        for b in found:
-            p = plans[b.workspace]
-            common = dict(
-                path=f"$(workspaces.{b.task_workspace}.path)",
-                bound=f"$(workspaces.{b.task_workspace}.bound)" if b.declaration.get("optional") else "true",
-                sub_path=b.sub_path,
-            )
-            fetches.append(transfer(b.workspace, task, p.inputs[task], **common))
-            if task in p.producers:
-                stores.append(transfer(b.workspace, task, p.inputs[task], publish=p.publisher == task, **common))
-        _inject(task_spec, fetches, stores, [b.task_workspace for b in found], request.step_image, requirements)
+        fetches = [transfers.fetch(b, task) for b in found]
+        stores = [transfers.store(b, task) for b in found if task in plans[b.workspace].producers]
+        _inject(by_name[task]["taskSpec"], fetches, stores, [b.task_workspace for b in found], image, requirements)
         for b in found:
             b.declaration.pop("readOnly", None)
 
-    # 4. Publish the final state where no store step can.
-    publishing = [
-        transfer(ws, "", plans[ws].publish_inputs, publish=True)
-        for ws in workspaces if plans[ws].needs_publish_task
-    ]
-    if publishing:
-        names = {str(t.get("name")) for t in _all_tasks(spec)}
-        task_name = _unique(PUBLISH_TASK, names)
-        publishing = [_replace_task(t, task_name) for t in publishing]
-        spec.setdefault("finally", []).append(_publish_task(task_name, publishing, request.step_image, requirements))
-    return out
 
-
-def _replace_task(spec: WorkspaceTransfer, task: str) -> WorkspaceTransfer:
-    from dataclasses import replace
-
-    return replace(spec, task=task)
+def _add_publish_task(
+    spec: dict,
+    workspaces: Sequence[str],
+    plans: Mapping[str, planning.WorkspacePlan],
+    transfers: _Transfers,
+    image: str,
+    requirements: StepRequirements,
+) -> None:
+    """Phase 4: publish the final state where no store step can."""
+    needing = [ws for ws in workspaces if plans[ws].needs_publish_task]
+    if not needing:
+        return
+    task_name = _unique(PUBLISH_TASK, {str(t.get("name")) for t in _all_tasks(spec)})
+    publishing = [transfers.publish(ws, task_name) for ws in needing]
+    spec.setdefault("finally", []).append(_publish_task(task_name, publishing, image, requirements))
 
 
 # ---- inlining ----
@@ -464,6 +514,19 @@ def _shared_security_context(task_spec: Mapping) -> Mapping | None:
 # ---- helpers ----
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def _copy_tree(obj: Any) -> Any:
+    """A deep copy of parsed YAML/JSON (dicts, lists, scalars), several times faster than
+    `copy.deepcopy`, which a large Pipeline spent a sixth of its rewrite in."""
+    kind = type(obj)
+    if kind is dict:
+        return {k: _copy_tree(v) for k, v in obj.items()}
+    if kind is list:
+        return [_copy_tree(v) for v in obj]
+    if kind in (str, int, float, bool) or obj is None:
+        return obj
+    return copy.deepcopy(obj)
 
 
 def _unique(base: str, taken: Iterable[str]) -> str:

@@ -7,9 +7,19 @@ Values may still hold Tekton variables (`$(workspaces.src.path)`,
 `$(context.pipelineRun.uid)`): Tekton substitutes them inside the embedded taskSpec before
 the step starts (tekton-facts §5), so the step sees real values.
 
-Keep this module pure and stable: a rewritten Pipeline resolved by one version of the
-controller may run with a step image of the next one, so fields are only ever added, with
-defaults, never renamed.
+Keep this module pure. Compatibility: a request is answered by a controller of one
+version, and the step image it writes into the answer is, by default, the image of that
+same version (`step-image` pins it), so the JSON is an internal format between the two
+halves of one release. It still carries a version: a step image reads its own version and
+every older one (an answer resolved just before an upgrade can run on the new image), and
+refuses a newer one with a message naming the fix, instead of guessing.
+
+Version 2 (this one) writes only what differs from the defaults, and a fetch carries only
+the fallbacks it can need (see plan.py): `fallback` maps each producer that may have stored
+nothing to its own inputs, `order` lists every producer the fetch may meet in merge order.
+A producer without a stored state and without a `fallback` entry is an error then: the
+plan says it always stores before this task runs. Version 1 carried `graph` with every
+reachable producer and fell back through all of them.
 """
 
 from __future__ import annotations
@@ -18,9 +28,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Mapping, TypeVar
 
+from wrapresolver.errors import NotFoundError
+
 T = TypeVar("T")
 
-SPEC_VERSION = 1
+SPEC_VERSION = 2
+_DEFAULTS = {"base": "", "bound": "true", "sub_path": "", "path": ""}
 
 
 @dataclass(frozen=True)
@@ -31,6 +44,9 @@ class ProducerNode:
     """Nearest upstream producers, in merge order (what this producer itself fetched)."""
     order: int = 0
     """Position in the deterministic topological order of the Pipeline (merge order)."""
+    skippable: bool = True
+    """It may have stored nothing (skipped, failed): then fall back to `inputs`. When False
+    its state must exist, and a missing one is an error rather than a silent older state."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +85,8 @@ class WorkspaceTransfer:
     inputs: tuple[str, ...] = ()
     """Producers whose merged output this task starts from, in merge order; empty: `base`."""
     graph: Mapping[str, ProducerNode] = field(default_factory=dict)
-    """Every producer reachable through `inputs`, so a skipped/failed one can fall back."""
+    """The producers a skipped/failed input can fall back to; empty when none can be missing.
+    A producer missing from it counts as having no inputs (specs made by hand)."""
     base: str = ""
     """Initial content when no producer ran before (backend-specific reference), or empty."""
     options: Mapping[str, str] = field(default_factory=dict)
@@ -78,35 +95,47 @@ class WorkspaceTransfer:
     """After storing, also write the final state of W to the exact `target`."""
 
     def to_json(self) -> str:
-        """Compact, key-sorted JSON: the same plan always gives the same bytes."""
-        data = {
-            "backend": self.backend, "base": self.base, "bound": self.bound,
-            "graph": {
-                name: {"inputs": list(node.inputs), "order": node.order}
-                for name, node in sorted(self.graph.items())
-            },
-            "inputs": list(self.inputs), "options": dict(sorted(self.options.items())),
-            "path": self.path, "publish": self.publish, "run": self.run, "sub_path": self.sub_path,
-            "target": self.target, "task": self.task, "v": SPEC_VERSION, "workspace": self.workspace,
+        """Compact, key-sorted JSON without default values: the same plan always gives the same bytes."""
+        data: dict[str, Any] = {
+            "backend": self.backend, "run": self.run, "target": self.target, "task": self.task,
+            "v": SPEC_VERSION, "workspace": self.workspace,
         }
+        for name, default in _DEFAULTS.items():
+            if getattr(self, name) != default:
+                data[name] = getattr(self, name)
+        if self.inputs:
+            data["inputs"] = list(self.inputs)
+        if self.graph:
+            data["order"] = sorted(self.graph, key=lambda n: (self.graph[n].order, n))
+            fallback = {name: list(node.inputs) for name, node in self.graph.items() if node.skippable}
+            if fallback:
+                data["fallback"] = fallback
+        if self.options:
+            data["options"] = dict(self.options)
+        if self.publish:
+            data["publish"] = True
         return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
     def from_json(cls, text: str) -> "WorkspaceTransfer":
         data: dict[str, Any] = json.loads(text)
-        version = data.pop("v", SPEC_VERSION)
+        version = data.pop("v", 1)
         if version > SPEC_VERSION:
             raise ValueError(
                 f"workspace spec version {version} is newer than this step image understands "
                 f"({SPEC_VERSION}); use a step image at least as new as the resolver"
             )
+        if version >= 2:
+            graph = _graph_v2(data.get("inputs", []), data.pop("order", []), data.pop("fallback", {}))
+        else:
+            graph = {
+                name: ProducerNode(inputs=tuple(node.get("inputs", ())), order=int(node.get("order", 0)))
+                for name, node in data.get("graph", {}).items()
+            }
         known = {f for f in cls.__dataclass_fields__}
         data = {k: v for k, v in data.items() if k in known}
         data["inputs"] = tuple(data.get("inputs", ()))
-        data["graph"] = {
-            name: ProducerNode(inputs=tuple(node.get("inputs", ())), order=int(node.get("order", 0)))
-            for name, node in data.get("graph", {}).items()
-        }
+        data["graph"] = graph
         data["options"] = dict(data.get("options", {}))
         return cls(**data)
 
@@ -117,27 +146,48 @@ class WorkspaceTransfer:
         is replaced by its own inputs, recursively, through `graph`. The states found are
         ordered by the producers' position in the Pipeline, so every backend merges fan-in
         the same way. Written once here so the layered engine and whole-directory
-        backends cannot disagree.
+        backends cannot disagree. A producer `graph` marks as never skippable must have a
+        state: without one the fetch fails instead of starting from an older state.
         """
         found: dict[str, T] = {}
         missing: list[str] = []
         visited: set[str] = set()
-
-        def visit(producer: str) -> None:
+        pending = list(reversed(self.inputs))
+        while pending:
+            producer = pending.pop()
             if producer in visited:
-                return
+                continue
             visited.add(producer)
             state = lookup(producer)
             if state is not None:
                 found[producer] = state
-                return
-            missing.append(producer)
+                continue
             node = self.graph.get(producer)
-            for upstream in node.inputs if node else ():
-                visit(upstream)
-
-        for producer in self.inputs:
-            visit(producer)
+            if node is not None and not node.skippable:
+                raise NotFoundError(
+                    f"workspace {self.workspace!r}: producer {producer!r} has no stored state in "
+                    f"this run, although it always stores before task {self.task!r} runs (it has "
+                    f"no `when` and no `onError: continue`); its reference was deleted or never "
+                    f"written to this target: run the Pipeline again"
+                )
+            missing.append(producer)
+            pending.extend(reversed(node.inputs if node else ()))
         seen = {name: i for i, name in enumerate(found)}
         order = sorted(found, key=lambda p: (self.graph[p].order if p in self.graph else 1 << 30, seen[p]))
         return Inputs(tuple((p, found[p]) for p in order), tuple(missing))
+
+
+def _graph_v2(inputs: list, order: list, fallback: Mapping[str, list]) -> dict[str, ProducerNode]:
+    """Every producer named gets a node; only those with a `fallback` entry may be missing."""
+    position = {str(name): i for i, name in enumerate(order)}
+    unknown = sorted(set(fallback) - set(position))
+    if unknown:
+        raise ValueError(f"workspace spec: fallback names {', '.join(unknown)}, which `order` does not list")
+    for name in inputs:
+        position.setdefault(str(name), len(position))
+    return {
+        name: ProducerNode(
+            inputs=tuple(fallback.get(name, ())), order=i, skippable=name in fallback,
+        )
+        for name, i in position.items()
+    }
