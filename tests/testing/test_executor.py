@@ -272,3 +272,100 @@ def test_a_failed_task_stores_nothing_and_its_dependents_do_not_run(tmp_path: Pa
     assert result.tasks["flaky"].status == FAILED
     assert result.tasks["check"].status == SKIPPED
     assert "wrap-store" not in result.tasks["flaky"].log
+
+
+WHEN_IN_A_CHAIN = """
+apiVersion: tekton.dev/v1
+kind: Pipeline
+metadata: {name: when-chain}
+spec:
+  params: [{name: lint, type: string, default: "false"}]
+  workspaces: [{name: src}]
+  tasks:
+""" + "".join(
+    f"""
+    - name: {name}
+      {'runAfter: [' + previous + ']' if previous else ''}
+      {'when: [{input: "$(params.lint)", operator: in, values: ["true"]}]' if name == "lint" else ''}
+      workspaces: [{{name: src, workspace: src}}]
+      taskSpec:
+        workspaces: [{{name: src}}]
+        steps:
+          - name: work
+            image: alpine
+            script: |
+              cd $(workspaces.src.path)
+              ls > seen-by-{name}
+              echo {name} > {name}
+"""
+    for previous, name in zip(["", "clone", "build", "lint", "test"], ["clone", "build", "lint", "test", "package"])
+)
+
+
+def test_a_when_in_the_middle_of_a_chain_is_bypassed_and_the_chain_goes_on(backend, tmp_path: Path) -> None:
+    target, options, env = backend
+    result = run_pipeline(WHEN_IN_A_CHAIN, target, tmp_path, env=env, **options)
+    assert result.status == SUCCEEDED, result.log()
+    assert result.tasks["lint"].status == SKIPPED
+    # test fell back past lint to build; package read test's state, which holds build's.
+    assert set((result.tasks["test"].workspaces["src"] / "seen-by-test").read_text().split()) == {
+        "clone", "build", "seen-by-clone", "seen-by-build", "seen-by-test"}
+    seen = set((result.tasks["package"].workspaces["src"] / "seen-by-package").read_text().split())
+    assert {"clone", "build", "test"} <= seen and "lint" not in seen
+
+
+def test_the_chain_sees_the_guarded_task_when_it_runs(tmp_path: Path) -> None:
+    result = run_pipeline(WHEN_IN_A_CHAIN, f"file://{tmp_path}/s/<<workspace>>", tmp_path, run_params={"lint": "true"})
+    assert result.tasks["lint"].status == SUCCEEDED, result.log()
+    seen = set((result.tasks["package"].workspaces["src"] / "seen-by-package").read_text().split())
+    assert {"clone", "build", "lint", "test"} <= seen
+
+
+FINALLY_AFTER_FAILURE = """
+apiVersion: tekton.dev/v1
+kind: Pipeline
+metadata: {name: finally-after-failure}
+spec:
+  workspaces: [{name: src}]
+  tasks:
+    - name: seed
+      workspaces: [{name: src, workspace: src}]
+      taskSpec:
+        workspaces: [{name: src}]
+        steps: [{name: seed, image: alpine, script: "echo seed > $(workspaces.src.path)/seed"}]
+    - name: broken
+      runAfter: [seed]
+      workspaces: [{name: src, workspace: src}]
+      taskSpec:
+        workspaces: [{name: src}]
+        steps: [{name: work, image: alpine, script: "echo half > $(workspaces.src.path)/partial; exit 1"}]
+    - name: after
+      runAfter: [broken]
+      workspaces: [{name: src, workspace: src}]
+      taskSpec:
+        workspaces: [{name: src}]
+        steps: [{name: work, image: alpine, script: "echo after > $(workspaces.src.path)/after"}]
+  finally:
+    - name: report
+      workspaces: [{name: src, workspace: src}]
+      taskSpec:
+        workspaces: [{name: src}]
+        steps:
+          - name: report
+            image: alpine
+            script: |
+              cd $(workspaces.src.path)
+              ls > seen-by-report
+"""
+
+
+def test_a_finally_task_after_a_failed_producer_starts_from_the_last_state_stored(backend, tmp_path: Path) -> None:
+    target, options, env = backend
+    result = run_pipeline(FINALLY_AFTER_FAILURE, target, tmp_path, env=env, **options)
+    assert result.status == FAILED
+    assert result.tasks["broken"].status == FAILED and result.tasks["after"].status == SKIPPED
+    assert result.tasks["report"].status == SUCCEEDED, result.log()
+    # report's input is the leaf `after`, which never ran; it falls back past the failed
+    # `broken` (whose half-written file was never stored) to `seed`.
+    assert (result.tasks["report"].workspaces["src"] / "seen-by-report").read_text().split() == ["seed", "seen-by-report"]
+    assert "after has no stored state" in result.tasks["report"].log and "broken has no stored state" in result.tasks["report"].log

@@ -1,0 +1,76 @@
+"""The step argument format and the run-time fallback rule (wrapresolver/stepspec.py)."""
+
+import json
+
+import pytest
+
+from wrapresolver.errors import NotFoundError
+from wrapresolver.stepspec import SPEC_VERSION, ProducerNode, WorkspaceTransfer
+
+V1_FETCH = (
+    '{"backend":"oci","base":"","bound":"true","graph":{"build":{"inputs":[],"order":0},'
+    '"deploy":{"inputs":["sign"],"order":2},"sign":{"inputs":["build"],"order":1}},"inputs":["deploy"],'
+    '"options":{},"path":"","publish":true,"run":"0d9c","sub_path":"","target":"oci://r.example/ci/src",'
+    '"task":"wrap-publish","v":1,"workspace":"src"}'
+)
+
+
+def spec(**fields) -> WorkspaceTransfer:
+    base = dict(workspace="src", target="oci://r.example/ci/src", run="$(context.pipelineRun.uid)",
+                task="deploy", backend="oci", path="$(workspaces.src.path)")
+    return WorkspaceTransfer(**{**base, **fields})
+
+
+def test_json_leaves_out_defaults_and_round_trips():
+    s = spec(inputs=("sign",), graph={"sign": ProducerNode(("build",), 1), "build": ProducerNode(order=0, skippable=False)})
+    data = json.loads(s.to_json())
+    assert data == {
+        "backend": "oci", "fallback": {"sign": ["build"]}, "inputs": ["sign"], "order": ["build", "sign"],
+        "path": "$(workspaces.src.path)", "run": "$(context.pipelineRun.uid)", "target": "oci://r.example/ci/src",
+        "task": "deploy", "v": SPEC_VERSION, "workspace": "src",
+    }
+    assert WorkspaceTransfer.from_json(s.to_json()) == s
+
+
+def test_every_field_that_differs_from_its_default_survives_the_round_trip():
+    s = spec(bound="$(workspaces.src.bound)", sub_path="out", base="oci://r.example/base:v1",
+             options={"compression": "gzip"}, publish=True)
+    assert WorkspaceTransfer.from_json(s.to_json()) == s
+
+
+def test_inputs_without_fallback_must_have_a_state_after_the_round_trip():
+    s = WorkspaceTransfer.from_json(spec(inputs=("unit", "lint")).to_json())
+    assert s.graph == {"unit": ProducerNode(order=0, skippable=False), "lint": ProducerNode(order=1, skippable=False)}
+    with pytest.raises(NotFoundError, match="producer 'lint' has no stored state.*always stores before task 'deploy'"):
+        s.resolve_inputs({"unit": "U"}.get)
+
+
+def test_version_1_args_still_fall_back_through_every_producer():
+    s = WorkspaceTransfer.from_json(V1_FETCH)
+    assert s.graph["deploy"] == ProducerNode(("sign",), 2) and s.graph["deploy"].skippable
+    got = s.resolve_inputs({"build": "B"}.get)
+    assert got.states == (("build", "B"),) and got.fell_back == ("deploy", "sign")
+
+
+def test_a_newer_version_is_refused_with_the_fix():
+    text = spec().to_json().replace(f'"v":{SPEC_VERSION}', f'"v":{SPEC_VERSION + 1}')
+    with pytest.raises(ValueError, match="newer than this step image.*at least as new as the resolver"):
+        WorkspaceTransfer.from_json(text)
+
+
+def test_fallbacks_merge_in_pipeline_order_whatever_order_they_are_found_in():
+    # inputs (c, b): b was skipped and falls back to a, which comes before c in the Pipeline.
+    s = spec(inputs=("c", "b"), graph={
+        "a": ProducerNode(order=0, skippable=False), "b": ProducerNode(("a",), 2),
+        "c": ProducerNode(order=1, skippable=False),
+    })
+    s = WorkspaceTransfer.from_json(s.to_json())
+    got = s.resolve_inputs({"a": "A", "c": "C"}.get)
+    assert got.states == (("a", "A"), ("c", "C")) and got.fell_back == ("b",)
+
+
+def test_a_long_chain_of_skipped_producers_is_followed_without_recursion():
+    n = 5000
+    graph = {f"t{i}": ProducerNode((f"t{i - 1}",) if i else (), i) for i in range(n)}
+    got = spec(inputs=(f"t{n - 1}",), graph=graph).resolve_inputs({"t0": "first"}.get)
+    assert got.states == (("t0", "first"),) and len(got.fell_back) == n - 1
