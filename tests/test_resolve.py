@@ -3,11 +3,13 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import yaml
 
 from wrapresolver.errors import RewriteError, SourceError, WrapError
 from wrapresolver.params import RunContext
-from wrapresolver.resolve import resolve, to_yaml
+from wrapresolver.resolve import MAX_OBJECT_BYTES, REQUEST_ROOM, check_answer_size, resolve, to_yaml
 from wrapresolver.sources import Fetched, FileSource
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -240,3 +242,63 @@ def test_yaml_output_keeps_scripts_readable_and_has_no_anchors():
     assert "&" not in text and "*" not in text
     assert "script: |\n  #!/bin/sh\n  echo hi\n" in text
     assert yaml.safe_load(text) == {"x": {"a": 1}, "y": {"a": 1}, "script": "#!/bin/sh\necho hi\n", "t": ["p", "q"]}
+
+
+def test_an_answer_too_large_for_a_resolution_request_is_an_error_naming_size_and_fix():
+    fits = (MAX_OBJECT_BYTES - REQUEST_ROOM) // 4 * 3
+    check_answer_size(b"x" * fits, "big")
+    with pytest.raises(WrapError, match=r"'big' is 1\.\d\d MiB of YAML, 1\.\d\d MiB base64.*param `workspaces`") as info:
+        check_answer_size(b"x" * (fits + 1), "big")
+    assert info.value.reason == "AnswerTooLarge"
+
+
+def test_resolve_refuses_a_pipeline_whose_answer_would_not_fit():
+    tasks = [
+        {"name": f"t{i:04d}", "runAfter": [f"t{i - 1:04d}"] if i else [],
+         "workspaces": [{"name": "src", "workspace": "src"}],
+         "taskSpec": {"workspaces": [{"name": "src"}], "steps": [{"name": "s", "image": "alpine", "script": "true"}]}}
+        for i in range(3000)
+    ]
+    pipeline = {"apiVersion": "tekton.dev/v1", "kind": "Pipeline", "metadata": {"name": "huge"},
+                "spec": {"workspaces": [{"name": "src"}], "tasks": tasks}}
+    params = [{"name": "pipelineref", "value": "huge"}, {"name": "workspaces", "value": "src"},
+              {"name": "target", "value": "oci://r.example/ci/x"}]
+    with pytest.raises(WrapError, match="'huge' is .* MiB of YAML") as info:
+        run(resolve(params, {}, CONTEXT, FileSource([pipeline])))
+    assert info.value.reason == "AnswerTooLarge"
+
+
+def _reference_yaml(obj) -> bytes:
+    """What `to_yaml` must equal: PyYAML's own representer, same emitter and settings."""
+
+    class Reference(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):
+        def ignore_aliases(self, data):
+            return True
+
+    Reference.add_representer(
+        str, lambda d, v: d.represent_scalar("tag:yaml.org,2002:str", v, style="|" if "\n" in v else None)
+    )
+    return yaml.dump(obj, Dumper=Reference, sort_keys=False, default_flow_style=False,
+                     allow_unicode=True, width=4096).encode("utf-8")
+
+
+_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
+    st.text(), st.sampled_from(["", "yes", "no", "1.0", "null", "~", "a: b", "- x", "x\n", "  lead", "$(params.x)"]),
+)
+_documents = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=8), _documents, max_size=5))
+def test_yaml_output_is_what_pyyamls_representer_gives(doc):
+    assert to_yaml(doc) == _reference_yaml(doc)
+
+
+def test_yaml_of_the_example_answer_is_what_pyyamls_representer_gives():
+    result = run(resolve(PARAMS, {}, CONTEXT, FileSource(example_documents())))
+    assert result.data == _reference_yaml(yaml.safe_load(result.data))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -27,6 +28,11 @@ ANNOTATION_BACKEND = "wrapresolver.dev/backend"
 
 PIPELINE_API_VERSIONS = ("tekton.dev/v1", "tekton.dev/v1beta1")
 """What the pipelines controller accepts as the answer to a pipelineRef."""
+
+MAX_OBJECT_BYTES = 1536 * 1024
+"""What one Kubernetes object can be: etcd's default request limit (1.5 MiB)."""
+REQUEST_ROOM = 64 * 1024
+"""Kept for the rest of the ResolutionRequest: metadata, params, refSource, conditions."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,7 @@ async def resolve(
         raise _unexpected(pipeline_name, exc) from exc
 
     data = to_yaml(rewritten)
+    check_answer_size(data, pipeline_name)
     ref_source: dict[str, Any] = {
         "uri": str(fetched.ref_source.get("uri", "")),
         "digest": {"sha256": hashlib.sha256(data).hexdigest()},
@@ -88,17 +95,47 @@ async def resolve(
     return Resolution(data=data, annotations=annotations, ref_source=ref_source)
 
 
+def check_answer_size(data: bytes, pipeline: str) -> None:
+    """A `WrapError` when the answer cannot fit in the ResolutionRequest that must hold it.
+
+    The status stores it base64-encoded (4 bytes for every 3). Without this check the API
+    server would refuse the status patch and the run would wait for the resolution timeout
+    instead of failing with a reason.
+    """
+    encoded = 4 * ((len(data) + 2) // 3)
+    room = MAX_OBJECT_BYTES - REQUEST_ROOM
+    if encoded > room:
+        raise WrapError(
+            f"the rewritten Pipeline {pipeline!r} is {_mib(len(data))} of YAML, {_mib(encoded)} "
+            f"base64-encoded in the ResolutionRequest's status, more than the {_mib(room)} a "
+            f"Kubernetes object can hold next to the request itself (etcd allows 1.5 MiB per "
+            f"object); wrap fewer workspaces (param `workspaces`), or split the Pipeline into "
+            f"smaller Pipelines run one after the other",
+            reason="AnswerTooLarge",
+        )
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1024 * 1024):.2f} MiB"
+
+
 def to_yaml(obj: Any) -> bytes:
-    """Deterministic YAML: same object, same bytes; key order kept, no anchors, scripts as blocks."""
-    text = yaml.dump(
-        _plain(obj),
-        Dumper=_Dumper,
-        sort_keys=False,
-        default_flow_style=False,
-        allow_unicode=True,
-        width=4096,
-    )
-    return text.encode("utf-8")
+    """Deterministic YAML: same object, same bytes; key order kept, no anchors, scripts as blocks.
+
+    The nodes are built here in one pass instead of by PyYAML's representer, whose
+    per-object dispatch was most of the time for large Pipelines; the output is the same as
+    `yaml.dump(..., default_flow_style=False, sort_keys=False, allow_unicode=True, width=4096)`.
+    """
+    stream = io.StringIO()
+    dumper = _Dumper(stream, default_flow_style=False, allow_unicode=True, width=4096, sort_keys=False)
+    dumper.tags_seen = {}
+    try:
+        dumper.open()
+        dumper.serialize(_node(obj, dumper))
+        dumper.close()
+    finally:
+        dumper.dispose()
+    return stream.getvalue().encode("utf-8")
 
 
 async def _fetch_tasks(source: Source, refs: Mapping[str, Mapping], namespace: str) -> dict[str, Mapping]:
@@ -165,13 +202,22 @@ def _ref_text(ref: Mapping) -> str:
     return repr(ref.get("name", ""))
 
 
-def _plain(obj: Any) -> Any:
-    """Plain dicts, lists and scalars, so the dumper never emits Python tags."""
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
+_STR, _MAP, _SEQ = "tag:yaml.org,2002:str", "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
+
+
+def _node(obj: Any, dumper: Any) -> yaml.Node:
+    """Plain mappings, sequences and scalars as YAML nodes, so the dumper never emits Python tags."""
+    kind = type(obj)
+    if kind is str or (kind is not dict and kind is not list and isinstance(obj, str)):
+        # PyYAML falls back to a quoted style by itself when a block is not possible.
+        return yaml.ScalarNode(_STR, obj, style="|" if "\n" in obj else None)
+    if kind is dict or isinstance(obj, Mapping):
+        return yaml.MappingNode(
+            _MAP, [(_node(str(k), dumper), _node(v, dumper)) for k, v in obj.items()], flow_style=False,
+        )
+    if kind is list or isinstance(obj, tuple):
+        return yaml.SequenceNode(_SEQ, [_node(v, dumper) for v in obj], flow_style=False)
+    return dumper.represent_data(obj)
 
 
 # libyaml's emitter when PyYAML has it: a large Pipeline serialises several times faster.
@@ -183,11 +229,14 @@ class _Dumper(_BaseDumper):  # type: ignore[misc, valid-type]
     def ignore_aliases(self, data: Any) -> bool:
         return True
 
-
-def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
-    # PyYAML falls back to a quoted style by itself when a block is not possible.
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _represent_str)
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+        # The emitter asks twice per scalar whether its plain form would read back as the
+        # same type; the answer depends on the text alone and Pipelines repeat their texts.
+        key = (kind, value, implicit)
+        try:
+            return self.tags_seen[key]
+        except KeyError:
+            tag = self.tags_seen[key] = _BaseDumper.resolve(self, kind, value, implicit)
+            return tag
+        except TypeError:  # not a scalar's text
+            return _BaseDumper.resolve(self, kind, value, implicit)
