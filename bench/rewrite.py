@@ -1,13 +1,19 @@
 #!/usr/bin/env python3
-"""Time to plan and rewrite a large generated Pipeline, as the controller does per request.
+"""Time and answer size of planning and rewriting large generated Pipelines.
 
-    python bench/rewrite.py [--tasks 200] [--workspaces 5] [--repeat 20] [--seed 1]
+    python bench/rewrite.py [--rounds 3] [--seed 1] [--case chain-2000-1 ...]
 
-A random DAG: each task runs after up to 3 random earlier tasks (some through result
-references instead of runAfter), binds 1-3 of the workspaces (a third of the bindings
-readOnly), a tenth of the tasks have a `when`, and 3 finally tasks. Prints the median and
-the worst of `--repeat` runs of `rewrite.rewrite_pipeline` (which builds the DAG, plans
-every workspace and rewrites), then the size of the result. Goal: under 100 ms.
+Each case is a generated Pipeline, `<shape>-<tasks>-<workspaces>`:
+- `chain`: task i runs after task i-1;
+- `random`: each task runs after up to 3 random earlier tasks (30% of the edges through
+  result references instead of runAfter).
+In both, every task binds 1-3 of the wrapped workspaces (a third of the bindings
+readOnly), a tenth of the tasks have a `when`, and 3 `finally` tasks bind one workspace
+each. Timed, per round: `rewrite_pipeline` (builds the DAG, plans every workspace, injects
+the steps) plus the YAML serialisation of the answer, as the controller does per request.
+Printed: the median and the worst round (wall clock), the median CPU time of the process
+(what the figures mean when other work shares the cores), the answer's size, its bytes
+per task, what the rewrite added per task, and whether a ResolutionRequest could hold it.
 """
 
 from __future__ import annotations
@@ -23,25 +29,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from wrapresolver import rewrite  # noqa: E402
 from wrapresolver.backends.base import get_backend  # noqa: E402
+from wrapresolver.errors import WrapError  # noqa: E402
 from wrapresolver.params import PipelineRef, RunContext, WrapRequest  # noqa: E402
-from wrapresolver.resolve import to_yaml  # noqa: E402
+from wrapresolver.resolve import check_answer_size, to_yaml  # noqa: E402
+
+CASES = [f"{shape}-{tasks}-{ws}" for shape in ("chain", "random") for tasks in (200, 2000) for ws in (1, 5)]
 
 
-def generate(tasks: int, workspaces: int, seed: int) -> dict:
+def generate(shape: str, tasks: int, workspaces: int, seed: int) -> dict:
     rng = random.Random(seed)
     names = [f"ws{i}" for i in range(workspaces)]
     out = []
     for i in range(tasks):
         bound = rng.sample(names, rng.randint(1, min(3, workspaces)))
-        t: dict = {"name": f"t{i:03d}"}
+        t: dict = {"name": f"t{i:04d}"}
         if i:
-            parents = rng.sample(range(i), min(i, rng.randint(1, 3)))
+            if shape == "chain":
+                parents = [i - 1]
+            else:
+                parents = rng.sample(range(i), min(i, rng.randint(1, 3)))
             via_results = [p for p in parents if rng.random() < 0.3]
             after = [p for p in parents if p not in via_results]
             if after:
-                t["runAfter"] = [f"t{p:03d}" for p in after]
+                t["runAfter"] = [f"t{p:04d}" for p in after]
             if via_results:
-                t["params"] = [{"name": f"in{p}", "value": f"$(tasks.t{p:03d}.results.out)"} for p in via_results]
+                t["params"] = [{"name": f"in{p}", "value": f"$(tasks.t{p:04d}.results.out)"} for p in via_results]
         if rng.random() < 0.1:
             t["when"] = [{"input": "$(params.flag)", "operator": "in", "values": ["yes"]}]
         t["workspaces"] = [{"name": w, "workspace": w} for w in bound]
@@ -65,15 +77,9 @@ def generate(tasks: int, workspaces: int, seed: int) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tasks", type=int, default=200)
-    parser.add_argument("--workspaces", type=int, default=5)
-    parser.add_argument("--repeat", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args()
-
-    pipeline = generate(args.tasks, args.workspaces, args.seed)
+def run_case(case: str, rounds: int, seed: int) -> dict:
+    shape, tasks, workspaces = case.split("-")
+    pipeline = generate(shape, int(tasks), int(workspaces), seed)
     names = tuple(w["name"] for w in pipeline["spec"]["workspaces"])
     backend = get_backend("file")
     request = WrapRequest(
@@ -81,18 +87,42 @@ def main() -> None:
         target="file:///srv/ci/$(context.pipelineRun.name)-<<workspace>>", backend="file",
         context=RunContext(name="bench", namespace="ci", uid="0000-bench"),
     )
-    times = []
-    for _ in range(args.repeat):
-        start = time.perf_counter()
+    times, cpu = [], []
+    data = b""
+    for _ in range(rounds):
+        start, start_cpu = time.perf_counter(), time.process_time()
         out = rewrite.rewrite_pipeline(pipeline, {}, request, names, backend)
+        data = to_yaml(out)
         times.append(time.perf_counter() - start)
-    start = time.perf_counter()
-    data = to_yaml(out)
-    dump = time.perf_counter() - start
-    print(f"pipeline: {args.tasks} tasks + 3 finally, {args.workspaces} wrapped workspaces, seed {args.seed}")
-    print(f"plan + rewrite: median {statistics.median(times) * 1000:.1f} ms, "
-          f"max {max(times) * 1000:.1f} ms over {args.repeat} runs (goal < 100 ms)")
-    print(f"YAML serialisation of the answer: {dump * 1000:.1f} ms, {len(data) / 1024:.0f} KiB")
+        cpu.append(time.process_time() - start_cpu)
+    try:
+        check_answer_size(data, "big")
+        fits = "yes"
+    except WrapError:
+        fits = "no"
+    count = int(tasks) + 3
+    given = len(to_yaml(pipeline))
+    return {
+        "case": case, "median": statistics.median(times), "max": max(times), "cpu": statistics.median(cpu),
+        "bytes": len(data),
+        "per_task": len(data) / count, "added_per_task": (len(data) - given) / count, "fits": fits,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--case", action="append", choices=CASES, help="one case (repeatable); default: all")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    print(f"seed {args.seed}, {args.rounds} rounds; time = rewrite_pipeline + YAML of the answer")
+    print("| case | median | max | CPU (median) | answer | bytes/task | added by the rewrite/task | fits a ResolutionRequest |")
+    print("|---|---|---|---|---|---|---|---|")
+    for case in args.case or CASES:
+        r = run_case(case, args.rounds, args.seed)
+        print(f"| {r['case']} | {r['median'] * 1000:.0f} ms | {r['max'] * 1000:.0f} ms | {r['cpu'] * 1000:.0f} ms | "
+              f"{r['bytes'] / 1024:.0f} KiB | {r['per_task']:.0f} | {r['added_per_task']:.0f} | {r['fits']} |",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -153,8 +153,8 @@ def build_dag(spec: Mapping) -> Dag:
     merge order of fan-in). Invalid graphs are Tekton's to reject too, but we must not loop
     or guess: a cycle or an unknown task is a `RewriteError`.
     """
-    tasks = [t for t in (spec.get("tasks") or []) if isinstance(t, Mapping)]
-    finally_tasks = [t for t in (spec.get("finally") or []) if isinstance(t, Mapping)]
+    tasks = [t for t in (spec.get("tasks") or []) if _is_map(t)]
+    finally_tasks = [t for t in (spec.get("finally") or []) if _is_map(t)]
     names = [str(t.get("name", "")) for t in tasks]
     known = set(names)
     position: dict[str, int] = {}
@@ -224,7 +224,7 @@ def result_references(task: Mapping) -> set[str]:
 def _strings(value: Any) -> Iterable[str]:
     if isinstance(value, str):
         yield value
-    elif isinstance(value, Mapping):
+    elif _is_map(value):
         for v in value.values():
             yield from _strings(v)
     elif isinstance(value, (list, tuple)):
@@ -331,4 +331,9 @@ def _ancestors(dag: Dag, task: str) -> Iterable[str]:
 
 
 def _all_tasks(spec: Mapping) -> list[Mapping]:
-    return [t for t in (spec.get("tasks") or []) + (spec.get("finally") or []) if isinstance(t, Mapping)]
+    return [t for t in (spec.get("tasks") or []) + (spec.get("finally") or []) if _is_map(t)]
+
+
+def _is_map(value: Any) -> bool:
+    """`isinstance(value, Mapping)`, with parsed YAML's plain dicts answered without the ABC."""
+    return type(value) is dict or isinstance(value, Mapping)

@@ -208,16 +208,28 @@ _STR, _MAP, _SEQ = "tag:yaml.org,2002:str", "tag:yaml.org,2002:map", "tag:yaml.o
 def _node(obj: Any, dumper: Any) -> yaml.Node:
     """Plain mappings, sequences and scalars as YAML nodes, so the dumper never emits Python tags."""
     kind = type(obj)
-    if kind is str or (kind is not dict and kind is not list and isinstance(obj, str)):
-        # PyYAML falls back to a quoted style by itself when a block is not possible.
-        return yaml.ScalarNode(_STR, obj, style="|" if "\n" in obj else None)
-    if kind is dict or isinstance(obj, Mapping):
-        return yaml.MappingNode(
-            _MAP, [(_node(str(k), dumper), _node(v, dumper)) for k, v in obj.items()], flow_style=False,
-        )
-    if kind is list or isinstance(obj, tuple):
-        return yaml.SequenceNode(_SEQ, [_node(v, dumper) for v in obj], flow_style=False)
+    if kind is str:
+        return _Scalar(_STR, obj, style="|" if "\n" in obj else None)
+    if kind is dict or (kind is not list and isinstance(obj, Mapping)):
+        items = []
+        for k, v in obj.items():
+            k = k if type(k) is str else str(k)
+            key = _Scalar(_STR, k, style="|" if "\n" in k else None)
+            if type(v) is str:
+                items.append((key, _Scalar(_STR, v, style="|" if "\n" in v else None)))
+            else:
+                items.append((key, _node(v, dumper)))
+        return _Mapping(_MAP, items, flow_style=False)
+    if kind is list or kind is tuple:
+        return _Sequence(_SEQ, [_node(v, dumper) for v in obj], flow_style=False)
+    if isinstance(obj, str):
+        return _Scalar(_STR, obj, style="|" if "\n" in obj else None)
+    if isinstance(obj, (list, tuple)):
+        return _Sequence(_SEQ, [_node(v, dumper) for v in obj], flow_style=False)
     return dumper.represent_data(obj)
+
+
+_Scalar, _Mapping, _Sequence = yaml.ScalarNode, yaml.MappingNode, yaml.SequenceNode
 
 
 # libyaml's emitter when PyYAML has it: a large Pipeline serialises several times faster.
@@ -232,11 +244,10 @@ class _Dumper(_BaseDumper):  # type: ignore[misc, valid-type]
     def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
         # The emitter asks twice per scalar whether its plain form would read back as the
         # same type; the answer depends on the text alone and Pipelines repeat their texts.
-        key = (kind, value, implicit)
-        try:
-            return self.tags_seen[key]
-        except KeyError:
-            tag = self.tags_seen[key] = _BaseDumper.resolve(self, kind, value, implicit)
-            return tag
-        except TypeError:  # not a scalar's text
+        if kind is not _Scalar:
             return _BaseDumper.resolve(self, kind, value, implicit)
+        key = (value, implicit)
+        tag = self.tags_seen.get(key)
+        if tag is None:
+            tag = self.tags_seen[key] = _BaseDumper.resolve(self, kind, value, implicit)
+        return tag
