@@ -22,8 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from wrapresolver import rewrite  # noqa: E402
-from wrapresolver.backends.base import get_backend  # noqa: E402
-from wrapresolver.params import PipelineRef, RunContext, WrapRequest  # noqa: E402
+from wrapresolver.backends.registry import get_backend  # noqa: E402
+from wrapresolver.core.params import PipelineRef, RunContext, WrapRequest  # noqa: E402
 from wrapresolver.resolve import to_yaml  # noqa: E402
 
 

@@ -193,8 +193,8 @@ print(json.dumps({"seconds": seconds, "rss_kb": resource.getrusage(resource.RUSA
 WRAP_CHILD = """
 import json, os, sys, threading, time
 from pathlib import Path
-from wrapresolver.backends.base import get_backend
-from wrapresolver.stepspec import WorkspaceTransfer
+from wrapresolver.backends.registry import get_backend
+from wrapresolver.core.stepspec import WorkspaceTransfer
 
 def status(pid):
     # (Name, VmHWM in kB) from /proc/PID/status; VmHWM belongs to the current image only,
@@ -416,7 +416,7 @@ def push_pull(ws: Path, work: Path, raw: int, remote: Remote) -> list[Row]:
 
 
 def _spec(task: str, remote: Remote, inputs: tuple[str, ...]) -> str:
-    from wrapresolver.stepspec import ProducerNode, WorkspaceTransfer
+    from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
 
     graph = {"a": ProducerNode(), "b": ProducerNode(("a",), 1)}
     return WorkspaceTransfer(
@@ -485,7 +485,7 @@ def _wait_listening(process: subprocess.Popen, port: int, what: str, log: Path) 
 
 def _options(backend: str, options: dict) -> dict:
     """The backend's options plus zstd layers where the backend compresses."""
-    from wrapresolver.backends.base import get_backend
+    from wrapresolver.backends.registry import get_backend
 
     if "compression" in get_backend(backend).options:
         return {**options, "compression": "zstd"}

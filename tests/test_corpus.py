@@ -21,7 +21,7 @@ import yaml
 from tests import tekton_rules
 from tests.test_rewrite import strip_rewrite
 from wrapresolver.errors import WrapError
-from wrapresolver.params import RunContext
+from wrapresolver.core.params import RunContext
 from wrapresolver.resolve import resolve
 from wrapresolver.sources import FileSource
 

@@ -2,7 +2,7 @@ import pytest
 
 from wrapresolver.errors import RewriteError
 from wrapresolver.plan import Binding, build_dag, plan_workspace, result_references
-from wrapresolver.stepspec import ProducerNode
+from wrapresolver.core.stepspec import ProducerNode
 
 
 def task(name, run_after=(), binds=True, read_only=False, when=None, params=None, matrix=None):

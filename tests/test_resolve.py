@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from wrapresolver.errors import RewriteError, SourceError, WrapError
-from wrapresolver.params import RunContext
+from wrapresolver.core.params import RunContext
 from wrapresolver.resolve import resolve, to_yaml
 from wrapresolver.sources import Fetched, FileSource
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 from wrapresolver.errors import RewriteError
-from wrapresolver.stepspec import ProducerNode
+from wrapresolver.core.stepspec import ProducerNode
 
 _TASK_REF_RE = re.compile(r"\$\(tasks\.([a-z0-9]([-a-z0-9]*[a-z0-9])?)\.(?:results|matrix)\b")
 

@@ -75,7 +75,7 @@ def render(
     """The rewritten Pipeline as YAML bytes; raises `WrapError` like the controller would."""
     import asyncio
 
-    from wrapresolver.params import RunContext, config_key
+    from wrapresolver.core.params import RunContext, config_key
     from wrapresolver.resolve import resolve
     from wrapresolver.sources import FileSource
 

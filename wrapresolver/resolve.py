@@ -15,9 +15,9 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from wrapresolver import rewrite
-from wrapresolver.backends.base import get_backend
+from wrapresolver.backends.registry import REGISTRY
 from wrapresolver.errors import RewriteError, SourceError, WrapError
-from wrapresolver.params import RunContext, check_targets, parse_request, wrapped_workspaces
+from wrapresolver.core.params import RunContext, check_targets, parse_request, wrapped_workspaces
 from wrapresolver.sources import Fetched, Source
 
 CONTENT_TYPE = "application/x-yaml"
@@ -48,13 +48,13 @@ async def resolve(
     Raises `WrapError` for anything the author can fix. Exceptions a `Source` raises that
     are not `WrapError`s (an API server hiccup) pass through, so the caller can retry them.
     """
-    request = parse_request(params, config, context)
+    request = parse_request(params, config, context, REGISTRY)
     fetched = await source.pipeline(request.pipelineref, context.namespace)
     pipeline = fetched.obj
     _check_pipeline(pipeline, request.pipelineref.name or request.pipelineref.resolver)
 
     workspaces = wrapped_workspaces(request, pipeline)
-    backend = get_backend(request.backend)
+    backend = REGISTRY.by_name(request.backend)
     check_targets(request, workspaces, backend)
 
     pipeline_name = _name(pipeline)

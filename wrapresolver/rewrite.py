@@ -25,11 +25,12 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from wrapresolver import plan as planning
-from wrapresolver.backends.base import Backend, StepRequirements
+from wrapresolver.core.backend import Backend
+from wrapresolver.core.values import StepRequirements
 from wrapresolver.errors import RewriteError
-from wrapresolver.params import WrapRequest
-from wrapresolver.stepspec import WorkspaceTransfer
-from wrapresolver.template import expand_target, run_id
+from wrapresolver.core.params import WrapRequest
+from wrapresolver.core.stepspec import WorkspaceTransfer
+from wrapresolver.core.template import expand_target, run_id
 
 FETCH_STEP = "wrap-fetch"
 STORE_STEP = "wrap-store"

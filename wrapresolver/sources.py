@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Protocol, Sequence
 
 from wrapresolver.errors import SourceError
-from wrapresolver.params import PipelineRef
+from wrapresolver.core.params import PipelineRef
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from wrapresolver.controller.cluster_source import ClusterSource
 from wrapresolver.controller.config import LiveConfig
 from wrapresolver.controller.kube import PIPELINERUNS, RESOLUTION_REQUESTS, Kube, KubeError
 from wrapresolver.errors import WrapError
-from wrapresolver.params import RunContext
+from wrapresolver.core.params import RunContext
 
 log = logging.getLogger("wrapresolver.controller")
 RETRY_DELAYS = (0.2, 0.5, 1, 2, 4, 8)

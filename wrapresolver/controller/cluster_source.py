@@ -21,7 +21,7 @@ import yaml
 from wrapresolver.controller.config import Settings
 from wrapresolver.controller.kube import PIPELINES, RESOLUTION_REQUESTS, TASKS, Kube, KubeError, Resource
 from wrapresolver.errors import SourceError
-from wrapresolver.params import PipelineRef
+from wrapresolver.core.params import PipelineRef
 from wrapresolver.sources import Fetched
 
 TYPE_LABEL = "resolution.tekton.dev/type"

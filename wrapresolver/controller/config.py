@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from wrapresolver.controller.kube import CONFIGMAPS, Kube
-from wrapresolver.params import (
+from wrapresolver.core.params import (
     CONFIG_ALLOWED_NAMESPACES,
     CONFIG_BLOCKED_NAMESPACES,
     CONFIG_LOG_LEVEL,

@@ -44,9 +44,10 @@ from typing import Callable, Iterator, Mapping
 
 import pytest
 
-from wrapresolver.backends.base import Backend, WorkspaceStore, get_backend
+from wrapresolver.backends.registry import get_backend
+from wrapresolver.transfer.steps import Steps, open_steps
 from wrapresolver.errors import NotFoundError
-from wrapresolver.stepspec import ProducerNode, WorkspaceTransfer
+from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
 
 __all__ = ["BackendConformance", "ConformanceTarget", "tree_of", "write_tricky_tree"]
 
@@ -130,9 +131,8 @@ class _Pipeline:
             options=dict(self.setup.options), **extra,
         )
 
-    def open(self) -> WorkspaceStore:
-        backend: Backend = get_backend(self.setup.backend)
-        return backend.open(self.target, dict(self.setup.options))
+    def open(self) -> Steps:
+        return open_steps(get_backend(self.setup.backend), self.target, dict(self.setup.options))
 
     def task(
         self, name: str, inputs: tuple[str, ...] = (), work: Callable[[Path], None] = lambda d: None,
@@ -353,15 +353,12 @@ class BackendConformance:
 
 _STORE_IN_A_CHILD = """
 import pathlib, sys
-from wrapresolver.backends.base import get_backend
-from wrapresolver.stepspec import WorkspaceTransfer
+from wrapresolver.backends.registry import get_backend
+from wrapresolver.core.stepspec import WorkspaceTransfer
+from wrapresolver.transfer.steps import open_steps
 spec = WorkspaceTransfer.from_json(sys.argv[1])
-handle = get_backend(spec.backend).open(spec.target, spec.options)
+handle = open_steps(get_backend(spec.backend), spec.target, spec.options)
 print("storing", flush=True)
 handle.store(spec, pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3]))
 """
 
-
-def iter_entries(root: Path) -> Iterator[Path]:  # pragma: no cover - convenience for plugins
-    """Every path under `root`, sorted: handy for plugin authors' own assertions."""
-    yield from sorted(root.rglob("*"))

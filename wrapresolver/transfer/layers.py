@@ -22,7 +22,8 @@ from typing import Callable, Iterable
 
 import zstandard
 
-from wrapresolver.backends.base import BlobStore, Descriptor
+from wrapresolver.backends.base import BlobStore
+from wrapresolver.core.values import Descriptor
 from wrapresolver.transfer import oci_image
 from wrapresolver.transfer.streams import BoundedPipe, PipeClosed
 from wrapresolver.transfer.tarwriter import DIRECTORY, HARDLINK, REGULAR, SYMLINK, TarWriter, header

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 from wrapresolver.errors import DiskFullError, TransferError, WrapError
-from wrapresolver.stepspec import WorkspaceTransfer
+from wrapresolver.core.stepspec import WorkspaceTransfer
 
 
 @contextmanager

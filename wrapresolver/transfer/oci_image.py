@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from wrapresolver.backends.base import Descriptor, sha256_digest
+from wrapresolver.core.values import Descriptor, Layer, State, sha256_digest
 from wrapresolver.errors import IntegrityError, NotFoundError
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -38,22 +38,6 @@ DEFAULT_COMPRESSION = "zstd"
 ANNOTATION_WORKSPACE = "dev.wrapresolver.workspace"
 ANNOTATION_RUN = "dev.wrapresolver.run"
 ANNOTATION_TASK = "dev.wrapresolver.task"
-
-
-@dataclass(frozen=True)
-class Layer:
-    """One layer of a state: where its blob is and the digest of its uncompressed tar."""
-
-    descriptor: Descriptor
-    diff_id: str
-
-
-@dataclass(frozen=True)
-class State:
-    """A stored workspace state: its layers, bottom first."""
-
-    layers: tuple[Layer, ...] = ()
-    annotations: Mapping[str, str] = field(default_factory=dict)
 
 
 def layer_media_type(compression: str) -> str:

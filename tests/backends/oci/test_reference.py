@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from wrapresolver.backends.base import get_backend
+from wrapresolver.backends.registry import get_backend
 from wrapresolver.backends.oci import AUTH_MOUNT, CA_MOUNT, Reference, parse_reference
 from wrapresolver.errors import ParamError
 
