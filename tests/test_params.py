@@ -1,7 +1,6 @@
 import pytest
 
 from wrapresolver.backends.registry import REGISTRY
-from wrapresolver.errors import ParamError
 from wrapresolver.core.params import (
     DEFAULT_STEP_IMAGE,
     PipelineRef,
@@ -10,6 +9,7 @@ from wrapresolver.core.params import (
     parse_request,
     wrapped_workspaces,
 )
+from wrapresolver.errors import ParamError
 
 CONTEXT = RunContext(name="run-1", namespace="ci", uid="u-1")
 

@@ -1,8 +1,8 @@
 import pytest
 
+from wrapresolver.core.stepspec import ProducerNode
 from wrapresolver.errors import RewriteError
 from wrapresolver.plan import Binding, build_dag, plan_workspace, result_references
-from wrapresolver.core.stepspec import ProducerNode
 
 
 def task(name, run_after=(), binds=True, read_only=False, when=None, params=None, matrix=None):

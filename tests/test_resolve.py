@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from wrapresolver.errors import RewriteError, SourceError, WrapError
 from wrapresolver.core.params import RunContext
+from wrapresolver.errors import RewriteError, SourceError, WrapError
 from wrapresolver.resolve import resolve, to_yaml
 from wrapresolver.sources import Fetched, FileSource
 

@@ -13,11 +13,12 @@ changes), so fetching more would apply the same layers twice.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
-from wrapresolver.errors import RewriteError
 from wrapresolver.core.stepspec import ProducerNode
+from wrapresolver.errors import RewriteError
 
 _TASK_REF_RE = re.compile(r"\$\(tasks\.([a-z0-9]([-a-z0-9]*[a-z0-9])?)\.(?:results|matrix)\b")
 

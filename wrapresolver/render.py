@@ -12,8 +12,9 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 PIPELINEREF_PARAM = "pipelineref"
 RESOLVER_NAME = "wrap"

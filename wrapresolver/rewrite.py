@@ -21,16 +21,17 @@ from __future__ import annotations
 import copy
 import json
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from wrapresolver import plan as planning
 from wrapresolver.core.backend import Backend
-from wrapresolver.core.values import StepRequirements
-from wrapresolver.errors import RewriteError
 from wrapresolver.core.params import WrapRequest
 from wrapresolver.core.stepspec import WorkspaceTransfer
 from wrapresolver.core.template import expand_target, run_id
+from wrapresolver.core.values import StepRequirements
+from wrapresolver.errors import RewriteError
 
 FETCH_STEP = "wrap-fetch"
 STORE_STEP = "wrap-store"

@@ -7,19 +7,25 @@ import io
 import json
 import socket
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from tests.fixtures.gcsserver import GCSEmulator
-from wrapresolver.backends.registry import get_backend
 from wrapresolver.backends.gcs import (
-    CHUNK, CREDENTIALS_ENV, GCSStore, GCSTarget, SECRET_KEY, connect, parse_target,
+    CHUNK,
+    CREDENTIALS_ENV,
+    SECRET_KEY,
+    GCSStore,
+    GCSTarget,
+    connect,
+    parse_target,
 )
-from wrapresolver.errors import AuthError, NetworkError, NotFoundError, ParamError
+from wrapresolver.backends.registry import get_backend
 from wrapresolver.core.refs import producer_ref
 from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
+from wrapresolver.errors import AuthError, NetworkError, NotFoundError, ParamError
 from wrapresolver.testing.conformance import BackendConformance, ConformanceTarget
 from wrapresolver.transfer import engine, oci_image
 

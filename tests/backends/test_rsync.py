@@ -7,8 +7,8 @@ import os
 import shutil
 import stat
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -16,11 +16,11 @@ from tests.fixtures.rsyncd import RsyncDaemon, free_port
 from wrapresolver.backends.registry import backend_for_scheme, get_backend
 from wrapresolver.backends.rsync import BACKEND, parse_target
 from wrapresolver.backends.rsync.store import RsyncStore
-from wrapresolver.errors import AuthError, NetworkError, NotFoundError, ParamError
 from wrapresolver.core.refs import producer_ref
 from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
-from wrapresolver.transfer.steps import Steps
+from wrapresolver.errors import AuthError, NetworkError, NotFoundError, ParamError
 from wrapresolver.testing.conformance import BackendConformance, ConformanceTarget
+from wrapresolver.transfer.steps import Steps
 
 RUN = "7d1e9a44-run"
 

@@ -13,14 +13,20 @@ import pytest
 from tests.fixtures.sshd import SshServer, free_port
 from wrapresolver.backends.registry import backend_for_scheme
 from wrapresolver.backends.rsync import (
-    BACKEND, KNOWN_HOSTS_MOUNT, SSH_KEY_ENV, SSH_KEY_MOUNT, SSH_KNOWN_HOSTS_ENV, SshSettings, parse_target,
+    BACKEND,
+    KNOWN_HOSTS_MOUNT,
+    SSH_KEY_ENV,
+    SSH_KEY_MOUNT,
+    SSH_KNOWN_HOSTS_ENV,
+    SshSettings,
+    parse_target,
 )
 from wrapresolver.backends.rsync.store import RsyncStore
-from wrapresolver.errors import AuthError, NetworkError, NotFoundError, ParamError
 from wrapresolver.core.refs import producer_ref
 from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
-from wrapresolver.transfer.steps import Steps
+from wrapresolver.errors import AuthError, NetworkError, NotFoundError, ParamError
 from wrapresolver.testing.conformance import BackendConformance, ConformanceTarget
+from wrapresolver.transfer.steps import Steps
 
 RUN = "5c2f0b17-run"
 

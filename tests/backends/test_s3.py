@@ -8,18 +8,19 @@ import json
 import os
 import threading
 import uuid
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
 from tests.fixtures.s3server import S3Server
 from wrapresolver.backends.registry import get_backend
 from wrapresolver.backends.s3 import PART_SIZE, S3Store, S3Target, parse_target
-from wrapresolver.errors import AuthError, NetworkError, NotFoundError, ParamError
 from wrapresolver.core.refs import producer_ref
 from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
+from wrapresolver.errors import AuthError, NetworkError, NotFoundError, ParamError
+from wrapresolver.testing.conformance import BackendConformance, ConformanceTarget
 from wrapresolver.transfer import engine, oci_image
 
 RUN = "7d1e-run"
@@ -430,8 +431,6 @@ def test_a_server_error_that_persists_is_a_network_error_naming_the_key(credenti
 
 
 # ---- conformance kit ----
-
-from wrapresolver.testing.conformance import BackendConformance, ConformanceTarget  # noqa: E402
 
 
 class TestS3Conformance(BackendConformance):

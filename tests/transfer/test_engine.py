@@ -8,15 +8,15 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
 from wrapresolver.backends.file import LayoutStore
-from wrapresolver.errors import DiskFullError, IntegrityError, NotFoundError
 from wrapresolver.core.refs import producer_ref
 from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
+from wrapresolver.errors import DiskFullError, IntegrityError, NotFoundError
 from wrapresolver.transfer import engine, oci_image, runner
 
 RUN = "3f2c0d5e-run"
@@ -67,7 +67,7 @@ def files(root: Path) -> dict[str, str]:
 
 
 def layers_of(store: LayoutStore, ref: str) -> list[str]:
-    return [l["digest"] for l in json.loads(store.get_manifest(ref))["layers"]]
+    return [layer["digest"] for layer in json.loads(store.get_manifest(ref))["layers"]]
 
 
 def blob_count(store: LayoutStore) -> int:

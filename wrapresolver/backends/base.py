@@ -24,7 +24,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, Protocol
 
 from wrapresolver.core.backend import Backend
 from wrapresolver.core.stepspec import WorkspaceTransfer
@@ -37,11 +37,18 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "TEKTON_VARIABLE", "Backend", "BlobStore", "Descriptor", "Input", "Moved",
-    "StepRequirements", "Tick", "TransferReport", "WorkspaceStore",
+    "Reader", "StepRequirements", "Tick", "TransferReport", "WorkspaceStore",
 ]
 
 Tick = Callable[[int, int], None]
 """Progress callback of a long transfer: (files so far, bytes so far)."""
+
+
+class Reader(Protocol):
+    """What `put_blob` reads from: a binary file, a pipe, a stream adapter."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
 
 
 class BlobStore(ABC):
@@ -61,7 +68,7 @@ class BlobStore(ABC):
     def blob_exists(self, digest: str) -> bool: ...
 
     @abstractmethod
-    def put_blob(self, reader: BinaryIO, media_type: str) -> Descriptor:
+    def put_blob(self, reader: Reader, media_type: str) -> Descriptor:
         """Stream `reader` to a new blob; return its descriptor (sha256 computed on the fly).
 
         Never buffer the whole blob in memory. The blob must not become visible under its

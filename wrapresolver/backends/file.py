@@ -18,9 +18,10 @@ import re
 import tempfile
 import threading
 import uuid
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Iterator, Mapping
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
 from wrapresolver.backends.base import Backend
@@ -61,7 +62,7 @@ class FileBackend(Backend):
     def validate_target(self, target: str) -> None:
         parse_target(target)
 
-    def open(self, target: str, options: Mapping[str, str]) -> "LayoutStore":
+    def open(self, target: str, options: Mapping[str, str]) -> LayoutStore:
         root, tag = parse_target(target)
         store = LayoutStore(root, tag)
         store.options = dict(options)

@@ -28,15 +28,20 @@ from __future__ import annotations
 import io
 import os
 import re
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from wrapresolver.backends.base import TEKTON_VARIABLE, Backend, StepRequirements
 from wrapresolver.backends.objectstore import ObjectStore
 from wrapresolver.errors import (
-    AuthError, NetworkError, NotFoundError, ParamError, TransferError,
+    AuthError,
+    NetworkError,
+    NotFoundError,
+    ParamError,
+    TransferError,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -185,7 +190,7 @@ class GCSBackend(Backend):
             volume_mounts=({"name": SECRET_VOLUME, "mountPath": SECRET_MOUNT, "readOnly": True},),
         )
 
-    def open(self, target: str, options: Mapping[str, str]) -> "GCSStore":
+    def open(self, target: str, options: Mapping[str, str]) -> GCSStore:
         store = connect(target, options)
         store.options = dict(options)
         return store
@@ -193,7 +198,7 @@ class GCSBackend(Backend):
 
 def connect(
     target: str, options: Mapping[str, str], *, retry_deadline: float = RETRY_DEADLINE
-) -> "GCSStore":
+) -> GCSStore:
     """A store for `target`; `retry_deadline` bounds how long transient failures are retried."""
     from google.cloud.storage.retry import DEFAULT_RETRY
 
@@ -202,7 +207,7 @@ def connect(
     return GCSStore(client, where, DEFAULT_RETRY.with_timeout(retry_deadline), _auth_hint(options))
 
 
-def _client(options: Mapping[str, str], where: GCSTarget) -> "Client":
+def _client(options: Mapping[str, str], where: GCSTarget) -> Client:
     from google.auth.exceptions import DefaultCredentialsError
     from google.cloud import storage
 
@@ -243,16 +248,16 @@ class GCSStore(ObjectStore):
 
     target_ref = "latest"
 
-    def __init__(self, client: "Client", where: GCSTarget, retry: Any, auth_hint: str) -> None:
+    def __init__(self, client: Client, where: GCSTarget, retry: Any, auth_hint: str) -> None:
         self.client = client
         self.where = where
         self.retry = retry
         self.auth_hint = auth_hint
-        self.bucket: "Bucket" = client.bucket(where.bucket)
+        self.bucket: Bucket = client.bucket(where.bucket)
         self._bucket_seen = False
 
     # ---- naming ----
-    def _blob(self, relative: str) -> "Blob":
+    def _blob(self, relative: str) -> Blob:
         return self.bucket.blob(self.where.object_name(relative), chunk_size=CHUNK)
 
     # ---- errors ----
@@ -272,7 +277,7 @@ class GCSStore(ObjectStore):
                 # Resumable uploads report HTTP failures in their own type; re-raise as the
                 # matching api_core error so one mapping below serves every call.
                 raise api.from_http_status(_status_of(exc), _short(exc)) from exc
-        except Exception as exc:  # noqa: BLE001 - translated or re-raised unchanged
+        except Exception as exc:  # translated or re-raised unchanged
             translated = self._translate(exc, action)
             if translated is exc:
                 raise
@@ -316,7 +321,7 @@ class GCSStore(ObjectStore):
             exists = self.bucket.exists(retry=self.retry)
         except (api.Forbidden, api.Unauthorized):
             exists = True
-        except Exception:  # noqa: BLE001 - cannot tell; the caller reports the original 404
+        except Exception:  # cannot tell; the caller reports the original 404
             return
         if not exists:
             raise NotFoundError(
@@ -432,7 +437,7 @@ def _media_errors() -> tuple[type[BaseException], ...]:
     try:
         from google.cloud.storage.exceptions import InvalidResponse
     except ImportError:  # pragma: no cover - google-cloud-storage 2.x
-        from google.resumable_media.common import InvalidResponse  # type: ignore[no-redef]
+        from google.resumable_media.common import InvalidResponse
     return (InvalidResponse,)
 
 
@@ -449,7 +454,7 @@ def _short(exc: BaseException) -> str:
 def _quietly(action: Any) -> None:
     try:
         action()
-    except Exception:  # noqa: BLE001 - cleanup must not hide the real outcome
+    except Exception:  # cleanup must not hide the real outcome
         pass
 
 

@@ -24,9 +24,8 @@ import io
 import uuid
 from abc import abstractmethod
 from collections.abc import Iterator
-from typing import BinaryIO
 
-from wrapresolver.backends.base import BlobStore
+from wrapresolver.backends.base import BlobStore, Reader
 from wrapresolver.core.refs import is_valid_tag
 from wrapresolver.core.values import Descriptor, is_sha256_digest, sha256_digest
 from wrapresolver.errors import IntegrityError, NotFoundError, TransferError
@@ -104,7 +103,7 @@ class ObjectStore(BlobStore):
     def blob_exists(self, digest: str) -> bool:
         return self.exists(self.blob_key(digest))
 
-    def put_blob(self, reader: BinaryIO, media_type: str) -> Descriptor:
+    def put_blob(self, reader: Reader, media_type: str) -> Descriptor:
         """Upload under a staging name while hashing, then move it under its digest."""
         self.prepare()
         hashing = HashingReader(reader)

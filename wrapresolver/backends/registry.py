@@ -25,7 +25,7 @@ ENTRY_POINT_GROUP = "wrapresolver.backends"
 SCHEME_GROUP = "wrapresolver.schemes"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _group(group: str) -> tuple[EntryPoint, ...]:
     """A group's entry points, read once per process.
 
@@ -36,7 +36,7 @@ def _group(group: str) -> tuple[EntryPoint, ...]:
     return tuple(entry_points(group=group))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load(entry: EntryPoint) -> Backend:
     loaded = entry.load()
     if not isinstance(loaded, Backend):

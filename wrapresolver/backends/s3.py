@@ -26,15 +26,20 @@ import io
 import ipaddress
 import os
 import re
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from wrapresolver.backends.base import TEKTON_VARIABLE, Backend, StepRequirements
 from wrapresolver.backends.objectstore import ObjectStore
 from wrapresolver.errors import (
-    AuthError, NetworkError, NotFoundError, ParamError, TransferError,
+    AuthError,
+    NetworkError,
+    NotFoundError,
+    ParamError,
+    TransferError,
 )
 
 PART_SIZE = 8 << 20
@@ -80,7 +85,7 @@ class S3Options:
     path_style: bool = False
 
     @classmethod
-    def from_options(cls, options: Mapping[str, str]) -> "S3Options":
+    def from_options(cls, options: Mapping[str, str]) -> S3Options:
         return cls(
             endpoint=options.get("endpoint") or None,
             region=options.get("region") or None,
@@ -175,7 +180,7 @@ class S3Backend(Backend):
         env.append(_secret_env(secret, SESSION_TOKEN, optional=True))
         return StepRequirements(env=tuple(env))
 
-    def open(self, target: str, options: Mapping[str, str]) -> "S3Store":
+    def open(self, target: str, options: Mapping[str, str]) -> S3Store:
         store = S3Store(parse_target(target), S3Options.from_options(options))
         store.options = dict(options)
         return store
@@ -219,7 +224,7 @@ class S3Store(ObjectStore):
             yield
         except TransferError:
             raise
-        except Exception as exc:  # noqa: BLE001 - translated or re-raised below
+        except Exception as exc:  # translated or re-raised below
             translated = self._translate(exc, action, key)
             if translated is None:
                 raise

@@ -14,14 +14,14 @@ import asyncio
 import base64
 import hashlib
 import json
-from typing import Mapping
+from collections.abc import Mapping
 
 import yaml
 
 from wrapresolver.controller.config import Settings
 from wrapresolver.controller.kube import PIPELINES, RESOLUTION_REQUESTS, TASKS, Kube, KubeError, Resource
-from wrapresolver.errors import SourceError
 from wrapresolver.core.params import PipelineRef
+from wrapresolver.errors import SourceError
 from wrapresolver.sources import Fetched
 
 TYPE_LABEL = "resolution.tekton.dev/type"
@@ -153,8 +153,8 @@ class ClusterSource:
         for attempt in range(1_000_000):
             child = await self.kube.get(RESOLUTION_REQUESTS, namespace, name)
             status = (child or {}).get("status") or {}
-            if status.get("data"):
-                return child  # type: ignore[return-value]
+            if child is not None and status.get("data"):
+                return child
             failed = next((c for c in status.get("conditions") or []
                            if c.get("type") == "Succeeded" and c.get("status") == "False"), None)
             if failed:

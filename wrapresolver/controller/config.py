@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from wrapresolver.controller.kube import CONFIGMAPS, Kube
 from wrapresolver.core.params import (
@@ -55,7 +55,7 @@ class Settings:
     resource_version: str = ""
 
     @classmethod
-    def from_configmap(cls, configmap: Mapping | None) -> "Settings":
+    def from_configmap(cls, configmap: Mapping | None) -> Settings:
         data = {str(k): str(v) for k, v in ((configmap or {}).get("data") or {}).items()}
         timeout = DEFAULT_RESOLUTION_TIMEOUT
         if data.get(CONFIG_RESOLUTION_TIMEOUT, "").strip():

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Mapping, Protocol
+from collections.abc import Mapping
+from typing import Any, ClassVar, Protocol
 
 from wrapresolver.core.values import TEKTON_VARIABLE, StepRequirements
 from wrapresolver.errors import ParamError

@@ -7,15 +7,14 @@ nowhere else.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import yaml
 
 from wrapresolver.core.backend import Backend, Backends
 from wrapresolver.core.template import expand_target, has_workspace_placeholder, split_scheme
 from wrapresolver.errors import ParamError
-
 
 # ---- param names (DESIGN §4.1) ----
 PARAM_PIPELINEREF = "pipelineref"
@@ -354,9 +353,9 @@ def _backend_options(backend: Backend, given: Mapping[str, object], config: Mapp
             name = key[len(CONFIG_DEFAULT_PREFIX):]
             if name not in CORE_PARAMS and name in backend.options and str(value).strip():
                 options[name] = str(value).strip()
-    for name, value in given.items():
+    for name, raw in given.items():
         if name not in CORE_PARAMS:
-            options[name] = _string(name, value)
+            options[name] = _string(name, raw)
     return backend.validate_options(options)
 
 

@@ -15,8 +15,9 @@ defaults, never renamed.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Mapping, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -92,7 +93,7 @@ class WorkspaceTransfer:
         return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
-    def from_json(cls, text: str) -> "WorkspaceTransfer":
+    def from_json(cls, text: str) -> WorkspaceTransfer:
         data: dict[str, Any] = json.loads(text)
         version = data.pop("v", SPEC_VERSION)
         if version > SPEC_VERSION:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 TEKTON_VARIABLE = re.compile(r"\$\([^)]*\)")
 """`$(context.pipelineRun.name)`, `$(params.x)`: filled in by Tekton after resolution, so
@@ -21,7 +22,7 @@ SHA256_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 """The only digest algorithm the stores write and accept."""
 
 
-def sha256_digest(data: bytes) -> str:
+def sha256_digest(data: bytes | bytearray | memoryview) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 

@@ -38,16 +38,16 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
 
 import pytest
 
 from wrapresolver.backends.registry import get_backend
-from wrapresolver.transfer.steps import Steps, open_steps
-from wrapresolver.errors import NotFoundError
 from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
+from wrapresolver.errors import NotFoundError
+from wrapresolver.transfer.steps import Steps, open_steps
 
 __all__ = ["BackendConformance", "ConformanceTarget", "tree_of", "write_tricky_tree"]
 
@@ -135,7 +135,7 @@ class _Pipeline:
         return open_steps(get_backend(self.setup.backend), self.target, dict(self.setup.options))
 
     def task(
-        self, name: str, inputs: tuple[str, ...] = (), work: Callable[[Path], None] = lambda d: None,
+        self, name: str, inputs: tuple[str, ...] = (), work: Callable[[Path], object] = lambda d: None,
         *, store: bool = True, **extra,
     ) -> Path:
         """Fetch, run `work` on the workspace, store. Returns the workspace directory."""
@@ -157,9 +157,10 @@ class _Pipeline:
         return self.task(name, inputs, store=False, **extra)
 
 
-def _write(path: Path, text: str) -> None:
+def _write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+    return path
 
 
 class BackendConformance:
@@ -311,7 +312,7 @@ class BackendConformance:
             try:
                 run.task("clone", work=lambda ws: _write(ws / "who", f"run {i}\n"))
                 run.task("build", ("clone",), work=lambda ws: _write(ws / f"only-{i}", "x\n"))
-            except BaseException as exc:  # noqa: BLE001 - re-raised below
+            except BaseException as exc:  # re-raised below
                 errors.append(exc)
 
         threads = [threading.Thread(target=go, args=(i, run)) for i, run in enumerate(runs)]

@@ -24,13 +24,14 @@ import argparse
 import sys
 import threading
 import traceback
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
-from wrapresolver.errors import ParamError, TransferError, WrapError
 from wrapresolver.core.stepspec import WorkspaceTransfer
 from wrapresolver.core.values import TransferReport
+from wrapresolver.errors import ParamError, TransferError, WrapError
 
 USAGE_ERROR = 2
 _print_lock = threading.Lock()
@@ -93,7 +94,7 @@ def run_injected(action: str, specs: Sequence[WorkspaceTransfer], state_dir: Pat
         except WrapError as exc:
             say(f"wrap {action} {spec.workspace}: error: {exc}", sys.stderr)
             return getattr(exc, "exit_code", 1)
-        except Exception:  # noqa: BLE001 - a bug: show it whole, fail the step
+        except Exception:  # a bug: show it whole, fail the step
             say(f"wrap {action} {spec.workspace}: unexpected error:\n{traceback.format_exc()}", sys.stderr)
             return 1
         say(report.line())

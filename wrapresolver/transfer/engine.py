@@ -109,7 +109,7 @@ def resolve_inputs(store: BlobStore, spec: WorkspaceTransfer) -> Resolution:
                 f"push it first or fix the `base` param"
             )
         detail = "; ".join([f"from base {spec.base}", *notes])
-        return Resolution(state.layers, {l.descriptor.digest: base_store for l in state.layers}, base_store, detail)
+        return Resolution(state.layers, {layer.descriptor.digest: base_store for layer in state.layers}, base_store, detail)
     return Resolution(detail="; ".join(["empty", *notes]))
 
 

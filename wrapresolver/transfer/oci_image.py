@@ -8,8 +8,7 @@ is the engine's job.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from typing import Mapping
+from collections.abc import Mapping
 
 from wrapresolver.core.values import Descriptor, Layer, State, sha256_digest
 from wrapresolver.errors import IntegrityError, NotFoundError
@@ -134,7 +133,7 @@ def state_from(manifest: dict, config_bytes: bytes, where: str) -> State:
             f"for {len(raw_layers)} layers"
         )
     layers = []
-    for raw, diff_id in zip(raw_layers, diff_ids):
+    for raw, diff_id in zip(raw_layers, diff_ids, strict=True):
         desc = Descriptor.from_dict(raw)
         desc = Descriptor(normalise_layer_type(desc.media_type), desc.digest, desc.size, desc.annotations)
         if desc.media_type not in LAYER_TYPES:

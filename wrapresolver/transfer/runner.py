@@ -130,8 +130,9 @@ def store(
     with os_errors("storing", spec.workspace, src):
         found = read_record(state_dir, spec)
         after = snapshot.take(src)
+        before: dict[str, snapshot.Entry] = {}
+        record: Mapping[str, Any] | None = None
         if found is None:
-            record, before = None, {}
             changes = snapshot.Changes(tuple(after), ())
         else:
             record, before = found

@@ -11,7 +11,7 @@ producing the same bytes as `tarfile` for every kind of entry and name. Reading 
 from __future__ import annotations
 
 import os
-from typing import BinaryIO
+from typing import Protocol
 
 BLOCK = 512
 RECORD = 20 * BLOCK
@@ -117,6 +117,12 @@ def _padded(data: bytes) -> bytes:
     return data + bytes(BLOCK - remainder) if remainder else data
 
 
+class ReadInto(Protocol):
+    """A source of entry data: a file opened unbuffered (`readinto` avoids a copy)."""
+
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
+
+
 class TarWriter:
     """Writes entries to a file-like `sink`; `close()` writes the end-of-archive blocks."""
 
@@ -129,7 +135,7 @@ class TarWriter:
         self._sink.write(data)
         self._offset += len(data)
 
-    def add(self, head: bytes, data: BinaryIO | None = None, size: int = 0) -> None:
+    def add(self, head: bytes, data: ReadInto | None = None, size: int = 0) -> None:
         """One entry: its header bytes, then exactly `size` bytes of `data`, padded."""
         self._write(head)
         if data is None or size == 0:

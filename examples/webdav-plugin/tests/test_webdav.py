@@ -15,7 +15,13 @@ from wrapresolver.errors import AuthError, DiskFullError, NetworkError, NotFound
 from wrapresolver.testing.conformance import BackendConformance, ConformanceTarget
 from wrapresolver.transfer import engine
 from wrapresolver_webdav import (
-    BACKEND, PASSWORD_ENV, USERNAME_ENV, Credentials, WebdavStore, WebdavTarget, parse_target,
+    BACKEND,
+    PASSWORD_ENV,
+    USERNAME_ENV,
+    Credentials,
+    WebdavStore,
+    WebdavTarget,
+    parse_target,
 )
 
 if TYPE_CHECKING:
@@ -24,7 +30,7 @@ if TYPE_CHECKING:
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
-def store_for(server: "DavServer", target: str | None = None, password: str | None = None) -> WebdavStore:
+def store_for(server: DavServer, target: str | None = None, password: str | None = None) -> WebdavStore:
     credentials = Credentials(server.username, server.password if password is None else password)
     return WebdavStore(parse_target(target or server.fresh_target()), credentials)
 

@@ -32,7 +32,12 @@ from urllib.parse import quote
 from wrapresolver.backends.base import TEKTON_VARIABLE, Backend, StepRequirements
 from wrapresolver.backends.objectstore import ObjectStore
 from wrapresolver.errors import (
-    AuthError, DiskFullError, NetworkError, NotFoundError, ParamError, TransferError,
+    AuthError,
+    DiskFullError,
+    NetworkError,
+    NotFoundError,
+    ParamError,
+    TransferError,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -169,7 +174,7 @@ class WebdavBackend(Backend):
         )
         return StepRequirements(env=env)
 
-    def open(self, target: str, options: Mapping[str, str]) -> "WebdavStore":
+    def open(self, target: str, options: Mapping[str, str]) -> WebdavStore:
         return WebdavStore(parse_target(target), Credentials.from_env(), options)
 
 
@@ -183,7 +188,7 @@ class Credentials:
     password: str = field(default="", repr=False)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Credentials":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Credentials:
         env = os.environ if environ is None else environ
         return cls(env.get(USERNAME_ENV, ""), env.get(PASSWORD_ENV, ""))
 
@@ -197,7 +202,7 @@ class WebdavStore(ObjectStore):
 
     def __init__(
         self, target: WebdavTarget, credentials: Credentials = Credentials(),
-        options: Mapping[str, str] | None = None, client: "httpx.Client | None" = None,
+        options: Mapping[str, str] | None = None, client: httpx.Client | None = None,
     ) -> None:
         self.target = target
         self.credentials = credentials
@@ -210,7 +215,7 @@ class WebdavStore(ObjectStore):
     def _send(
         self, method: str, url: str, action: str, ok: Container[int], *,
         stream: bool = False, **kwargs: Any,
-    ) -> "httpx.Response":
+    ) -> httpx.Response:
         """One request; a status outside `ok` or a transport failure becomes a TransferError."""
         import httpx
 
@@ -405,7 +410,7 @@ def _chunks_of(reader: io.RawIOBase) -> Iterator[bytes]:
         yield chunk
 
 
-def _make_client(credentials: Credentials) -> "httpx.Client":
+def _make_client(credentials: Credentials) -> httpx.Client:
     """httpx is imported here so the resolver never loads it for this backend.
 
     Basic auth is sent preemptively: a streamed body cannot be replayed after a 401.

@@ -12,12 +12,12 @@ import httpx
 import pytest
 
 from tests.fixtures.registry import Registry, TokenRegistry, docker_config
-from wrapresolver.backends.registry import get_backend
 from wrapresolver.backends.oci import client as client_module
 from wrapresolver.backends.oci.store import RegistryStore
-from wrapresolver.errors import AuthError, NetworkError, NotFoundError, TransferError
+from wrapresolver.backends.registry import get_backend
 from wrapresolver.core.refs import producer_ref
 from wrapresolver.core.stepspec import WorkspaceTransfer
+from wrapresolver.errors import AuthError, NetworkError, NotFoundError, TransferError
 from wrapresolver.testing.conformance import BackendConformance, ConformanceTarget, contents
 from wrapresolver.transfer import engine, oci_image
 

@@ -79,8 +79,14 @@ from typing import TYPE_CHECKING
 
 from wrapresolver.backends.base import TEKTON_VARIABLE, Backend, StepRequirements
 from wrapresolver.backends.rsync.ssh import (
-    KNOWN_HOSTS_MOUNT, KNOWN_HOSTS_NAME, KNOWN_HOSTS_VOLUME, SSH_KEY_ENV, SSH_KEY_MOUNT, SSH_KEY_VOLUME,
-    SSH_KNOWN_HOSTS_ENV, SshSettings,
+    KNOWN_HOSTS_MOUNT,
+    KNOWN_HOSTS_NAME,
+    KNOWN_HOSTS_VOLUME,
+    SSH_KEY_ENV,
+    SSH_KEY_MOUNT,
+    SSH_KEY_VOLUME,
+    SSH_KNOWN_HOSTS_ENV,
+    SshSettings,
 )
 from wrapresolver.backends.rsync.target import PASSWORD_ENV, SSH_KEY_NAME, USER, parse_target
 from wrapresolver.errors import AuthError, ParamError

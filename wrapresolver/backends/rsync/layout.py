@@ -27,7 +27,7 @@ class StoredState:
     layers: tuple[str, ...]
 
     @classmethod
-    def from_dict(cls, data: Mapping, where: str) -> "StoredState":
+    def from_dict(cls, data: Mapping, where: str) -> StoredState:
         try:
             state = str(data["state"])
             layers = tuple(str(layer) for layer in data.get("layers", ()))
@@ -46,7 +46,7 @@ class OwnChanges:
     deleted: tuple[str, ...] = ()
 
     @classmethod
-    def from_dict(cls, data: Mapping, where: str) -> "OwnChanges":
+    def from_dict(cls, data: Mapping, where: str) -> OwnChanges:
         changed = tuple(safe_rel(p, where) for p in data.get("changed", ()))
         deleted = tuple(safe_rel(p, where) for p in data.get("deleted", ()))
         return cls(changed, deleted)
@@ -90,7 +90,7 @@ class Resolution:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> "Resolution":
+    def from_dict(cls, data: Mapping) -> Resolution:
         first = StoredState.from_dict(data["first"], "the fetch record") if data.get("first") else None
         return cls(
             first, tuple(data.get("extra", ())), tuple(data.get("links", ())),

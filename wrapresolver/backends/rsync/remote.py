@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from wrapresolver.backends.rsync.layout import LATEST, OwnChanges, StoredState, View, only, remove_inside
-from wrapresolver.backends.rsync.process import TREE_ARGS, RunResult, Runner, missing
+from wrapresolver.backends.rsync.process import TREE_ARGS, Runner, RunResult, missing
 from wrapresolver.backends.rsync.ssh import SshSettings
 from wrapresolver.backends.rsync.target import RsyncTarget
 from wrapresolver.errors import IntegrityError, NotFoundError

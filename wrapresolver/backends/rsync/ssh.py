@@ -45,7 +45,7 @@ class SshSettings:
     """The `known-hosts-configmap` option, to name in messages."""
 
     @classmethod
-    def from_step(cls, options: Mapping[str, str]) -> "SshSettings":
+    def from_step(cls, options: Mapping[str, str]) -> SshSettings:
         """The files `step_requirements` mounts for these options; the env vars override them."""
         secret = options.get("credentials-secret", "")
         configmap = options.get("known-hosts-configmap", "")

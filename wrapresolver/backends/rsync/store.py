@@ -14,7 +14,13 @@ from typing import Any
 
 from wrapresolver.backends.base import Input, Moved, Tick, WorkspaceStore
 from wrapresolver.backends.rsync.layout import (
-    LATEST, WHOLE, OwnChanges, Resolution, StoredState, View, norm_sub_path,
+    LATEST,
+    WHOLE,
+    OwnChanges,
+    Resolution,
+    StoredState,
+    View,
+    norm_sub_path,
 )
 from wrapresolver.backends.rsync.process import RunResult
 from wrapresolver.backends.rsync.remote import Remote
@@ -179,7 +185,7 @@ def _disguised(before: Mapping, after: Mapping, changes: snapshot.Changes) -> li
     out = []
     for path in changes.changed:
         old, new = before.get(path), after.get(path)
-        if old is None or new.kind != snapshot.FILE or old.kind != snapshot.FILE:
+        if old is None or new is None or new.kind != snapshot.FILE or old.kind != snapshot.FILE:
             continue
         if (old.size, old.mtime_ns) == (new.size, new.mtime_ns):
             out.append(path)
