@@ -28,9 +28,9 @@ from wrapresolver.backends.base import Backend
 from wrapresolver.backends.objectstore import ObjectStore
 from wrapresolver.core.values import Descriptor, sha256_digest
 from wrapresolver.errors import NotFoundError, ParamError
+from wrapresolver.transfer import oci_image
 
 REF_NAME = "org.opencontainers.image.ref.name"
-INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
 CHUNK = 1 << 20
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 
@@ -149,7 +149,7 @@ class LayoutStore(ObjectStore):
             manifests.append(entry)
             index["manifests"] = manifests
             index.setdefault("schemaVersion", 2)
-            index.setdefault("mediaType", INDEX_MEDIA_TYPE)
+            index.setdefault("mediaType", oci_image.INDEX)
             self._write_atomic(self.root / "index.json", json.dumps(index, indent=1).encode())
 
     # ---- files ----
@@ -180,7 +180,7 @@ class LayoutStore(ObjectStore):
         try:
             data = (self.root / "index.json").read_bytes()
         except FileNotFoundError:
-            return {"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": []}
+            return {"schemaVersion": 2, "mediaType": oci_image.INDEX, "manifests": []}
         return dict(json.loads(data))
 
 

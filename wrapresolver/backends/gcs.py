@@ -21,6 +21,8 @@ to a Google service account (workload identity) and no key is needed at all. Whe
 anonymously.
 
 The google-cloud-storage library is imported only in `open`, so the controller never needs it.
+The layout is `objectstore`'s; the module is over 400 lines because GCS's bucket naming
+rules and the library's several error types each need their own words.
 """
 
 from __future__ import annotations

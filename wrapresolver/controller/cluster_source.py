@@ -20,12 +20,11 @@ import yaml
 
 from wrapresolver.controller.config import Settings
 from wrapresolver.controller.kube import PIPELINES, RESOLUTION_REQUESTS, TASKS, Kube, KubeError, Resource
-from wrapresolver.core.params import PipelineRef
+from wrapresolver.core.params import RESOLVER_NAME, PipelineRef
 from wrapresolver.errors import SourceError
 from wrapresolver.sources import Fetched
 
 TYPE_LABEL = "resolution.tekton.dev/type"
-OUR_TYPE = "wrap"
 POLL_INTERVALS = (0.05, 0.1, 0.2, 0.3, 0.5)
 KEPT_METADATA = ("name", "namespace", "labels", "annotations")
 DROPPED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
@@ -112,7 +111,7 @@ class ClusterSource:
                           f"v1beta1); create it there or fix the name", reason="NotFound")
 
     async def _from_resolver(self, resolver: str, params: list, kind: str, namespace: str) -> Fetched:
-        if resolver == OUR_TYPE:
+        if resolver == RESOLVER_NAME:
             raise SourceError(
                 f"the {kind} reference names the wrap resolver itself, which would resolve in a loop; "
                 "point pipelineref (or the taskRef) at the resolver that holds the "

@@ -18,9 +18,9 @@ from wrapresolver.core.params import (
     CONFIG_BLOCKED_NAMESPACES,
     CONFIG_LOG_LEVEL,
     CONFIG_RESOLUTION_TIMEOUT,
+    CONFIGMAP_NAME,
 )
 
-CONFIG_MAP_NAME = "wrapresolver-config"
 DEFAULT_RESOLUTION_TIMEOUT = 60.0
 """Tekton fails a request after its own global timeout (1 minute by default) anyway."""
 
@@ -86,7 +86,7 @@ class Settings:
 class LiveConfig:
     """Holds the current Settings; `run()` keeps them in step with the ConfigMap."""
 
-    def __init__(self, kube: Kube, namespace: str, name: str = CONFIG_MAP_NAME) -> None:
+    def __init__(self, kube: Kube, namespace: str, name: str = CONFIGMAP_NAME) -> None:
         self.kube, self.namespace, self.name = kube, namespace, name
         self.current = Settings()
 

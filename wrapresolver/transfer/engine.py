@@ -29,7 +29,7 @@ from wrapresolver.core.values import Descriptor, Layer, State, TransferReport, s
 from wrapresolver.errors import IntegrityError, NotFoundError, TransferError
 from wrapresolver.transfer import oci_image, runner, snapshot
 from wrapresolver.transfer.apply import Extractor
-from wrapresolver.transfer.layers import store_layer
+from wrapresolver.transfer.layers import store_layer, whole_tree
 from wrapresolver.transfer.runner import Progress
 
 MAX_CONFIG = 4 << 20
@@ -257,7 +257,7 @@ class LayeredStore(WorkspaceStore):
 
     def push_ref(self, src: Path, ref: str, options: Mapping[str, str], tick: Tick) -> Moved:
         media_type = oci_image.layer_media_type(options.get("compression", ""))
-        changes = snapshot.Changes(tuple(snapshot.take(src)), ())
+        changes = whole_tree(snapshot.take(src))
         layers: tuple[Layer, ...] = ()
         moved = Moved(0, 0, name=ref, detail=f"to {ref}")
         if changes:

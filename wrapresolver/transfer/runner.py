@@ -26,6 +26,7 @@ from wrapresolver.core.stepspec import WorkspaceTransfer
 from wrapresolver.core.values import TransferReport
 from wrapresolver.transfer import snapshot
 from wrapresolver.transfer.apply import empty_directory
+from wrapresolver.transfer.layers import whole_tree
 from wrapresolver.transfer.localdisk import os_errors, record_stem
 
 Progress = Callable[[TransferReport], None]
@@ -133,7 +134,7 @@ def store(
         before: dict[str, snapshot.Entry] = {}
         record: Mapping[str, Any] | None = None
         if found is None:
-            changes = snapshot.Changes(tuple(after), ())
+            changes = whole_tree(after)
         else:
             record, before = found
             changes = snapshot.diff(before, after)

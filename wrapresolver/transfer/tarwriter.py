@@ -10,7 +10,6 @@ producing the same bytes as `tarfile` for every kind of entry and name. Reading 
 
 from __future__ import annotations
 
-import os
 from typing import Protocol
 
 BLOCK = 512
@@ -156,8 +155,3 @@ class TarWriter:
         remainder = self._offset % RECORD
         if remainder:
             self._write(bytes(RECORD - remainder))
-
-
-def regular_header(name: str, st: os.stat_result, size: int) -> bytes:
-    return header(name, REGULAR, mode=st.st_mode & 0o7777, uid=st.st_uid, gid=st.st_gid,
-                  size=size, mtime_ns=st.st_mtime_ns)

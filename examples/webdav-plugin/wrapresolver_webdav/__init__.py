@@ -16,6 +16,9 @@ half a blob or half a manifest under its final name.
 `webdav://` is HTTPS; `webdav+http://` is plain HTTP for in-cluster services and tests.
 Credentials (HTTP basic auth) come from WEBDAV_USERNAME / WEBDAV_PASSWORD, which the
 resolver fills from the Secret named by the `credentials-secret` option.
+
+One module on purpose (a little over 400 lines, most of them target parsing and error
+messages): it is the example a plugin author reads top to bottom.
 """
 
 from __future__ import annotations

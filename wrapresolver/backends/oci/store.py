@@ -17,13 +17,11 @@ from wrapresolver.backends.base import BlobStore, Descriptor, Reader
 from wrapresolver.backends.oci import CA_MOUNT, Reference
 from wrapresolver.backends.oci.client import RegistryClient
 from wrapresolver.errors import IntegrityError, TransferError
+from wrapresolver.transfer import oci_image
 
 CHUNK = 1 << 20
 MANIFEST_ACCEPT = ", ".join([
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
+    oci_image.MANIFEST, oci_image.INDEX, oci_image.DOCKER_MANIFEST, oci_image.DOCKER_LIST,
 ])
 MAX_MANIFEST = 4 << 20
 
