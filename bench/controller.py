@@ -17,9 +17,14 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
-from tests.controller.conftest import Cluster, Controller, wait_for  # noqa: E402
+
+def _cluster_fixtures():
+    """The suite's in-process API server and controller processes (the repository root on sys.path)."""
+    sys.path.insert(0, str(REPO))
+    from tests.controller import conftest
+
+    return conftest
 
 
 def main() -> int:
@@ -30,6 +35,8 @@ def main() -> int:
                         help="directory of Tekton's CRD files (config/300-crds of tektoncd/pipeline)")
     args = parser.parse_args()
 
+    fixtures = _cluster_fixtures()
+    Cluster, Controller, wait_for = fixtures.Cluster, fixtures.Controller, fixtures.wait_for
     tmp = Path(tempfile.mkdtemp(prefix="wrapresolver-bench-"))
     # Tekton's CRD files when they are there; the test server's stand-ins otherwise.
     cluster = Cluster(args.crds if args.crds.is_dir() else None, tmp / "kubeconfig")

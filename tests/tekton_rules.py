@@ -7,7 +7,7 @@ returns human-readable findings; tests assert it is empty for everything we emit
 from __future__ import annotations
 
 import re
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 TASK_REF = re.compile(r"\$\(tasks\.([^.)\s]+)\.")

@@ -20,8 +20,8 @@ import yaml
 
 from tests import tekton_rules
 from tests.test_rewrite import strip_rewrite
+from wrapresolver.core.params import RunContext
 from wrapresolver.errors import WrapError
-from wrapresolver.params import RunContext
 from wrapresolver.resolve import resolve
 from wrapresolver.sources import FileSource
 

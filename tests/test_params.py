@@ -1,7 +1,7 @@
 import pytest
 
-from wrapresolver.errors import ParamError
-from wrapresolver.params import (
+from wrapresolver.backends.registry import REGISTRY
+from wrapresolver.core.params import (
     DEFAULT_STEP_IMAGE,
     PipelineRef,
     RunContext,
@@ -9,6 +9,7 @@ from wrapresolver.params import (
     parse_request,
     wrapped_workspaces,
 )
+from wrapresolver.errors import ParamError
 
 CONTEXT = RunContext(name="run-1", namespace="ci", uid="u-1")
 
@@ -18,7 +19,7 @@ def params(**values):
 
 
 def parse(config=None, context=CONTEXT, **values):
-    return parse_request(params(**values), config or {}, context)
+    return parse_request(params(**values), config or {}, context, REGISTRY)
 
 
 def pipeline(*workspaces):
@@ -119,12 +120,13 @@ def test_duplicate_param_names_are_rejected():
              {"name": "target", "value": "oci://r/b"}],
             {},
             CONTEXT,
+            REGISTRY,
         )
 
 
 def test_param_without_name_is_rejected():
     with pytest.raises(ParamError, match=r"param #1 has no name"):
-        parse_request([{"value": "x"}], {}, CONTEXT)
+        parse_request([{"value": "x"}], {}, CONTEXT, REGISTRY)
 
 
 def test_target_must_be_a_string():
@@ -239,7 +241,7 @@ def test_unknown_option_names_param_and_backend():
 
 
 def test_backend_options_come_from_params_and_matching_defaults():
-    from wrapresolver.backends.base import get_backend
+    from wrapresolver.backends.registry import get_backend
 
     oci = get_backend("oci")
     if not oci.options:

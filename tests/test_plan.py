@@ -1,8 +1,10 @@
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from wrapresolver.core.stepspec import ProducerNode
 from wrapresolver.errors import RewriteError
 from wrapresolver.plan import Binding, build_dag, plan_workspace, result_references
-from wrapresolver.stepspec import ProducerNode
 
 
 def task(name, run_after=(), binds=True, read_only=False, when=None, params=None, matrix=None, on_error=None):
@@ -142,32 +144,38 @@ def test_finally_falls_back_past_any_dag_producer_since_it_runs_after_failures()
     assert graph == {f"t{i}": ProducerNode(inputs=(f"t{i - 1}",) if i else (), order=i) for i in range(4)}
 
 
-def test_nearest_producers_match_the_definition_on_random_dags():
-    import random
+@st.composite
+def _random_dags(draw):
+    """Tasks t0..tn-1, each after up to 3 earlier ones, most binding the workspace."""
+    n = draw(st.integers(1, 25))
+    tasks = []
+    for i in range(n):
+        after = draw(st.lists(st.integers(0, i - 1), max_size=min(i, 3), unique=True)) if i else []
+        tasks.append(task(f"t{i}", [f"t{j}" for j in after], binds=draw(st.booleans()) or i == 0,
+                          read_only=draw(st.integers(0, 9)) < 3))
+    return tasks
 
-    rng = random.Random(7)
-    for _ in range(30):
-        n = rng.randint(1, 25)
-        tasks = []
-        for i in range(n):
-            after = [f"t{j}" for j in rng.sample(range(i), min(i, rng.randint(0, 3)))]
-            tasks.append(task(f"t{i}", after, binds=rng.random() < 0.7, read_only=rng.random() < 0.3))
-        p = plan(tasks)
-        spec = {"tasks": tasks}
-        parents = {t["name"]: set(t.get("runAfter", ())) for t in tasks}
 
-        def ancestors(name, seen=None):
-            seen = set() if seen is None else seen
-            for parent in parents[name]:
-                if parent not in seen:
-                    seen.add(parent)
-                    ancestors(parent, seen)
-            return seen
+@settings(max_examples=60, deadline=None)
+@given(_random_dags())
+def test_nearest_producers_match_the_definition_on_random_dags(tasks):
+    p = plan(tasks)
+    parents = {t["name"]: set(t.get("runAfter", ())) for t in tasks}
 
-        for name, found in p.inputs.items():
-            upstream = [q for q in p.producers if q in ancestors(name)]
-            expected = [q for q in upstream if not any(q in ancestors(o) for o in upstream if o != q)]
-            assert found == tuple(sorted(expected, key=p.order.index)), (spec, name)
+    def ancestors(name: str) -> set[str]:
+        seen: set[str] = set()
+        pending = list(parents[name])
+        while pending:
+            parent = pending.pop()
+            if parent not in seen:
+                seen.add(parent)
+                pending.extend(parents[parent])
+        return seen
+
+    for name, found in p.inputs.items():
+        upstream = [q for q in p.producers if q in ancestors(name)]
+        expected = [q for q in upstream if not any(q in ancestors(o) for o in upstream if o != q)]
+        assert found == tuple(sorted(expected, key=p.order.index)), (tasks, name)
 
 
 def test_finally_sees_all_leaf_producers():

@@ -3,12 +3,12 @@ import hashlib
 from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
-import yaml
 
+from wrapresolver.core.params import RunContext
 from wrapresolver.errors import RewriteError, SourceError, WrapError
-from wrapresolver.params import RunContext
 from wrapresolver.resolve import MAX_OBJECT_BYTES, REQUEST_ROOM, check_answer_size, resolve, to_yaml
 from wrapresolver.sources import Fetched, FileSource
 

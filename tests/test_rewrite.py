@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from tests import tekton_rules
+from wrapresolver.core.stepspec import WorkspaceTransfer
 from wrapresolver.errors import RewriteError
 from wrapresolver.render import render
-from wrapresolver.stepspec import WorkspaceTransfer
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 CASES = sorted(p.stem for p in (GOLDEN / "cases").glob("*.yaml"))

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
+from wrapresolver.core.stepspec import SPEC_VERSION, ProducerNode, WorkspaceTransfer
 from wrapresolver.errors import NotFoundError
-from wrapresolver.stepspec import SPEC_VERSION, ProducerNode, WorkspaceTransfer
 
 V1_FETCH = (
     '{"backend":"oci","base":"","bound":"true","graph":{"build":{"inputs":[],"order":0},'

@@ -1,5 +1,5 @@
-from wrapresolver.params import RunContext
-from wrapresolver.template import (
+from wrapresolver.core.params import RunContext
+from wrapresolver.core.template import (
     RUN_UID_VARIABLE,
     expand_target,
     has_workspace_placeholder,

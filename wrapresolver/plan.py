@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import heapq
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, TypeGuard
 
+from wrapresolver.core.stepspec import ProducerNode
 from wrapresolver.errors import RewriteError
-from wrapresolver.stepspec import ProducerNode
 
 _TASK_REF_RE = re.compile(r"\$\(tasks\.([a-z0-9]([-a-z0-9]*[a-z0-9])?)\.(?:results|matrix)\b")
 
@@ -144,8 +145,8 @@ def build_dag(spec: Mapping) -> Dag:
     merge order of fan-in). Invalid graphs are Tekton's to reject too, but we must not loop
     or guess: a cycle or an unknown task is a `RewriteError`.
     """
-    tasks = [t for t in (spec.get("tasks") or []) if _is_map(t)]
-    finally_tasks = [t for t in (spec.get("finally") or []) if _is_map(t)]
+    tasks = [t for t in (spec.get("tasks") or []) if is_map(t)]
+    finally_tasks = [t for t in (spec.get("finally") or []) if is_map(t)]
     names = [str(t.get("name", "")) for t in tasks]
     known = set(names)
     position: dict[str, int] = {}
@@ -215,7 +216,7 @@ def result_references(task: Mapping) -> set[str]:
 def _strings(value: Any) -> Iterable[str]:
     if isinstance(value, str):
         yield value
-    elif _is_map(value):
+    elif is_map(value):
         for v in value.values():
             yield from _strings(v)
     elif isinstance(value, (list, tuple)):
@@ -322,9 +323,9 @@ def _ancestors(dag: Dag, task: str) -> Iterable[str]:
 
 
 def _all_tasks(spec: Mapping) -> list[Mapping]:
-    return [t for t in (spec.get("tasks") or []) + (spec.get("finally") or []) if _is_map(t)]
+    return [t for t in (spec.get("tasks") or []) + (spec.get("finally") or []) if is_map(t)]
 
 
-def _is_map(value: Any) -> bool:
+def is_map(value: Any) -> TypeGuard[Mapping]:
     """`isinstance(value, Mapping)`, with parsed YAML's plain dicts answered without the ABC."""
     return type(value) is dict or isinstance(value, Mapping)

@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
-PIPELINEREF_PARAM = "pipelineref"
-RESOLVER_NAME = "wrap"
+from wrapresolver.core.params import PARAM_PIPELINEREF, RESOLVER_NAME
+
 DEFAULT_NAMESPACE = "default"
 
 _PARAM_REF = re.compile(
@@ -75,7 +76,7 @@ def render(
     """The rewritten Pipeline as YAML bytes; raises `WrapError` like the controller would."""
     import asyncio
 
-    from wrapresolver.params import RunContext, config_key
+    from wrapresolver.core.params import RunContext, config_key
     from wrapresolver.resolve import resolve
     from wrapresolver.sources import FileSource
 
@@ -92,10 +93,10 @@ def render(
         request_params = [p for p in request_params if p.get("name") != name]
         request_params.append({"name": name, "value": value})
 
-    has_ref = any(p.get("name") == PIPELINEREF_PARAM for p in request_params)
+    has_ref = any(p.get("name") == PARAM_PIPELINEREF for p in request_params)
     pipelines = source.names("Pipeline")
-    if not has_ref and not config.get(config_key(PIPELINEREF_PARAM)) and len(pipelines) == 1:
-        request_params.insert(0, {"name": PIPELINEREF_PARAM, "value": pipelines[0]})
+    if not has_ref and not config.get(config_key(PARAM_PIPELINEREF)) and len(pipelines) == 1:
+        request_params.insert(0, {"name": PARAM_PIPELINEREF, "value": pipelines[0]})
 
     context = RunContext(namespace=DEFAULT_NAMESPACE)
     if run_obj is not None:

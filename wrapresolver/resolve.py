@@ -11,15 +11,16 @@ import gc
 import hashlib
 import io
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from wrapresolver import rewrite
-from wrapresolver.backends.base import get_backend
+from wrapresolver.backends.registry import REGISTRY
+from wrapresolver.core.params import RunContext, check_targets, parse_request, wrapped_workspaces
 from wrapresolver.errors import RewriteError, SourceError, WrapError
-from wrapresolver.params import RunContext, check_targets, parse_request, wrapped_workspaces
 from wrapresolver.sources import Fetched, Source
 
 CONTENT_TYPE = "application/x-yaml"
@@ -55,13 +56,13 @@ async def resolve(
     Raises `WrapError` for anything the author can fix. Exceptions a `Source` raises that
     are not `WrapError`s (an API server hiccup) pass through, so the caller can retry them.
     """
-    request = parse_request(params, config, context)
+    request = parse_request(params, config, context, REGISTRY)
     fetched = await source.pipeline(request.pipelineref, context.namespace)
     pipeline = fetched.obj
     _check_pipeline(pipeline, request.pipelineref.name or request.pipelineref.resolver)
 
     workspaces = wrapped_workspaces(request, pipeline)
-    backend = get_backend(request.backend)
+    backend = REGISTRY.by_name(request.backend)
     check_targets(request, workspaces, backend)
 
     pipeline_name = _name(pipeline)
@@ -69,7 +70,7 @@ async def resolve(
         to_inline = rewrite.taskrefs_to_inline(pipeline, workspaces)
     except WrapError:
         raise
-    except Exception as exc:  # noqa: BLE001 - never a bare traceback to the author
+    except Exception as exc:  # never a bare traceback to the author
         raise _unexpected(pipeline_name, exc) from exc
     task_objects = await _fetch_tasks(source, to_inline, context.namespace)
 
@@ -77,7 +78,7 @@ async def resolve(
         rewritten = rewrite.rewrite_pipeline(pipeline, task_objects, request, workspaces, backend)
     except WrapError:
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise _unexpected(pipeline_name, exc) from exc
 
     data = to_yaml(rewritten)
@@ -154,7 +155,7 @@ async def _fetch_tasks(source: Source, refs: Mapping[str, Mapping], namespace: s
     results = await asyncio.gather(
         *(source.task(ref, namespace) for ref in distinct.values()), return_exceptions=True
     )
-    by_key = dict(zip(distinct, results))
+    by_key = dict(zip(distinct, results, strict=True))
     objects: dict[str, Mapping] = {}
     for task, ref in refs.items():
         result = by_key[keys[task]]
@@ -241,10 +242,13 @@ _Scalar, _Mapping, _Sequence = yaml.ScalarNode, yaml.MappingNode, yaml.SequenceN
 
 # libyaml's emitter when PyYAML has it: a large Pipeline serialises several times faster.
 # Lists come out the way `kubectl get -o yaml` writes them (`- ` at the key's indentation).
-_BaseDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+if TYPE_CHECKING:  # the C emitter has the same interface
+    from yaml import SafeDumper as _BaseDumper
+else:
+    _BaseDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
-class _Dumper(_BaseDumper):  # type: ignore[misc, valid-type]
+class _Dumper(_BaseDumper):
     def ignore_aliases(self, data: Any) -> bool:
         return True
 

@@ -21,15 +21,17 @@ from __future__ import annotations
 import copy
 import json
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from wrapresolver import plan as planning
-from wrapresolver.backends.base import Backend, StepRequirements
+from wrapresolver.core.backend import Backend
+from wrapresolver.core.params import WrapRequest
+from wrapresolver.core.stepspec import WorkspaceTransfer
+from wrapresolver.core.template import expand_target, run_id
+from wrapresolver.core.values import StepRequirements
 from wrapresolver.errors import RewriteError
-from wrapresolver.params import WrapRequest
-from wrapresolver.stepspec import WorkspaceTransfer
-from wrapresolver.template import expand_target, run_id
 
 FETCH_STEP = "wrap-fetch"
 STORE_STEP = "wrap-store"
@@ -71,7 +73,7 @@ def taskrefs_to_inline(pipeline: Mapping, workspaces: Sequence[str]) -> dict[str
             continue
         _check_rewritable(ptask, bound)
         ref = ptask.get("taskRef")
-        if _is_map(ref):
+        if planning.is_map(ref):
             out[str(ptask.get("name"))] = ref
     return out
 
@@ -79,7 +81,7 @@ def taskrefs_to_inline(pipeline: Mapping, workspaces: Sequence[str]) -> dict[str
 def _explicit_wrapped(ptask: Mapping, workspaces: Sequence[str]) -> list[str]:
     found = []
     for binding in ptask.get("workspaces") or []:
-        if _is_map(binding):
+        if planning.is_map(binding):
             ws = binding.get("workspace") or binding.get("name")
             if ws in workspaces:
                 found.append(str(ws))
@@ -98,18 +100,18 @@ def _check_rewritable(ptask: Mapping, bound: Sequence[str]) -> None:
     ref = ptask.get("taskRef")
     spec = ptask.get("taskSpec")
     custom = (
-        _is_map(ref) and (
+        planning.is_map(ref) and (
             ref.get("kind") not in _TASK_KINDS
             or (ref.get("apiVersion") and not str(ref.get("apiVersion")).startswith("tekton.dev/"))
         )
-    ) or (_is_map(spec) and (spec.get("apiVersion") or spec.get("kind")))
+    ) or (planning.is_map(spec) and (spec.get("apiVersion") or spec.get("kind")))
     if custom:
         raise RewriteError(
             f"pipeline task {name!r} is a custom task and binds wrapped workspace {what}; the "
             f"wrap resolver cannot add steps to a custom task: leave {what} out of param "
             f"`workspaces` or use a Task"
         )
-    if not _is_map(ref) and not _is_map(spec):
+    if not planning.is_map(ref) and not planning.is_map(spec):
         raise RewriteError(f"pipeline task {name!r} has neither taskRef nor taskSpec")
 
 
@@ -142,7 +144,7 @@ def rewrite_pipeline(
 
 def _check_declared(pipeline: Mapping, workspaces: Sequence[str]) -> None:
     spec = pipeline["spec"]
-    declared = {w.get("name") for w in spec.get("workspaces") or [] if _is_map(w)}
+    declared = {w.get("name") for w in spec.get("workspaces") or [] if planning.is_map(w)}
     missing = [w for w in workspaces if w not in declared]
     if missing:
         name = str((pipeline.get("metadata") or {}).get("name", ""))
@@ -155,23 +157,23 @@ def _inline_and_bind(
     """Phase 1: embed the Tasks of wrapped taskRefs; each task's wrapped bindings by task name."""
     api_version = str(pipeline.get("apiVersion") or TEKTON_V1)
     spec = pipeline["spec"]
-    pipeline_params = {p.get("name") for p in spec.get("params") or [] if _is_map(p)}
+    pipeline_params = {p.get("name") for p in spec.get("params") or [] if planning.is_map(p)}
     task_bindings: dict[str, list[TaskBinding]] = {}
     for section in ("tasks", "finally"):
         items = spec.get(section) or []
         for i, ptask in enumerate(items):
-            if not _is_map(ptask):
+            if not planning.is_map(ptask):
                 continue
             name = str(ptask.get("name"))
             explicit = _explicit_wrapped(ptask, workspaces)
             if explicit:
                 _check_rewritable(ptask, explicit)
-            if explicit and _is_map(ptask.get("taskRef")):
+            if explicit and planning.is_map(ptask.get("taskRef")):
                 if name not in task_objects:
                     raise RewriteError(f"pipeline task {name!r}: its Task was not fetched")
                 ptask = _inline(ptask, task_objects[name], api_version, pipeline_params)
                 items[i] = ptask
-            if not _is_map(ptask.get("taskSpec")):
+            if not planning.is_map(ptask.get("taskSpec")):
                 continue
             found = _wrapped_bindings(ptask, workspaces)
             if found:
@@ -218,7 +220,7 @@ class _Transfers:
     plans: Mapping[str, planning.WorkspacePlan]
 
     @classmethod
-    def of(cls, request: WrapRequest, workspaces: Sequence[str], plans: Mapping[str, planning.WorkspacePlan]) -> "_Transfers":
+    def of(cls, request: WrapRequest, workspaces: Sequence[str], plans: Mapping[str, planning.WorkspacePlan]) -> _Transfers:
         return cls(
             request=request,
             run=run_id(request.context),
@@ -317,11 +319,11 @@ def _pin_defaults(ptask: dict, task_spec: Mapping, pipeline_params: set) -> None
     own default (tekton-facts §5), which a `taskRef` never did. Passing the default
     explicitly keeps the value the author had.
     """
-    passed = {p.get("name") for p in ptask.get("params") or [] if _is_map(p)}
+    passed = {p.get("name") for p in ptask.get("params") or [] if planning.is_map(p)}
     pinned = [
         {"name": p["name"], "value": copy.deepcopy(p["default"])}
         for p in task_spec.get("params") or []
-        if _is_map(p) and "default" in p and p.get("name") in pipeline_params
+        if planning.is_map(p) and "default" in p and p.get("name") in pipeline_params
         and p.get("name") not in passed
     ]
     if pinned:
@@ -360,13 +362,13 @@ def _wrapped_bindings(ptask: dict, workspaces: Sequence[str]) -> list[TaskBindin
     task_spec = ptask["taskSpec"]
     name = str(ptask.get("name"))
     declarations = {
-        d.get("name"): d for d in task_spec.get("workspaces") or [] if _is_map(d)
+        d.get("name"): d for d in task_spec.get("workspaces") or [] if planning.is_map(d)
     }
     found: list[TaskBinding] = []
     seen: dict[str, str] = {}
     bound_task_names = set()
     for binding in ptask.get("workspaces") or []:
-        if not _is_map(binding):
+        if not planning.is_map(binding):
             continue
         task_ws = str(binding.get("name"))
         bound_task_names.add(task_ws)
@@ -412,9 +414,9 @@ def _inject(
     requirements: StepRequirements,
 ) -> None:
     steps = task_spec.setdefault("steps", [])
-    names = {str(s.get("name")) for s in steps if _is_map(s) and s.get("name")}
+    names = {str(s.get("name")) for s in steps if planning.is_map(s) and s.get("name")}
     volumes = task_spec.setdefault("volumes", [])
-    volume_names = {str(v.get("name")) for v in volumes if _is_map(v)}
+    volume_names = {str(v.get("name")) for v in volumes if planning.is_map(v)}
     state_volume = STATE_VOLUME
     if state_volume in volume_names:
         state_volume = _unique(STATE_VOLUME, volume_names)
@@ -475,22 +477,22 @@ def _publish_task(name: str, specs: Sequence[WorkspaceTransfer], image: str, req
 def _mount_paths(task_spec: Mapping) -> set[str]:
     paths = set()
     for d in task_spec.get("workspaces") or []:
-        if _is_map(d):
+        if planning.is_map(d):
             paths.add(str(d.get("mountPath") or f"/workspace/{d.get('name')}"))
     containers = list(task_spec.get("steps") or []) + list(task_spec.get("sidecars") or [])
-    if _is_map(task_spec.get("stepTemplate")):
+    if planning.is_map(task_spec.get("stepTemplate")):
         containers.append(task_spec["stepTemplate"])
     for c in containers:
-        if _is_map(c):
+        if planning.is_map(c):
             for m in c.get("volumeMounts") or []:
-                if _is_map(m) and m.get("mountPath"):
+                if planning.is_map(m) and m.get("mountPath"):
                     paths.add(str(m["mountPath"]))
     return paths
 
 
 def _uses_isolated_workspaces(task_spec: Mapping) -> bool:
     containers = list(task_spec.get("steps") or []) + list(task_spec.get("sidecars") or [])
-    return any(_is_map(c) and c.get("workspaces") for c in containers)
+    return any(planning.is_map(c) and c.get("workspaces") for c in containers)
 
 
 def _shared_security_context(task_spec: Mapping) -> Mapping | None:
@@ -541,13 +543,10 @@ def _unique(base: str, taken: Iterable[str]) -> str:
 
 def _spec(obj: Mapping) -> Mapping:
     spec = obj.get("spec")
-    return spec if _is_map(spec) else {}
+    return spec if planning.is_map(spec) else {}
 
 
 def _all_tasks(spec: Mapping) -> list[Mapping]:
-    return [t for t in list(spec.get("tasks") or []) + list(spec.get("finally") or []) if _is_map(t)]
+    return [t for t in list(spec.get("tasks") or []) + list(spec.get("finally") or []) if planning.is_map(t)]
 
 
-def _is_map(value: Any) -> bool:
-    """`isinstance(value, Mapping)`, with parsed YAML's plain dicts answered without the ABC."""
-    return type(value) is dict or isinstance(value, Mapping)

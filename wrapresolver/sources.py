@@ -7,11 +7,12 @@ ResolutionRequests); `render` passes `FileSource` over local YAML documents.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Protocol, Sequence
+from typing import Protocol
 
+from wrapresolver.core.params import PipelineRef
 from wrapresolver.errors import SourceError
-from wrapresolver.params import PipelineRef
 
 
 @dataclass(frozen=True)

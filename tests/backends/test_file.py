@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from wrapresolver.backends.base import get_backend
 from wrapresolver.backends.file import LayoutStore, parse_target
+from wrapresolver.backends.registry import get_backend
 from wrapresolver.errors import NotFoundError, ParamError
 from wrapresolver.transfer import engine, oci_image
 

@@ -7,19 +7,25 @@ import io
 import json
 import socket
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from tests.fixtures.gcsserver import GCSEmulator
-from wrapresolver.backends.base import get_backend
 from wrapresolver.backends.gcs import (
-    CHUNK, CREDENTIALS_ENV, GCSStore, GCSTarget, SECRET_KEY, connect, parse_target,
+    CHUNK,
+    CREDENTIALS_ENV,
+    SECRET_KEY,
+    GCSStore,
+    GCSTarget,
+    connect,
+    parse_target,
 )
+from wrapresolver.backends.registry import get_backend
+from wrapresolver.core.refs import producer_ref
+from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
 from wrapresolver.errors import AuthError, NetworkError, NotFoundError, ParamError
-from wrapresolver.refs import producer_ref
-from wrapresolver.stepspec import ProducerNode, WorkspaceTransfer
 from wrapresolver.testing.conformance import BackendConformance, ConformanceTarget
 from wrapresolver.transfer import engine, oci_image
 
@@ -145,7 +151,7 @@ def test_tree_round_trips_and_lands_in_the_documented_layout(store: GCSStore, tm
     manifest = json_loads(manifest_bytes)
     digest = "sha256:" + hashlib.sha256(manifest_bytes).hexdigest()
     assert store.get_manifest(digest) == manifest_bytes
-    expected = {"ci/run-src/refs/latest", f"ci/run-src/blobs/sha256/{digest[7:]}"} | {
+    expected = {"ci/run-src/oci-layout", "ci/run-src/refs/latest", f"ci/run-src/blobs/sha256/{digest[7:]}"} | {
         f"ci/run-src/blobs/sha256/{d['digest'][7:]}" for d in [manifest["config"], *manifest["layers"]]
     }
     assert object_names(store) == expected  # no temporary upload left behind

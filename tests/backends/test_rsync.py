@@ -7,18 +7,20 @@ import os
 import shutil
 import stat
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
 from tests.fixtures.rsyncd import RsyncDaemon, free_port
-from wrapresolver.backends.base import backend_for_scheme, get_backend
-from wrapresolver.backends.rsync import BACKEND, RsyncStore, parse_target
+from wrapresolver.backends.registry import backend_for_scheme, get_backend
+from wrapresolver.backends.rsync import BACKEND, parse_target
+from wrapresolver.backends.rsync.store import RsyncStore
+from wrapresolver.core.refs import producer_ref
+from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
 from wrapresolver.errors import AuthError, NetworkError, NotFoundError, ParamError
-from wrapresolver.refs import producer_ref
-from wrapresolver.stepspec import ProducerNode, WorkspaceTransfer
 from wrapresolver.testing.conformance import BackendConformance, ConformanceTarget
+from wrapresolver.transfer.steps import Steps
 
 RUN = "7d1e9a44-run"
 
@@ -46,9 +48,9 @@ def target(rsync_daemon: RsyncDaemon) -> str:
 
 
 @pytest.fixture
-def store(target: str, rsync_daemon: RsyncDaemon, monkeypatch: pytest.MonkeyPatch) -> RsyncStore:
+def store(target: str, rsync_daemon: RsyncDaemon, monkeypatch: pytest.MonkeyPatch) -> Steps:
     monkeypatch.setenv("RSYNC_PASSWORD", rsync_daemon.password)
-    return BACKEND.open(target, {})
+    return Steps(BACKEND.open(target, {}))
 
 
 def on_disk(daemon: RsyncDaemon, target: str) -> Path:
@@ -67,7 +69,7 @@ def state_dir_of(daemon: RsyncDaemon, target: str, task: str) -> Path:
 class Tasks:
     """Runs tasks the way the injected steps do: fetch into a fresh dir, work, store."""
 
-    def __init__(self, store: RsyncStore, tmp: Path, target: str) -> None:
+    def __init__(self, store: Steps, tmp: Path, target: str) -> None:
         self.store, self.tmp, self.target = store, tmp, target
         self.count = 0
 
@@ -95,7 +97,7 @@ class Tasks:
 
 
 @pytest.fixture
-def tasks(store: RsyncStore, tmp_path: Path, target: str) -> Tasks:
+def tasks(store: Steps, tmp_path: Path, target: str) -> Tasks:
     return Tasks(store, tmp_path, target)
 
 
@@ -374,7 +376,7 @@ def test_base_seeds_the_first_task_from_another_target(
 ) -> None:
     base = f"{rsync_daemon.url}/bases/{uuid.uuid4().hex[:8]}"
     write(tmp_path / "seed" / "template" / "README", "from base")
-    RsyncStore(parse_target(base), rsync_daemon.password).push(tmp_path / "seed")
+    Steps(RsyncStore(parse_target(base), rsync_daemon.password)).push(tmp_path / "seed")
     ws = tasks.run(tasks.spec("init", base=base), lambda d: write(d / "own.txt", "own"))
     assert files(ws)["template/README"] == "from base"
     view = tasks.view(tasks.spec("next", ["init"], {"init": ProducerNode()}))
@@ -386,14 +388,14 @@ def test_base_seeds_the_first_task_from_another_target(
 def test_a_wrong_password_is_an_auth_error_naming_the_secret_not_the_password(
     target: str, tmp_path: Path
 ) -> None:
-    bad = RsyncStore(parse_target(target), "not-the-password-42")
+    bad = Steps(RsyncStore(parse_target(target), "not-the-password-42"))
     with pytest.raises(AuthError, match="credentials-secret.*RSYNC_PASSWORD") as caught:
         bad.fetch(WorkspaceTransfer("src", target, RUN, "t", "rsync", inputs=("a",)), tmp_path / "w", tmp_path / "s")
     assert "not-the-password-42" not in str(caught.value)
     assert caught.value.exit_code == 3
 
 
-def test_pulling_a_target_never_written_is_not_found(store: RsyncStore, tmp_path: Path) -> None:
+def test_pulling_a_target_never_written_is_not_found(store: Steps, tmp_path: Path) -> None:
     with pytest.raises(NotFoundError, match="nothing was published"):
         store.pull(tmp_path / "out")
 
@@ -412,12 +414,12 @@ def test_a_referenced_state_deleted_behind_the_run_is_not_found(
 def test_an_unknown_module_is_not_found_naming_the_module(rsync_daemon: RsyncDaemon, tmp_path: Path) -> None:
     url = rsync_daemon.url.replace("/workspaces", "/nosuchmodule") + "/x"
     with pytest.raises(NotFoundError, match="nosuchmodule"):
-        RsyncStore(parse_target(url), rsync_daemon.password).pull(tmp_path / "out")
+        Steps(RsyncStore(parse_target(url), rsync_daemon.password)).pull(tmp_path / "out")
 
 
 def test_a_closed_port_is_a_network_error_naming_host_and_port(tmp_path: Path) -> None:
     port = free_port()
-    store = RsyncStore(parse_target(f"rsync://u@127.0.0.1:{port}/workspaces/x"), "pw")
+    store = Steps(RsyncStore(parse_target(f"rsync://u@127.0.0.1:{port}/workspaces/x"), "pw"))
     with pytest.raises(NetworkError, match=f"127.0.0.1:{port}"):
         store.pull(tmp_path / "out")
 

@@ -11,15 +11,22 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.sshd import SshServer, free_port
-from wrapresolver.backends.base import backend_for_scheme
+from wrapresolver.backends.registry import backend_for_scheme
 from wrapresolver.backends.rsync import (
-    BACKEND, KNOWN_HOSTS_MOUNT, SSH_KEY_ENV, SSH_KEY_MOUNT, SSH_KNOWN_HOSTS_ENV, RsyncStore,
-    SshSettings, parse_target,
+    BACKEND,
+    KNOWN_HOSTS_MOUNT,
+    SSH_KEY_ENV,
+    SSH_KEY_MOUNT,
+    SSH_KNOWN_HOSTS_ENV,
+    SshSettings,
+    parse_target,
 )
+from wrapresolver.backends.rsync.store import RsyncStore
+from wrapresolver.core.refs import producer_ref
+from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
 from wrapresolver.errors import AuthError, NetworkError, NotFoundError, ParamError
-from wrapresolver.refs import producer_ref
-from wrapresolver.stepspec import ProducerNode, WorkspaceTransfer
 from wrapresolver.testing.conformance import BackendConformance, ConformanceTarget
+from wrapresolver.transfer.steps import Steps
 
 RUN = "5c2f0b17-run"
 
@@ -182,7 +189,7 @@ def spec(target: str, task: str, inputs=(), graph=None, **kw) -> WorkspaceTransf
     )
 
 
-def run_task(store: RsyncStore, s: WorkspaceTransfer, tmp: Path, work=lambda d: None) -> Path:
+def run_task(store: Steps, s: WorkspaceTransfer, tmp: Path, work=lambda d: None) -> Path:
     ws, state = tmp / f"ws-{s.task}", tmp / f"state-{s.task}"
     store.fetch(s, ws, state)
     work(ws)
@@ -194,7 +201,7 @@ def test_states_are_stored_in_the_same_layout_and_hard_linked_over_ssh(
     target: str, ssh_env: SshServer, tmp_path: Path
 ) -> None:
     graph = {"a": ProducerNode(), "b": ProducerNode(("a",), 1)}
-    with BACKEND.open(target, {}) as store:
+    with Steps(BACKEND.open(target, {})) as store:
         run_task(store, spec(target, "a", graph=graph), tmp_path, lambda d: (
             write(d / "keep.txt", "k"), write(d / "edit.txt", "old"),
         ))
@@ -214,20 +221,20 @@ def test_a_scp_like_target_reaches_the_same_files(target: str, ssh_env: SshServe
     t = parse_target(target)
     scp = f"{t.user}@127.0.0.1:/{t.path}"
     write(tmp_path / "seed" / "f", "seeded")
-    with BACKEND.open(target, {}) as store:
+    with Steps(BACKEND.open(target, {})) as store:
         store.push(tmp_path / "seed")
     # scp-like targets carry no port (22): give the parsed target the fixture's port.
     where = dataclasses.replace(parse_target(scp), port=t.port)
-    with RsyncStore(where, None, SshSettings(key=str(ssh_env.client_key))) as store:
+    with Steps(RsyncStore(where, None, SshSettings(key=str(ssh_env.client_key)))) as store:
         store.pull(tmp_path / "out")
     assert files(tmp_path / "out") == {"f": "seeded"}
 
 
 def test_the_throwaway_key_copy_and_known_hosts_are_removed_on_close(target: str, tmp_path: Path) -> None:
-    store = BACKEND.open(target, {})
+    store = Steps(BACKEND.open(target, {}))
     with pytest.raises(NotFoundError):
         store.pull(tmp_path / "out")
-    session_dir = Path(store.runner._session.dir)
+    session_dir = Path(store.inner.runner._session.dir)
     assert (session_dir / "known_hosts").is_file()
     assert oct((session_dir / "id").stat().st_mode & 0o777) == oct(0o600)
     store.close()
@@ -239,7 +246,7 @@ def test_a_pinned_matching_host_key_is_accepted(
 ) -> None:
     monkeypatch.setenv(SSH_KNOWN_HOSTS_ENV, str(ssh_env.known_hosts(tmp_path / "kh" / "known_hosts")))
     write(tmp_path / "seed" / "f", "pinned")
-    with BACKEND.open(target, {"known-hosts-configmap": "ssh-known-hosts"}) as store:
+    with Steps(BACKEND.open(target, {"known-hosts-configmap": "ssh-known-hosts"})) as store:
         store.push(tmp_path / "seed")
         store.pull(tmp_path / "out")
     assert files(tmp_path / "out") == {"f": "pinned"}
@@ -251,7 +258,7 @@ def test_a_key_the_server_does_not_accept_is_an_auth_error_naming_the_secret(
     target: str, ssh_env: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(SSH_KEY_ENV, str(ssh_env.other_key))
-    store = BACKEND.open(target, {"credentials-secret": "ssh-creds"})
+    store = Steps(BACKEND.open(target, {"credentials-secret": "ssh-creds"}))
     with pytest.raises(AuthError, match="credentials-secret.*ssh-privatekey") as caught:
         store.fetch(spec(target, "t", ["a"]), tmp_path / "w", tmp_path / "s")
     store.close()
@@ -264,7 +271,7 @@ def test_a_missing_key_file_is_an_auth_error_naming_the_secret_key(
     target: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(SSH_KEY_ENV, str(tmp_path / "no-such-key"))
-    with BACKEND.open(target, {"credentials-secret": "ssh-creds"}) as store:
+    with Steps(BACKEND.open(target, {"credentials-secret": "ssh-creds"})) as store:
         with pytest.raises(AuthError, match="ssh-creds.*kubernetes.io/ssh-auth.*ssh-privatekey"):
             store.pull(tmp_path / "out")
 
@@ -273,7 +280,7 @@ def test_a_host_key_that_does_not_match_the_pinned_one_is_an_auth_error_naming_t
     target: str, ssh_env: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(SSH_KNOWN_HOSTS_ENV, str(ssh_env.known_hosts(tmp_path / "kh" / "known_hosts", pinned=False)))
-    with BACKEND.open(target, {"known-hosts-configmap": "ssh-known-hosts"}) as store:
+    with Steps(BACKEND.open(target, {"known-hosts-configmap": "ssh-known-hosts"})) as store:
         with pytest.raises(AuthError, match="known-hosts-configmap") as caught:
             store.pull(tmp_path / "out")
     assert "ssh-known-hosts" in str(caught.value)
@@ -286,28 +293,28 @@ def test_a_server_missing_from_the_pinned_known_hosts_is_an_auth_error_naming_th
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     monkeypatch.setenv(SSH_KNOWN_HOSTS_ENV, str(empty))
-    with BACKEND.open(target, {"known-hosts-configmap": "ssh-known-hosts"}) as store:
+    with Steps(BACKEND.open(target, {"known-hosts-configmap": "ssh-known-hosts"})) as store:
         with pytest.raises(AuthError, match="known-hosts-configmap"):
             store.pull(tmp_path / "out")
 
 
 def test_a_closed_port_is_a_network_error_naming_host_and_port(ssh_env: SshServer, tmp_path: Path) -> None:
     port = free_port()
-    with BACKEND.open(f"ssh://{ssh_env.user}@127.0.0.1:{port}{ssh_env.data_dir}/x", {}) as store:
+    with Steps(BACKEND.open(f"ssh://{ssh_env.user}@127.0.0.1:{port}{ssh_env.data_dir}/x", {})) as store:
         with pytest.raises(NetworkError, match=f"SSH server at 127.0.0.1:{port}") as caught:
             store.pull(tmp_path / "out")
     assert caught.value.exit_code == 5
 
 
 def test_pulling_an_ssh_target_never_written_is_not_found(target: str, tmp_path: Path) -> None:
-    with BACKEND.open(target, {}) as store, pytest.raises(NotFoundError, match="nothing was published to ssh://"):
+    with Steps(BACKEND.open(target, {})) as store, pytest.raises(NotFoundError, match="nothing was published to ssh://"):
         store.pull(tmp_path / "out")
 
 
 def test_a_state_deleted_behind_the_run_is_not_found_on_the_ssh_server(
     target: str, tmp_path: Path
 ) -> None:
-    with BACKEND.open(target, {}) as store:
+    with Steps(BACKEND.open(target, {})) as store:
         run_task(store, spec(target, "a"), tmp_path, lambda d: write(d / "f", "x"))
         root = Path("/" + parse_target(target).path)
         ref = json.loads((root / "refs" / f"{producer_ref(RUN, 'a')}.json").read_text())

@@ -8,18 +8,19 @@ import json
 import os
 import threading
 import uuid
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
 from tests.fixtures.s3server import S3Server
-from wrapresolver.backends.base import get_backend
+from wrapresolver.backends.registry import get_backend
 from wrapresolver.backends.s3 import PART_SIZE, S3Store, S3Target, parse_target
+from wrapresolver.core.refs import producer_ref
+from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
 from wrapresolver.errors import AuthError, NetworkError, NotFoundError, ParamError
-from wrapresolver.refs import producer_ref
-from wrapresolver.stepspec import ProducerNode, WorkspaceTransfer
+from wrapresolver.testing.conformance import BackendConformance, ConformanceTarget
 from wrapresolver.transfer import engine, oci_image
 
 RUN = "7d1e-run"
@@ -206,9 +207,9 @@ def test_two_producers_fan_in_and_the_later_one_wins(bucket: str, credentials: S
     for task, inputs in (("a", ()), ("b", ("a",)), ("c", ("a",))):
         ws, state = tmp_path / f"ws-{task}", tmp_path / f"state-{task}"
         s = spec(task, target, options, inputs, graph)
-        store.fetch(s, ws, state)
+        engine.fetch(store, s, ws, state)
         work[task](ws)
-        store.store(s, ws, state)
+        engine.store(store, s, ws, state)
     view = tmp_path / "view"
     report = engine.fetch(store, spec("d", target, options, ("b", "c"), graph), view, tmp_path / "state-d")
     assert files(view) == {"base.txt": "a", "b.txt": "b", "c.txt": "c", "same.txt": "from c"}
@@ -223,9 +224,9 @@ def test_a_skipped_producer_falls_back_to_its_input(bucket: str, credentials: S3
     graph = {"clone": ProducerNode(), "lint": ProducerNode(("clone",), 1)}
     store = open_store(target)
     s = spec("clone", target, credentials.options(), (), graph)
-    store.fetch(s, tmp_path / "ws", tmp_path / "st")
+    engine.fetch(store, s, tmp_path / "ws", tmp_path / "st")
     write(tmp_path / "ws" / "f", "clone")
-    store.store(s, tmp_path / "ws", tmp_path / "st")
+    engine.store(store, s, tmp_path / "ws", tmp_path / "st")
     view = tmp_path / "view"
     report = engine.fetch(store, spec("test", target, credentials.options(), ("lint",), graph), view, tmp_path / "sv")
     assert files(view) == {"f": "clone"} and "lint has no stored state" in report.detail
@@ -430,8 +431,6 @@ def test_a_server_error_that_persists_is_a_network_error_naming_the_key(credenti
 
 
 # ---- conformance kit ----
-
-from wrapresolver.testing.conformance import BackendConformance, ConformanceTarget  # noqa: E402
 
 
 class TestS3Conformance(BackendConformance):

@@ -13,13 +13,13 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import yaml
 
-from tests.fixtures.kubeapi import CORE, KubeAPI, KubeAPIServer, ensure_namespace, resource_types_from_crds  # noqa: F401
+from tests.fixtures.kubeapi import CORE, KubeAPI, KubeAPIServer, ensure_namespace, resource_types_from_crds
 
 SYSTEM_NS = "tekton-pipelines-resolvers"
 RR = "resolution.tekton.dev/v1beta1"
@@ -60,7 +60,7 @@ class Cluster:
         try:
             self.api.get("v1", "configmaps", SYSTEM_NS, "wrapresolver-config")
             return self.api.patch("v1", "configmaps", SYSTEM_NS, "wrapresolver-config", {"data": data})
-        except Exception:  # noqa: BLE001 - first time: create it
+        except Exception:  # first time: create it
             return self.api.create("v1", "configmaps", SYSTEM_NS, {"metadata": {"name": "wrapresolver-config"},
                                                                    "data": data})
 
@@ -76,7 +76,7 @@ class Cluster:
         run = run or f"run-{name}"
         try:
             pr = self.api.get("tekton.dev/v1", "pipelineruns", namespace, run)
-        except Exception:  # noqa: BLE001
+        except Exception:
             pr = self.api.create("tekton.dev/v1", "pipelineruns", namespace, {
                 "metadata": {"name": run},
                 "spec": {"pipelineRef": {"resolver": "wrap"}, "workspaces": [{"name": "src", "emptyDir": {}}]}})
@@ -119,7 +119,7 @@ class Controller:
         self.health, self.metrics = free_port(), free_port()
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "Controller":
+    def start(self) -> Controller:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("KUBERNETES_SERVICE_HOST", None)
         self.log = open(self.log_path, "ab")

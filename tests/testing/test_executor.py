@@ -234,12 +234,13 @@ def test_fan_in_pipeline_sees_merged_files_and_deletions_from_both_branches(back
 
 
 def test_fan_in_publishes_the_final_state_to_the_exact_target(tmp_path: Path) -> None:
-    from wrapresolver.backends.base import get_backend
+    from wrapresolver.backends.registry import get_backend
+    from wrapresolver.transfer.steps import open_steps
 
     result = run_pipeline(FAN_IN, f"file://{tmp_path}/store/<<workspace>>", tmp_path)
     assert result.status == SUCCEEDED, result.log()
     out = tmp_path / "pulled"
-    with get_backend("file").open(f"file://{tmp_path}/store/src", {}) as store:
+    with open_steps(get_backend("file"), f"file://{tmp_path}/store/src", {}) as store:
         store.pull(out)
     # The finally task `report` wrote last, after package: its listing is in the final state.
     assert (out / "release.tar").is_file() and (out / "listing.txt").is_file()
@@ -298,7 +299,7 @@ spec:
               ls > seen-by-{name}
               echo {name} > {name}
 """
-    for previous, name in zip(["", "clone", "build", "lint", "test"], ["clone", "build", "lint", "test", "package"])
+    for previous, name in zip(["", "clone", "build", "lint", "test"], ["clone", "build", "lint", "test", "package"], strict=True)
 )
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from wrapresolver.backends.base import Descriptor
+from wrapresolver.core.values import Descriptor
 from wrapresolver.errors import IntegrityError, UnsafeArchiveError
 from wrapresolver.transfer import oci_image
 from wrapresolver.transfer.apply import Extractor, clean_name

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.registry import Registry, free_port
-from wrapresolver.stepspec import ProducerNode, WorkspaceTransfer
+from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
 
 RUN = "5b1e-cli-run"
 

@@ -8,16 +8,16 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
 from wrapresolver.backends.file import LayoutStore
+from wrapresolver.core.refs import producer_ref
+from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
 from wrapresolver.errors import DiskFullError, IntegrityError, NotFoundError
-from wrapresolver.refs import producer_ref
-from wrapresolver.stepspec import ProducerNode, WorkspaceTransfer
-from wrapresolver.transfer import engine, oci_image
+from wrapresolver.transfer import engine, oci_image, runner
 
 RUN = "3f2c0d5e-run"
 
@@ -67,7 +67,7 @@ def files(root: Path) -> dict[str, str]:
 
 
 def layers_of(store: LayoutStore, ref: str) -> list[str]:
-    return [l["digest"] for l in json.loads(store.get_manifest(ref))["layers"]]
+    return [layer["digest"] for layer in json.loads(store.get_manifest(ref))["layers"]]
 
 
 def blob_count(store: LayoutStore) -> int:
@@ -231,7 +231,7 @@ def test_publish_writes_the_merge_of_leaf_producers_without_copying_layers(tasks
 def test_corrupt_blob_is_an_integrity_error_and_leaves_the_workspace_empty(tasks: Tasks, store: LayoutStore) -> None:
     tasks.run(spec("a"), lambda d: [write(d / f"f{i}", "x" * 1000) for i in range(20)])
     digest = layers_of(store, producer_ref(RUN, "a"))[0]
-    blob = store._blob_path(digest)
+    blob = (store.root / store.blob_key(digest))
     data = bytearray(blob.read_bytes())
     data[-10] ^= 0xFF
     blob.write_bytes(bytes(data))
@@ -282,7 +282,7 @@ def test_fetch_ref_of_a_missing_reference_is_not_found(tmp_path: Path, store: La
 
 
 def test_progress_callback_receives_running_reports(tmp_path: Path, store: LayoutStore, monkeypatch) -> None:
-    monkeypatch.setattr(engine, "PROGRESS_EVERY", 0.0)
+    monkeypatch.setattr(runner, "PROGRESS_EVERY", 0.0)
     for i in range(5):
         write(tmp_path / "src" / f"f{i}", "x" * 100)
     seen = []

@@ -82,7 +82,7 @@ def test_layer_is_a_standard_tar_with_oci_whiteouts(tmp_path: Path) -> None:
     store = LayoutStore(tmp_path / "layout")
     changes = snapshot.Changes(("kept",), ("gone-dir", "sub/gone-file"))
     written = store_layer(store, src, changes, "pre/fix", oci_image.LAYER_ZSTD)
-    blob = store._blob_path(written.layer.descriptor.digest)
+    blob = (store.root / store.blob_key(written.layer.descriptor.digest))
     plain = subprocess.run(["zstd", "-dc", str(blob)], check=True, capture_output=True).stdout
     names = tarfile.open(fileobj=io.BytesIO(plain)).getnames()
     assert names == ["pre/fix/.wh.gone-dir", "pre/fix/sub/.wh.gone-file", "pre/fix/kept"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import tarfile
 
 import pytest
@@ -87,14 +86,3 @@ def test_the_archive_ends_on_a_record_boundary() -> None:
     writer.add(header("f", REGULAR, size=1), io.BytesIO(b"z"), 1)
     writer.close()
     assert len(out.getvalue()) % tarwriter.RECORD == 0
-
-
-def test_regular_header_takes_mode_ids_and_mtime_from_stat(tmp_path) -> None:
-    path = tmp_path / "f"
-    path.write_bytes(b"abc")
-    path.chmod(0o640)
-    os.utime(path, ns=(1_650_000_000_000_000_042, 1_650_000_000_000_000_042))
-    st = os.lstat(path)
-    assert tarwriter.regular_header("f", st, 3) == header(
-        "f", REGULAR, mode=0o640, uid=st.st_uid, gid=st.st_gid, size=3, mtime_ns=1_650_000_000_000_000_042,
-    )

@@ -1,1 +1,1 @@
-"""Storage backends. See `base` for the interface and the entry-point registry."""
+"""Storage backends: `base` is what a plugin implements, `registry` finds them by name or scheme."""

@@ -1,190 +1,62 @@
-"""The backend interface: a resolver half (pure) and a step half (the data path).
+"""What a backend plugin implements: everything a plugin imports comes from this module.
 
-A backend is a `Backend` instance registered under the entry-point group
-`wrapresolver.backends`; the built-ins register the same way (see pyproject.toml), so a
-third-party package is a first-class citizen.
+A backend is a `Backend` (its resolver half: `validate_target`, `validate_options`,
+`step_requirements`, pure) whose `open` returns one of two step halves:
 
-Resolver half (runs in the controller, no I/O, no heavy imports):
-  `validate_target`, `validate_options`, `step_requirements`.
-Step half (runs in the injected steps): `open(target, options)` returns a `WorkspaceStore`.
+* a `BlobStore`: six primitives over content-addressed blobs and named manifests. The
+  layered data path (snapshots, diffs, merges, fallbacks, OCI images) is put around it by
+  `wrapresolver.transfer.engine`; an object store (S3-, GCS-, WebDAV-like) subclasses
+  `wrapresolver.backends.objectstore.ObjectStore` and implements only its transport.
+* a `WorkspaceStore`: a whole-directory backend (rsync-like) that resolves, materialises
+  and saves trees itself. `wrapresolver.transfer.runner` owns the rules around it (an
+  unbound workspace is skipped, a failed fetch leaves an empty directory, the fetch record,
+  timing, progress), so the backend writes none of them.
+
+Register the instance under the entry-point groups `wrapresolver.backends` (by name) and
+`wrapresolver.schemes` (by target scheme); see `wrapresolver.backends.registry`.
 Import client libraries (boto3, google-cloud-storage) inside `open`, never at module top,
 so the controller and OCI-only images need none of them.
-
-Most backends subclass `BlobStore`: content-addressed blobs plus named references to
-manifests. The layered logic (snapshots, diffs, merges, fallbacks) is written once in
-`wrapresolver.transfer.engine` on top of those primitives. A whole-directory backend
-(rsync-like) subclasses `WorkspaceStore` and implements fetch/store/publish itself.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import re
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, ClassVar, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
-from wrapresolver.errors import ParamError, TransferError
+from wrapresolver.core.backend import Backend
+from wrapresolver.core.stepspec import WorkspaceTransfer
+from wrapresolver.core.values import TEKTON_VARIABLE, Descriptor, StepRequirements, TransferReport
+from wrapresolver.errors import IntegrityError, TransferError
+from wrapresolver.transfer.streams import IteratorReader
 
 if TYPE_CHECKING:  # pragma: no cover
-    from wrapresolver.stepspec import WorkspaceTransfer
-    from wrapresolver.transfer.report import TransferReport
+    from wrapresolver.transfer.snapshot import Changes, Entry
 
-ENTRY_POINT_GROUP = "wrapresolver.backends"
-LAYER_COMPRESSIONS = ("zstd", "gzip")
-_OBJECT_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-TEKTON_VARIABLE = re.compile(r"\$\([^)]*\)")
-"""`$(context.pipelineRun.name)`, `$(params.x)`: filled in by Tekton after resolution, so
-validation accepts them wherever a backend option or target may hold one."""
+__all__ = [
+    "TEKTON_VARIABLE", "Backend", "BlobStore", "Descriptor", "Input", "Moved",
+    "Reader", "StepRequirements", "Tick", "TransferReport", "WorkspaceStore",
+]
 
-
-@dataclass(frozen=True)
-class StepRequirements:
-    """What the injected steps need from the pod to reach the backend.
-
-    Plain Kubernetes dicts (EnvVar, Volume, VolumeMount) so the rewrite can add them to the
-    task spec unchanged. Secrets are referenced, never copied into the Pipeline.
-    """
-
-    env: tuple[Mapping, ...] = ()
-    volumes: tuple[Mapping, ...] = ()
-    volume_mounts: tuple[Mapping, ...] = ()
-    args: tuple[str, ...] = ()
+Tick = Callable[[int, int], None]
+"""Progress callback of a long transfer: (files so far, bytes so far)."""
 
 
-@dataclass(frozen=True)
-class Descriptor:
-    """An OCI content descriptor: what a manifest says about a blob."""
+class Reader(Protocol):
+    """What `put_blob` reads from: a binary file, a pipe, a stream adapter."""
 
-    media_type: str
-    digest: str
-    size: int
-    annotations: Mapping[str, str] = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        out: dict = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
-        if self.annotations:
-            out["annotations"] = dict(self.annotations)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping) -> "Descriptor":
-        return cls(
-            media_type=data["mediaType"],
-            digest=data["digest"],
-            size=int(data["size"]),
-            annotations=dict(data.get("annotations") or {}),
-        )
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
-class Backend(ABC):
-    """One storage backend. Instances are stateless and cheap; `BACKEND = MyBackend()`."""
 
-    name: ClassVar[str]
-    """The name users write in the `backend` param and the entry point's name."""
-    schemes: ClassVar[tuple[str, ...]] = ()
-    """Target schemes that select this backend (`s3` for `s3://...`)."""
-    options: ClassVar[Mapping[str, str]] = {}
-    """Backend options the resolver accepts as params: name -> one-line description."""
+class BlobStore(ABC):
+    """Content-addressed blobs and named manifests at one target.
 
-    # ---- resolver half: pure ----
-    def validate_target(self, target: str) -> None:
-        """Raise `ParamError` if `target` (workspace already substituted) cannot work.
-
-        `target` may still hold `$(context.pipelineRun.*)` or `$(params.*)`: accept those.
-        """
-
-    def validate_options(self, options: Mapping[str, str]) -> dict[str, str]:
-        """Check and normalise backend options; unknown names are an error."""
-        unknown = sorted(set(options) - set(self.options))
-        if unknown:
-            known = ", ".join(sorted(self.options)) or "none"
-            raise ParamError(
-                f"unknown param(s) {', '.join(unknown)} for backend {self.name!r}; "
-                f"its options are: {known}"
-            )
-        # Options that name a Secret or a ConfigMap (`credentials-secret`, `ca-configmap`, ...)
-        # must be object names in the PipelineRun's namespace: checked once, here.
-        for name, value in options.items():
-            kind = "Secret" if name.endswith("-secret") else "ConfigMap" if name.endswith("-configmap") else ""
-            if kind and value and not TEKTON_VARIABLE.search(value) and not _OBJECT_NAME.match(value):
-                raise ParamError(
-                    f"param `{name}` must name a {kind} in the PipelineRun's namespace: "
-                    f"{value!r} is not a valid Kubernetes {kind} name (lowercase letters, "
-                    f"digits, '-' and '.', at most 253 characters)"
-                )
-        # `compression` means the same for every layered backend: checked once, here.
-        if options.get("compression", "zstd") not in LAYER_COMPRESSIONS:
-            raise ParamError(
-                f"compression {options['compression']!r} is not supported; use zstd or gzip"
-            )
-        return dict(options)
-
-    def step_requirements(self, options: Mapping[str, str]) -> StepRequirements:
-        """Env, Secret volumes and mounts the injected steps need (pure)."""
-        return StepRequirements()
-
-    # ---- step half ----
-    @abstractmethod
-    def open(self, target: str, options: Mapping[str, str]) -> "WorkspaceStore":
-        """Connect to the storage at `target`. Import client libraries here."""
-
-
-class WorkspaceStore(ABC):
-    """The step half of a backend: moves one workspace's states for one target."""
-
-    @abstractmethod
-    def fetch(self, spec: "WorkspaceTransfer", dest: Path, state_dir: Path) -> "TransferReport":
-        """Reconstruct W's input state for `spec.task` into the empty directory `dest`.
-
-        Resolves `spec.inputs` through `spec.graph` (a missing producer falls back to its own
-        inputs), merges them in order, starts from `spec.base` when there are none, applies
-        only `spec.sub_path`, and leaves in `state_dir` what `store` needs to find changes.
-        """
-
-    @abstractmethod
-    def store(self, spec: "WorkspaceTransfer", src: Path, state_dir: Path) -> "TransferReport":
-        """Record what the task changed in `src` under its producer reference.
-
-        Reference last (atomic). With `spec.publish`, also write the final state of W to
-        the exact target. Without a fetch record in `state_dir` it stores the whole tree.
-        """
-
-    @abstractmethod
-    def publish(self, spec: "WorkspaceTransfer") -> "TransferReport":
-        """Write the merge of `spec.inputs` (with fallbacks) to the exact target."""
-
-    def pull(self, dest: Path, sub_path: str = "") -> "TransferReport":
-        """Extract the state stored at the user's exact target into `dest` (by hand).
-
-        `wrapresolver fetch --target REF --path DIR` calls this, so a person can look at the
-        final workspace of a run. Backends that cannot do it say so clearly.
-        """
-        raise TransferError(f"backend {type(self).__name__} cannot fetch a target by hand")
-
-    def push(self, src: Path, options: Mapping[str, str] | None = None) -> "TransferReport":
-        """Store the whole tree `src` at the user's exact target (by hand, or to seed a `base`)."""
-        raise TransferError(f"backend {type(self).__name__} cannot store a target by hand")
-
-    def close(self) -> None:
-        """Release connections."""
-
-    def __enter__(self) -> "WorkspaceStore":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class BlobStore(WorkspaceStore):
-    """Content-addressed blobs and named manifests at one target; the layered logic is inherited.
-
-    Implement the six primitives; fetch/store/publish come from `wrapresolver.transfer.engine`.
-    Reference names are `refs.producer_ref(...)` tags and `target_ref` for the user's exact
-    target. Blobs are sha256-addressed and immutable; a reference is replaced atomically.
+    Reference names are `core.refs.producer_ref(...)` tags and `target_ref` for the user's
+    exact target. Blobs are sha256-addressed and immutable; a reference is replaced
+    atomically.
     """
 
     target_ref: str = "latest"
@@ -196,7 +68,7 @@ class BlobStore(WorkspaceStore):
     def blob_exists(self, digest: str) -> bool: ...
 
     @abstractmethod
-    def put_blob(self, reader: BinaryIO, media_type: str) -> Descriptor:
+    def put_blob(self, reader: Reader, media_type: str) -> Descriptor:
         """Stream `reader` to a new blob; return its descriptor (sha256 computed on the fly).
 
         Never buffer the whole blob in memory. The blob must not become visible under its
@@ -215,103 +87,104 @@ class BlobStore(WorkspaceStore):
     def put_manifest(self, ref: str, data: bytes, media_type: str) -> None:
         """Store manifest bytes under `ref`, replacing any previous one atomically."""
 
-    def copy_blob_from(self, other: "BlobStore", descriptor: Descriptor) -> None:
+    def copy_blob_from(self, other: BlobStore, descriptor: Descriptor) -> None:
         """Make a blob of `other` (e.g. the `base` store) available here.
 
         Default: stream it through this process. Registries override this with a
         cross-repository mount when both are on the same registry.
         """
-        from wrapresolver.transfer.streams import IteratorReader
-
         got = self.put_blob(IteratorReader(other.open_blob(descriptor.digest)), descriptor.media_type)
         if got.digest != descriptor.digest:
-            from wrapresolver.errors import IntegrityError
+            raise IntegrityError(f"blob {descriptor.digest} copied from base arrived as {got.digest}")
 
-            raise IntegrityError(
-                f"blob {descriptor.digest} copied from base arrived as {got.digest}"
-            )
+    def close(self) -> None:
+        """Release connections."""
 
-    def fetch(self, spec, dest, state_dir):
-        from wrapresolver.transfer import engine
+    def __enter__(self) -> BlobStore:
+        return self
 
-        return engine.fetch(self, spec, dest, state_dir)
-
-    def store(self, spec, src, state_dir):
-        from wrapresolver.transfer import engine
-
-        return engine.store(self, spec, src, state_dir)
-
-    def publish(self, spec):
-        from wrapresolver.transfer import engine
-
-        return engine.publish(self, spec)
-
-    def pull(self, dest, sub_path=""):
-        from wrapresolver.transfer import engine
-
-        return engine.fetch_ref(self, self.target_ref, dest, sub_path)
-
-    def push(self, src, options=None):
-        from wrapresolver.transfer import engine
-
-        return engine.store_ref(self, src, self.target_ref, self.options if options is None else options)
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
-def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+def _nothing() -> None:
+    return None
 
 
-# ---- registry ----
+@dataclass
+class Input:
+    """A task's input as a `WorkspaceStore` resolved it (producers merged, fallbacks taken)."""
 
-@functools.lru_cache(maxsize=1)
-def _registered() -> tuple[EntryPoint, ...]:
-    """The group's entry points, read once per process.
+    record: Mapping[str, Any]
+    """JSON: what `save` needs to know about the input; kept in the fetch record."""
+    layers: int = 0
+    detail: str = ""
+    """For the log line: "from build, test (lint skipped: fell back to clone)"."""
+    value: Any = None
+    """The backend's own form of the input, for `materialize`."""
+    close: Callable[[], None] = field(default=_nothing, repr=False)
+    """Releases what resolving opened (a `base` store); called after materialising."""
 
-    Scanning every installed distribution's metadata costs milliseconds of file reads;
-    the controller asks on every request, and plugins are installed with the image, not
-    while it runs.
+
+@dataclass
+class Moved:
+    """What one step-half primitive did, for the report."""
+
+    files: int | None = None
+    """None: the runner counts the files of the workspace."""
+    bytes: int = 0
+    layers: int = 0
+    detail: str = ""
+    name: str = ""
+    """By hand (pull/push): what the report is about, when not a workspace."""
+
+
+class WorkspaceStore(ABC):
+    """The step half of a backend for one target, as primitives the runner calls.
+
+    The runner (`wrapresolver.transfer.runner`) skips unbound workspaces, times the call,
+    reports progress, keeps the fetch record, empties a half-fetched workspace and turns OS
+    errors into messages; these methods only move the data.
     """
-    return tuple(entry_points(group=ENTRY_POINT_GROUP))
 
+    @abstractmethod
+    def resolve(self, spec: WorkspaceTransfer) -> Input:
+        """The merged input of `spec.task`: `spec.inputs` through `spec.graph` (a missing
+        producer falls back to its own inputs), else `spec.base`, else empty."""
 
-@functools.lru_cache(maxsize=None)
-def _load(entry: EntryPoint) -> Backend:
-    return entry.load()
+    @abstractmethod
+    def materialize(self, spec: WorkspaceTransfer, inputs: Input, dest: Path, tick: Tick) -> Moved:
+        """Write the input (only `spec.sub_path` of it) into the empty directory `dest`."""
 
+    @abstractmethod
+    def save(
+        self, spec: WorkspaceTransfer, src: Path, scratch: Path, record: Mapping[str, Any] | None,
+        before: Mapping[str, Entry], after: Mapping[str, Entry], changes: Changes, tick: Tick,
+    ) -> Moved:
+        """Record `changes` (what the task changed in `src`) under its producer reference.
 
-def installed_backends() -> dict[str, Backend]:
-    """Every backend registered under `wrapresolver.backends`, by name.
+        `record` is the fetch's `Input.record`, None when there was no fetch (then `changes`
+        is the whole tree). The reference last (atomic); with `spec.publish` also write the
+        final state to the exact target. `scratch` is a private directory for temporaries.
+        """
 
-    A plugin that fails to import is skipped here and reported when asked for by name, so
-    one broken package cannot take the resolver down.
-    """
-    found: dict[str, Backend] = {}
-    for ep in _registered():
-        try:
-            found[ep.name] = _load(ep)
-        except Exception:  # noqa: BLE001 - reported in get_backend
-            continue
-    return found
+    @abstractmethod
+    def publish(self, spec: WorkspaceTransfer, tick: Tick) -> Moved:
+        """Write the merge of `spec.inputs` (with fallbacks) to the exact target."""
 
+    def pull(self, dest: Path, sub_path: str, tick: Tick) -> Moved:
+        """Extract the state stored at the user's exact target into `dest` (by hand)."""
+        raise TransferError(f"backend {type(self).__name__} cannot fetch a target by hand")
 
-def get_backend(name: str) -> Backend:
-    for ep in _registered():
-        if ep.name == name:
-            try:
-                return _load(ep)
-            except Exception as exc:  # noqa: BLE001
-                raise ParamError(f"backend {name!r} is installed but failed to load: {exc}") from exc
-    names = ", ".join(sorted(installed_backends())) or "none"
-    raise ParamError(f"unknown backend {name!r}; installed backends: {names}")
+    def push(self, src: Path, options: Mapping[str, str] | None, tick: Tick) -> Moved:
+        """Store the whole tree `src` at the user's exact target (by hand, or to seed a `base`)."""
+        raise TransferError(f"backend {type(self).__name__} cannot store a target by hand")
 
+    def close(self) -> None:
+        """Release connections."""
 
-def backend_for_scheme(scheme: str) -> Backend:
-    backends = installed_backends()
-    for backend in backends.values():
-        if scheme in backend.schemes:
-            return backend
-    schemes = ", ".join(sorted(f"{s}://" for b in backends.values() for s in b.schemes))
-    raise ParamError(
-        f"no installed backend handles targets of scheme {scheme!r}; known schemes: {schemes} "
-        f"(or set the `backend` param)"
-    )
+    def __enter__(self) -> WorkspaceStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

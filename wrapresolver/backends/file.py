@@ -11,25 +11,28 @@ an `fcntl` lock.
 from __future__ import annotations
 
 import fcntl
-import hashlib
+import io
 import json
 import os
 import re
 import tempfile
 import threading
+import uuid
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Iterator, Mapping
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
-from wrapresolver.backends.base import Backend, BlobStore, Descriptor
-from wrapresolver.errors import IntegrityError, NotFoundError, ParamError
+from wrapresolver.backends.base import Backend
+from wrapresolver.backends.objectstore import ObjectStore
+from wrapresolver.core.values import Descriptor, sha256_digest
+from wrapresolver.errors import NotFoundError, ParamError
+from wrapresolver.transfer import oci_image
 
 REF_NAME = "org.opencontainers.image.ref.name"
-INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
 CHUNK = 1 << 20
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 def parse_target(target: str) -> tuple[Path, str]:
@@ -59,32 +62,97 @@ class FileBackend(Backend):
     def validate_target(self, target: str) -> None:
         parse_target(target)
 
-    def open(self, target: str, options: Mapping[str, str]) -> "LayoutStore":
+    def open(self, target: str, options: Mapping[str, str]) -> LayoutStore:
         root, tag = parse_target(target)
         store = LayoutStore(root, tag)
         store.options = dict(options)
         return store
 
 
-class LayoutStore(BlobStore):
-    """Blobs and references in one OCI image layout directory."""
+class LayoutStore(ObjectStore):
+    """Blobs and references in one OCI image layout directory.
+
+    The object-store layout, except that references are `index.json` entries (as the
+    image-layout spec has them) and blobs are staged next to their final name.
+    """
 
     def __init__(self, root: Path, target_ref: str = "latest") -> None:
         self.root = root
         self.target_ref = target_ref
 
-    # ---- layout ----
-    def _blob_path(self, digest: str) -> Path:
-        if not _DIGEST.match(digest):
-            raise IntegrityError(f"{digest!r} is not a sha256 digest")
-        return self.root / "blobs" / "sha256" / digest.split(":", 1)[1]
+    # ---- ObjectStore: the transport ----
+    @property
+    def location(self) -> str:
+        return str(self.root)
 
-    def _ensure_layout(self) -> None:
+    def prepare(self) -> None:
         (self.root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
-        marker = self.root / "oci-layout"
-        if not marker.exists():
-            self._write_atomic(marker, b'{"imageLayoutVersion":"1.0.0"}')
 
+    def staging_key(self) -> str:
+        return f"blobs/sha256/.tmp-{uuid.uuid4().hex}"
+
+    def exists(self, key: str) -> bool:
+        return (self.root / key).is_file()
+
+    def read(self, key: str) -> bytes | None:
+        try:
+            return (self.root / key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def stream(self, key: str) -> Iterator[bytes] | None:
+        try:
+            handle = open(self.root / key, "rb")
+        except FileNotFoundError:
+            return None
+        return _chunks(handle)
+
+    def write(self, key: str, data: bytes, media_type: str) -> None:
+        self._write_atomic(self.root / key, data)
+
+    def upload(self, key: str, reader: io.RawIOBase, media_type: str) -> None:
+        with open(self.root / key, "xb") as out:
+            while True:
+                chunk = reader.read(CHUNK)
+                if not chunk:
+                    break
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+
+    def move(self, source: str, dest: str) -> None:
+        os.replace(self.root / source, self.root / dest)
+
+    def delete_quietly(self, key: str) -> None:
+        _unlink_quietly(str(self.root / key))
+
+    # ---- references in index.json ----
+    def read_ref(self, name: str) -> bytes | None:
+        for entry in self._read_index().get("manifests", []):
+            if (entry.get("annotations") or {}).get(REF_NAME) == name:
+                data = self.read(self.blob_key(entry["digest"]))
+                if data is None:
+                    raise NotFoundError(
+                        f"reference {name!r} in {self.root} points to missing manifest {entry['digest']}"
+                    )
+                return data
+        return None
+
+    def write_ref(self, name: str, data: bytes, media_type: str) -> None:
+        entry = {**Descriptor(media_type, sha256_digest(data), len(data)).to_dict(), "annotations": {REF_NAME: name}}
+        with self._locked():
+            index = self._read_index()
+            manifests = [
+                m for m in index.get("manifests", [])
+                if (m.get("annotations") or {}).get(REF_NAME) != name
+            ]
+            manifests.append(entry)
+            index["manifests"] = manifests
+            index.setdefault("schemaVersion", 2)
+            index.setdefault("mediaType", oci_image.INDEX)
+            self._write_atomic(self.root / "index.json", json.dumps(index, indent=1).encode())
+
+    # ---- files ----
     def _write_atomic(self, path: Path, data: bytes) -> None:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
@@ -112,80 +180,8 @@ class LayoutStore(BlobStore):
         try:
             data = (self.root / "index.json").read_bytes()
         except FileNotFoundError:
-            return {"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": []}
-        return json.loads(data)
-
-    # ---- BlobStore ----
-    def blob_exists(self, digest: str) -> bool:
-        return self._blob_path(digest).is_file()
-
-    def put_blob(self, reader: BinaryIO, media_type: str) -> Descriptor:
-        self._ensure_layout()
-        directory = self.root / "blobs" / "sha256"
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-        digest = hashlib.sha256()
-        size = 0
-        try:
-            with os.fdopen(fd, "wb") as out:
-                while True:
-                    chunk = reader.read(CHUNK)
-                    if not chunk:
-                        break
-                    digest.update(chunk)
-                    size += len(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            final = directory / digest.hexdigest()
-            if final.exists():
-                _unlink_quietly(tmp)
-            else:
-                os.replace(tmp, final)
-        except BaseException:
-            _unlink_quietly(tmp)
-            raise
-        return Descriptor(media_type, "sha256:" + digest.hexdigest(), size)
-
-    def open_blob(self, digest: str) -> Iterator[bytes]:
-        path = self._blob_path(digest)
-        try:
-            handle = open(path, "rb")
-        except FileNotFoundError:
-            raise NotFoundError(f"blob {digest} is missing from {self.root}") from None
-        return _chunks(handle)
-
-    def get_manifest(self, ref: str) -> bytes | None:
-        if _DIGEST.match(ref):
-            path = self._blob_path(ref)
-            return path.read_bytes() if path.is_file() else None
-        for entry in self._read_index().get("manifests", []):
-            if (entry.get("annotations") or {}).get(REF_NAME) == ref:
-                try:
-                    return self._blob_path(entry["digest"]).read_bytes()
-                except FileNotFoundError:
-                    raise NotFoundError(
-                        f"reference {ref!r} in {self.root} points to missing manifest {entry['digest']}"
-                    ) from None
-        return None
-
-    def put_manifest(self, ref: str, data: bytes, media_type: str) -> None:
-        self._ensure_layout()
-        desc = Descriptor(media_type, "sha256:" + hashlib.sha256(data).hexdigest(), len(data))
-        path = self._blob_path(desc.digest)
-        if not path.is_file():
-            self._write_atomic(path, data)
-        entry = {**desc.to_dict(), "annotations": {REF_NAME: ref}}
-        with self._locked():
-            index = self._read_index()
-            manifests = [
-                m for m in index.get("manifests", [])
-                if (m.get("annotations") or {}).get(REF_NAME) != ref
-            ]
-            manifests.append(entry)
-            index["manifests"] = manifests
-            index.setdefault("schemaVersion", 2)
-            index.setdefault("mediaType", INDEX_MEDIA_TYPE)
-            self._write_atomic(self.root / "index.json", json.dumps(index, indent=1).encode())
+            return {"schemaVersion": 2, "mediaType": oci_image.INDEX, "manifests": []}
+        return dict(json.loads(data))
 
 
 _THREAD_LOCKS: dict[Path, threading.Lock] = {}

@@ -21,23 +21,30 @@ to a Google service account (workload identity) and no key is needed at all. Whe
 anonymously.
 
 The google-cloud-storage library is imported only in `open`, so the controller never needs it.
+The layout is `objectstore`'s; the module is over 400 lines because GCS's bucket naming
+rules and the library's several error types each need their own words.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
-import uuid
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from wrapresolver.backends.base import TEKTON_VARIABLE, Backend, BlobStore, Descriptor, StepRequirements
+from wrapresolver.backends.base import TEKTON_VARIABLE, Backend, StepRequirements
+from wrapresolver.backends.objectstore import ObjectStore
 from wrapresolver.errors import (
-    AuthError, IntegrityError, NetworkError, NotFoundError, ParamError, TransferError,
+    AuthError,
+    NetworkError,
+    NotFoundError,
+    ParamError,
+    TransferError,
 )
-from wrapresolver.refs import is_valid_tag
 
 if TYPE_CHECKING:  # pragma: no cover
     from google.cloud.storage import Blob, Bucket, Client
@@ -59,7 +66,6 @@ PUBLIC_ENDPOINT = "https://storage.googleapis.com"
 
 _BUCKET_CHARS = re.compile(r"^[a-z0-9][a-z0-9._-]*[a-z0-9]$")
 _IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _PROJECT = re.compile(r"^([a-z0-9.-]+:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 
 
@@ -186,7 +192,7 @@ class GCSBackend(Backend):
             volume_mounts=({"name": SECRET_VOLUME, "mountPath": SECRET_MOUNT, "readOnly": True},),
         )
 
-    def open(self, target: str, options: Mapping[str, str]) -> "GCSStore":
+    def open(self, target: str, options: Mapping[str, str]) -> GCSStore:
         store = connect(target, options)
         store.options = dict(options)
         return store
@@ -194,7 +200,7 @@ class GCSBackend(Backend):
 
 def connect(
     target: str, options: Mapping[str, str], *, retry_deadline: float = RETRY_DEADLINE
-) -> "GCSStore":
+) -> GCSStore:
     """A store for `target`; `retry_deadline` bounds how long transient failures are retried."""
     from google.cloud.storage.retry import DEFAULT_RETRY
 
@@ -203,7 +209,7 @@ def connect(
     return GCSStore(client, where, DEFAULT_RETRY.with_timeout(retry_deadline), _auth_hint(options))
 
 
-def _client(options: Mapping[str, str], where: GCSTarget) -> "Client":
+def _client(options: Mapping[str, str], where: GCSTarget) -> Client:
     from google.auth.exceptions import DefaultCredentialsError
     from google.cloud import storage
 
@@ -239,34 +245,22 @@ def _auth_hint(options: Mapping[str, str]) -> str:
     )
 
 
-class GCSStore(BlobStore):
+class GCSStore(ObjectStore):
     """Blobs and references under one prefix of one bucket."""
 
     target_ref = "latest"
 
-    def __init__(self, client: "Client", where: GCSTarget, retry: Any, auth_hint: str) -> None:
+    def __init__(self, client: Client, where: GCSTarget, retry: Any, auth_hint: str) -> None:
         self.client = client
         self.where = where
         self.retry = retry
         self.auth_hint = auth_hint
-        self.bucket: "Bucket" = client.bucket(where.bucket)
+        self.bucket: Bucket = client.bucket(where.bucket)
         self._bucket_seen = False
 
     # ---- naming ----
-    def _blob(self, relative: str) -> "Blob":
+    def _blob(self, relative: str) -> Blob:
         return self.bucket.blob(self.where.object_name(relative), chunk_size=CHUNK)
-
-    def _digest_name(self, digest: str) -> str:
-        if not _DIGEST.match(digest):
-            raise IntegrityError(f"{digest!r} is not a sha256 digest")
-        return "blobs/sha256/" + digest.split(":", 1)[1]
-
-    def _ref_name(self, ref: str) -> str:
-        if _DIGEST.match(ref):
-            return self._digest_name(ref)
-        if not is_valid_tag(ref):
-            raise TransferError(f"{ref!r} is not a valid reference name for {self.where}")
-        return "refs/" + ref
 
     # ---- errors ----
     @property
@@ -285,7 +279,7 @@ class GCSStore(BlobStore):
                 # Resumable uploads report HTTP failures in their own type; re-raise as the
                 # matching api_core error so one mapping below serves every call.
                 raise api.from_http_status(_status_of(exc), _short(exc)) from exc
-        except Exception as exc:  # noqa: BLE001 - translated or re-raised unchanged
+        except Exception as exc:  # translated or re-raised unchanged
             translated = self._translate(exc, action)
             if translated is exc:
                 raise
@@ -329,7 +323,7 @@ class GCSStore(BlobStore):
             exists = self.bucket.exists(retry=self.retry)
         except (api.Forbidden, api.Unauthorized):
             exists = True
-        except Exception:  # noqa: BLE001 - cannot tell; the caller reports the original 404
+        except Exception:  # cannot tell; the caller reports the original 404
             return
         if not exists:
             raise NotFoundError(
@@ -338,39 +332,56 @@ class GCSStore(BlobStore):
             )
         self._bucket_seen = True
 
-    # ---- BlobStore ----
-    def blob_exists(self, digest: str) -> bool:
-        with self._errors(f"checking blob {digest}"):
-            return self._blob(self._digest_name(digest)).exists(retry=self.retry)
+    # ---- ObjectStore: the transport ----
+    @property
+    def location(self) -> str:
+        return str(self.where)
 
-    def put_blob(self, reader: BinaryIO, media_type: str) -> Descriptor:
-        """Resumable upload to `uploads/`, hashed on the fly, then a server-side copy.
+    def exists(self, key: str) -> bool:
+        with self._errors(f"checking {key}"):
+            return bool(self._blob(key).exists(retry=self.retry))
 
-        The temporary name keeps a partial blob from ever being visible under a digest; the
-        copy needs no second pass over the data and memory stays at one upload chunk.
-        """
-        from wrapresolver.transfer.streams import HashingReader
+    def read(self, key: str) -> bytes | None:
+        from google.api_core.exceptions import NotFound
 
-        hashing = HashingReader(reader)
-        temporary = self._blob(f"uploads/{uuid.uuid4().hex}")
-        try:
-            self._upload(hashing, temporary, media_type)
-            descriptor = Descriptor(media_type, hashing.digest, hashing.size)
-            self._publish_blob(temporary, descriptor.digest)
-        finally:
-            self._delete_quietly(temporary)
-        return descriptor
+        action = f"reading {key}"
+        with self._errors(action):
+            try:
+                return bytes(self._blob(key).download_as_bytes(retry=self.retry))
+            except NotFound:
+                self._raise_if_bucket_missing(action)
+                return None
 
-    def _upload(self, hashing: Any, temporary: "Blob", media_type: str) -> None:
+    def stream(self, key: str) -> Iterator[bytes] | None:
+        return self._chunks(self._blob(key), f"reading {key}")
+
+    def _chunks(self, blob: Blob, action: str) -> Iterator[bytes]:
+        with self._errors(action):
+            reader = blob.open("rb", chunk_size=DOWNLOAD_CHUNK, retry=self.retry)
+        with reader:
+            while True:
+                with self._errors(action):
+                    chunk = reader.read(PIECE)
+                if not chunk:
+                    return
+                yield chunk
+
+    def write(self, key: str, data: bytes, media_type: str) -> None:
+        """One object write, which GCS applies atomically; the same bytes again are harmless."""
+        with self._errors(f"writing {key}"):
+            self._blob(key).upload_from_string(data, content_type=media_type, retry=self.retry)
+
+    def upload(self, key: str, reader: io.RawIOBase, media_type: str) -> None:
+        """A resumable upload; memory stays at one upload chunk."""
         action = f"uploading a blob to {self.where}"
         with self._errors(action):
-            writer = temporary.open(
+            writer = self._blob(key).open(
                 "wb", ignore_flush=True, content_type=media_type,
                 if_generation_match=0, retry=self.retry,
             )
         try:
             while True:
-                chunk = hashing.read(PIECE)  # errors of the source stay as they are
+                chunk = reader.read(PIECE)  # errors of the source stay as they are
                 if not chunk:
                     break
                 with self._errors(action):
@@ -383,14 +394,12 @@ class GCSStore(BlobStore):
             _quietly(writer.terminate)
             raise
 
-    def _publish_blob(self, temporary: "Blob", digest: str) -> None:
-        """Copy the finished upload under its digest unless an identical blob is there."""
+    def move(self, source: str, dest: str) -> None:
+        """A server-side rewrite (no second pass over the data), then the upload goes."""
         from google.api_core.exceptions import PreconditionFailed
 
-        final = self._blob(self._digest_name(digest))
-        with self._errors(f"storing blob {digest}"):
-            if final.exists(retry=self.retry):
-                return
+        final, temporary = self._blob(dest), self._blob(source)
+        with self._errors(f"storing {dest}"):
             token = None
             try:
                 while True:
@@ -398,61 +407,15 @@ class GCSStore(BlobStore):
                         temporary, token=token, if_generation_match=0, retry=self.retry
                     )
                     if token is None:
-                        return
+                        break
             except PreconditionFailed:
-                return  # another writer stored the same content first
+                pass  # another writer stored the same content first
+        self.delete_quietly(source)
 
-    def _delete_quietly(self, blob: "Blob") -> None:
+    def delete_quietly(self, key: str) -> None:
         """Best effort: a leftover under uploads/ is garbage, never a wrong state."""
+        blob = self._blob(key)
         _quietly(lambda: blob.delete(retry=self.retry))
-
-    def open_blob(self, digest: str) -> Iterator[bytes]:
-        name = self._digest_name(digest)
-        return self._chunks(self._blob(name), f"reading blob {digest}")
-
-    def _chunks(self, blob: "Blob", action: str) -> Iterator[bytes]:
-        with self._errors(action):
-            reader = blob.open("rb", chunk_size=DOWNLOAD_CHUNK, retry=self.retry)
-        with reader:
-            while True:
-                with self._errors(action):
-                    chunk = reader.read(PIECE)
-                if not chunk:
-                    return
-                yield chunk
-
-    def get_manifest(self, ref: str) -> bytes | None:
-        from google.api_core.exceptions import NotFound
-
-        action = f"reading reference {ref!r}"
-        blob = self._blob(self._ref_name(ref))
-        with self._errors(action):
-            try:
-                return blob.download_as_bytes(retry=self.retry)
-            except NotFound:
-                self._raise_if_bucket_missing(action)
-                return None
-
-    def put_manifest(self, ref: str, data: bytes, media_type: str) -> None:
-        """Manifest under its digest first, then the reference: the reference is the commit."""
-        from google.api_core.exceptions import PreconditionFailed
-        from wrapresolver.backends.base import sha256_digest
-
-        digest = sha256_digest(data)
-        with self._errors(f"storing manifest {digest}"):
-            try:
-                self._blob(self._digest_name(digest)).upload_from_string(
-                    data, content_type=media_type, if_generation_match=0, retry=self.retry
-                )
-            except PreconditionFailed:
-                pass  # the same bytes are already there
-        if _DIGEST.match(ref):
-            return
-        with self._errors(f"writing reference {ref!r}"):
-            # Rewriting the same bytes is harmless, so the unconditional write may be retried.
-            self._blob(self._ref_name(ref)).upload_from_string(
-                data, content_type=media_type, retry=self.retry
-            )
 
     def close(self) -> None:
         _quietly(self.client.close)
@@ -476,7 +439,7 @@ def _media_errors() -> tuple[type[BaseException], ...]:
     try:
         from google.cloud.storage.exceptions import InvalidResponse
     except ImportError:  # pragma: no cover - google-cloud-storage 2.x
-        from google.resumable_media.common import InvalidResponse  # type: ignore[no-redef]
+        from google.resumable_media.common import InvalidResponse
     return (InvalidResponse,)
 
 
@@ -493,7 +456,7 @@ def _short(exc: BaseException) -> str:
 def _quietly(action: Any) -> None:
     try:
         action()
-    except Exception:  # noqa: BLE001 - cleanup must not hide the real outcome
+    except Exception:  # cleanup must not hide the real outcome
         pass
 
 

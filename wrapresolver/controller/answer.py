@@ -14,9 +14,9 @@ import base64
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Mapping
+from datetime import UTC, datetime
 
 import aiohttp
 
@@ -25,8 +25,8 @@ from wrapresolver.controller import events, metrics
 from wrapresolver.controller.cluster_source import ClusterSource
 from wrapresolver.controller.config import LiveConfig
 from wrapresolver.controller.kube import PIPELINERUNS, RESOLUTION_REQUESTS, Kube, KubeError
+from wrapresolver.core.params import RunContext
 from wrapresolver.errors import WrapError
-from wrapresolver.params import RunContext
 
 log = logging.getLogger("wrapresolver.controller")
 RETRY_DELAYS = (0.2, 0.5, 1, 2, 4, 8)
@@ -58,7 +58,7 @@ def is_answered(request: Mapping) -> bool:
 
 def _condition(status: str, reason: str, message: str = "") -> dict:
     cond = {"type": "Succeeded", "status": status, "reason": reason,
-            "lastTransitionTime": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+            "lastTransitionTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
     if message:
         cond["message"] = message
     return cond
@@ -128,14 +128,14 @@ async def compute_status(runtime: Runtime, request: Mapping, deadline: float) ->
             return success_status(resolution)
         except WrapError as exc:
             return failure_status(exc.reason, str(exc))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if delay is not None and loop.time() + delay < deadline:  # a slow API call, not our deadline
                 await asyncio.sleep(delay)
                 continue
             return failure_status("ResolutionTimeout",
                                   f"resolution took longer than resolution-timeout "
                                   f"({settings.resolution_timeout:g}s) of the wrap resolver")
-        except Exception as exc:  # noqa: BLE001 - bad input must never crash the controller
+        except Exception as exc:  # bad input must never crash the controller
             if _transient(exc) and delay is not None and loop.time() + delay < deadline:
                 log.warning("transient error, retrying in %ss: %r", delay, exc, extra=log_fields(request))
                 await asyncio.sleep(delay)
@@ -203,7 +203,7 @@ async def answer(runtime: Runtime, request: Mapping) -> str:
                     extra={**fields, "outcome": outcome, "reason": cond["reason"], "seconds": round(seconds, 4)})
         try:
             await events.record_failure(runtime.kube, request, cond["reason"], cond["message"])
-        except Exception as exc:  # noqa: BLE001 - an Event is best effort
+        except Exception as exc:  # an Event is best effort
             log.warning("could not record an Event: %r", exc, extra=fields)
     else:
         log.info("resolved", extra={**fields, "outcome": outcome, "seconds": round(seconds, 4),

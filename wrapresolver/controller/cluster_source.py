@@ -14,18 +14,17 @@ import asyncio
 import base64
 import hashlib
 import json
-from typing import Mapping
+from collections.abc import Mapping
 
 import yaml
 
 from wrapresolver.controller.config import Settings
 from wrapresolver.controller.kube import PIPELINES, RESOLUTION_REQUESTS, TASKS, Kube, KubeError, Resource
+from wrapresolver.core.params import RESOLVER_NAME, PipelineRef
 from wrapresolver.errors import SourceError
-from wrapresolver.params import PipelineRef
 from wrapresolver.sources import Fetched
 
 TYPE_LABEL = "resolution.tekton.dev/type"
-OUR_TYPE = "wrap"
 POLL_INTERVALS = (0.05, 0.1, 0.2, 0.3, 0.5)
 KEPT_METADATA = ("name", "namespace", "labels", "annotations")
 DROPPED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
@@ -112,7 +111,7 @@ class ClusterSource:
                           f"v1beta1); create it there or fix the name", reason="NotFound")
 
     async def _from_resolver(self, resolver: str, params: list, kind: str, namespace: str) -> Fetched:
-        if resolver == OUR_TYPE:
+        if resolver == RESOLVER_NAME:
             raise SourceError(
                 f"the {kind} reference names the wrap resolver itself, which would resolve in a loop; "
                 "point pipelineref (or the taskRef) at the resolver that holds the "
@@ -153,8 +152,8 @@ class ClusterSource:
         for attempt in range(1_000_000):
             child = await self.kube.get(RESOLUTION_REQUESTS, namespace, name)
             status = (child or {}).get("status") or {}
-            if status.get("data"):
-                return child  # type: ignore[return-value]
+            if child is not None and status.get("data"):
+                return child
             failed = next((c for c in status.get("conditions") or []
                            if c.get("type") == "Succeeded" and c.get("status") == "False"), None)
             if failed:

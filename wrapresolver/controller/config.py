@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from wrapresolver.controller.kube import CONFIGMAPS, Kube
-from wrapresolver.params import (
+from wrapresolver.core.params import (
     CONFIG_ALLOWED_NAMESPACES,
     CONFIG_BLOCKED_NAMESPACES,
     CONFIG_LOG_LEVEL,
     CONFIG_RESOLUTION_TIMEOUT,
+    CONFIGMAP_NAME,
 )
 
-CONFIG_MAP_NAME = "wrapresolver-config"
 DEFAULT_RESOLUTION_TIMEOUT = 60.0
 """Tekton fails a request after its own global timeout (1 minute by default) anyway."""
 
@@ -55,7 +55,7 @@ class Settings:
     resource_version: str = ""
 
     @classmethod
-    def from_configmap(cls, configmap: Mapping | None) -> "Settings":
+    def from_configmap(cls, configmap: Mapping | None) -> Settings:
         data = {str(k): str(v) for k, v in ((configmap or {}).get("data") or {}).items()}
         timeout = DEFAULT_RESOLUTION_TIMEOUT
         if data.get(CONFIG_RESOLUTION_TIMEOUT, "").strip():
@@ -86,7 +86,7 @@ class Settings:
 class LiveConfig:
     """Holds the current Settings; `run()` keeps them in step with the ConfigMap."""
 
-    def __init__(self, kube: Kube, namespace: str, name: str = CONFIG_MAP_NAME) -> None:
+    def __init__(self, kube: Kube, namespace: str, name: str = CONFIGMAP_NAME) -> None:
         self.kube, self.namespace, self.name = kube, namespace, name
         self.current = Settings()
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from datetime import datetime, timezone
-from typing import Mapping
+from collections.abc import Mapping
+from datetime import UTC, datetime
 
 from wrapresolver.controller.kube import EVENTS, RESOLUTION_REQUESTS, Kube, KubeError
 
@@ -35,7 +35,7 @@ async def record_failure(kube: Kube, request: Mapping, reason: str, message: str
     meta = request.get("metadata") or {}
     involved = owner_of(request)
     suffix = hashlib.sha256(f"{meta.get('uid')}/{reason}".encode()).hexdigest()[:12]
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     event = {
         "apiVersion": "v1", "kind": "Event",
         "metadata": {"name": f"{str(involved['name'])[:200]}.wrap-{suffix}", "namespace": meta.get("namespace")},

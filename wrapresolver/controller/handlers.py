@@ -16,9 +16,10 @@ from typing import Any
 import kopf
 
 from wrapresolver.controller import answer as answering
-from wrapresolver.controller.cluster_source import OUR_TYPE, TYPE_LABEL
+from wrapresolver.controller.cluster_source import TYPE_LABEL
 from wrapresolver.controller.config import LiveConfig
 from wrapresolver.controller.kube import RESOLUTION_REQUESTS, Credentials, HttpKube
+from wrapresolver.core.params import RESOLVER_NAME as OUR_TYPE
 
 log = logging.getLogger("wrapresolver.controller")
 

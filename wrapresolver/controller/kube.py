@@ -14,9 +14,10 @@ import logging
 import os
 import ssl
 import time
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Mapping, Protocol
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -104,7 +105,7 @@ class Credentials:
     """The context's namespace (kubeconfig) or the pod's namespace (in cluster)."""
 
     @classmethod
-    def load(cls, kubeconfig: str | None = None, context: str | None = None) -> "Credentials":
+    def load(cls, kubeconfig: str | None = None, context: str | None = None) -> Credentials:
         """Synchronous file I/O: call before the event loop starts or through asyncio.to_thread."""
         from kubernetes import client as kclient
         from kubernetes import config as kconfig
@@ -227,7 +228,7 @@ class HttpKube:
                     continue
                 log.warning("watch of %s failed, retrying: %s", res.plural, exc)
                 await asyncio.sleep(1)
-            except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError) as exc:
+            except (TimeoutError, aiohttp.ClientError, json.JSONDecodeError) as exc:
                 log.warning("watch of %s interrupted, retrying: %r", res.plural, exc)
                 await asyncio.sleep(1)
 

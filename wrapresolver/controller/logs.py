@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import Any
 
 FIELDS = ("namespace", "request", "owner", "outcome", "reason", "seconds", "workspaces", "backend",
           "configmap", "resourceVersion")
@@ -12,7 +13,7 @@ FIELDS = ("namespace", "request", "owner", "outcome", "reason", "seconds", "work
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry = {"time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+        entry: dict[str, Any] = {"time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
                  "level": record.levelname.lower(), "logger": record.name, "message": record.getMessage()}
         for key in FIELDS:
             if key in record.__dict__:

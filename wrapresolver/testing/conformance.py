@@ -38,15 +38,16 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
 
 import pytest
 
-from wrapresolver.backends.base import Backend, WorkspaceStore, get_backend
+from wrapresolver.backends.registry import get_backend
+from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
 from wrapresolver.errors import NotFoundError
-from wrapresolver.stepspec import ProducerNode, WorkspaceTransfer
+from wrapresolver.transfer.steps import Steps, open_steps
 
 __all__ = ["BackendConformance", "ConformanceTarget", "tree_of", "write_tricky_tree"]
 
@@ -130,12 +131,11 @@ class _Pipeline:
             options=dict(self.setup.options), **extra,
         )
 
-    def open(self) -> WorkspaceStore:
-        backend: Backend = get_backend(self.setup.backend)
-        return backend.open(self.target, dict(self.setup.options))
+    def open(self) -> Steps:
+        return open_steps(get_backend(self.setup.backend), self.target, dict(self.setup.options))
 
     def task(
-        self, name: str, inputs: tuple[str, ...] = (), work: Callable[[Path], None] = lambda d: None,
+        self, name: str, inputs: tuple[str, ...] = (), work: Callable[[Path], object] = lambda d: None,
         *, store: bool = True, **extra,
     ) -> Path:
         """Fetch, run `work` on the workspace, store. Returns the workspace directory."""
@@ -157,9 +157,10 @@ class _Pipeline:
         return self.task(name, inputs, store=False, **extra)
 
 
-def _write(path: Path, text: str) -> None:
+def _write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+    return path
 
 
 class BackendConformance:
@@ -311,7 +312,7 @@ class BackendConformance:
             try:
                 run.task("clone", work=lambda ws: _write(ws / "who", f"run {i}\n"))
                 run.task("build", ("clone",), work=lambda ws: _write(ws / f"only-{i}", "x\n"))
-            except BaseException as exc:  # noqa: BLE001 - re-raised below
+            except BaseException as exc:  # re-raised below
                 errors.append(exc)
 
         threads = [threading.Thread(target=go, args=(i, run)) for i, run in enumerate(runs)]
@@ -353,15 +354,12 @@ class BackendConformance:
 
 _STORE_IN_A_CHILD = """
 import pathlib, sys
-from wrapresolver.backends.base import get_backend
-from wrapresolver.stepspec import WorkspaceTransfer
+from wrapresolver.backends.registry import get_backend
+from wrapresolver.core.stepspec import WorkspaceTransfer
+from wrapresolver.transfer.steps import open_steps
 spec = WorkspaceTransfer.from_json(sys.argv[1])
-handle = get_backend(spec.backend).open(spec.target, spec.options)
+handle = open_steps(get_backend(spec.backend), spec.target, spec.options)
 print("storing", flush=True)
 handle.store(spec, pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3]))
 """
 
-
-def iter_entries(root: Path) -> Iterator[Path]:  # pragma: no cover - convenience for plugins
-    """Every path under `root`, sorted: handy for plugin authors' own assertions."""
-    yield from sorted(root.rglob("*"))

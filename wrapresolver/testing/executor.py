@@ -29,10 +29,11 @@ import sys
 import tempfile
 import threading
 import uuid
+from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from wrapresolver.plan import build_dag
 

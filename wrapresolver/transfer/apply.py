@@ -17,9 +17,9 @@ import shutil
 import stat
 import tarfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import zstandard
 
@@ -346,7 +346,7 @@ class _Inflater:
             self.pipe.finish()
         except PipeClosed:
             pass
-        except BaseException as exc:  # noqa: BLE001 - raised on the reading side
+        except BaseException as exc:  # raised on the reading side
             self.pipe.finish(exc)
 
     def stop(self) -> None:

@@ -24,13 +24,14 @@ import argparse
 import sys
 import threading
 import traceback
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
+from wrapresolver.core.stepspec import WorkspaceTransfer
+from wrapresolver.core.values import TransferReport
 from wrapresolver.errors import ParamError, TransferError, WrapError
-from wrapresolver.stepspec import WorkspaceTransfer
-from wrapresolver.transfer.report import TransferReport
 
 USAGE_ERROR = 2
 _print_lock = threading.Lock()
@@ -93,7 +94,7 @@ def run_injected(action: str, specs: Sequence[WorkspaceTransfer], state_dir: Pat
         except WrapError as exc:
             say(f"wrap {action} {spec.workspace}: error: {exc}", sys.stderr)
             return getattr(exc, "exit_code", 1)
-        except Exception:  # noqa: BLE001 - a bug: show it whole, fail the step
+        except Exception:  # a bug: show it whole, fail the step
             say(f"wrap {action} {spec.workspace}: unexpected error:\n{traceback.format_exc()}", sys.stderr)
             return 1
         say(report.line())
@@ -113,33 +114,27 @@ def transfer(
     progress: Callable[[TransferReport], None] | None = None,
 ) -> TransferReport:
     """Run one workspace's fetch, store or publish through its backend."""
-    from wrapresolver.backends.base import BlobStore, get_backend
-    from wrapresolver.transfer import engine
+    from wrapresolver.backends.registry import get_backend
+    from wrapresolver.transfer.steps import open_steps
 
     if action != "publish" and not spec.path:
         raise ParamError(f"workspace {spec.workspace!r} has no path to {action}")
     backend = get_backend(spec.backend)
     state = Path(state_dir or "/wrap-state")
-    with backend.open(spec.target, spec.options) as store:
-        if isinstance(store, BlobStore):  # the layered engine reports progress
-            if action == "fetch":
-                return engine.fetch(store, spec, Path(spec.path), state, progress)
-            if action == "store":
-                return engine.store(store, spec, Path(spec.path), state, progress)
-            return engine.publish(store, spec, progress)
+    with open_steps(backend, spec.target, spec.options) as steps:
         if action == "fetch":
-            return store.fetch(spec, Path(spec.path), state)
+            return steps.fetch(spec, Path(spec.path), state, progress)
         if action == "store":
-            return store.store(spec, Path(spec.path), state)
-        return store.publish(spec)
+            return steps.store(spec, Path(spec.path), state, progress)
+        return steps.publish(spec, progress)
 
 
 # ---- by hand ----
 
 def run_by_hand(args: argparse.Namespace) -> int:
-    from wrapresolver.backends.base import backend_for_scheme, get_backend
-    from wrapresolver.params import DEFAULT_BACKEND
-    from wrapresolver.template import split_scheme
+    from wrapresolver.backends.registry import REGISTRY
+    from wrapresolver.core.template import split_scheme
+    from wrapresolver.transfer.steps import open_steps
 
     options: dict[str, str] = {}
     for item in args.options:
@@ -147,15 +142,11 @@ def run_by_hand(args: argparse.Namespace) -> int:
         if not sep or not name:
             raise ParamError(f"--option {item!r} is not NAME=VALUE")
         options[name] = value
-    if args.backend:
-        backend = get_backend(args.backend)
-    else:
-        scheme, _ = split_scheme(args.target)
-        backend = backend_for_scheme(scheme) if scheme else get_backend(DEFAULT_BACKEND)
+    backend = REGISTRY.for_target(split_scheme(args.target)[0], args.backend or "")
     backend.validate_target(args.target)
     options = backend.validate_options(options)
     path: Path = args.path
-    with backend.open(args.target, options) as store:
+    with open_steps(backend, args.target, options) as store:
         if args.action == "fetch":
             if path.exists() and any(path.iterdir()):
                 raise ParamError(f"--path {path} is not empty; fetch restores into an empty directory")

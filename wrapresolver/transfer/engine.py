@@ -1,4 +1,4 @@
-"""The layered data path, written once on top of any `BlobStore`.
+"""The layered data path, written once around any `BlobStore`: `LayeredStore`.
 
 fetch: resolve the task's input producers (a missing one falls back to its own inputs),
 merge their layers, extract them safely, and record what the workspace looked like.
@@ -6,32 +6,32 @@ store: diff the workspace against that record, stream one layer of the changes, 
 the config and the manifest, the reference last so a reader never sees a half state.
 publish: write the merge of the leaf producers' states to the user's exact target,
 manifest and config only.
+
+`LayeredStore` wraps a store (the store never calls back into this module); the rules every
+step follows (unbound workspaces, the fetch record, cleanup, timing, progress) are the
+runner's (`wrapresolver.transfer.runner`). The module functions `fetch`, `store`, ... run
+one action on a bare `BlobStore`, for tools and tests.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
-import time
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import Any
 
-from wrapresolver.backends.base import BlobStore, Descriptor, get_backend
+from wrapresolver.backends.base import BlobStore, Input, Moved, Tick, WorkspaceStore
+from wrapresolver.backends.registry import get_backend
+from wrapresolver.core.refs import producer_ref
+from wrapresolver.core.stepspec import WorkspaceTransfer
+from wrapresolver.core.values import Descriptor, Layer, State, TransferReport, sha256_digest
 from wrapresolver.errors import IntegrityError, NotFoundError, TransferError
-from wrapresolver.refs import producer_ref
-from wrapresolver.stepspec import WorkspaceTransfer
-from wrapresolver.transfer import oci_image, snapshot
-from wrapresolver.transfer.apply import Extractor, empty_directory
-from wrapresolver.transfer.localdisk import os_errors, record_stem
-from wrapresolver.transfer.layers import LayerStats, store_layer, whole_tree
-from wrapresolver.transfer.oci_image import Layer, State
-from wrapresolver.transfer.report import TransferReport
+from wrapresolver.transfer import oci_image, runner, snapshot
+from wrapresolver.transfer.apply import Extractor
+from wrapresolver.transfer.layers import store_layer, whole_tree
+from wrapresolver.transfer.runner import Progress
 
-Progress = Callable[[TransferReport], None]
-PROGRESS_EVERY = 5.0
-"""Seconds between two progress callbacks during one long transfer."""
 MAX_CONFIG = 4 << 20
 
 
@@ -43,7 +43,7 @@ def _read_blob_small(store: BlobStore, desc: Descriptor, where: str) -> bytes:
         data += chunk
         if len(data) > MAX_CONFIG:
             raise IntegrityError(f"the image config of {where} is larger than {MAX_CONFIG} bytes")
-    got = "sha256:" + hashlib.sha256(data).hexdigest()
+    got = sha256_digest(data)
     if got != desc.digest:
         raise IntegrityError(f"the image config of {where} is corrupt: digest {got}, expected {desc.digest}")
     return bytes(data)
@@ -109,129 +109,30 @@ def resolve_inputs(store: BlobStore, spec: WorkspaceTransfer) -> Resolution:
                 f"push it first or fix the `base` param"
             )
         detail = "; ".join([f"from base {spec.base}", *notes])
-        return Resolution(state.layers, {l.descriptor.digest: base_store for l in state.layers}, base_store, detail)
+        return Resolution(state.layers, {layer.descriptor.digest: base_store for layer in state.layers}, base_store, detail)
     return Resolution(detail="; ".join(["empty", *notes]))
 
 
-# ---- progress and errors ----
-
-class _Ticker:
-    def __init__(self, report: TransferReport, progress: Progress | None, start: float) -> None:
-        self.report, self.progress, self.start = report, progress, start
-        self.last = start
-        self.base_files = self.base_bytes = 0
-
-    def __call__(self, files: int, nbytes: int) -> None:
-        self.report.files = self.base_files + files
-        self.report.bytes = self.base_bytes + nbytes
-        now = time.monotonic()
-        if self.progress is not None and now - self.last >= PROGRESS_EVERY:
-            self.last = now
-            self.progress(replace(self.report, seconds=now - self.start))
-
-
-# ---- the fetch record ----
-
-def _record_paths(state_dir: Path, spec: WorkspaceTransfer) -> tuple[Path, Path]:
-    stem = record_stem(state_dir, spec)
-    return stem.with_name(stem.name + ".fetch.json"), stem.with_name(stem.name + ".snapshot.jsonl")
-
-
-def _write_record(state_dir: Path, spec: WorkspaceTransfer, layers: tuple[Layer, ...], snap) -> None:
-    state_dir.mkdir(parents=True, exist_ok=True)
-    record_path, snap_path = _record_paths(state_dir, spec)
-    snapshot.save(snap, snap_path)
-    record = {
-        "workspace": spec.workspace,
-        "layers": [{"descriptor": l.descriptor.to_dict(), "diff_id": l.diff_id} for l in layers],
-    }
-    tmp = record_path.with_name(record_path.name + ".tmp")
-    tmp.write_text(json.dumps(record))
-    tmp.replace(record_path)
-
-
-def _read_record(state_dir: Path, spec: WorkspaceTransfer):
-    record_path, snap_path = _record_paths(state_dir, spec)
-    if not record_path.is_file() or not snap_path.is_file():
-        return None
-    record = json.loads(record_path.read_text())
-    layers = tuple(
-        Layer(Descriptor.from_dict(item["descriptor"]), item["diff_id"]) for item in record["layers"]
-    )
-    return layers, snapshot.load(snap_path)
-
-
-# ---- extraction ----
 
 def _extract(
-    resolution: Resolution, dest: Path, sub_path: str, where: str, ticker: _Ticker
-) -> Extractor:
+    layers: tuple[Layer, ...], sources: Mapping[str, BlobStore], dest: Path, sub_path: str, where: str,
+    tick: Tick,
+) -> Moved:
     extractor = Extractor(dest, sub_path)
-    for layer in resolution.layers:
-        source = resolution.sources[layer.descriptor.digest]
+    total = 0
+    for layer in layers:
+        source = sources[layer.descriptor.digest]
 
         def counted(chunks: Iterator[bytes]) -> Iterator[bytes]:
+            nonlocal total
             for chunk in chunks:
-                ticker.base_bytes += len(chunk)
-                ticker(extractor.stats.files, 0)
+                total += len(chunk)
+                tick(extractor.stats.files, total)
                 yield chunk
 
         extractor.apply(counted(source.open_blob(layer.descriptor.digest)), layer, where)
     extractor.finish()
-    return extractor
-
-
-def fetch(
-    store: BlobStore, spec: WorkspaceTransfer, dest: Path, state_dir: Path,
-    progress: Progress | None = None,
-) -> TransferReport:
-    """Reconstruct the task's input state of the workspace in `dest` (see module doc)."""
-    report = TransferReport(spec.workspace, "fetch")
-    if spec.bound == "false":
-        report.detail = "workspace not bound, nothing to do"
-        return report
-    start = time.monotonic()
-    resolution = resolve_inputs(store, spec)
-    dest.mkdir(parents=True, exist_ok=True)
-    ticker = _Ticker(report, progress, start)
-    try:
-        with os_errors("fetching", spec.workspace, dest):
-            extractor = _extract(resolution, dest, spec.sub_path, f"workspace {spec.workspace!r}", ticker)
-            _write_record(state_dir, spec, resolution.layers, snapshot.take(dest))
-    except BaseException:
-        empty_directory(dest)  # a half-extracted workspace must not look complete
-        raise
-    finally:
-        if resolution.base_store is not None:
-            resolution.base_store.close()
-    report.files = extractor.stats.files
-    report.layers = len(resolution.layers)
-    report.seconds = time.monotonic() - start
-    report.detail = resolution.detail
-    return report
-
-
-def fetch_ref(
-    store: BlobStore, ref: str, dest: Path, sub_path: str = "", progress: Progress | None = None,
-) -> TransferReport:
-    """Extract the state stored under exactly `ref` (by hand: `wrapresolver fetch --target`)."""
-    start = time.monotonic()
-    state = read_state(store, ref, f"reference {ref!r}")
-    if state is None:
-        raise NotFoundError(f"there is no stored state under reference {ref!r}")
-    report = TransferReport(state.annotations.get(oci_image.ANNOTATION_WORKSPACE, ref), "fetch")
-    resolution = Resolution(state.layers, {l.descriptor.digest: store for l in state.layers})
-    dest.mkdir(parents=True, exist_ok=True)
-    try:
-        with os_errors("fetching", report.workspace, dest):
-            extractor = _extract(resolution, dest, sub_path, f"reference {ref!r}", _Ticker(report, progress, start))
-    except BaseException:
-        empty_directory(dest)
-        raise
-    report.files, report.layers = extractor.stats.files, len(state.layers)
-    report.seconds = time.monotonic() - start
-    report.detail = f"from {ref}"
-    return report
+    return Moved(files=extractor.stats.files, bytes=total, layers=len(layers))
 
 
 # ---- writing states ----
@@ -278,85 +179,144 @@ def _annotations(spec: WorkspaceTransfer) -> dict[str, str]:
     }
 
 
-def _new_layer(store, src, changes, prefix, media_type, ticker) -> tuple[Layer, LayerStats]:
-    written = store_layer(store, src, changes, prefix, media_type, lambda s: ticker(s.files, s.bytes))
-    return written.layer, written.stats
+def _layer_record(layers: tuple[Layer, ...]) -> dict[str, Any]:
+    return {"layers": [{"descriptor": lay.descriptor.to_dict(), "diff_id": lay.diff_id} for lay in layers]}
+
+
+def _layers_of(record: Mapping[str, Any]) -> tuple[Layer, ...]:
+    return tuple(Layer(Descriptor.from_dict(item["descriptor"]), item["diff_id"]) for item in record["layers"])
+
+
+# ---- the layered store ----
+
+class LayeredStore(WorkspaceStore):
+    """The workspace store of any `BlobStore`: states as OCI images, one layer per producer."""
+
+    def __init__(self, blobs: BlobStore) -> None:
+        self.blobs = blobs
+
+    def resolve(self, spec: WorkspaceTransfer) -> Input:
+        res = resolve_inputs(self.blobs, spec)
+        inputs = Input(_layer_record(res.layers), len(res.layers), res.detail, res)
+        if res.base_store is not None:
+            inputs.close = res.base_store.close
+        return inputs
+
+    def materialize(self, spec: WorkspaceTransfer, inputs: Input, dest: Path, tick: Tick) -> Moved:
+        res: Resolution = inputs.value
+        return _extract(res.layers, res.sources, dest, spec.sub_path, f"workspace {spec.workspace!r}", tick)
+
+    def save(
+        self, spec: WorkspaceTransfer, src: Path, scratch: Path, record: Mapping[str, Any] | None,
+        before: Mapping[str, snapshot.Entry], after: Mapping[str, snapshot.Entry], changes: snapshot.Changes,
+        tick: Tick,
+    ) -> Moved:
+        inputs = _layers_of(record) if record is not None else ()
+        _ensure_blobs(self.blobs, spec, inputs)
+        layers, moved = inputs, Moved(0, 0, detail="no changes, no new layer")
+        if changes:
+            media_type = oci_image.layer_media_type(spec.options.get("compression", ""))
+            written = store_layer(self.blobs, src, changes, spec.sub_path, media_type, lambda s: tick(s.files, s.bytes))
+            layers = inputs + (written.layer,)
+            moved = Moved(
+                written.stats.files, written.layer.descriptor.size,
+                detail=f"{len(changes.changed)} changed, {len(changes.deleted)} deleted, "
+                f"{written.stats.bytes} bytes before compression",
+            )
+        refs = [producer_ref(spec.run, spec.task)]
+        if spec.publish:
+            refs.append(self.blobs.target_ref)
+        put_state(self.blobs, layers, _annotations(spec), refs)
+        moved.layers = len(layers)
+        return moved
+
+    def publish(self, spec: WorkspaceTransfer, tick: Tick) -> Moved:
+        """The merged final state to the exact target: manifest and config, no layer data."""
+        res = resolve_inputs(self.blobs, spec)
+        if res.base_store is not None:
+            res.base_store.close()
+        _ensure_blobs(self.blobs, spec, res.layers)
+        put_state(self.blobs, res.layers, _annotations(spec), [self.blobs.target_ref])
+        return Moved(0, 0, len(res.layers), f"{res.detail}; to {self.blobs.target_ref}")
+
+    def pull(self, dest: Path, sub_path: str, tick: Tick) -> Moved:
+        return self.pull_ref(self.blobs.target_ref, dest, sub_path, tick)
+
+    def pull_ref(self, ref: str, dest: Path, sub_path: str, tick: Tick) -> Moved:
+        state = read_state(self.blobs, ref, f"reference {ref!r}")
+        if state is None:
+            raise NotFoundError(f"there is no stored state under reference {ref!r}")
+        sources = {lay.descriptor.digest: self.blobs for lay in state.layers}
+        moved = _extract(state.layers, sources, dest, sub_path, f"reference {ref!r}", tick)
+        moved.name = state.annotations.get(oci_image.ANNOTATION_WORKSPACE, ref)
+        moved.detail = f"from {ref}"
+        return moved
+
+    def push(self, src: Path, options: Mapping[str, str] | None, tick: Tick) -> Moved:
+        return self.push_ref(src, self.blobs.target_ref, self.blobs.options if options is None else options, tick)
+
+    def push_ref(self, src: Path, ref: str, options: Mapping[str, str], tick: Tick) -> Moved:
+        media_type = oci_image.layer_media_type(options.get("compression", ""))
+        changes = whole_tree(snapshot.take(src))
+        layers: tuple[Layer, ...] = ()
+        moved = Moved(0, 0, name=ref, detail=f"to {ref}")
+        if changes:
+            written = store_layer(self.blobs, src, changes, "", media_type, lambda s: tick(s.files, s.bytes))
+            layers = (written.layer,)
+            moved.files, moved.bytes = written.stats.files, written.layer.descriptor.size
+        put_state(self.blobs, layers, {}, [ref])
+        moved.layers = len(layers)
+        return moved
+
+    def close(self) -> None:
+        self.blobs.close()
+
+
+# ---- one action on a bare BlobStore (tools, tests) ----
+
+def fetch(
+    store: BlobStore, spec: WorkspaceTransfer, dest: Path, state_dir: Path, progress: Progress | None = None,
+) -> TransferReport:
+    """Reconstruct the task's input state of the workspace in `dest` (see module doc)."""
+    return runner.fetch(LayeredStore(store), spec, dest, state_dir, progress)
 
 
 def store(
-    store: BlobStore, spec: WorkspaceTransfer, src: Path, state_dir: Path,
-    progress: Progress | None = None,
+    store: BlobStore, spec: WorkspaceTransfer, src: Path, state_dir: Path, progress: Progress | None = None,
 ) -> TransferReport:
     """Record what the task changed since fetch as one new layer on top of its input."""
-    report = TransferReport(spec.workspace, "store")
-    if spec.bound == "false":
-        report.detail = "workspace not bound, nothing to do"
-        return report
-    start = time.monotonic()
-    media_type = oci_image.layer_media_type(spec.options.get("compression", ""))
-    ticker = _Ticker(report, progress, start)
-    with os_errors("storing", spec.workspace, src):
-        record = _read_record(state_dir, spec)
-        after = snapshot.take(src)
-        if record is None:
-            inputs: tuple[Layer, ...] = ()
-            changes = whole_tree(after)
-            note = "no fetch record: stored the whole tree"
-        else:
-            inputs, before = record
-            changes = snapshot.diff(before, after)
-            note = ""
-        _ensure_blobs(store, spec, inputs)
-        layers = inputs
-        if changes:
-            layer, stats = _new_layer(store, src, changes, spec.sub_path, media_type, ticker)
-            layers = inputs + (layer,)
-            report.files, report.bytes = stats.files, layer.descriptor.size
-            note = note or f"{len(changes.changed)} changed, {len(changes.deleted)} deleted, {stats.bytes} bytes before compression"
-        else:
-            note = "no changes, no new layer"
-        refs = [producer_ref(spec.run, spec.task)]
-        if spec.publish:
-            refs.append(store.target_ref)
-        put_state(store, layers, _annotations(spec), refs)
-    report.layers = len(layers)
-    report.seconds = time.monotonic() - start
-    report.detail = note + ("; published to the target" if spec.publish else "")
-    return report
-
-
-def store_ref(
-    store: BlobStore, src: Path, ref: str, options: Mapping[str, str] = {},
-    progress: Progress | None = None,
-) -> TransferReport:
-    """Store the whole tree `src` as one layer under exactly `ref` (by hand, or to make a base)."""
-    start = time.monotonic()
-    report = TransferReport(ref, "store")
-    media_type = oci_image.layer_media_type(options.get("compression", ""))
-    with os_errors("storing", ref, src):
-        changes = whole_tree(snapshot.take(src))
-        layers: tuple[Layer, ...] = ()
-        if changes:
-            layer, stats = _new_layer(store, src, changes, "", media_type, _Ticker(report, progress, start))
-            layers = (layer,)
-            report.files, report.bytes = stats.files, layer.descriptor.size
-        put_state(store, layers, {}, [ref])
-    report.layers = len(layers)
-    report.seconds = time.monotonic() - start
-    report.detail = f"to {ref}"
-    return report
+    return runner.store(LayeredStore(store), spec, src, state_dir, progress)
 
 
 def publish(store: BlobStore, spec: WorkspaceTransfer, progress: Progress | None = None) -> TransferReport:
     """Write the merged final state to the user's exact target; no layer data is copied."""
-    start = time.monotonic()
-    report = TransferReport(spec.workspace, "publish")
-    resolution = resolve_inputs(store, spec)
-    if resolution.base_store is not None:
-        resolution.base_store.close()
-    _ensure_blobs(store, spec, resolution.layers)
-    put_state(store, resolution.layers, _annotations(spec), [store.target_ref])
-    report.layers = len(resolution.layers)
-    report.seconds = time.monotonic() - start
-    report.detail = f"{resolution.detail}; to {store.target_ref}"
-    return report
+    return runner.publish(LayeredStore(store), spec, progress)
+
+
+def fetch_ref(
+    store: BlobStore, ref: str, dest: Path, sub_path: str = "", progress: Progress | None = None,
+) -> TransferReport:
+    """Extract the state stored under exactly `ref` (by hand: `wrapresolver fetch --target`)."""
+    layered = LayeredStore(store)
+    return runner.pull_with(lambda tick: layered.pull_ref(ref, dest, sub_path, tick), dest, progress)
+
+
+def store_ref(
+    store: BlobStore, src: Path, ref: str, options: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+) -> TransferReport:
+    """Store the whole tree `src` as one layer under exactly `ref` (by hand, or to make a base)."""
+    layered = LayeredStore(store)
+    return runner.push_with(lambda tick: layered.push_ref(src, ref, options or {}, tick), src, progress)
+
+
+def pull(store: BlobStore, dest: Path, sub_path: str = "", progress: Progress | None = None) -> TransferReport:
+    """The state at the store's exact target into `dest`."""
+    return runner.pull(LayeredStore(store), dest, sub_path, progress)
+
+
+def push(
+    store: BlobStore, src: Path, options: Mapping[str, str] | None = None, progress: Progress | None = None,
+) -> TransferReport:
+    """The whole tree `src` to the store's exact target, with the options it was opened with."""
+    return runner.push(LayeredStore(store), src, options, progress)

@@ -16,17 +16,18 @@ import io
 import os
 import stat
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 import zstandard
 
-from wrapresolver.backends.base import BlobStore, Descriptor
+from wrapresolver.backends.base import BlobStore
+from wrapresolver.core.values import Descriptor
 from wrapresolver.transfer import oci_image
+from wrapresolver.transfer.snapshot import Changes
 from wrapresolver.transfer.streams import BoundedPipe, PipeClosed
 from wrapresolver.transfer.tarwriter import DIRECTORY, HARDLINK, REGULAR, SYMLINK, TarWriter, header
-from wrapresolver.transfer.snapshot import Changes
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -193,7 +194,7 @@ def store_layer(
             pipe.finish()
         except PipeClosed:
             pass
-        except BaseException as exc:  # noqa: BLE001 - handed to the reading side
+        except BaseException as exc:  # handed to the reading side
             failed.append(exc)
             pipe.finish(exc)
 

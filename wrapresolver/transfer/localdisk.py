@@ -9,12 +9,12 @@ from __future__ import annotations
 import errno
 import hashlib
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
+from wrapresolver.core.stepspec import WorkspaceTransfer
 from wrapresolver.errors import DiskFullError, TransferError, WrapError
-from wrapresolver.stepspec import WorkspaceTransfer
 
 
 @contextmanager

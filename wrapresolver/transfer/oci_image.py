@@ -8,10 +8,9 @@ is the engine's job.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from typing import Mapping
+from collections.abc import Mapping
 
-from wrapresolver.backends.base import Descriptor, sha256_digest
+from wrapresolver.core.values import Descriptor, Layer, State, sha256_digest
 from wrapresolver.errors import IntegrityError, NotFoundError
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -38,22 +37,6 @@ DEFAULT_COMPRESSION = "zstd"
 ANNOTATION_WORKSPACE = "dev.wrapresolver.workspace"
 ANNOTATION_RUN = "dev.wrapresolver.run"
 ANNOTATION_TASK = "dev.wrapresolver.task"
-
-
-@dataclass(frozen=True)
-class Layer:
-    """One layer of a state: where its blob is and the digest of its uncompressed tar."""
-
-    descriptor: Descriptor
-    diff_id: str
-
-
-@dataclass(frozen=True)
-class State:
-    """A stored workspace state: its layers, bottom first."""
-
-    layers: tuple[Layer, ...] = ()
-    annotations: Mapping[str, str] = field(default_factory=dict)
 
 
 def layer_media_type(compression: str) -> str:
@@ -150,7 +133,7 @@ def state_from(manifest: dict, config_bytes: bytes, where: str) -> State:
             f"for {len(raw_layers)} layers"
         )
     layers = []
-    for raw, diff_id in zip(raw_layers, diff_ids):
+    for raw, diff_id in zip(raw_layers, diff_ids, strict=True):
         desc = Descriptor.from_dict(raw)
         desc = Descriptor(normalise_layer_type(desc.media_type), desc.digest, desc.size, desc.annotations)
         if desc.media_type not in LAYER_TYPES:

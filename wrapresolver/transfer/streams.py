@@ -6,7 +6,7 @@ import hashlib
 import io
 import queue
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 
 class IteratorReader(io.RawIOBase):
@@ -19,7 +19,7 @@ class IteratorReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer) -> int:
         while not self._pending:
             try:
                 self._pending = next(self._chunks)
@@ -42,7 +42,7 @@ class HashingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer) -> int:
         data = self._inner.read(len(buffer))
         if not data:
             return 0
@@ -118,7 +118,7 @@ class _PipeReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer) -> int:
         while not self._pending:
             if self._eof:
                 return 0
@@ -152,7 +152,7 @@ class ForwardReader(io.RawIOBase):
     def tell(self) -> int:
         return self.position
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer) -> int:
         n = self._inner.readinto(buffer)
         self.position += n
         return n

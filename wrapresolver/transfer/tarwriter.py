@@ -10,8 +10,7 @@ producing the same bytes as `tarfile` for every kind of entry and name. Reading 
 
 from __future__ import annotations
 
-import os
-from typing import BinaryIO
+from typing import Protocol
 
 BLOCK = 512
 RECORD = 20 * BLOCK
@@ -117,6 +116,12 @@ def _padded(data: bytes) -> bytes:
     return data + bytes(BLOCK - remainder) if remainder else data
 
 
+class ReadInto(Protocol):
+    """A source of entry data: a file opened unbuffered (`readinto` avoids a copy)."""
+
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
+
+
 class TarWriter:
     """Writes entries to a file-like `sink`; `close()` writes the end-of-archive blocks."""
 
@@ -129,7 +134,7 @@ class TarWriter:
         self._sink.write(data)
         self._offset += len(data)
 
-    def add(self, head: bytes, data: BinaryIO | None = None, size: int = 0) -> None:
+    def add(self, head: bytes, data: ReadInto | None = None, size: int = 0) -> None:
         """One entry: its header bytes, then exactly `size` bytes of `data`, padded."""
         self._write(head)
         if data is None or size == 0:
@@ -150,8 +155,3 @@ class TarWriter:
         remainder = self._offset % RECORD
         if remainder:
             self._write(bytes(RECORD - remainder))
-
-
-def regular_header(name: str, st: os.stat_result, size: int) -> bytes:
-    return header(name, REGULAR, mode=st.st_mode & 0o7777, uid=st.st_uid, gid=st.st_gid,
-                  size=size, mtime_ns=st.st_mtime_ns)

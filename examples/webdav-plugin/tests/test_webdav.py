@@ -10,11 +10,18 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from wrapresolver.backends.base import backend_for_scheme, get_backend
+from wrapresolver.backends.registry import backend_for_scheme, get_backend
 from wrapresolver.errors import AuthError, DiskFullError, NetworkError, NotFoundError, ParamError
 from wrapresolver.testing.conformance import BackendConformance, ConformanceTarget
+from wrapresolver.transfer import engine
 from wrapresolver_webdav import (
-    BACKEND, PASSWORD_ENV, USERNAME_ENV, Credentials, WebdavStore, WebdavTarget, parse_target,
+    BACKEND,
+    PASSWORD_ENV,
+    USERNAME_ENV,
+    Credentials,
+    WebdavStore,
+    WebdavTarget,
+    parse_target,
 )
 
 if TYPE_CHECKING:
@@ -23,7 +30,7 @@ if TYPE_CHECKING:
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
-def store_for(server: "DavServer", target: str | None = None, password: str | None = None) -> WebdavStore:
+def store_for(server: DavServer, target: str | None = None, password: str | None = None) -> WebdavStore:
     credentials = Credentials(server.username, server.password if password is None else password)
     return WebdavStore(parse_target(target or server.fresh_target()), credentials)
 
@@ -184,7 +191,7 @@ def test_a_wrong_password_is_an_auth_error_that_names_the_secret_but_not_the_pas
     (tmp_path / "f.txt").write_text("x\n")
     with store_for(dav_server, password="wrong-password") as store:
         with pytest.raises(AuthError) as info:
-            store.push(tmp_path)
+            engine.push(store, tmp_path)
     message = str(info.value)
     assert "credentials-secret" in message and USERNAME_ENV in message
     assert "wrong-password" not in message and dav_server.password not in message

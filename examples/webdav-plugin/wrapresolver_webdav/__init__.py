@@ -1,42 +1,45 @@
 """`webdav://host/path` targets: workspace states on any WebDAV server.
 
-A third-party wrapresolver backend: it registers itself under the entry-point group
-`wrapresolver.backends` (see pyproject.toml) and implements the six `BlobStore` primitives,
-so snapshots, diffs, merges and fallbacks come from wrapresolver unchanged.
+A third-party wrapresolver backend: it registers itself under the entry-point groups
+`wrapresolver.backends` and `wrapresolver.schemes` (see pyproject.toml) and subclasses
+`ObjectStore`, so it is only its transport (HTTP) and its error translation: the layout,
+snapshots, diffs, merges and fallbacks come from wrapresolver unchanged.
 
 Works with anything that speaks RFC 4918 class 1 (PUT, GET, HEAD, DELETE, MKCOL, MOVE):
 Nextcloud / ownCloud, Apache mod_dav, nginx with `dav_methods`, `rclone serve webdav`,
-WsgiDAV. Layout under the target path:
+WsgiDAV. The layout under the target path is `wrapresolver.backends.objectstore`'s.
 
-    <path>/blobs/sha256/<hex>     layers, configs and manifests, immutable
-    <path>/refs/<name>            the manifest bytes of a reference
-    <path>/refs/.<name>.<uuid>    a reference being replaced; renamed onto <name>
-    <path>/uploads/<uuid>         blobs in flight; never visible under a digest
-
-Both kinds of write go to a temporary name first and are renamed with MOVE, because PUT
-writes in place: a reader (or a step killed mid-upload) would otherwise see half a blob or
-half a manifest under its final name.
+Every write goes to a temporary name under `uploads/` first and is renamed with MOVE,
+because PUT writes in place: a reader (or a step killed mid-upload) would otherwise see
+half a blob or half a manifest under its final name.
 
 `webdav://` is HTTPS; `webdav+http://` is plain HTTP for in-cluster services and tests.
 Credentials (HTTP basic auth) come from WEBDAV_USERNAME / WEBDAV_PASSWORD, which the
 resolver fills from the Secret named by the `credentials-secret` option.
+
+One module on purpose (a little over 400 lines, most of them target parsing and error
+messages): it is the example a plugin author reads top to bottom.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import re
 import threading
-import uuid
+from collections.abc import Container, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, BinaryIO, Container, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from wrapresolver.backends.base import Backend, BlobStore, Descriptor, StepRequirements
+from wrapresolver.backends.base import TEKTON_VARIABLE, Backend, StepRequirements
+from wrapresolver.backends.objectstore import ObjectStore
 from wrapresolver.errors import (
-    AuthError, DiskFullError, IntegrityError, NetworkError, NotFoundError, ParamError,
+    AuthError,
+    DiskFullError,
+    NetworkError,
+    NotFoundError,
+    ParamError,
     TransferError,
 )
 
@@ -56,12 +59,8 @@ CONNECT_RETRIES = 2
 """Extra connection attempts (refused, reset before a response): covers a Service that is
 briefly without endpoints, without hiding a server that is really down for long."""
 
-_PLACEHOLDER = re.compile(r"\$\([^)]*\)")
 _HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)(:[0-9]{1,5})?$")
 _HOST_CHARS = re.compile(r"^[A-Za-z0-9.:\[\]-]*$")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_REF = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
-_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _MKCOL_DONE = frozenset({200, 201, 204, 405})
 """Created, or (405) already there."""
 _ANY_STATUS = range(100, 600)
@@ -122,8 +121,8 @@ def _check_netloc(netloc: str, target: str) -> None:
             f"target {target!r} carries credentials in the URL, where every reader of the "
             f"Pipeline sees them; put them in a Secret and name it in the `credentials-secret` param"
         )
-    if _PLACEHOLDER.search(netloc):
-        literal = _PLACEHOLDER.sub("", netloc)
+    if TEKTON_VARIABLE.search(netloc):
+        literal = TEKTON_VARIABLE.sub("", netloc)
         if _HOST_CHARS.match(literal):
             return
     elif _HOST.match(netloc) and _port_ok(netloc):
@@ -167,20 +166,6 @@ class WebdavBackend(Backend):
     def validate_target(self, target: str) -> None:
         parse_target(target)
 
-    def validate_options(self, options: Mapping[str, str]) -> dict[str, str]:
-        checked = super().validate_options(options)
-        secret = checked.get("credentials-secret", "")
-        if secret and not _PLACEHOLDER.search(secret) and not _K8S_NAME.match(secret):
-            raise ParamError(
-                f"credentials-secret {secret!r} is not a Kubernetes Secret name "
-                f"(lowercase letters, digits, '-' and '.')"
-            )
-        if checked.get("compression", "zstd") not in ("zstd", "gzip"):
-            raise ParamError(
-                f"compression {checked['compression']!r} is not supported; use zstd or gzip"
-            )
-        return checked
-
     def step_requirements(self, options: Mapping[str, str]) -> StepRequirements:
         """Credentials by secretKeyRef only, so no password is ever written into the Pipeline."""
         secret = options.get("credentials-secret", "")
@@ -192,7 +177,7 @@ class WebdavBackend(Backend):
         )
         return StepRequirements(env=env)
 
-    def open(self, target: str, options: Mapping[str, str]) -> "WebdavStore":
+    def open(self, target: str, options: Mapping[str, str]) -> WebdavStore:
         return WebdavStore(parse_target(target), Credentials.from_env(), options)
 
 
@@ -206,7 +191,7 @@ class Credentials:
     password: str = field(default="", repr=False)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Credentials":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Credentials:
         env = os.environ if environ is None else environ
         return cls(env.get(USERNAME_ENV, ""), env.get(PASSWORD_ENV, ""))
 
@@ -215,12 +200,12 @@ class Credentials:
         return bool(self.username or self.password)
 
 
-class WebdavStore(BlobStore):
+class WebdavStore(ObjectStore):
     """Blobs and references under one WebDAV collection, reached through httpx."""
 
     def __init__(
         self, target: WebdavTarget, credentials: Credentials = Credentials(),
-        options: Mapping[str, str] | None = None, client: "httpx.Client | None" = None,
+        options: Mapping[str, str] | None = None, client: httpx.Client | None = None,
     ) -> None:
         self.target = target
         self.credentials = credentials
@@ -233,7 +218,7 @@ class WebdavStore(BlobStore):
     def _send(
         self, method: str, url: str, action: str, ok: Container[int], *,
         stream: bool = False, **kwargs: Any,
-    ) -> "httpx.Response":
+    ) -> httpx.Response:
         """One request; a status outside `ok` or a transport failure becomes a TransferError."""
         import httpx
 
@@ -287,7 +272,7 @@ class WebdavStore(BlobStore):
         )
 
     # ---- collections ----
-    def _ensure_layout(self) -> None:
+    def prepare(self) -> None:
         """Create the target's collections once per store, before the first write.
 
         Done before any PUT so that a wrong password surfaces as a clean 401 on a MKCOL, not
@@ -333,73 +318,32 @@ class WebdavStore(BlobStore):
         response.close()
         return response.status_code == 207
 
-    # ---- names ----
-    def _blob_parts(self, digest: str) -> tuple[str, ...]:
-        if not _DIGEST.match(digest):
-            raise IntegrityError(f"{digest!r} is not a sha256 digest")
-        return ("blobs", "sha256", digest.split(":", 1)[1])
+    # ---- ObjectStore: the transport ----
+    @property
+    def location(self) -> str:
+        return self.target.display()
 
-    def _ref_name(self, ref: str) -> str:
-        """References become file names: only tag-shaped names, so none can escape `refs/`."""
-        if not _REF.match(ref):
-            raise TransferError(f"{ref!r} is not a valid reference name for a WebDAV target")
-        return ref
+    def _url(self, key: str) -> str:
+        return self.target.url(*key.split("/"))
 
-    # ---- BlobStore ----
-    def blob_exists(self, digest: str) -> bool:
-        url = self.target.url(*self._blob_parts(digest))
-        response = self._send("HEAD", url, "checking", ok=(200, 204, 404))
+    def exists(self, key: str) -> bool:
+        response = self._send("HEAD", self._url(key), "checking", ok=(200, 204, 404))
         response.close()
         return response.status_code != 404
 
-    def put_blob(self, reader: BinaryIO, media_type: str) -> Descriptor:
-        """Stream to `uploads/<uuid>` while hashing, then MOVE onto the digest name.
+    def read(self, key: str) -> bytes | None:
+        response = self._send("GET", self._url(key), "reading", ok=(200, 404))
+        return None if response.status_code == 404 else response.content
 
-        The digest is known only at the end of the stream; the MOVE (no overwrite) makes the
-        blob appear whole under its digest, and a 412 means an identical blob is already there.
-        """
-        self._ensure_layout()
-        hashing = _Hashing()
-        upload = self.target.url("uploads", uuid.uuid4().hex)
-        try:
-            self._send(
-                "PUT", upload, "uploading", ok=(200, 201, 204),
-                content=hashing.chunks(reader), headers={"Content-Type": media_type},
-            ).close()
-            self._move(upload, self.target.url(*self._blob_parts(hashing.digest)), overwrite=False)
-        except BaseException:
-            self._delete_quietly(upload)
-            raise
-        return Descriptor(media_type, hashing.digest, hashing.size)
-
-    def _move(self, source: str, dest: str, overwrite: bool) -> None:
-        """MOVE `source` onto `dest`; without overwrite an existing `dest` wins (412) and the source goes."""
-        response = self._send(
-            "MOVE", source, "moving into place", ok=(200, 201, 204, 412),
-            headers={"Destination": dest, "Overwrite": "T" if overwrite else "F"},
-        )
-        response.close()
-        if response.status_code == 412:
-            if overwrite:
-                raise TransferError(f"the WebDAV server refused to replace {dest} (412)")
-            self._delete_quietly(source)
-
-    def _delete_quietly(self, url: str) -> None:
-        """A leftover upload costs space only; never hide the original error behind cleanup."""
-        try:
-            self.client.delete(url).close()
-        except Exception:  # noqa: BLE001
-            pass
-
-    def open_blob(self, digest: str) -> Iterator[bytes]:
-        url = self.target.url(*self._blob_parts(digest))
+    def stream(self, key: str) -> Iterator[bytes] | None:
+        url = self._url(key)
         response = self._send("GET", url, "reading", ok=(200, 404), stream=True)
         if response.status_code == 404:
             response.close()
-            raise NotFoundError(f"blob {digest} is missing from {self.target.display()}")
+            return None
         return self._chunks(response, url)
 
-    def _chunks(self, response: "httpx.Response", url: str) -> Iterator[bytes]:
+    def _chunks(self, response: httpx.Response, url: str) -> Iterator[bytes]:
         import httpx
 
         try:
@@ -409,61 +353,67 @@ class WebdavStore(BlobStore):
         finally:
             response.close()
 
-    def get_manifest(self, ref: str) -> bytes | None:
-        parts = self._blob_parts(ref) if _DIGEST.match(ref) else ("refs", self._ref_name(ref))
-        response = self._send("GET", self.target.url(*parts), "reading", ok=(200, 404))
-        return None if response.status_code == 404 else response.content
+    def upload(self, key: str, reader: io.RawIOBase, media_type: str) -> None:
+        self._send(
+            "PUT", self._url(key), "uploading", ok=(200, 201, 204),
+            content=_chunks_of(reader), headers={"Content-Type": media_type},
+        ).close()
 
-    def put_manifest(self, ref: str, data: bytes, media_type: str) -> None:
-        """The manifest as a blob first (readable by digest), then the reference by rename.
+    def write(self, key: str, data: bytes, media_type: str) -> None:
+        """PUT under a temporary name, then MOVE with Overwrite: T.
 
-        The reference is PUT under a hidden name and moved with Overwrite: T, so a reader
-        never sees a partly written manifest under `refs/<name>`. RFC 4918 lets the server
-        delete the old one before the move: while the exact target is replaced, a reader may
-        find no reference for an instant (producer references are written only once).
+        RFC 4918 lets the server delete the old object before the move: while the exact
+        target is replaced, a reader may find no reference for an instant (producer
+        references are written only once).
         """
-        name = self._ref_name(ref)
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        if not self.blob_exists(digest):
-            self.put_blob(io.BytesIO(data), media_type)
-        self._ensure_layout()
-        staging = self.target.url("refs", f".{name}.{uuid.uuid4().hex}")
+        staging = self.staging_key()
         try:
             self._send(
-                "PUT", staging, "writing", ok=(200, 201, 204),
+                "PUT", self._url(staging), "writing", ok=(200, 201, 204),
                 content=data, headers={"Content-Type": media_type},
             ).close()
-            self._move(staging, self.target.url("refs", name), overwrite=True)
+            self._move(staging, key, overwrite=True)
         except BaseException:
-            self._delete_quietly(staging)
+            self.delete_quietly(staging)
             raise
+
+    def move(self, source: str, dest: str) -> None:
+        self._move(source, dest, overwrite=False)
+
+    def _move(self, source: str, dest: str, overwrite: bool) -> None:
+        """MOVE `source` onto `dest`; without overwrite an existing `dest` wins (412) and the source goes."""
+        target = self._url(dest)
+        response = self._send(
+            "MOVE", self._url(source), "moving into place", ok=(200, 201, 204, 412),
+            headers={"Destination": target, "Overwrite": "T" if overwrite else "F"},
+        )
+        response.close()
+        if response.status_code == 412:
+            if overwrite:
+                raise TransferError(f"the WebDAV server refused to replace {target} (412)")
+            self.delete_quietly(source)
+
+    def delete_quietly(self, key: str) -> None:
+        """A leftover upload costs space only; never hide the original error behind cleanup."""
+        try:
+            self.client.delete(self._url(key)).close()
+        except Exception:  # cleanup must not replace the error being raised
+            pass
 
     def close(self) -> None:
         self.client.close()
 
 
-class _Hashing:
-    """Turns a reader into a chunk generator for a streamed PUT, hashing what passes through."""
-
-    def __init__(self) -> None:
-        self._hash = hashlib.sha256()
-        self.size = 0
-
-    def chunks(self, reader: BinaryIO) -> Iterator[bytes]:
-        while True:
-            chunk = reader.read(CHUNK)
-            if not chunk:
-                return
-            self._hash.update(chunk)
-            self.size += len(chunk)
-            yield chunk
-
-    @property
-    def digest(self) -> str:
-        return "sha256:" + self._hash.hexdigest()
+def _chunks_of(reader: io.RawIOBase) -> Iterator[bytes]:
+    """A streamed PUT body: the reader (which hashes what passes) in chunks."""
+    while True:
+        chunk = reader.read(CHUNK)
+        if not chunk:
+            return
+        yield chunk
 
 
-def _make_client(credentials: Credentials) -> "httpx.Client":
+def _make_client(credentials: Credentials) -> httpx.Client:
     """httpx is imported here so the resolver never loads it for this backend.
 
     Basic auth is sent preemptively: a streamed body cannot be replayed after a 401.

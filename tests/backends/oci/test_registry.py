@@ -12,12 +12,12 @@ import httpx
 import pytest
 
 from tests.fixtures.registry import Registry, TokenRegistry, docker_config
-from wrapresolver.backends.base import get_backend
 from wrapresolver.backends.oci import client as client_module
 from wrapresolver.backends.oci.store import RegistryStore
+from wrapresolver.backends.registry import get_backend
+from wrapresolver.core.refs import producer_ref
+from wrapresolver.core.stepspec import WorkspaceTransfer
 from wrapresolver.errors import AuthError, NetworkError, NotFoundError, TransferError
-from wrapresolver.refs import producer_ref
-from wrapresolver.stepspec import WorkspaceTransfer
 from wrapresolver.testing.conformance import BackendConformance, ConformanceTarget, contents
 from wrapresolver.transfer import engine, oci_image
 
@@ -62,7 +62,7 @@ def test_a_stored_state_is_a_standard_image_other_clients_read(registry: Registr
     write(src / "hello.txt", "hello\n")
     target = registry.repo("image")
     with open_store(target + ":v1", compression="gzip") as store:
-        store.push(src)
+        engine.push(store, src)
     # An independent client (oras-py) reads the manifest and the layer.
     other = oras.provider.Registry(hostname=registry.host, insecure=True)
     manifest = other.get_manifest(f"{target}:v1")
@@ -101,7 +101,7 @@ def test_base_from_another_repository_is_mounted_not_copied(registry: Registry, 
     write(seed / "toolchain" / "cc", "compiler\n")
     base = registry.repo("base") + ":stable"
     with open_store(base) as store:
-        store.push(seed)
+        engine.push(store, seed)
     streamed: list[str] = []
     real = RegistryStore.put_blob
     monkeypatch.setattr(RegistryStore, "put_blob", lambda self, r, m: streamed.append(m) or real(self, r, m))
@@ -120,7 +120,7 @@ def test_base_from_another_repository_is_mounted_not_copied(registry: Registry, 
 def test_a_missing_producer_reference_falls_back_and_a_missing_target_is_not_found(registry: Registry, tmp_path: Path) -> None:
     target = "oci://" + registry.repo("missing")
     with open_store(target) as store, pytest.raises(NotFoundError, match="no stored state"):
-        store.pull(tmp_path / "out")
+        engine.pull(store, tmp_path / "out")
 
 
 # ---- TLS and Basic auth ----
@@ -132,9 +132,9 @@ def test_tls_registry_with_basic_auth_from_docker_config(tls_registry: Registry,
     write(src / "secret-sauce.txt", "tls\n")
     target = tls_registry.repo("tls")
     with open_store(target) as store:
-        store.push(src)
+        engine.push(store, src)
         assert store.client.base.startswith("https://")
-        store.pull(tmp_path / "out")
+        engine.pull(store, tmp_path / "out")
     assert contents(tmp_path / "out") == {"secret-sauce.txt": "tls\n"}
 
 
@@ -144,7 +144,7 @@ def test_wrong_password_is_an_auth_error_that_names_where_credentials_come_from(
     src = tmp_path / "src"
     write(src / "a", "a")
     with open_store(tls_registry.repo("denied")) as store, pytest.raises(AuthError) as caught:
-        store.push(src)
+        engine.push(store, src)
     assert "docker config" in str(caught.value) and "credentials-secret" in str(caught.value)
     assert "Tr0ub4dor" not in str(caught.value)  # never print a secret
 
@@ -152,12 +152,12 @@ def test_wrong_password_is_an_auth_error_that_names_where_credentials_come_from(
 def test_no_credentials_at_all_is_an_auth_error(tls_registry: Registry, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("SSL_CERT_FILE", str(tls_registry.ca_file))
     with open_store(tls_registry.repo("anon")) as store, pytest.raises(AuthError, match="no credentials were found"):
-        store.pull(tmp_path / "out")
+        engine.pull(store, tmp_path / "out")
 
 
 def test_an_untrusted_certificate_says_how_to_trust_it(tls_registry: Registry, tmp_path: Path) -> None:
     with open_store(tls_registry.repo("untrusted")) as store, pytest.raises(TransferError, match="ca-configmap"):
-        store.pull(tmp_path / "out")
+        engine.pull(store, tmp_path / "out")
 
 
 def test_insecure_option_skips_verification(tls_registry: Registry, tmp_path: Path, monkeypatch) -> None:
@@ -165,8 +165,8 @@ def test_insecure_option_skips_verification(tls_registry: Registry, tmp_path: Pa
     src = tmp_path / "src"
     write(src / "a", "a\n")
     with open_store(tls_registry.repo("insecure"), insecure="true") as store:
-        store.push(src)
-        store.pull(tmp_path / "out")
+        engine.push(store, src)
+        engine.pull(store, tmp_path / "out")
     assert contents(tmp_path / "out") == {"a": "a\n"}
 
 
@@ -181,8 +181,8 @@ def test_push_asks_for_a_push_scope_and_does_not_reuse_the_pull_token(token_regi
     token_registry.tokens.requests.clear()
     with open_store(target) as store:
         assert store.get_manifest("absent") is None  # a pull-scoped token first
-        store.push(src)
-        store.pull(tmp_path / "out")
+        engine.push(store, src)
+        engine.pull(store, tmp_path / "out")
     repo = target.split("/", 1)[1]
     scopes = [s for r in token_registry.tokens.requests for s in r["scopes"]]
     assert f"repository:{repo}:pull" in scopes and f"repository:{repo}:pull,push" in scopes
@@ -195,7 +195,7 @@ def test_a_user_without_push_rights_gets_a_clear_denial(token_registry: TokenReg
     src = tmp_path / "src"
     write(src / "a.txt", "a\n")
     with open_store(registry.repo("readonly")) as store, pytest.raises(AuthError, match="refused to let us push"):
-        store.push(src)
+        engine.push(store, src)
 
 
 # ---- failures ----
@@ -234,7 +234,7 @@ def test_a_registry_killed_mid_upload_fails_cleanly_and_a_retry_succeeds(registr
         assert store.get_manifest(producer_ref("r3", "build")) is None  # nothing half-written is referenced
         assert store.get_manifest("latest") is None
         engine.store(store, spec, ws, tmp_path / "state-2")  # the task's retry
-        store.pull(tmp_path / "out")
+        engine.pull(store, tmp_path / "out")
     assert (tmp_path / "out" / "big.bin").read_bytes() == (ws / "big.bin").read_bytes()
 
 
@@ -243,7 +243,7 @@ def test_an_unreachable_registry_is_a_network_error_after_bounded_retries(tmp_pa
 
     monkeypatch.setattr(client_module, "DEFAULT_ATTEMPTS", 2)
     with open_store(f"127.0.0.1:{free_port()}/nobody/home") as store, pytest.raises(NetworkError, match="cannot reach registry"):
-        store.pull(tmp_path / "out")
+        engine.pull(store, tmp_path / "out")
 
 
 def test_a_corrupted_blob_is_an_integrity_error_and_leaves_no_workspace(registry: Registry, tmp_path: Path) -> None:
@@ -253,7 +253,7 @@ def test_a_corrupted_blob_is_an_integrity_error_and_leaves_no_workspace(registry
     write(src / "a.txt", "original\n")
     target = registry.repo("corrupt")
     with open_store(target) as store:
-        store.push(src)
+        engine.push(store, src)
         manifest = json.loads(store.get_manifest("latest"))
         # Point a new tag at a manifest whose layer digest names different content.
         other = store.put_blob(io.BytesIO(b"not the layer"), "application/octet-stream")
@@ -262,5 +262,5 @@ def test_a_corrupted_blob_is_an_integrity_error_and_leaves_no_workspace(registry
         store.put_manifest("tampered", json.dumps(manifest).encode(), oci_image.MANIFEST)
         store.target_ref = "tampered"
         with pytest.raises(IntegrityError):
-            store.pull(tmp_path / "out")
+            engine.pull(store, tmp_path / "out")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

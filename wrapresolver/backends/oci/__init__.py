@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from wrapresolver.backends.base import TEKTON_VARIABLE, Backend, StepRequirements
 from wrapresolver.errors import ParamError

@@ -17,14 +17,19 @@ import random
 import ssl
 import threading
 import time
-from typing import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from urllib.parse import urljoin
 
 import httpx
 
 from wrapresolver.backends.oci import Reference
 from wrapresolver.backends.oci.auth import (
-    Challenge, Credentials, TokenCache, basic_header, credentials_for, parse_challenge,
+    Challenge,
+    Credentials,
+    TokenCache,
+    basic_header,
+    credentials_for,
+    parse_challenge,
 )
 from wrapresolver.errors import AuthError, NetworkError, NotFoundError, TransferError
 

@@ -9,21 +9,19 @@ the registry verified it, and the manifest (the tag) is written after every blob
 from __future__ import annotations
 
 import hashlib
-from typing import BinaryIO, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 import httpx
 
-from wrapresolver.backends.base import BlobStore, Descriptor
+from wrapresolver.backends.base import BlobStore, Descriptor, Reader
 from wrapresolver.backends.oci import CA_MOUNT, Reference
 from wrapresolver.backends.oci.client import RegistryClient
 from wrapresolver.errors import IntegrityError, TransferError
+from wrapresolver.transfer import oci_image
 
 CHUNK = 1 << 20
 MANIFEST_ACCEPT = ", ".join([
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
+    oci_image.MANIFEST, oci_image.INDEX, oci_image.DOCKER_MANIFEST, oci_image.DOCKER_LIST,
 ])
 MAX_MANIFEST = 4 << 20
 
@@ -37,7 +35,7 @@ class RegistryStore(BlobStore):
         self.target_ref = client.ref.digest or client.ref.tag
 
     @classmethod
-    def open(cls, ref: Reference, options: Mapping[str, str]) -> "RegistryStore":
+    def open(cls, ref: Reference, options: Mapping[str, str]) -> RegistryStore:
         ca_file = f"{CA_MOUNT}/ca.crt" if options.get("ca-configmap") else None
         insecure = options.get("insecure", "false").lower() == "true"
         store = cls(RegistryClient(ref, insecure=insecure, ca_file=ca_file))
@@ -71,7 +69,7 @@ class RegistryStore(BlobStore):
             self.client.raise_for(response, f"an upload to {self.ref.repository}", "push")
         return response
 
-    def put_blob(self, reader: BinaryIO, media_type: str) -> Descriptor:
+    def put_blob(self, reader: Reader, media_type: str) -> Descriptor:
         session = self._start_upload()
         location = self.client.absolute(session.headers["location"])
         hasher = hashlib.sha256()

@@ -25,8 +25,9 @@ reachable producer and fell back through all of them.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Mapping, TypeVar
+from typing import Any, Generic, TypeVar
 
 from wrapresolver.errors import NotFoundError
 
@@ -117,7 +118,7 @@ class WorkspaceTransfer:
         return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
-    def from_json(cls, text: str) -> "WorkspaceTransfer":
+    def from_json(cls, text: str) -> WorkspaceTransfer:
         data: dict[str, Any] = json.loads(text)
         version = data.pop("v", 1)
         if version > SPEC_VERSION:

@@ -7,15 +7,14 @@ nowhere else.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import yaml
 
-from wrapresolver.backends.base import Backend, backend_for_scheme, get_backend
+from wrapresolver.core.backend import Backend, Backends
+from wrapresolver.core.template import expand_target, has_workspace_placeholder, split_scheme
 from wrapresolver.errors import ParamError
-from wrapresolver.template import expand_target, has_workspace_placeholder, split_scheme
-
 
 # ---- param names (DESIGN §4.1) ----
 PARAM_PIPELINEREF = "pipelineref"
@@ -91,10 +90,14 @@ def config_key(param: str) -> str:
     return CONFIG_DEFAULT_PREFIX + param
 
 
-def parse_request(params: Sequence[Mapping], config: Mapping[str, str], context: RunContext) -> WrapRequest:
+def parse_request(
+    params: Sequence[Mapping], config: Mapping[str, str], context: RunContext, backends: Backends,
+) -> WrapRequest:
     """Merge the request's params with the ConfigMap defaults and validate them.
 
-    Raises `ParamError` naming the param (and the ConfigMap key that could default it).
+    `backends` finds the backend the params choose (the installed ones, handed in so that
+    this module loads no plugin). Raises `ParamError` naming the param (and the ConfigMap
+    key that could default it).
     """
     given = _params_by_name(params)
     values = _with_defaults(given, config)
@@ -108,7 +111,7 @@ def parse_request(params: Sequence[Mapping], config: Mapping[str, str], context:
         workspaces = _parse_workspaces(values[PARAM_WORKSPACES])
     base = _string(PARAM_BASE, values.get(PARAM_BASE, "")).strip()
 
-    backend = _select_backend(given, config, target)
+    backend = _select_backend(given, config, target, backends)
     options = _backend_options(backend, given, config)
     for workspace in workspaces or ("workspace",):
         backend.validate_target(expand_target(target, workspace, context))
@@ -326,17 +329,19 @@ def _parse_workspaces(value: object) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _select_backend(given: Mapping[str, object], config: Mapping[str, str], target: str) -> Backend:
+def _select_backend(
+    given: Mapping[str, object], config: Mapping[str, str], target: str, backends: Backends,
+) -> Backend:
     if PARAM_BACKEND in given:
         name = _string(PARAM_BACKEND, given[PARAM_BACKEND]).strip()
         if not name:
             raise ParamError(f"param `{PARAM_BACKEND}` is empty; leave it out to choose by the target's scheme")
-        return get_backend(name)
+        return backends.by_name(name)
     scheme, _ = split_scheme(target)
     if scheme:
-        return backend_for_scheme(scheme)
+        return backends.by_scheme(scheme)
     default = (config.get(config_key(PARAM_BACKEND)) or "").strip()
-    return get_backend(default or DEFAULT_BACKEND)
+    return backends.by_name(default or DEFAULT_BACKEND)
 
 
 def _backend_options(backend: Backend, given: Mapping[str, object], config: Mapping[str, str]) -> dict[str, str]:
@@ -348,9 +353,9 @@ def _backend_options(backend: Backend, given: Mapping[str, object], config: Mapp
             name = key[len(CONFIG_DEFAULT_PREFIX):]
             if name not in CORE_PARAMS and name in backend.options and str(value).strip():
                 options[name] = str(value).strip()
-    for name, value in given.items():
+    for name, raw in given.items():
         if name not in CORE_PARAMS:
-            options[name] = _string(name, value)
+            options[name] = _string(name, raw)
     return backend.validate_options(options)
 
 

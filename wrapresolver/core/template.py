@@ -12,7 +12,7 @@ import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover - params imports this module
-    from wrapresolver.params import RunContext
+    from wrapresolver.core.params import RunContext
 
 WORKSPACE_PLACEHOLDERS = ("<<workspace>>", "{{workspace}}")
 """`<<workspace>>` is ours; `{{workspace}}` is the spelling of the earlier wrap resolver."""
