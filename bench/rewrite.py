@@ -23,8 +23,8 @@ import random
 import statistics
 import time
 
-from wrapresolver import rewrite
 from wrapresolver.backends.registry import get_backend
+from wrapresolver.core import rewrite
 from wrapresolver.core.params import PipelineRef, RunContext, WrapRequest
 from wrapresolver.errors import WrapError
 from wrapresolver.resolve import check_answer_size, to_yaml

@@ -226,7 +226,7 @@ def test_param_errors_come_before_any_fetch():
 
 
 def test_unexpected_rewrite_failure_becomes_an_actionable_error(monkeypatch):
-    from wrapresolver import rewrite
+    from wrapresolver.core import rewrite
 
     def broken(*args, **kwargs):
         raise KeyError("steps")

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from wrapresolver import rewrite
 from wrapresolver.backends.registry import REGISTRY
+from wrapresolver.core import rewrite
 from wrapresolver.core.params import RunContext, check_targets, parse_request, wrapped_workspaces
 from wrapresolver.errors import RewriteError, SourceError, WrapError
 from wrapresolver.sources import Fetched, Source

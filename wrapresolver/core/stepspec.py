@@ -15,7 +15,7 @@ every older one (an answer resolved just before an upgrade can run on the new im
 refuses a newer one with a message naming the fix, instead of guessing.
 
 Version 2 (this one) writes only what differs from the defaults, and a fetch carries only
-the fallbacks it can need (see plan.py): `fallback` maps each producer that may have stored
+the fallbacks it can need (see core/plan.py): `fallback` maps each producer that may have stored
 nothing to its own inputs, `order` lists every producer the fetch may meet in merge order.
 A producer without a stored state and without a `fallback` entry is an error then: the
 plan says it always stores before this task runs. Version 1 carried `graph` with every

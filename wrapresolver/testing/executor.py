@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wrapresolver.plan import build_dag
+from wrapresolver.core.plan import build_dag
 
 SUCCEEDED, FAILED, SKIPPED = "Succeeded", "Failed", "None"
 _VAR = re.compile(r"\$\(([^()]+)\)")

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from wrapresolver import plan as planning
+from wrapresolver.core import plan as planning
 from wrapresolver.core.backend import Backend
 from wrapresolver.core.params import WrapRequest
 from wrapresolver.core.stepspec import WorkspaceTransfer
@@ -515,7 +514,6 @@ def _shared_security_context(task_spec: Mapping) -> Mapping | None:
 
 # ---- helpers ----
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
 def _copy_tree(obj: Any) -> Any:

@@ -2,9 +2,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wrapresolver.core.plan import Binding, build_dag, plan_workspace, result_references
 from wrapresolver.core.stepspec import ProducerNode
 from wrapresolver.errors import RewriteError
-from wrapresolver.plan import Binding, build_dag, plan_workspace, result_references
 
 
 def task(name, run_after=(), binds=True, read_only=False, when=None, params=None, matrix=None, on_error=None):

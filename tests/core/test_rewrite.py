@@ -1,6 +1,6 @@
 """The rewrite, case by case (DESIGN §3 "Tekton details that must keep working").
 
-Each case in tests/golden/cases/ is rendered and compared with tests/golden/expected/
+Each case in tests/core/golden/cases/ is rendered and compared with tests/core/golden/expected/
 (regenerate with WRAPRESOLVER_UPDATE_GOLDEN=1 and review the diff), checked against
 Tekton's structural rules, and then asserted on for the behaviour it exists to show, so a
 wrong golden file cannot hide a regression.
@@ -268,7 +268,7 @@ def test_two_bindings_of_one_wrapped_workspace_in_a_task_are_rejected():
 
 def test_several_workspaces_share_one_fetch_and_one_store_step():
     out = yaml.safe_load(render([d for d in yaml.safe_load_all(
-        (Path(__file__).resolve().parent.parent / "examples" / "pipeline.yaml").read_text()) if d],
+        (Path(__file__).resolve().parents[2] / "examples" / "pipeline.yaml").read_text()) if d],
         params={"target": "oci://registry.example/ci/<<workspace>>", "workspaces": "sources,cache"}))
     t = tasks_of(out)
     fetch = t["build"]["taskSpec"]["steps"][0]
