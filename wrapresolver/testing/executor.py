@@ -83,6 +83,14 @@ def step_identity(step: Mapping, step_template: Mapping | None, pod_security_con
     return Identity(uid, gid)
 
 
+def _run_as_non_root(step: Mapping, step_template: Mapping | None, pod_security_context: Mapping | None) -> bool:
+    for context in ((step or {}).get("securityContext"), (step_template or {}).get("securityContext"),
+                    pod_security_context):
+        if isinstance(context, Mapping) and context.get("runAsNonRoot") is not None:
+            return bool(context["runAsNonRoot"])
+    return False
+
+
 @dataclass
 class TaskRun:
     """What happened to one pipeline task (its last attempt)."""
@@ -303,6 +311,9 @@ class LocalExecutor:
         if not argv:
             return 1, "step has neither script nor command"
         who = step_identity(step, template, self.pod_security_context, self.image_users)
+        if _run_as_non_root(step, template, self.pod_security_context) and (who.uid if who else os.geteuid()) == 0:
+            # The kubelet's refusal, before the container starts.
+            return 126, f"container has runAsNonRoot and image will run as root (container: {step.get('name')})"
         switch: dict[str, Any] = {}
         if who is not None and (who.uid, who.gid) != (os.geteuid(), os.getegid()):
             if os.geteuid() != 0:
