@@ -167,3 +167,18 @@ def test_store_that_cannot_read_a_file_names_it_its_owner_and_the_fix(foreign_py
     assert "Traceback" not in done.stderr, done.stderr
     for words in ("secret", f"uid {NOBODY_UID}", "runAsUser"):
         assert words in done.stderr, done.stderr
+
+
+def test_an_ssh_target_as_a_uid_without_passwd_entry_fails_in_words_not_in_ssh(foreign_python, pod, ssh_server):
+    """OpenSSH's client will not run without a passwd entry for its UID; say so, and what to do."""
+    ws = emptydir(pod / "ws")
+    target = f"ssh://{ssh_server.user}@127.0.0.1:{ssh_server.port}{ssh_server.data_dir}/no-passwd"
+    state = str(emptydir(pod / "state") / "wrap")
+    args = transfer(target, "rsync", "make", ws)
+    assert foreign_python.run(["fetch", "--state-dir", state, *args], uid=NOBODY_UID, gid=NOBODY_UID).returncode == 0
+    (ws / "a").write_text("a\n")
+    done = foreign_python.run(["store", "--state-dir", state, *args], uid=NOBODY_UID, gid=NOBODY_UID)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr, done.stderr
+    assert f"uid {NOBODY_UID}, which has no passwd entry" in done.stderr, done.stderr
+    assert "runAsUser" in done.stderr
