@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from tests import tekton_rules
-from tests.test_rewrite import strip_rewrite
+from tests.core.test_rewrite import strip_rewrite
 from wrapresolver.core.params import RunContext
 from wrapresolver.errors import WrapError
 from wrapresolver.resolve import resolve
