@@ -10,11 +10,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-import yaml
-
+from wrapresolver import safeyaml
 from wrapresolver.backends.base import Backend, backend_for_scheme, get_backend
 from wrapresolver.errors import ParamError
-from wrapresolver.template import expand_target, has_workspace_placeholder, split_scheme
+from wrapresolver.limits import shown
+from wrapresolver.template import expand_target, has_workspace_placeholder, split_scheme, unknown_placeholders
 
 
 # ---- param names (DESIGN §4.1) ----
@@ -103,6 +103,13 @@ def parse_request(params: Sequence[Mapping], config: Mapping[str, str], context:
     target = _string(PARAM_TARGET, _require(values, PARAM_TARGET)).strip()
     if not target:
         raise ParamError(_missing_message(PARAM_TARGET))
+    unknown = unknown_placeholders(target)
+    if unknown:
+        raise ParamError(
+            f"param `{PARAM_TARGET}` {shown(target)} holds {', '.join(shown(u, 40) for u in unknown[:3])}, "
+            f"which is not a placeholder the wrap resolver knows; the only one is `<<workspace>>` "
+            f"(or `{{{{workspace}}}}`)"
+        )
     workspaces: tuple[str, ...] = ()
     if PARAM_WORKSPACES in values:
         workspaces = _parse_workspaces(values[PARAM_WORKSPACES])
@@ -228,8 +235,8 @@ def _parse_pipelineref(value: object) -> PipelineRef:
         if _is_dns1123_subdomain(text):
             return PipelineRef(name=text)
         try:
-            parsed = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
+            parsed = safeyaml.load(text, f"param `{PARAM_PIPELINEREF}`")
+        except safeyaml.YAMLError as exc:
             raise ParamError(
                 f"param `{PARAM_PIPELINEREF}` {text!r} is neither a Pipeline name nor valid YAML "
                 f"of a resolver reference ({_first_line(exc)}){_unsubstituted_hint(text)}"

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from wrapresolver import rewrite
+from wrapresolver import names, rewrite, safeyaml
 from wrapresolver.backends.base import get_backend
 from wrapresolver.errors import RewriteError, SourceError, WrapError
 from wrapresolver.params import RunContext, check_targets, parse_request, wrapped_workspaces
@@ -51,7 +51,10 @@ async def resolve(
     request = parse_request(params, config, context)
     fetched = await source.pipeline(request.pipelineref, context.namespace)
     pipeline = fetched.obj
-    _check_pipeline(pipeline, request.pipelineref.name or request.pipelineref.resolver)
+    asked = request.pipelineref.name or request.pipelineref.resolver
+    safeyaml.check_tree(pipeline, f"pipelineref {asked!r}")
+    _check_pipeline(pipeline, asked)
+    names.check_pipeline_task_names(pipeline, _name(pipeline))
 
     workspaces = wrapped_workspaces(request, pipeline)
     backend = get_backend(request.backend)
@@ -124,6 +127,7 @@ async def _fetch_tasks(source: Source, refs: Mapping[str, Mapping], namespace: s
 
 def _checked_task(task: str, ref: Mapping, fetched: Fetched) -> Mapping:
     obj = fetched.obj
+    safeyaml.check_tree(obj, f"the Task of pipeline task {task!r}")
     api_version = str(obj.get("apiVersion", "")) if isinstance(obj, Mapping) else ""
     kind = obj.get("kind") if isinstance(obj, Mapping) else None
     if not api_version.startswith("tekton.dev/") or kind != "Task":

@@ -46,6 +46,16 @@ class Inputs(Generic[T]):
         return [f"{p} has no stored state, fell back to its inputs" for p in self.fell_back]
 
 
+_REQUIRED = ("workspace", "target", "run", "task", "backend")
+_STRINGS = ("workspace", "target", "run", "task", "backend", "path", "bound", "sub_path", "base")
+
+
+def _string_tuple(value: Any, field_name: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError(f"--workspace field `{field_name}` must be a list of strings")
+    return tuple(value)
+
+
 @dataclass(frozen=True)
 class WorkspaceTransfer:
     """Everything one injected step needs to move one wrapped workspace of one task."""
@@ -93,8 +103,28 @@ class WorkspaceTransfer:
 
     @classmethod
     def from_json(cls, text: str) -> "WorkspaceTransfer":
-        data: dict[str, Any] = json.loads(text)
+        """Parse one `--workspace` argument; `ValueError` naming the problem if it is not one.
+
+        The text is a step argument anyone editing the Pipeline can change, so every field is
+        checked for its type here and nothing reaches the backends half-formed.
+        """
+        from wrapresolver.limits import JSON_MAX_BYTES, LimitError, shown
+
+        limit = JSON_MAX_BYTES.int_value()
+        if len(text) > limit:
+            raise LimitError(f"--workspace JSON is {len(text)} bytes, more than {limit} ({JSON_MAX_BYTES.where()})")
+        try:
+            data = json.loads(text)
+        except RecursionError:
+            raise ValueError("--workspace JSON nests too deeply to be a workspace spec") from None
+        except ValueError as exc:
+            raise ValueError(f"--workspace is not valid JSON ({exc}): {shown(text, 80)}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"--workspace must be a JSON object with `workspace`, `target`, ..., got "
+                             f"{type(data).__name__}: {shown(text, 80)}")
         version = data.pop("v", SPEC_VERSION)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise ValueError(f"--workspace field `v` must be an integer, got {shown(version, 40)}")
         if version > SPEC_VERSION:
             raise ValueError(
                 f"workspace spec version {version} is newer than this step image understands "
@@ -102,12 +132,32 @@ class WorkspaceTransfer:
             )
         known = {f for f in cls.__dataclass_fields__}
         data = {k: v for k, v in data.items() if k in known}
-        data["inputs"] = tuple(data.get("inputs", ()))
-        data["graph"] = {
-            name: ProducerNode(inputs=tuple(node.get("inputs", ())), order=int(node.get("order", 0)))
-            for name, node in data.get("graph", {}).items()
-        }
-        data["options"] = dict(data.get("options", {}))
+        missing = [name for name in _REQUIRED if name not in data]
+        if missing:
+            raise ValueError(f"--workspace JSON lacks {', '.join(f'`{m}`' for m in missing)}")
+        for name in _STRINGS:
+            if name in data and not isinstance(data[name], str):
+                raise ValueError(f"--workspace field `{name}` must be a string, got {shown(data[name], 40)}")
+        if "publish" in data and not isinstance(data["publish"], bool):
+            raise ValueError(f"--workspace field `publish` must be true or false, got {shown(data['publish'], 40)}")
+        data["inputs"] = _string_tuple(data.get("inputs", ()), "inputs")
+        graph = data.get("graph", {})
+        if not isinstance(graph, dict):
+            raise ValueError("--workspace field `graph` must be an object of producers")
+        nodes: dict[str, ProducerNode] = {}
+        for name, node in graph.items():
+            if not isinstance(node, dict):
+                raise ValueError(f"--workspace graph entry {shown(name, 60)} must be an object")
+            order = node.get("order", 0)
+            if not isinstance(order, int) or isinstance(order, bool):
+                raise ValueError(f"--workspace graph entry {shown(name, 60)}: `order` must be an integer")
+            nodes[name] = ProducerNode(inputs=_string_tuple(node.get("inputs", ()), f"graph.{name}.inputs"),
+                                       order=order)
+        data["graph"] = nodes
+        options = data.get("options", {})
+        if not isinstance(options, dict) or not all(isinstance(v, str) for v in options.values()):
+            raise ValueError("--workspace field `options` must be an object of strings")
+        data["options"] = dict(options)
         return cls(**data)
 
     def resolve_inputs(self, lookup: Callable[[str], T | None]) -> Inputs[T]:

@@ -21,14 +21,16 @@ message a pipeline author acts on. The exit code says what kind of failure it wa
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
-import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from wrapresolver import lastresort
 from wrapresolver.errors import ParamError, TransferError, WrapError
+from wrapresolver.limits import cap_line, shown
 from wrapresolver.stepspec import WorkspaceTransfer
 from wrapresolver.transfer.report import TransferReport
 
@@ -37,9 +39,9 @@ _print_lock = threading.Lock()
 
 
 def say(line: str, stream=None) -> None:
-    """One whole line at a time: parallel workspaces never interleave mid-line."""
+    """One whole line at a time: parallel workspaces never interleave mid-line; never a flood."""
     with _print_lock:
-        print(line, file=stream or sys.stdout, flush=True)
+        print(cap_line(line), file=stream or sys.stdout, flush=True)
 
 
 def register(subparsers: Any) -> None:
@@ -93,9 +95,13 @@ def run_injected(action: str, specs: Sequence[WorkspaceTransfer], state_dir: Pat
         except WrapError as exc:
             say(f"wrap {action} {spec.workspace}: error: {exc}", sys.stderr)
             return getattr(exc, "exit_code", 1)
-        except Exception:  # noqa: BLE001 - a bug: show it whole, fail the step
-            say(f"wrap {action} {spec.workspace}: unexpected error:\n{traceback.format_exc()}", sys.stderr)
-            return 1
+        except Exception as exc:  # noqa: BLE001 - a bug: one line (the traceback with --debug), fail the step
+            trace = lastresort.details(exc)
+            if trace:
+                with _print_lock:
+                    sys.stderr.write(trace)
+            say(lastresort.error_line(f"wrap {action} {spec.workspace}: ", exc), sys.stderr)
+            return lastresort.UNEXPECTED_EXIT
         say(report.line())
         return 0
 
@@ -118,6 +124,8 @@ def transfer(
 
     if action != "publish" and not spec.path:
         raise ParamError(f"workspace {spec.workspace!r} has no path to {action}")
+    if action != "publish" and os.path.lexists(spec.path) and not os.path.isdir(spec.path):
+        raise ParamError(f"workspace {spec.workspace!r}: path {shown(spec.path)} is not a directory")
     backend = get_backend(spec.backend)
     state = Path(state_dir or "/wrap-state")
     with backend.open(spec.target, spec.options) as store:
@@ -139,7 +147,7 @@ def transfer(
 def run_by_hand(args: argparse.Namespace) -> int:
     from wrapresolver.backends.base import backend_for_scheme, get_backend
     from wrapresolver.params import DEFAULT_BACKEND
-    from wrapresolver.template import split_scheme
+    from wrapresolver.template import split_scheme, unknown_placeholders
 
     options: dict[str, str] = {}
     for item in args.options:
@@ -152,9 +160,17 @@ def run_by_hand(args: argparse.Namespace) -> int:
     else:
         scheme, _ = split_scheme(args.target)
         backend = backend_for_scheme(scheme) if scheme else get_backend(DEFAULT_BACKEND)
+    placeholders = unknown_placeholders(args.target, known=())
+    if placeholders:
+        raise ParamError(
+            f"--target {shown(args.target)} still holds {shown(placeholders[0], 40)}; by hand, write the "
+            f"concrete target (placeholders such as <<workspace>> are the resolver's, in its `target` param)"
+        )
     backend.validate_target(args.target)
     options = backend.validate_options(options)
     path: Path = args.path
+    if os.path.lexists(path) and not path.is_dir():
+        raise ParamError(f"--path {shown(str(path))} is not a directory; {args.action} by hand needs one")
     with backend.open(args.target, options) as store:
         if args.action == "fetch":
             if path.exists() and any(path.iterdir()):
