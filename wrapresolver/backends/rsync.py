@@ -87,10 +87,12 @@ from wrapresolver.errors import (
     AuthError, DiskFullError, IntegrityError, NetworkError, NotFoundError, ParamError,
     TransferError,
 )
+from wrapresolver.limits import IO_TIMEOUT, io_timeout
 from wrapresolver.refs import producer_ref
 from wrapresolver.stepspec import WorkspaceTransfer
 from wrapresolver.transfer import snapshot
 from wrapresolver.transfer.apply import empty_directory
+from wrapresolver.transfer.deeptree import remove_tree
 from wrapresolver.transfer.localdisk import os_errors, record_stem
 from wrapresolver.transfer.report import TransferReport
 
@@ -100,7 +102,6 @@ PASSWORD_ENV = "RSYNC_PASSWORD"
 LATEST = "latest"
 MAX_LINK_DESTS = 20
 """rsync accepts at most 20 --link-dest/--compare-dest directories."""
-CONNECT_TIMEOUT = 30
 _MODULE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 _USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 _HOST = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._:%-]*$")
@@ -420,7 +421,7 @@ class _SshSession:
             )
         opts = [
             "-p", str(target.port), "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
-            "-o", f"ConnectTimeout={CONNECT_TIMEOUT}", "-o", f"ServerAliveInterval={SERVER_ALIVE_INTERVAL}",
+            "-o", f"ConnectTimeout={max(1, round(io_timeout()))}", "-o", f"ServerAliveInterval={SERVER_ALIVE_INTERVAL}",
             "-o", "ServerAliveCountMax=4", "-o", "LogLevel=ERROR", "-o", "ForwardAgent=no",
             "-o", "ClearAllForwardings=yes", "-o", "PasswordAuthentication=no",
             "-o", "KbdInteractiveAuthentication=no",
@@ -516,11 +517,13 @@ class Runner:
 
     def transport_args(self) -> list[str]:
         """What goes before rsync's own arguments: the daemon timeout, or the ssh command."""
+        # rsync's own --timeout ends a transfer in which no data moved for that long (exit 30).
+        waits = [f"--timeout={max(1, round(io_timeout()))}"]
         if not self.target.ssh:
-            return [f"--contimeout={CONNECT_TIMEOUT}"]
+            return [f"--contimeout={max(1, round(io_timeout()))}", *waits]
         if self._session is None:
             self._session = _SshSession(self.target, self.ssh)
-        return ["-e", self._session.command]
+        return [*waits, "-e", self._session.command]
 
     def close(self) -> None:
         if self._session is not None:
@@ -578,6 +581,9 @@ class Runner:
                 f"{action}: the rsync daemon at {where} has no module {self.target.module!r}; "
                 f"fix the module in the target URL"
             )
+        if result.code == 30:
+            return NetworkError(f"{action}: the {self.target.server} stopped answering for "
+                                f"{io_timeout():g} s ({IO_TIMEOUT.where()}): {_last_line(text)}")
         if result.code in (10, 35) or any(s in text for s in _UNREACHABLE[:5]):
             return NetworkError(f"{action}: cannot reach the {self.target.server}: {_last_line(text)}")
         if "No space left on device" in text or "Disk quota exceeded" in text:
@@ -795,7 +801,7 @@ def _remove_inside(root: Path, rel: str) -> None:
             return  # the parent is gone or not a directory: nothing below it to delete
     victim = current / parts[-1]
     if victim.is_dir() and not victim.is_symlink():
-        shutil.rmtree(victim)
+        remove_tree(victim)  # any depth: shutil.rmtree recurses once per level
     elif victim.exists() or victim.is_symlink():
         victim.unlink()
 
