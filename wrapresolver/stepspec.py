@@ -140,7 +140,7 @@ class WorkspaceTransfer:
                 raise ValueError(f"--workspace field `{name}` must be a string, got {shown(data[name], 40)}")
         if "publish" in data and not isinstance(data["publish"], bool):
             raise ValueError(f"--workspace field `publish` must be true or false, got {shown(data['publish'], 40)}")
-        data["inputs"] = _string_tuple(data.get("inputs", ()), "inputs")
+        data["inputs"] = _string_tuple(data.get("inputs", []), "inputs")
         graph = data.get("graph", {})
         if not isinstance(graph, dict):
             raise ValueError("--workspace field `graph` must be an object of producers")
@@ -151,7 +151,7 @@ class WorkspaceTransfer:
             order = node.get("order", 0)
             if not isinstance(order, int) or isinstance(order, bool):
                 raise ValueError(f"--workspace graph entry {shown(name, 60)}: `order` must be an integer")
-            nodes[name] = ProducerNode(inputs=_string_tuple(node.get("inputs", ()), f"graph.{name}.inputs"),
+            nodes[name] = ProducerNode(inputs=_string_tuple(node.get("inputs", []), f"graph.{name}.inputs"),
                                        order=order)
         data["graph"] = nodes
         options = data.get("options", {})

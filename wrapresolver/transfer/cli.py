@@ -92,6 +92,9 @@ def run_injected(action: str, specs: Sequence[WorkspaceTransfer], state_dir: Pat
     def one(spec: WorkspaceTransfer) -> int:
         try:
             report = transfer(action, spec, state_dir, progress=lambda r: say(r.line() + " ..."))
+        except ParamError as exc:
+            say(f"wrap {action} {spec.workspace}: error: {exc}", sys.stderr)
+            return USAGE_ERROR
         except WrapError as exc:
             say(f"wrap {action} {spec.workspace}: error: {exc}", sys.stderr)
             return getattr(exc, "exit_code", 1)
