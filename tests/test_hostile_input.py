@@ -266,3 +266,12 @@ def test_the_known_placeholders_are_accepted() -> None:
         request = parse_request([{"name": "pipelineref", "value": "p"}, {"name": "target", "value": target}],
                                 {}, RunContext(namespace="default"))
         assert request.target == target
+
+
+# ---- found by fuzzing (tests/fuzz) ----
+
+@pytest.mark.parametrize("target", ["gs://]", "rsync://[bad/module/x", "s3://]/x"])
+def test_a_target_the_url_parser_rejects_is_a_param_error_not_a_crash(target: str) -> None:
+    with pytest.raises(ParamError, match="is not a valid"):
+        parse_request([{"name": "pipelineref", "value": "p"}, {"name": "target", "value": target}],
+                      {}, RunContext(namespace="default"))

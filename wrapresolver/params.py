@@ -118,7 +118,7 @@ def parse_request(params: Sequence[Mapping], config: Mapping[str, str], context:
     backend = _select_backend(given, config, target)
     options = _backend_options(backend, given, config)
     for workspace in workspaces or ("workspace",):
-        backend.validate_target(expand_target(target, workspace, context))
+        validate_target(backend, expand_target(target, workspace, context))
 
     return WrapRequest(
         pipelineref=pipelineref,
@@ -165,7 +165,23 @@ def wrapped_workspaces(request: WrapRequest, pipeline: Mapping) -> tuple[str, ..
 def check_targets(request: WrapRequest, workspaces: Sequence[str], backend: Backend) -> None:
     """Let the backend reject each workspace's concrete target before anything runs."""
     for workspace in workspaces:
-        backend.validate_target(expand_target(request.target, workspace, request.context))
+        validate_target(backend, expand_target(request.target, workspace, request.context))
+
+
+def validate_target(backend: Backend, target: str) -> None:
+    """The backend's own check; a `ValueError` from its URL parsing becomes a `ParamError`.
+
+    Backends (plugins included) parse targets with the standard library, which raises
+    `ValueError` on some malformed input (`urlsplit("s3://]")`): still the author's input.
+    """
+    try:
+        backend.validate_target(target)
+    except ParamError:
+        raise
+    except ValueError as exc:
+        raise ParamError(
+            f"param `{PARAM_TARGET}` {shown(target)} is not a valid {backend.name} target: {exc}"
+        ) from None
 
 
 # ---- helpers ----

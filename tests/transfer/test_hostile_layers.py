@@ -235,3 +235,16 @@ def test_a_refused_entry_name_is_echoed_capped(dest: Path) -> None:
         apply_all(dest, tar_bytes(entry("/" + "a" * 3000, data=b"x")))
     assert "absolute path" in str(caught.value)
     assert len(str(caught.value)) < 400
+
+
+# ---- found by fuzzing (tests/fuzz/test_fuzz_tar.py) ----
+
+def test_a_hardlink_to_itself_keeps_the_file_and_is_skipped(dest: Path) -> None:
+    extractor = apply_all(dest, tar_bytes(entry("a", data=b"kept"), entry("a", tarfile.LNKTYPE, link="a")))
+    assert (dest / "a").read_bytes() == b"kept"
+    assert extractor.stats.skipped == 1
+
+
+def test_a_symlink_with_an_empty_target_is_refused(dest: Path) -> None:
+    with pytest.raises(UnsafeArchiveError, match="empty target"):
+        apply_all(dest, tar_bytes(entry("a", tarfile.SYMTYPE, link="")))

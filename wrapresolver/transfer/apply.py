@@ -281,6 +281,11 @@ class Extractor:
                 os.chmod(target, mode)
             self._dir_times[target] = mtime_ns
         elif member.issym():
+            if not member.linkname:
+                raise UnsafeArchiveError(
+                    f"layer entry {shown(member.name)} is a symlink with an empty target, which no "
+                    f"file system can hold; refusing the layer"
+                )
             self._remove(target)
             self._dirs.clear()  # a later entry may walk through this link: resolve again
             os.symlink(member.linkname, target)
@@ -316,6 +321,8 @@ class Extractor:
         if not local:
             return False  # its target is outside the sub_path: not part of this view
         source = os.path.join(self._parent_dir(local, member.name), local.rpartition("/")[2])
+        if source == target:
+            return False  # a hardlink to itself: nothing to link (removing first would lose the file)
         try:
             st = os.lstat(source)
         except FileNotFoundError:
