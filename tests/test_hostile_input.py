@@ -275,3 +275,11 @@ def test_a_target_the_url_parser_rejects_is_a_param_error_not_a_crash(target: st
     with pytest.raises(ParamError, match="is not a valid"):
         parse_request([{"name": "pipelineref", "value": "p"}, {"name": "target", "value": target}],
                       {}, RunContext(namespace="default"))
+
+
+@pytest.mark.parametrize("workspaces", [True, "src", [1], [{"name": 3}]])
+def test_pipeline_workspaces_that_are_not_a_list_of_named_objects_are_rejected(workspaces) -> None:
+    doc = pipeline(task("build"))
+    doc["spec"]["workspaces"] = workspaces
+    with pytest.raises(RewriteError, match="`spec.workspaces` must be a list"):
+        render([doc], params=PARAMS)

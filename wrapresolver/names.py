@@ -26,10 +26,23 @@ def is_dns_label(name: str) -> bool:
 
 
 def check_pipeline_task_names(pipeline: Mapping[str, Any], pipeline_name: str) -> None:
-    """Every entry of `tasks` and `finally` has a unique DNS-label name, or `RewriteError`."""
+    """Every entry of `tasks` and `finally` has a unique DNS-label name, or `RewriteError`.
+
+    Also the shape of `spec.workspaces` (a list of objects with a name), which everything
+    after this relies on.
+    """
     spec = pipeline.get("spec")
     if not isinstance(spec, Mapping):
         return
+    workspaces = spec.get("workspaces")
+    if workspaces is not None:
+        if not isinstance(workspaces, list) or not all(
+            isinstance(ws, Mapping) and isinstance(ws.get("name"), str) for ws in workspaces
+        ):
+            raise RewriteError(
+                f"Pipeline {pipeline_name!r}: `spec.workspaces` must be a list of workspaces, each "
+                f"with a `name`"
+            )
     seen: dict[str, str] = {}
     for section in ("tasks", "finally"):
         entries = spec.get(section)

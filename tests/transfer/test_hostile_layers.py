@@ -53,6 +53,14 @@ def dest(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def remove_deep_trees(tmp_path: Path):
+    """pytest's own clean-up uses shutil.rmtree, which cannot remove these trees: we do."""
+    yield
+    for child in tmp_path.iterdir():
+        remove_tree(child)
+
+
 # ---- deep trees ----
 
 def test_a_layer_1500_directories_deep_extracts_completely(dest: Path) -> None:
@@ -248,3 +256,8 @@ def test_a_hardlink_to_itself_keeps_the_file_and_is_skipped(dest: Path) -> None:
 def test_a_symlink_with_an_empty_target_is_refused(dest: Path) -> None:
     with pytest.raises(UnsafeArchiveError, match="empty target"):
         apply_all(dest, tar_bytes(entry("a", tarfile.SYMTYPE, link="")))
+
+
+def test_a_write_through_a_loop_of_symlinks_is_refused(dest: Path) -> None:
+    with pytest.raises(UnsafeArchiveError, match="loop of symlinks"):
+        apply_all(dest, tar_bytes(entry("b", tarfile.SYMTYPE, link="b/a"), entry("b/a/f", data=b"x")))

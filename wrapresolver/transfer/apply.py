@@ -183,6 +183,13 @@ class Extractor:
                 raise TransferError(
                     f"layer entry {shown(name)} needs {shown(prefix)} to be a directory, but it is a file"
                 ) from exc
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:
+                    raise
+                raise UnsafeArchiveError(
+                    f"layer entry {shown(name)} would be written through a loop of symlinks at "
+                    f"{shown(prefix)}; refusing to extract it"
+                ) from None
         return real
 
     def _remove(self, target: str) -> None:
