@@ -28,7 +28,7 @@ from wrapresolver.backends.base import Backend
 from wrapresolver.backends.objectstore import ObjectStore
 from wrapresolver.backends.objectstore_gc import KeyInfo
 from wrapresolver.core.values import Descriptor, sha256_digest
-from wrapresolver.errors import NotFoundError, ParamError
+from wrapresolver.errors import NotFoundError, ParamError, WrapError
 from wrapresolver.transfer import oci_image
 
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -187,11 +187,16 @@ class LayoutStore(ObjectStore):
     def delete(self, key: str) -> None:
         _unlink_quietly(str(self.root / key))
 
-    def ref_names(self) -> list[str]:
-        return [
-            str(m["annotations"][REF_NAME]) for m in self._read_index().get("manifests", [])
-            if (m.get("annotations") or {}).get(REF_NAME)
-        ]
+    def ref_times(self) -> dict[str, float | None]:
+        found: dict[str, float | None] = {}
+        for entry in self._read_index().get("manifests", []):
+            name = (entry.get("annotations") or {}).get(REF_NAME)
+            if name:
+                try:
+                    found[str(name)] = (self.root / self.blob_key(entry["digest"])).stat().st_mtime
+                except (OSError, KeyError, WrapError):
+                    found[str(name)] = None
+        return found
 
     def delete_ref(self, name: str) -> None:
         with self._locked():

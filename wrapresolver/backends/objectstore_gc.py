@@ -86,8 +86,12 @@ class ObjectStoreReclaim:
         raise unsupported(self)
 
     # ---- references: overridden by a store that keeps them elsewhere ----
+    def ref_times(self) -> dict[str, float | None]:
+        """Each reference's name and when it was last written (where the store says)."""
+        return {info.key[len("refs/"):]: info.modified for info in self.list_keys("refs/")}
+
     def ref_names(self) -> list[str]:
-        return [info.key[len("refs/"):] for info in self.list_keys("refs/")]
+        return list(self.ref_times())
 
     def delete_ref(self, name: str) -> None:
         self.delete(f"refs/{name}")
@@ -117,10 +121,12 @@ class ObjectStoreReclaim:
     def stored_items(self) -> list[StoredItem]:
         """Every state (reference) but the exact target, then the staging leftovers."""
         items = []
-        for name, data in self._manifests([n for n in self.ref_names() if n != self.target_ref]).items():
+        times = self.ref_times()
+        for name, data in self._manifests([n for n in times if n != self.target_ref]).items():
             notes = annotations_of(data)
             size = sum(blobs_of(data).values())
-            items.append(StoredItem(name, STATE, notes.get(RUN_ANNOTATION, ""), size, created_of(notes)))
+            created = created_of(notes) or times.get(name)
+            items.append(StoredItem(name, STATE, notes.get(RUN_ANNOTATION, ""), size, created))
         return items + self.staging_items()
 
     def _kept_blobs(self, going: set[str]) -> set[str]:
