@@ -12,12 +12,12 @@ A blob is streamed to a staging name while it is hashed and only then moved unde
 digest, so a reader (or a step killed mid-upload) never sees half a blob under its final
 name. A reference is written last and whole, so a reader sees the previous state or the
 complete new one. Reference names are checked here (the OCI tag grammar), so none can
-escape `refs/`. Every lookup is by exact name: nothing is ever listed.
+escape `refs/`. Every lookup of the data path is by exact name: only the delete side
+(`objectstore_gc`) lists.
 
 A subclass is its transport and its error translation: the seven primitives below, each
 raising the `wrapresolver.errors` error a pipeline author can act on. Two more,
-`list_keys` and `delete`, give it the delete side (`objectstore_gc`): the one place a
-store lists anything.
+`list_keys` and `delete`, give it the delete side (`objectstore_gc`).
 """
 
 from __future__ import annotations
