@@ -79,11 +79,11 @@ class ObjectStoreReclaim:
     # ---- transport a subclass adds ----
     def list_keys(self, prefix: str) -> Iterator[KeyInfo]:
         """Every object whose key starts with `prefix` (relative to the target)."""
-        raise unsupported(self)
+        raise unsupported(self, "the object-store methods list_keys/delete")
 
     def delete(self, key: str) -> None:
         """Delete the object `key`; a missing one is not an error."""
-        raise unsupported(self)
+        raise unsupported(self, "the object-store methods list_keys/delete")
 
     # ---- references: overridden by a store that keeps them elsewhere ----
     def ref_times(self) -> dict[str, float | None]:

@@ -92,9 +92,9 @@ class Reclaimed:
         return text
 
 
-def unsupported(store: object) -> ReclaimUnsupported:
+def unsupported(store: object, missing: str = "stored_items/delete_items") -> ReclaimUnsupported:
     return ReclaimUnsupported(
-        f"backend store {type(store).__name__} has no delete side (stored_items/delete_items): "
+        f"backend store {type(store).__name__} has no delete side ({missing}): "
         f"its states are not reclaimed automatically; remove them with the storage's own tools "
         f"or upgrade the plugin (see plugin-authors.md, 'Reclaiming storage')"
     )

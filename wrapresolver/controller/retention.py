@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,6 +37,7 @@ from wrapresolver.core.template import RUN_UID_VARIABLE
 from wrapresolver.errors import WrapError
 
 log = logging.getLogger("wrapresolver.controller.retention")
+DONE_REMEMBERED = 10_000
 
 
 def outcome_of(pipelinerun: Mapping) -> str:
@@ -103,7 +105,8 @@ class Reaper:
     def __init__(self, kube: Any) -> None:
         self.kube = kube
         self.pending: dict[str, tuple[float, asyncio.Task]] = {}
-        self.done: set[str] = set()
+        self.done: OrderedDict[str, bool] = OrderedDict()
+        """Runs collected recently: their later events need no storage call (bounded)."""
 
     async def on_event(self, kind: str | None, body: Mapping) -> None:
         meta = body.get("metadata") or {}
@@ -140,7 +143,9 @@ class Reaper:
             out = await asyncio.to_thread(collect, uid, entries)
         finally:
             self.pending.pop(uid, None)
-        self.done.add(uid)
+        self.done[uid] = True
+        while len(self.done) > DONE_REMEMBERED:
+            self.done.popitem(last=False)
         metrics.RECLAIMED_STATES.inc(out.deleted)
         metrics.RECLAIMED_BYTES.inc(out.bytes)
         for note in out.notes:
