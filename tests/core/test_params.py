@@ -297,3 +297,15 @@ def test_several_workspaces_need_a_workspace_placeholder_in_target():
 
 def test_one_workspace_needs_no_placeholder():
     assert wrapped_workspaces(request(["sources"], target="oci://r/ci/shared"), pipeline("sources")) == ("sources",)
+
+
+def test_retention_is_a_resolver_param_not_a_backend_option():
+    request = parse(pipelineref="build", target="oci://reg/ci/app", retention="keep-for 2d")
+    assert "retention" not in request.options
+
+
+def test_a_wrong_retention_fails_the_request_naming_the_choices():
+    with pytest.raises(ParamError, match="param `retention` is 'forever'; write one of"):
+        parse(pipelineref="build", target="oci://reg/ci/app", retention="forever")
+    with pytest.raises(ParamError, match="`default-retention` in the ConfigMap"):
+        parse(config={"default-retention": "soon"}, pipelineref="build", target="oci://reg/ci/app")

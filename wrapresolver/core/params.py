@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from wrapresolver.core import safeyaml
 from wrapresolver.core.backend import Backend, Backends
 from wrapresolver.core.limits import shown
+from wrapresolver.core.retention import PARAM_RETENTION, retention_of
 from wrapresolver.core.template import expand_target, has_workspace_placeholder, split_scheme, unknown_placeholders
 from wrapresolver.errors import ParamError
 
@@ -73,7 +74,7 @@ class WrapRequest:
     context: RunContext = field(default_factory=RunContext)
 
 
-CORE_PARAMS = (PARAM_PIPELINEREF, PARAM_WORKSPACES, PARAM_TARGET, PARAM_BACKEND, PARAM_BASE)
+CORE_PARAMS = (PARAM_PIPELINEREF, PARAM_WORKSPACES, PARAM_TARGET, PARAM_BACKEND, PARAM_BASE, PARAM_RETENTION)
 """Params the resolver itself reads; every other param is a backend option."""
 
 CONFIGMAP_NAME = "wrapresolver-config"
@@ -120,6 +121,7 @@ def parse_request(
 
     backend = _select_backend(given, config, target, backends)
     options = _backend_options(backend, given, config)
+    retention_of(params, config)  # validated here; carried out by the controller (core.retention)
     for workspace in workspaces or ("workspace",):
         validate_target(backend, expand_target(target, workspace, context))
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +177,7 @@ def _annotations(spec: WorkspaceTransfer) -> dict[str, str]:
         oci_image.ANNOTATION_WORKSPACE: spec.workspace,
         oci_image.ANNOTATION_RUN: spec.run,
         oci_image.ANNOTATION_TASK: spec.task,
+        oci_image.ANNOTATION_CREATED: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 
 
@@ -223,10 +225,12 @@ class LayeredStore(WorkspaceStore):
                 detail=f"{len(changes.changed)} changed, {len(changes.deleted)} deleted, "
                 f"{written.stats.bytes} bytes before compression",
             )
-        refs = [producer_ref(spec.run, spec.task)]
+        put_state(self.blobs, layers, _annotations(spec), [producer_ref(spec.run, spec.task)])
         if spec.publish:
-            refs.append(self.blobs.target_ref)
-        put_state(self.blobs, layers, _annotations(spec), refs)
+            # A manifest of its own (DESIGN §6a): a registry deletes by digest, so the run's
+            # state could not be reclaimed if the published target shared its manifest.
+            published = {**_annotations(spec), oci_image.ANNOTATION_PUBLISHED: "true"}
+            put_state(self.blobs, layers, published, [self.blobs.target_ref])
         moved.layers = len(layers)
         return moved
 
