@@ -27,7 +27,7 @@ from typing import Any
 from wrapresolver.core import plan as planning
 from wrapresolver.core.backend import Backend
 from wrapresolver.core.params import WrapRequest
-from wrapresolver.core.stepspec import WorkspaceTransfer
+from wrapresolver.core.stepspec import STATE_DIR, WorkspaceTransfer
 from wrapresolver.core.template import expand_target, run_id
 from wrapresolver.core.values import StepRequirements
 from wrapresolver.errors import RewriteError
@@ -37,7 +37,6 @@ STORE_STEP = "wrap-store"
 PUBLISH_TASK = "wrap-publish"
 PUBLISH_STEP = "wrap-publish"
 STATE_VOLUME = "wrap-state"
-STATE_DIR = "/wrap-state"
 COMMAND = "wrapresolver"
 
 TEKTON_V1 = "tekton.dev/v1"
