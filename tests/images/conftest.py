@@ -1,0 +1,212 @@
+"""The built images, and a way to run a command in the image as the Deployment runs it.
+
+The images are built once per test session by scripts/build-images.sh (buildah), under a tag
+made of the hash of every build input (Dockerfiles, lock, project sources, the script): a
+session whose inputs match an image already in local storage reuses it, so the cost is paid
+once per change. Without buildah, or when not root, every test here is skipped with the reason.
+
+How a command runs "as the Deployment runs it" (config/deployment.yaml), approximated without
+a container runtime: the image's root filesystem (a buildah working container, mounted) is
+bound read-only in a private mount namespace, with an empty tmpfs on each emptyDir mount of
+the Deployment (/tmp), the host's /dev and /proc, and the test's directories bound where a
+Pod would mount volumes; then `chroot --userspec=UID:GID` starts the image's entrypoint as
+that user, with the image's environment plus the Deployment's and nothing of the host's.
+The UID has no passwd entry (neither 65532 nor a random UID is in the image's /etc/passwd).
+Not reproduced: network, PID and user namespaces (the process shares the host's loopback,
+which is how it reaches the test servers), seccomp, cgroup limits, capabilities beyond what
+dropping to a non-root UID removes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+TEST_IMAGE = "localhost/wrapresolver-test"
+TEST_BASE_IMAGE = "localhost/wrapresolver-test-base"
+RANDOM_UID = "1000680000:0"
+"""An OpenShift-style identity: a UID from the namespace's range, GID 0, no passwd entry."""
+
+BUILD_INPUTS = ("images", "pyproject.toml", "README.md", "scripts/build-images.sh", "wrapresolver")
+
+
+def input_hash() -> str:
+    """sha256 over the paths and contents of every file the image build reads."""
+    digest = hashlib.sha256()
+    for top in BUILD_INPUTS:
+        root = REPO / top
+        paths = [root] if root.is_file() else sorted(
+            p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+        for path in paths:
+            digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def buildah(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(["buildah", *args], capture_output=True, text=True, check=check, timeout=timeout)
+
+
+def image_exists(ref: str) -> bool:
+    return buildah("inspect", "--type", "image", ref, check=False).returncode == 0
+
+
+@dataclass(frozen=True)
+class BuiltImages:
+    image: str
+    base: str
+    built: bool
+    """False when this session reused images an earlier session built from the same inputs."""
+
+
+@pytest.fixture(scope="session")
+def built_images() -> BuiltImages:
+    if shutil.which("buildah") is None:
+        pytest.skip("buildah is not installed (scripts/install-test-servers.sh installs it): image tests skipped")
+    if os.geteuid() != 0:
+        pytest.skip("the image tests mount the image and switch users: they need root")
+    tag = input_hash()
+    image, base = f"{TEST_IMAGE}:{tag}", f"{TEST_BASE_IMAGE}:{tag}"
+    if image_exists(image) and image_exists(base):
+        return BuiltImages(image, base, built=False)
+    done = subprocess.run(
+        [str(REPO / "scripts" / "build-images.sh"), "--image", TEST_IMAGE, "--base-image", TEST_BASE_IMAGE,
+         "--tag", tag], capture_output=True, text=True, timeout=1200, cwd=REPO)
+    if done.returncode != 0:
+        pytest.fail(f"scripts/build-images.sh failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    _forget_older_test_images(tag)
+    return BuiltImages(image, base, built=True)
+
+
+def _forget_older_test_images(keep: str) -> None:
+    """Untag test images of earlier inputs; one still in use by a container stays."""
+    listed = buildah("images", "--format", "{{.Name}}:{{.Tag}}", check=False).stdout.split()
+    for ref in listed:
+        name, _, tag = ref.rpartition(":")
+        if name in (TEST_IMAGE, TEST_BASE_IMAGE) and tag != keep:
+            buildah("rmi", ref, check=False)
+
+
+@dataclass(frozen=True)
+class PodSettings:
+    """What config/deployment.yaml gives the controller container, as far as a chroot can."""
+
+    read_only_root: bool
+    empty_dirs: tuple[str, ...]
+    env: dict[str, str]
+
+
+def deployment_settings(namespace: str) -> PodSettings:
+    deployment = yaml.safe_load((REPO / "config" / "deployment.yaml").read_text())
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    empty = {v["name"] for v in pod.get("volumes") or [] if "emptyDir" in v}
+    env = {}
+    for var in container.get("env") or []:
+        if "value" in var:
+            env[var["name"]] = var["value"]
+        elif var.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.namespace":
+            env[var["name"]] = namespace
+    return PodSettings(
+        read_only_root=bool((container.get("securityContext") or {}).get("readOnlyRootFilesystem")),
+        empty_dirs=tuple(m["mountPath"] for m in container.get("volumeMounts") or [] if m["name"] in empty),
+        env=env,
+    )
+
+
+@dataclass
+class ImageRoot:
+    """A mounted working container of the image; `run` starts commands in it."""
+
+    container: str
+    root: Path
+    config: dict
+    mount_points: set[str] = field(default_factory=set)
+
+    @property
+    def user(self) -> str:
+        return self.config.get("User") or "0:0"
+
+    @property
+    def entrypoint(self) -> list[str]:
+        return list(self.config.get("Entrypoint") or [])
+
+    def env(self, extra: dict[str, str]) -> dict[str, str]:
+        env = dict(e.split("=", 1) for e in self.config.get("Env") or [])
+        return {**env, **extra}
+
+    def command(self, args: list[str], *, user: str, settings: PodSettings, binds: dict[str, Path] | None = None,
+                env: dict[str, str] | None = None, entrypoint: list[str] | None = None) -> list[str]:
+        """The host command that runs `entrypoint + args` in the image as `user` ("UID:GID")."""
+        binds = binds or {}
+        for target in binds:
+            self._mount_point(target, is_dir=Path(binds[target]).is_dir())
+        root = shlex.quote(str(self.root))
+        lines = ["set -e", f"mount --bind {root} {root}",
+                 f"mount --rbind /dev {root}/dev", f"mount --rbind /proc {root}/proc"]
+        for path in settings.empty_dirs:
+            lines.append(f"mount -t tmpfs -o mode=1777,size=64m tmpfs {root}{shlex.quote(path)}")
+        for target, source in binds.items():
+            lines.append(f"mount --bind {shlex.quote(str(source))} {root}{shlex.quote(target)}")
+        if settings.read_only_root:
+            lines.append(f"mount -o remount,bind,ro {root} {root}")
+        merged = self.env({**settings.env, **(env or {})})
+        argv = ["/usr/bin/env", "-i", *(f"{k}={v}" for k, v in merged.items()),
+                *(self.entrypoint if entrypoint is None else entrypoint), *args]
+        lines.append(f"exec chroot --userspec={shlex.quote(user)} {root} " + " ".join(map(shlex.quote, argv)))
+        return ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", "\n".join(lines)]
+
+    def run(self, args: list[str], *, user: str, settings: PodSettings, binds: dict[str, Path] | None = None,
+            env: dict[str, str] | None = None, entrypoint: list[str] | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(self.command(args, user=user, settings=settings, binds=binds, env=env,
+                                           entrypoint=entrypoint),
+                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def _mount_point(self, target: str, is_dir: bool) -> None:
+        """Create a mount point in the working container's own layer, as a runtime does."""
+        if target in self.mount_points:
+            return
+        path = self.root
+        for part in Path(target).parts[1:]:
+            path = path / part
+            if path.is_symlink():  # it would resolve against the host's root, not the image's
+                raise ValueError(f"mount point {target} goes through the symlink {path.relative_to(self.root)}")
+        if is_dir:
+            path.mkdir(parents=True, exist_ok=True)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        self.mount_points.add(target)
+
+
+def mounted(image: str) -> Iterator[ImageRoot]:
+    container = buildah("from", "--pull-never", "--quiet", image).stdout.strip()
+    try:
+        root = Path(buildah("mount", container).stdout.strip())
+        config = json.loads(buildah("inspect", "--type", "image", image).stdout)["OCIv1"]["config"]
+        yield ImageRoot(container, root, {k: v for k, v in config.items()})
+    finally:
+        buildah("umount", container, check=False)
+        buildah("rm", container, check=False)
+
+
+@pytest.fixture(scope="session")
+def image_root(built_images: BuiltImages) -> Iterator[ImageRoot]:
+    yield from mounted(built_images.image)
+
+
+@pytest.fixture(params=["image-user", "random-uid-gid-0"])
+def identity(request: pytest.FixtureRequest, image_root: ImageRoot) -> str:
+    """The image's own default user, then an arbitrary UID with GID 0; neither has a passwd entry."""
+    return image_root.user if request.param == "image-user" else RANDOM_UID
