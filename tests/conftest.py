@@ -14,6 +14,7 @@ pytest_plugins = [
     "tests.fixtures.rsyncd",        # Debian's rsync daemon with auth
     "tests.fixtures.sshd",          # OpenSSH server with a key, for rsync over SSH
     "tests.fixtures.kubeapi",       # in-process Kubernetes API server
+    "tests.fixtures.identities",    # our processes as arbitrary UIDs/GIDs
 ]
 
 REPO = Path(__file__).resolve().parent.parent

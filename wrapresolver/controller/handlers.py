@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import kopf
 
@@ -75,6 +77,22 @@ def build_registry() -> kopf.OperatorRegistry:
     return registry
 
 
+def peering_identity(environ: Mapping[str, str] | None = None) -> str:
+    """Who this replica is, told to kopf so that it never looks the user up.
+
+    kopf's own default is `user@host/...` from `getpass.getuser()`, which needs `USER` or
+    `LOGNAME` in the environment or a passwd entry for the UID; a container running as
+    an arbitrary UID (the image's 65532, OpenShift's random UIDs) has neither and kopf
+    crashes before any handler runs. The Pod's name (downward API `POD_NAME`) names a
+    replica uniquely; outside a Pod the host name and process id do.
+    """
+    env = os.environ if environ is None else environ
+    pod = (env.get("POD_NAME") or "").strip()
+    if pod:
+        return pod
+    return f"{socket.gethostname() or 'localhost'}/{os.getpid()}"
+
+
 async def run(creds: Credentials, *, config_namespace: str, namespaces: list[str],
               liveness_endpoint: str | None, stop_flag: asyncio.Event | None = None) -> None:
     kube = HttpKube(creds)
@@ -82,5 +100,6 @@ async def run(creds: Credentials, *, config_namespace: str, namespaces: list[str
     memo = kopf.Memo(creds=creds, runtime=runtime)
     await kopf.operator(
         registry=build_registry(), memo=memo, standalone=True,
+        identity=peering_identity(),  # type: ignore[arg-type]  # kopf.Identity: a NewType of str
         clusterwide=not namespaces, namespaces=namespaces,
         liveness_endpoint=liveness_endpoint, stop_flag=stop_flag)

@@ -115,8 +115,12 @@ class Credentials:
             ns_file = SERVICE_ACCOUNT_DIR / "namespace"
             return cls(server=cfg.host, token_file=str(SERVICE_ACCOUNT_DIR / "token"),
                        ca_path=cfg.ssl_ca_cert or "", namespace=ns_file.read_text().strip() if ns_file.exists() else "")
-        kconfig.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg,
-                                 persist_config=False)
+        try:
+            kconfig.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg,
+                                     persist_config=False)
+        except kconfig.ConfigException as exc:
+            raise ValueError(f"no usable kubeconfig ({where_kubeconfig(kubeconfig)}): {exc}; outside a cluster, "
+                             f"pass --kubeconfig or set KUBECONFIG") from None
         header = (cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix("authorization") or "")
         token = header.split(" ", 1)[1] if " " in header else header
         contexts, active = kconfig.list_kube_config_contexts(config_file=kubeconfig)
@@ -134,6 +138,19 @@ class Credentials:
         if self.cert_path:
             ctx.load_cert_chain(self.cert_path, self.key_path or None)
         return ctx
+
+
+def where_kubeconfig(kubeconfig: str | None) -> str:
+    """Where a kubeconfig was looked for, in words: without HOME (an arbitrary container UID)
+    `~/.kube/config` cannot even be expanded, so say so rather than print a tilde."""
+    if kubeconfig:
+        return kubeconfig
+    if os.environ.get("KUBECONFIG"):
+        return f"KUBECONFIG={os.environ['KUBECONFIG']}"
+    home = os.path.expanduser("~")
+    if home.startswith("~"):
+        return "not in a Pod (no KUBERNETES_SERVICE_HOST), no KUBECONFIG, and no home directory for ~/.kube/config"
+    return os.path.join(home, ".kube", "config")
 
 
 class HttpKube:

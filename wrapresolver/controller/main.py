@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 DEFAULT_CONFIG_NAMESPACE = "tekton-pipelines-resolvers"
 
@@ -40,7 +41,11 @@ def run(args: argparse.Namespace) -> int:
     from wrapresolver.controller.kube import Credentials
 
     logs.setup(args.log_format)
-    creds = Credentials.load(args.kubeconfig, args.context)
+    try:
+        creds = Credentials.load(args.kubeconfig, args.context)
+    except (OSError, ValueError) as exc:
+        print(f"wrapresolver controller: {exc}", file=sys.stderr)
+        return 2
     namespaces = list(args.namespaces) or [
         n.strip() for n in os.environ.get("WRAPRESOLVER_NAMESPACES", "").split(",") if n.strip()]
     config_namespace = (args.config_namespace or os.environ.get("SYSTEM_NAMESPACE")

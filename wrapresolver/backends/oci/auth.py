@@ -45,11 +45,19 @@ class Challenge:
     params: dict
 
 
-def docker_config_path() -> Path:
+def docker_config_path() -> Path | None:
+    """`$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`; None when there is no home.
+
+    A step running as an arbitrary UID (no passwd entry, no `HOME`) has no home directory,
+    hence no docker config there: that means no credentials, not a failure.
+    """
     root = os.environ.get("DOCKER_CONFIG")
     if root:
         return Path(root) / "config.json"
-    return Path.home() / ".docker" / "config.json"
+    home = os.path.expanduser("~")
+    if home.startswith("~"):
+        return None
+    return Path(home) / ".docker" / "config.json"
 
 
 def _normalise_host(key: str) -> str:
@@ -61,6 +69,8 @@ def _normalise_host(key: str) -> str:
 def credentials_for(registry: str) -> Credentials:
     """Credentials for `registry` (`host[:port]`) from the docker config, or none."""
     path = docker_config_path()
+    if path is None:
+        return Credentials()
     try:
         config = json.loads(path.read_text())
     except FileNotFoundError:

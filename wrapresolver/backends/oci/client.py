@@ -203,8 +203,8 @@ class RegistryClient:
     def _where_credentials(self) -> str:
         return (
             f"Credentials come from the docker config at {os.environ.get('DOCKER_CONFIG') or '~/.docker'}"
-            f"/config.json (Tekton writes it from the ServiceAccount's secrets) or from the "
-            f"`credentials-secret` param"
+            f"/config.json (Tekton writes it from the ServiceAccount's secrets; set DOCKER_CONFIG when "
+            f"the step has no home directory) or from the `credentials-secret` param"
         )
 
     def _no_credentials(self) -> str:

@@ -1,0 +1,114 @@
+"""`wrapresolver fetch` and `store` as the step containers run them: any UID, nothing else.
+
+The injected steps run as the image's 65532, as an OpenShift random UID with GID 0, or as
+whatever `runAsUser` the task gives; Tekton sets no `HOME`, the UID has no passwd entry,
+and only the volumes are writable. The steps must find no need for any of that.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.identities import NOBODY_UID, OPENSHIFT_UID, ForeignPython, has_passwd_entry, shared_dir
+from tests.fixtures.registry import Registry
+from wrapresolver.stepspec import ProducerNode, WorkspaceTransfer
+
+IDENTITIES = [
+    pytest.param(NOBODY_UID, NOBODY_UID, id="image-user-65532-without-passwd-entry"),
+    pytest.param(OPENSHIFT_UID, 0, id="openshift-random-uid-with-gid-0"),
+]
+
+
+@pytest.fixture
+def pod():
+    """Directories standing in for a task's emptyDir volumes: writable by every UID."""
+    root = shared_dir("wrap-pod-")
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def transfer(target: str, backend: str, task: str, path: Path, inputs=()) -> list[str]:
+    spec = WorkspaceTransfer(workspace="src", target=target, run="any-uid-run", task=task, backend=backend,
+                             path=str(path), inputs=tuple(inputs), graph={t: ProducerNode() for t in inputs})
+    return ["--workspace", spec.to_json()]
+
+
+def emptydir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    path.chmod(0o777)
+    return path
+
+
+def round_trip(python: ForeignPython, pod: Path, target: str, backend: str, uid: int, gid: int) -> None:
+    """Task `make` writes, stores; task `test` (a new Pod) fetches it: all as uid:gid, empty env."""
+    first = emptydir(pod / "make" / "ws")
+    state = str(emptydir(pod / "make" / "state") / "wrap")
+    done = python.run(["fetch", "--state-dir", state, *transfer(target, backend, "make", first)], uid=uid, gid=gid)
+    assert done.returncode == 0, done.stderr
+    (first / "bin").mkdir()
+    (first / "bin" / "tool").write_text("built\n")
+    shutil.chown(first / "bin", uid, gid)
+    shutil.chown(first / "bin" / "tool", uid, gid)
+    done = python.run(["store", "--state-dir", state, *transfer(target, backend, "make", first)], uid=uid, gid=gid)
+    assert done.returncode == 0, done.stderr
+
+    second = emptydir(pod / "test" / "ws")
+    state = str(emptydir(pod / "test" / "state") / "wrap")
+    done = python.run(["fetch", "--state-dir", state, *transfer(target, backend, "test", second, ["make"])],
+                      uid=uid, gid=gid)
+    assert done.returncode == 0, done.stderr
+    assert (second / "bin" / "tool").read_text() == "built\n"
+    assert (second / "bin" / "tool").stat().st_uid == uid, "a non-root fetch gives the files to its own user"
+
+
+@pytest.mark.parametrize(("uid", "gid"), IDENTITIES)
+def test_fetch_and_store_as_an_arbitrary_uid_with_an_empty_environment_through_file_target(
+        foreign_python, pod, uid, gid):
+    assert not has_passwd_entry(uid)
+    store = emptydir(pod / "storage")
+    round_trip(foreign_python, pod, f"file://{store}/src", "file", uid, gid)
+
+
+@pytest.mark.parametrize(("uid", "gid"), IDENTITIES)
+def test_fetch_and_store_as_an_arbitrary_uid_with_an_empty_environment_through_oci_registry(
+        foreign_python, pod, registry: Registry, uid, gid):
+    assert not has_passwd_entry(uid)
+    round_trip(foreign_python, pod, registry.repo("any-uid"), "oci", uid, gid)
+
+
+def test_store_to_a_registry_needing_credentials_without_home_or_docker_config_is_refused_in_words(
+        foreign_python, pod, token_registry):
+    """No HOME and no passwd entry: there is no `~/.docker/config.json` to read, which means
+    no credentials, not a crash."""
+    ws = emptydir(pod / "ws")
+    (ws / "a.txt").write_text("a\n")
+    target = token_registry.registry.repo("no-home")
+    state = str(emptydir(pod / "state") / "wrap")
+    args = transfer(target, "oci", "make", ws)
+    assert foreign_python.run(["fetch", "--state-dir", state, *args], uid=NOBODY_UID, gid=NOBODY_UID).returncode == 0
+    (ws / "b.txt").write_text("b\n")
+    done = foreign_python.run(["store", "--state-dir", state, *args], uid=NOBODY_UID, gid=NOBODY_UID)
+    assert done.returncode == 3, done.stderr
+    assert "Traceback" not in done.stderr and "unexpected" not in done.stderr, done.stderr
+    assert "DOCKER_CONFIG" in done.stderr, done.stderr
+
+
+def test_store_as_an_arbitrary_uid_reads_its_docker_config_from_docker_config(foreign_python, pod, token_registry):
+    from tests.fixtures.registry import docker_config
+
+    registry = token_registry.registry
+    config = docker_config(emptydir(pod / "docker"), registry.host, "pusher", "push-pass")
+    (config / "config.json").chmod(0o644)
+    ws = emptydir(pod / "ws")
+    target = registry.repo("docker-config")
+    state = str(emptydir(pod / "state") / "wrap")
+    env = {"DOCKER_CONFIG": str(config)}
+    args = transfer(target, "oci", "make", ws)
+    assert foreign_python.run(["fetch", "--state-dir", state, *args], uid=NOBODY_UID, gid=NOBODY_UID,
+                              env=env).returncode == 0
+    (ws / "b.txt").write_text("b\n")
+    done = foreign_python.run(["store", "--state-dir", state, *args], uid=NOBODY_UID, gid=NOBODY_UID, env=env)
+    assert done.returncode == 0, done.stderr
