@@ -106,17 +106,26 @@ class PodSettings:
     env: dict[str, str]
 
 
+POD_NAME = "wrapresolver-5f7c9d8b6-x2k4q"
+"""metadata.name of the Pod, for env vars the Deployment takes from the downward API."""
+
+
 def deployment_settings(namespace: str) -> PodSettings:
     deployment = yaml.safe_load((REPO / "config" / "deployment.yaml").read_text())
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]
     empty = {v["name"] for v in pod.get("volumes") or [] if "emptyDir" in v}
+    fields = {"metadata.namespace": namespace, "metadata.name": POD_NAME}
     env = {}
     for var in container.get("env") or []:
         if "value" in var:
             env[var["name"]] = var["value"]
-        elif var.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.namespace":
-            env[var["name"]] = namespace
+        else:
+            path = var.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+            if path not in fields:
+                raise ValueError(f"config/deployment.yaml sets {var['name']} from {var.get('valueFrom')}: "
+                                 "tests/images/conftest.py must learn to provide it")
+            env[var["name"]] = fields[path]
     return PodSettings(
         read_only_root=bool((container.get("securityContext") or {}).get("readOnlyRootFilesystem")),
         empty_dirs=tuple(m["mountPath"] for m in container.get("volumeMounts") or [] if m["name"] in empty),
@@ -148,16 +157,15 @@ class ImageRoot:
     def command(self, args: list[str], *, user: str, settings: PodSettings, binds: dict[str, Path] | None = None,
                 env: dict[str, str] | None = None, entrypoint: list[str] | None = None) -> list[str]:
         """The host command that runs `entrypoint + args` in the image as `user` ("UID:GID")."""
-        binds = binds or {}
-        for target in binds:
-            self._mount_point(target, is_dir=Path(binds[target]).is_dir())
+        points = {target: self._mount_point(target, is_dir=Path(source).is_dir())
+                  for target, source in (binds or {}).items()}
         root = shlex.quote(str(self.root))
         lines = ["set -e", f"mount --bind {root} {root}",
                  f"mount --rbind /dev {root}/dev", f"mount --rbind /proc {root}/proc"]
         for path in settings.empty_dirs:
-            lines.append(f"mount -t tmpfs -o mode=1777,size=64m tmpfs {root}{shlex.quote(path)}")
-        for target, source in binds.items():
-            lines.append(f"mount --bind {shlex.quote(str(source))} {root}{shlex.quote(target)}")
+            lines.append(f"mount -t tmpfs -o mode=1777,size=64m tmpfs {shlex.quote(str(self.inside(path)))}")
+        for target, source in (binds or {}).items():
+            lines.append(f"mount --bind {shlex.quote(str(source))} {shlex.quote(str(points[target]))}")
         if settings.read_only_root:
             lines.append(f"mount -o remount,bind,ro {root} {root}")
         merged = self.env({**settings.env, **(env or {})})
@@ -173,21 +181,38 @@ class ImageRoot:
                                            entrypoint=entrypoint),
                               capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
-    def _mount_point(self, target: str, is_dir: bool) -> None:
+    def inside(self, target: str) -> Path:
+        """The host path of `target` in the image: symlinks resolve against the image's root
+        (/var/run -> /run), as they would in the container, never against the host's."""
+        path, parts, hops = self.root, list(Path(target).parts[1:]), 0
+        while parts:
+            part = parts.pop(0)
+            if part == "..":
+                path = path.parent if path != self.root else path
+                continue
+            candidate = path / part
+            if candidate.is_symlink():
+                hops += 1
+                if hops > 40:
+                    raise ValueError(f"too many symlinks under {target}")
+                link = Path(os.readlink(candidate))
+                path = self.root if link.is_absolute() else path
+                parts = list(link.parts[1:] if link.is_absolute() else link.parts) + parts
+                continue
+            path = candidate
+        return path
+
+    def _mount_point(self, target: str, is_dir: bool) -> Path:
         """Create a mount point in the working container's own layer, as a runtime does."""
-        if target in self.mount_points:
-            return
-        path = self.root
-        for part in Path(target).parts[1:]:
-            path = path / part
-            if path.is_symlink():  # it would resolve against the host's root, not the image's
-                raise ValueError(f"mount point {target} goes through the symlink {path.relative_to(self.root)}")
-        if is_dir:
-            path.mkdir(parents=True, exist_ok=True)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.touch()
-        self.mount_points.add(target)
+        path = self.inside(target)
+        if target not in self.mount_points:
+            if is_dir:
+                path.mkdir(parents=True, exist_ok=True)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.touch()
+            self.mount_points.add(target)
+        return path
 
 
 def mounted(image: str) -> Iterator[ImageRoot]:

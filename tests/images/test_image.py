@@ -5,11 +5,13 @@ See tests/images/conftest.py for how that is reproduced without a container runt
 from __future__ import annotations
 
 import io
+import os
 import signal
 import subprocess
 import tarfile
 import tomllib
 import urllib.request
+import uuid
 from pathlib import Path
 
 import httpx
@@ -19,6 +21,7 @@ import yaml
 from tests.controller.conftest import SYSTEM_NS, Cluster, decoded, free_port, wait_for
 from tests.fixtures.registry import Registry
 from tests.images.conftest import REPO, BuiltImages, ImageRoot, buildah, deployment_settings, mounted
+from wrapresolver.backends.rsync import SSH_KEY_MOUNT, SSH_KEY_NAME
 from wrapresolver.params import DEFAULT_STEP_IMAGE
 from wrapresolver.stepspec import ProducerNode, WorkspaceTransfer
 
@@ -163,3 +166,61 @@ def test_the_base_image_has_no_files_and_serves_as_an_empty_workspace_base(
     assert fetched.returncode == 0, fetched.stderr
     assert "from base" in fetched.stdout, fetched.stdout
     assert list(ws.iterdir()) == []
+
+
+def ssh_key_volume(ssh_server, tmp_path: Path) -> Path:
+    """The Secret volume of `credentials-secret`: the key owned by root, readable by the step (0644)."""
+    key_dir = tmp_path / "key"
+    key_dir.mkdir()
+    (key_dir / SSH_KEY_NAME).write_bytes(ssh_server.client_key.read_bytes())
+    (key_dir / SSH_KEY_NAME).chmod(0o644)
+    key_dir.chmod(0o755)
+    return key_dir
+
+
+def ssh_spec(ssh_server, name: str, task: str, **extra) -> WorkspaceTransfer:
+    target = f"ssh://{ssh_server.user}@{ssh_server.host}:{ssh_server.port}{ssh_server.data_dir}/{name}"
+    return WorkspaceTransfer(workspace="src", target=target, run=RUN, task=task, backend="rsync",
+                             path="/workspace/src", options={"credentials-secret": "ci-ssh"}, **extra)
+
+
+def ssh_step(image_root, identity, verb, spec, workspace, state, key_dir) -> subprocess.CompletedProcess:
+    return image_root.run([verb, "--state-dir", "/wrap-state", "--workspace", spec.to_json()], user=identity,
+                          settings=SETTINGS, binds={"/workspace/src": workspace, "/wrap-state": state,
+                                                    SSH_KEY_MOUNT: key_dir})
+
+
+def test_rsync_over_ssh_in_the_image_works_for_a_uid_without_a_passwd_entry(
+        image_root, identity, ssh_server, tmp_path: Path):
+    """OpenSSH's client refuses a user it cannot look up; the image's ssh wrapper gives it one."""
+    key_dir, name = ssh_key_volume(ssh_server, tmp_path), f"image-{uuid.uuid4().hex[:8]}"
+    clone = ssh_spec(ssh_server, name, "clone")
+    ws1, state1 = emptydir(tmp_path / "clone" / "src"), emptydir(tmp_path / "clone" / "state")
+    assert (done := ssh_step(image_root, identity, "fetch", clone, ws1, state1, key_dir)).returncode == 0, done.stderr
+    (ws1 / "notes.txt").write_text("over ssh\n")
+    assert (done := ssh_step(image_root, identity, "store", clone, ws1, state1, key_dir)).returncode == 0, done.stderr
+
+    # The next task's workspace belongs to the step's user here (see the next test for why).
+    build = ssh_spec(ssh_server, name, "build", inputs=("clone",), graph={"clone": ProducerNode()})
+    ws2, state2 = emptydir(tmp_path / "build" / "src"), emptydir(tmp_path / "build" / "state")
+    uid, _, gid = identity.partition(":")
+    os.chown(ws2, int(uid), int(gid))
+    assert (done := ssh_step(image_root, identity, "fetch", build, ws2, state2, key_dir)).returncode == 0, done.stderr
+    assert (ws2 / "notes.txt").read_text() == "over ssh\n"
+
+
+@pytest.mark.xfail(strict=True, reason="the rsync backend's fetch sets the times of the workspace directory "
+                                       "itself, which a non-root step does not own in a root-owned emptyDir "
+                                       "(rsync exit 23, 'failed to set times on .')")
+def test_rsync_fetch_by_a_non_root_step_into_a_root_owned_emptydir(image_root, ssh_server, tmp_path: Path):
+    key_dir, name = ssh_key_volume(ssh_server, tmp_path), f"image-{uuid.uuid4().hex[:8]}"
+    clone = ssh_spec(ssh_server, name, "clone")
+    ws1, state1 = emptydir(tmp_path / "clone" / "src"), emptydir(tmp_path / "clone" / "state")
+    assert ssh_step(image_root, image_root.user, "fetch", clone, ws1, state1, key_dir).returncode == 0
+    (ws1 / "notes.txt").write_text("over ssh\n")
+    assert ssh_step(image_root, image_root.user, "store", clone, ws1, state1, key_dir).returncode == 0
+    build = ssh_spec(ssh_server, name, "build", inputs=("clone",), graph={"clone": ProducerNode()})
+    ws2, state2 = emptydir(tmp_path / "build" / "src"), emptydir(tmp_path / "build" / "state")
+    done = ssh_step(image_root, image_root.user, "fetch", build, ws2, state2, key_dir)
+    assert done.returncode == 0, done.stderr
+    assert (ws2 / "notes.txt").read_text() == "over ssh\n"
