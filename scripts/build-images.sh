@@ -124,7 +124,7 @@ buildah bud --quiet --layers --pull=false --format oci "${build_ca[@]}" \
   -f images/wrapresolver/Dockerfile -t "$image:$tag" . >/dev/null
 echo "== building $base_image:$tag"
 # A fixed creation time (the last commit of images/base): the same empty image, the same digest.
-base_time=$(git log -1 --format=%ct -- images/base 2>/dev/null || true)
+base_time=$(git -c safe.directory="$PWD" log -1 --format=%ct -- images/base 2>/dev/null || true)
 buildah bud --quiet --pull=false --format oci --timestamp "${base_time:-0}" \
   -f images/base/Dockerfile -t "$base_image:$tag" images/base >/dev/null
 
