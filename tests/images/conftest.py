@@ -25,6 +25,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -65,8 +66,6 @@ def image_exists(ref: str) -> bool:
 class BuiltImages:
     image: str
     base: str
-    built: bool
-    """False when this session reused images an earlier session built from the same inputs."""
 
 
 @pytest.fixture(scope="session")
@@ -78,23 +77,29 @@ def built_images() -> BuiltImages:
     tag = input_hash()
     image, base = f"{TEST_IMAGE}:{tag}", f"{TEST_BASE_IMAGE}:{tag}"
     if image_exists(image) and image_exists(base):
-        return BuiltImages(image, base, built=False)
+        return BuiltImages(image, base)
     done = subprocess.run(
         [str(REPO / "scripts" / "build-images.sh"), "--image", TEST_IMAGE, "--base-image", TEST_BASE_IMAGE,
          "--tag", tag], capture_output=True, text=True, timeout=1200, cwd=REPO)
     if done.returncode != 0:
         pytest.fail(f"scripts/build-images.sh failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     _forget_older_test_images(tag)
-    return BuiltImages(image, base, built=True)
+    return BuiltImages(image, base)
 
 
-def _forget_older_test_images(keep: str) -> None:
-    """Untag test images of earlier inputs; one still in use by a container stays."""
-    listed = buildah("images", "--format", "{{.Name}}:{{.Tag}}", check=False).stdout.split()
-    for ref in listed:
-        name, _, tag = ref.rpartition(":")
-        if name in (TEST_IMAGE, TEST_BASE_IMAGE) and tag != keep:
-            buildah("rmi", ref, check=False)
+def _forget_older_test_images(keep: str, min_age: float = 3600) -> None:
+    """Untag test images of earlier inputs built over an hour ago (a concurrent session on
+    other inputs may still be about to use a newer one); one in use by a container stays."""
+    listed = json.loads(buildah("images", "--json", check=False).stdout or "[]")
+    stale = set()
+    for entry in listed:
+        for ref in entry.get("names") or []:
+            name, _, tag = ref.rpartition(":")
+            if name == TEST_IMAGE and tag != keep and time.time() - entry.get("created", 0) > min_age:
+                stale.add(tag)
+    for tag in stale:
+        buildah("rmi", f"{TEST_IMAGE}:{tag}", check=False)
+        buildah("rmi", f"{TEST_BASE_IMAGE}:{tag}", check=False)
 
 
 @dataclass(frozen=True)
