@@ -7,6 +7,7 @@ and only the volumes are writable. The steps must find no need for any of that.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -112,3 +113,72 @@ def test_store_as_an_arbitrary_uid_reads_its_docker_config_from_docker_config(fo
     (ws / "b.txt").write_text("b\n")
     done = foreign_python.run(["store", "--state-dir", state, *args], uid=NOBODY_UID, gid=NOBODY_UID, env=env)
     assert done.returncode == 0, done.stderr
+
+
+def test_fetch_as_root_restores_the_recorded_owners_and_a_non_root_fetch_keeps_its_own(foreign_python, pod):
+    """Root sees what a shared volume would show: each file's writer. Anyone else owns what it fetched."""
+    store = f"file://{emptydir(pod / 'storage')}/src"
+    made = emptydir(pod / "make" / "ws")
+    state = str(emptydir(pod / "make" / "state") / "wrap")
+    import subprocess
+    import sys
+
+    def as_root(action: str, path: Path, state: str, task: str, inputs=()) -> None:
+        done = subprocess.run([sys.executable, "-m", "wrapresolver", action, "--state-dir", state,
+                               *transfer(store, "file", task, path, inputs)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+
+    as_root("fetch", made, state, "make")
+    (made / "dir").mkdir(mode=0o700)
+    (made / "dir" / "private").write_text("p\n")
+    (made / "dir" / "private").chmod(0o600)
+    (made / "team").write_text("t\n")
+    os.chown(made / "dir", 1000, 1000)
+    os.chown(made / "dir" / "private", 1000, 1000)
+    os.chown(made / "team", OPENSHIFT_UID, 0)  # beyond ustar's 8 octal digits: a pax header
+    os.symlink("team", made / "link")
+    os.lchown(made / "link", 2000, 2000)
+    as_root("store", made, state, "make")
+
+    restored = emptydir(pod / "root" / "ws")
+    as_root("fetch", restored, str(emptydir(pod / "root" / "state") / "wrap"), "test", ["make"])
+    owners = {p.name: (p.lstat().st_uid, p.lstat().st_gid) for p in restored.rglob("*")}
+    assert owners == {"dir": (1000, 1000), "private": (1000, 1000), "team": (OPENSHIFT_UID, 0), "link": (2000, 2000)}
+    assert (restored / "dir").stat().st_mode & 0o777 == 0o700
+
+    mine = emptydir(pod / "user" / "ws")
+    done = foreign_python.run(["fetch", "--state-dir", str(emptydir(pod / "user" / "state") / "wrap"),
+                               *transfer(store, "file", "test", mine, ["make"])], uid=3000, gid=3000)
+    assert done.returncode == 0, done.stderr
+    assert {(p.lstat().st_uid, p.lstat().st_gid) for p in mine.rglob("*")} == {(3000, 3000)}
+    assert (mine / "dir" / "private").read_text() == "p\n"
+
+
+def test_store_that_cannot_read_a_file_names_it_its_owner_and_the_fix(foreign_python, pod):
+    store = f"file://{emptydir(pod / 'storage')}/src"
+    ws = emptydir(pod / "ws")
+    state = str(emptydir(pod / "state") / "wrap")
+    args = transfer(store, "file", "make", ws)
+    assert foreign_python.run(["fetch", "--state-dir", state, *args], uid=NOBODY_UID, gid=NOBODY_UID).returncode == 0
+    (ws / "secret").write_text("s\n")
+    (ws / "secret").chmod(0o600)  # a root step's private file
+    done = foreign_python.run(["store", "--state-dir", state, *args], uid=NOBODY_UID, gid=NOBODY_UID)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr, done.stderr
+    for words in ("secret", f"uid {NOBODY_UID}", "runAsUser"):
+        assert words in done.stderr, done.stderr
+
+
+def test_an_ssh_target_as_a_uid_without_passwd_entry_fails_in_words_not_in_ssh(foreign_python, pod, ssh_server):
+    """OpenSSH's client will not run without a passwd entry for its UID; say so, and what to do."""
+    ws = emptydir(pod / "ws")
+    target = f"ssh://{ssh_server.user}@127.0.0.1:{ssh_server.port}{ssh_server.data_dir}/no-passwd"
+    state = str(emptydir(pod / "state") / "wrap")
+    args = transfer(target, "rsync", "make", ws)
+    assert foreign_python.run(["fetch", "--state-dir", state, *args], uid=NOBODY_UID, gid=NOBODY_UID).returncode == 0
+    (ws / "a").write_text("a\n")
+    done = foreign_python.run(["store", "--state-dir", state, *args], uid=NOBODY_UID, gid=NOBODY_UID)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr, done.stderr
+    assert f"uid {NOBODY_UID}, which has no passwd entry" in done.stderr, done.stderr
+    assert "runAsUser" in done.stderr

@@ -32,6 +32,22 @@ _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (other threads may be creating files)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+_FILE_MODE = 0o666 & ~_umask()
+"""Blobs and the index get the mode a plain open() would give (mkstemp's is 0600), so a
+task running as another UID can read what an earlier task stored."""
+
+
 def parse_target(target: str) -> tuple[Path, str]:
     """`file:///abs/dir` or `file:///abs/dir:tag` -> (directory, target reference)."""
     parts = urlsplit(target)
@@ -87,6 +103,7 @@ class LayoutStore(BlobStore):
 
     def _write_atomic(self, path: Path, data: bytes) -> None:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        os.fchmod(fd, _FILE_MODE)
         try:
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
@@ -123,6 +140,7 @@ class LayoutStore(BlobStore):
         self._ensure_layout()
         directory = self.root / "blobs" / "sha256"
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+        os.fchmod(fd, _FILE_MODE)
         digest = hashlib.sha256()
         size = 0
         try:

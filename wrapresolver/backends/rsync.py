@@ -388,6 +388,17 @@ class SshSettings:
         )
 
 
+def _has_passwd_entry() -> bool:
+    """OpenSSH's client exits at once ("No user exists for uid N") without one."""
+    import pwd
+
+    try:
+        pwd.getpwuid(os.getuid())
+        return True
+    except KeyError:
+        return False
+
+
 def _rsh_quote(arg: str) -> str:
     """Quote for rsync's own split of the -e command (quotes, no backslashes)."""
     if arg and not re.search(r"[\s'\"]", arg):
@@ -417,6 +428,12 @@ class _SshSession:
             raise TransferError(
                 f"the ssh binary is not installed in the step image; add the openssh-client "
                 f"package (needed for the SSH target {target.display()})"
+            )
+        if not _has_passwd_entry():
+            raise TransferError(
+                f"ssh refuses to run as uid {os.getuid()}, which has no passwd entry in the step image "
+                f"(needed for the SSH target {target.display()}): run the injected steps as a user the "
+                f"image knows (stepTemplate.securityContext.runAsUser), or use an rsync:// daemon target"
             )
         opts = [
             "-p", str(target.port), "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",

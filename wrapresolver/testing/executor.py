@@ -14,9 +14,17 @@ that decide what a wrapped workspace contains:
   substituted; `script` runs with its shebang (or `sh`), `command`/`args` directly, and the
   injected `wrapresolver` steps with this Python interpreter.
 
-Images, resources, security contexts and sidecars are ignored. This is a test tool, not a
-Tekton: it exists so tests can prove a file written by one task is read by the next one
-through a real storage backend.
+Identities are honoured the way the kubelet applies them: `runAsUser`/`runAsGroup` from the
+step's `securityContext`, else the task's `stepTemplate`, else the pod-level
+`pod_security_context` (a PipelineRun's `taskRunTemplate.podTemplate`), else the image's
+own user (`image_users`, standing for each image's `USER`). When the executor runs as root
+it really switches to that UID/GID (no supplementary groups, no `HOME`), and the
+directories standing in for emptyDir volumes are world-writable, as an emptyDir is. Not
+running as root, it refuses a step that must run as someone else rather than pretend.
+
+Images, resources, other security settings and sidecars are ignored. This is a test tool,
+not a Tekton: it exists so tests can prove a file written by one task is read by the next
+one through a real storage backend.
 """
 
 from __future__ import annotations
@@ -38,6 +46,49 @@ from wrapresolver.plan import build_dag
 
 SUCCEEDED, FAILED, SKIPPED = "Succeeded", "Failed", "None"
 _VAR = re.compile(r"\$\(([^()]+)\)")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The user and group a step's process runs as."""
+
+    uid: int
+    gid: int
+
+
+def step_identity(step: Mapping, step_template: Mapping | None, pod_security_context: Mapping | None,
+                  image_users: Mapping[str, Identity]) -> Identity | None:
+    """Who a step runs as, by the kubelet's precedence; None when nothing says (the executor's own).
+
+    The container's securityContext is the step's merged with the task's stepTemplate
+    (Tekton: the step's fields win); a field it leaves unset comes from the pod's, then
+    from the image. Kubernetes runs a container whose `runAsUser` is set without a
+    `runAsGroup` with the image's group when the image names one, else group 0.
+    """
+    def field(name: str):
+        for context in ((step or {}).get("securityContext"), (step_template or {}).get("securityContext"),
+                        pod_security_context):
+            if isinstance(context, Mapping) and context.get(name) is not None:
+                return int(context[name])
+        return None
+
+    image = image_users.get(str(step.get("image", ""))) or image_users.get("*")
+    uid, gid = field("runAsUser"), field("runAsGroup")
+    if uid is None and gid is None and image is None:
+        return None
+    if uid is None:
+        uid = image.uid if image else os.geteuid()
+    if gid is None:
+        gid = image.gid if image else 0
+    return Identity(uid, gid)
+
+
+def _run_as_non_root(step: Mapping, step_template: Mapping | None, pod_security_context: Mapping | None) -> bool:
+    for context in ((step or {}).get("securityContext"), (step_template or {}).get("securityContext"),
+                    pod_security_context):
+        if isinstance(context, Mapping) and context.get("runAsNonRoot") is not None:
+            return bool(context["runAsNonRoot"])
+    return False
 
 
 @dataclass
@@ -70,12 +121,22 @@ class LocalExecutor:
         self, pipeline: Mapping, *, params: Mapping[str, str] | None = None, name: str = "run",
         namespace: str = "default", uid: str | None = None, workdir: Path | None = None,
         env: Mapping[str, str] | None = None, step_timeout: float = 300,
+        image_users: Mapping[str, Identity] | None = None, pod_security_context: Mapping | None = None,
+        python: list[str] | None = None,
     ) -> None:
+        """`image_users`: each image's default user (key "*" for any other image); without an
+        entry a step runs as the executor itself. `python`: the interpreter that runs the
+        injected `wrapresolver` steps (default this one; another UID may need another path)."""
         self.pipeline = pipeline
         self.spec = pipeline.get("spec") or {}
         self.name, self.namespace = name, namespace
         self.uid = uid or str(uuid.uuid4())
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="wrap-run-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir.chmod(0o755)  # other UIDs walk through it to their emptyDirs
+        self.image_users = dict(image_users or {})
+        self.pod_security_context = pod_security_context
+        self.python = list(python or [sys.executable])
         self.env = dict(os.environ, **(env or {}))
         self.step_timeout = step_timeout
         self.params = self._pipeline_params(params or {})
@@ -193,25 +254,21 @@ class LocalExecutor:
             variables[key] = pipeline_vars[key]
         bound = {b["name"] for b in task.get("workspaces") or []}
         for decl in spec.get("workspaces") or []:
-            ws = root / "workspaces" / decl["name"]
-            ws.mkdir(parents=True)
+            ws = _emptydir(root / "workspaces" / decl["name"])
             run.workspaces[decl["name"]] = ws
             variables[f"workspaces.{decl['name']}.path"] = str(ws)
             variables[f"workspaces.{decl['name']}.bound"] = "true" if decl["name"] in bound else "false"
             variables[f"workspaces.{decl['name']}.claim"] = ""
         volumes = {}
         for volume in spec.get("volumes") or []:
-            path = root / "volumes" / volume["name"]
-            path.mkdir(parents=True)
-            volumes[volume["name"]] = path
-        results_dir = root / "results"
-        results_dir.mkdir(parents=True)
+            volumes[volume["name"]] = _emptydir(root / "volumes" / volume["name"])
+        results_dir = _emptydir(root / "results")
         for result in spec.get("results") or []:
             variables[f"results.{result['name']}.path"] = str(results_dir / result["name"])
         logs: list[str] = []
         status = SUCCEEDED
         for index, step in enumerate(spec.get("steps") or []):
-            code, output = self._step(step, variables, volumes, root / "steps" / str(index))
+            code, output = self._step(step, spec.get("stepTemplate"), variables, volumes, root / "steps" / str(index))
             logs.append(f"[{step.get('name', index)}] exit {code}\n{output}")
             if code != 0:
                 status = FAILED
@@ -224,8 +281,9 @@ class LocalExecutor:
                     run.results[result["name"]] = path.read_text().strip()
         return run
 
-    def _step(self, step: Mapping, variables: Mapping[str, str], volumes: Mapping[str, Path], scratch: Path) -> tuple[int, str]:
-        scratch.mkdir(parents=True)
+    def _step(self, step: Mapping, template: Mapping | None, variables: Mapping[str, str],
+              volumes: Mapping[str, Path], scratch: Path) -> tuple[int, str]:
+        _emptydir(scratch)
         mounts = {m["mountPath"]: str(volumes[m["name"]]) for m in step.get("volumeMounts") or [] if m.get("name") in volumes}
 
         def local(text: str) -> str:
@@ -249,14 +307,34 @@ class LocalExecutor:
             command = [local(str(c)) for c in step.get("command") or []]
             argv = command + [local(str(a)) for a in step.get("args") or []]
             if argv and argv[0] == "wrapresolver":
-                argv = [sys.executable, "-m", "wrapresolver", *argv[1:]]
+                argv = [*self.python, "-m", "wrapresolver", *argv[1:]]
         if not argv:
             return 1, "step has neither script nor command"
+        who = step_identity(step, template, self.pod_security_context, self.image_users)
+        if _run_as_non_root(step, template, self.pod_security_context) and (who.uid if who else os.geteuid()) == 0:
+            # The kubelet's refusal, before the container starts.
+            return 126, f"container has runAsNonRoot and image will run as root (container: {step.get('name')})"
+        switch: dict[str, Any] = {}
+        if who is not None and (who.uid, who.gid) != (os.geteuid(), os.getegid()):
+            if os.geteuid() != 0:
+                return 126, f"step must run as {who.uid}:{who.gid}; the executor can switch users only as root"
+            switch = {"user": who.uid, "group": who.gid, "extra_groups": []}
+            for name in ("HOME", "USER", "LOGNAME"):  # a container UID has no passwd entry, Tekton sets no HOME
+                if not any(item.get("name") == name for item in step.get("env") or []):
+                    env.pop(name, None)
         try:
-            done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=self.step_timeout)
+            done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=self.step_timeout,
+                                  **switch)
         except subprocess.TimeoutExpired:
             return 124, f"timed out after {self.step_timeout} s"
         return done.returncode, done.stdout + done.stderr
+
+
+def _emptydir(path: Path) -> Path:
+    """A directory like a fresh emptyDir volume: empty, and writable by whichever UID runs."""
+    path.mkdir(parents=True)  # parents get 0755 (umask permitting): other UIDs can walk through
+    path.chmod(0o777)
+    return path
 
 
 def _as_text(value: Any) -> str:

@@ -9,6 +9,7 @@ Whiteouts follow the OCI image spec (image-spec/layer.md "Whiteouts"): `.wh.<nam
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import io
@@ -97,8 +98,13 @@ class Extractor:
     dest: Path
     sub_path: str = ""
     stats: ApplyStats = field(default_factory=ApplyStats)
+    restore_owners: bool | None = None
+    """Give each entry the uid/gid the layer recorded. Default: when running as root, which
+    is what a shared volume would show; otherwise entries belong to whoever extracts them."""
 
     def __post_init__(self) -> None:
+        if self.restore_owners is None:
+            self.restore_owners = os.geteuid() == 0
         self._root = os.path.realpath(self.dest)
         self._prefix = clean_name(self.sub_path, "sub-path") if self.sub_path else ""
         self._dir_times: dict[str, int] = {}
@@ -257,8 +263,26 @@ class Extractor:
             self.stats.skipped += 1
             return
         self._written.add(local)
+        self._restore_owner(target, member)
         if not member.isdir():
             self.stats.files += 1
+
+    # ---- ownership ----
+    def _restore_owner(self, target: str, member: tarfile.TarInfo) -> None:
+        """As root, the recorded owner; kept apart from extraction, which never depends on it.
+
+        A root without CAP_CHOWN (capabilities dropped) or in a user namespace that does not
+        map the recorded IDs cannot: then, from that entry on, files stay root's, as a
+        non-root fetch's files stay its own.
+        """
+        if not self.restore_owners or member.islnk():  # a hard link shares its source's inode
+            return
+        try:
+            os.lchown(target, member.uid, member.gid)
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EINVAL):
+                raise
+            self.restore_owners = False
 
     def _hardlink(self, member: tarfile.TarInfo, target: str) -> bool:
         if member.linkname.startswith("/") or ".." in member.linkname.split("/"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import os
 import re
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,7 +32,28 @@ def os_errors(action: str, workspace: str, path: Path) -> Iterator[None]:
                 f"{'into' if action == 'fetching' else 'from'} {path}: give the task's emptyDir "
                 f"(sizeLimit) or the node's ephemeral storage more room, or make the workspace smaller"
             ) from exc
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise TransferError(
+                f"{action} workspace {workspace!r} at {path} failed: {exc}. {identity_hint(exc.filename)}"
+            ) from exc
         raise TransferError(f"{action} workspace {workspace!r} at {path} failed: {exc}") from exc
+
+
+def identity_hint(filename: object) -> str:
+    """Who we are and who owns what we may not touch: the usual cause is two identities in one task.
+
+    The injected steps run as the task's steps do only when the task says so
+    (docs/semantics.md, "Who owns the files").
+    """
+    who = f"this step runs as uid {os.geteuid()} gid {os.getegid()}"
+    try:
+        st = os.lstat(filename) if isinstance(filename, (str, bytes, os.PathLike)) else None
+    except OSError:
+        st = None
+    owner = f"; {filename} belongs to uid {st.st_uid} gid {st.st_gid} with mode {st.st_mode & 0o7777:04o}" if st else ""
+    return (f"{who}{owner}. Run the task's steps and the injected steps as one user: set "
+            f"stepTemplate.securityContext.runAsUser (or runAsUser in the PipelineRun's "
+            f"taskRunTemplate.podTemplate.securityContext)")
 
 
 def record_stem(state_dir: Path, spec: WorkspaceTransfer) -> Path:
