@@ -388,17 +388,6 @@ class SshSettings:
         )
 
 
-def _has_passwd_entry() -> bool:
-    """OpenSSH's client exits at once ("No user exists for uid N") without one."""
-    import pwd
-
-    try:
-        pwd.getpwuid(os.getuid())
-        return True
-    except KeyError:
-        return False
-
-
 def _rsh_quote(arg: str) -> str:
     """Quote for rsync's own split of the -e command (quotes, no backslashes)."""
     if arg and not re.search(r"[\s'\"]", arg):
@@ -428,12 +417,6 @@ class _SshSession:
             raise TransferError(
                 f"the ssh binary is not installed in the step image; add the openssh-client "
                 f"package (needed for the SSH target {target.display()})"
-            )
-        if not _has_passwd_entry():
-            raise TransferError(
-                f"ssh refuses to run as uid {os.getuid()}, which has no passwd entry in the step image "
-                f"(needed for the SSH target {target.display()}): run the injected steps as a user the "
-                f"image knows (stepTemplate.securityContext.runAsUser), or use an rsync:// daemon target"
             )
         opts = [
             "-p", str(target.port), "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
@@ -514,6 +497,8 @@ def _missing(result: RunResult) -> bool:
 
 
 _SSH_AUTH = re.compile(r"Permission denied \([a-z][a-z,-]*\)|Too many authentication failures|Load key ")
+_SSH_NO_USER = "No user exists for uid"
+"""OpenSSH's client exits with this, before connecting, when its UID has no passwd entry."""
 _SSH_HOST_KEY = re.compile(r"Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED")
 _UNREACHABLE = (
     "Connection refused", "Name or service not known", "timed out", "No route to host",
@@ -607,6 +592,15 @@ class Runner:
         """Failures of ssh itself (before rsync ran on the server), or None."""
         where, user = self.target.where, self.target.user or "(the step's user)"
         line = _ssh_line(text)
+        if _SSH_NO_USER in text:
+            # Diagnosed from ssh's own words, not predicted from the user database: the step
+            # image may give ssh an entry another way (the wrapresolver image does, for any UID).
+            return TransferError(
+                f"{action}: ssh refuses to run as uid {os.getuid()}, which has no passwd entry in the step "
+                f"image (needed for the SSH target {self.target.display()}): use a step image whose ssh "
+                f"runs as any UID (the wrapresolver image's does), run the injected steps as a user the "
+                f"image knows (stepTemplate.securityContext.runAsUser), or use an rsync:// daemon target"
+            )
         if _SSH_HOST_KEY.search(text):
             return AuthError(
                 f"{action}: the host key of the SSH server at {where} could not be verified: "
