@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real servers and tools the test suite starts: Debian's docker-registry (OCI),
-# rsync (daemon and client), zstd and curl (benchmark baselines).
+# rsync (daemon and client), zstd and curl (benchmark baselines); buildah and mmdebstrap
+# build the images for tests/images (scripts/build-images.sh).
 # The S3 (moto, SeaweedFS), GCS (fake-gcs-server) and WebDAV (WsgiDAV) servers come from pip.
 set -euo pipefail
 SUDO=""
@@ -8,6 +9,7 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
-  docker-registry apache2-utils openssl rsync zstd curl openssh-server openssh-client >/dev/null
+  docker-registry apache2-utils openssl rsync zstd curl openssh-server openssh-client \
+  buildah mmdebstrap >/dev/null
 # sshd's privilege-separation directory (the tests start sshd on a loopback port).
 $SUDO mkdir -p /run/sshd

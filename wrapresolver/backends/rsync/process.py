@@ -45,6 +45,8 @@ def missing(result: RunResult) -> bool:
 
 
 _SSH_AUTH = re.compile(r"Permission denied \([a-z][a-z,-]*\)|Too many authentication failures|Load key ")
+_SSH_NO_USER = "No user exists for uid"
+"""OpenSSH's client exits with this, before connecting, when its UID has no passwd entry."""
 _SSH_HOST_KEY = re.compile(r"Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED")
 _UNREACHABLE = (
     "Connection refused", "Name or service not known", "timed out", "No route to host",
@@ -144,6 +146,15 @@ class Runner:
         """Failures of ssh itself (before rsync ran on the server), or None."""
         where, user = self.target.where, self.target.user or "(the step's user)"
         line = _ssh_line(text)
+        if _SSH_NO_USER in text:
+            # Diagnosed from ssh's own words, not predicted from the user database: the step
+            # image may give ssh an entry another way (the wrapresolver image does, for any UID).
+            return TransferError(
+                f"{action}: ssh refuses to run as uid {os.getuid()}, which has no passwd entry in the step "
+                f"image (needed for the SSH target {self.target.display()}): use a step image whose ssh "
+                f"runs as any UID (the wrapresolver image's does), run the injected steps as a user the "
+                f"image knows (stepTemplate.securityContext.runAsUser), or use an rsync:// daemon target"
+            )
         if _SSH_HOST_KEY.search(text):
             return AuthError(
                 f"{action}: the host key of the SSH server at {where} could not be verified: "

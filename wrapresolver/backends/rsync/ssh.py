@@ -7,7 +7,6 @@ trust model of host keys.
 from __future__ import annotations
 
 import os
-import pwd
 import re
 import shutil
 import tempfile
@@ -29,15 +28,6 @@ SSH_KEY_MOUNT = "/var/run/wrapresolver/rsync-ssh-key"
 KNOWN_HOSTS_VOLUME = "wrap-rsync-known-hosts"
 KNOWN_HOSTS_MOUNT = "/var/run/wrapresolver/rsync-known-hosts"
 SERVER_ALIVE_INTERVAL = 15
-
-
-def _has_passwd_entry() -> bool:
-    """OpenSSH's client exits at once ("No user exists for uid N") without one."""
-    try:
-        pwd.getpwuid(os.getuid())
-        return True
-    except KeyError:
-        return False
 
 
 @dataclass(frozen=True)
@@ -119,12 +109,6 @@ class SshSession:
             raise TransferError(
                 f"the ssh binary is not installed in the step image; add the openssh-client "
                 f"package (needed for the SSH target {target.display()})"
-            )
-        if not _has_passwd_entry():
-            raise TransferError(
-                f"ssh refuses to run as uid {os.getuid()}, which has no passwd entry in the step image "
-                f"(needed for the SSH target {target.display()}): run the injected steps as a user the "
-                f"image knows (stepTemplate.securityContext.runAsUser), or use an rsync:// daemon target"
             )
         opts = [
             "-p", str(target.port), "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
