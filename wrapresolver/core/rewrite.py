@@ -26,7 +26,7 @@ from typing import Any
 
 from wrapresolver.core import plan as planning
 from wrapresolver.core.backend import Backend
-from wrapresolver.core.params import WrapRequest
+from wrapresolver.core.params import WrapRequest, base_of
 from wrapresolver.core.stepspec import WorkspaceTransfer
 from wrapresolver.core.template import expand_target, run_id
 from wrapresolver.core.values import StepRequirements
@@ -224,14 +224,15 @@ class _Transfers:
             request=request,
             run=run_id(request.context),
             targets={ws: expand_target(request.target, ws, request.context) for ws in workspaces},
-            bases={ws: expand_target(request.base, ws, request.context) if request.base else "" for ws in workspaces},
+            bases={ws: base_of(request, ws) for ws in workspaces},
             plans=plans,
         )
 
     def _make(self, ws: str, task: str, **fields: Any) -> WorkspaceTransfer:
         return WorkspaceTransfer(
             workspace=ws, target=self.targets[ws], run=self.run, task=task, backend=self.request.backend,
-            base=self.bases[ws], options=dict(self.request.options), **fields,
+            base=self.bases[ws], options=dict(self.request.options),
+            base_required=bool(self.bases[ws]) and self.request.base_required, **fields,
         )
 
     def fetch(self, b: TaskBinding, task: str) -> WorkspaceTransfer:

@@ -34,7 +34,7 @@ from wrapresolver.errors import NotFoundError
 T = TypeVar("T")
 
 SPEC_VERSION = 2
-_DEFAULTS = {"base": "", "bound": "true", "sub_path": "", "path": ""}
+_DEFAULTS: dict[str, Any] = {"base": "", "bound": "true", "sub_path": "", "path": "", "base_required": False}
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,9 @@ class WorkspaceTransfer:
     """Backend options, validated at resolution time."""
     publish: bool = False
     """After storing, also write the final state of W to the exact `target`."""
+    base_required: bool = False
+    """A `base` that does not exist fails the fetch; by default the workspace starts empty
+    (the first run of a carried cache). Written only when set: older step images fail then."""
 
     def to_json(self) -> str:
         """Compact, key-sorted JSON without default values: the same plan always gives the same bytes."""

@@ -102,12 +102,20 @@ def resolve_inputs(store: BlobStore, spec: WorkspaceTransfer) -> Resolution:
         return Resolution(layers, {layer.descriptor.digest: store for layer in layers}, None, detail)
     if spec.base:
         base_store = open_base(spec)
-        state = read_state(base_store, base_store.target_ref, f"base {spec.base!r}")
+        try:
+            state = read_state(base_store, base_store.target_ref, f"base {spec.base!r}")
+        except BaseException:
+            base_store.close()
+            raise
         if state is None:
-            raise NotFoundError(
-                f"base {spec.base!r} of workspace {spec.workspace!r} does not exist; "
-                f"push it first or fix the `base` param"
-            )
+            base_store.close()
+            if spec.base_required:
+                raise NotFoundError(
+                    f"base {spec.base!r} of workspace {spec.workspace!r} does not exist and "
+                    f"`base-missing` is `fail`; push it first, fix the `base` param, or let a "
+                    f"first run start empty (`base-missing: empty`)"
+                )
+            return Resolution(detail="; ".join([f"empty: base {spec.base} does not exist yet", *notes]))
         detail = "; ".join([f"from base {spec.base}", *notes])
         return Resolution(state.layers, {layer.descriptor.digest: base_store for layer in state.layers}, base_store, detail)
     return Resolution(detail="; ".join(["empty", *notes]))
