@@ -7,6 +7,8 @@ never a mix. The Pipeline and PipelineRun are the example's own files.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 import uuid
 from collections.abc import Iterator, Mapping
@@ -69,6 +71,11 @@ def files(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def cache_result(result: PipelineRunResult, kind: str) -> dict:
+    """The build task's Chains result for the cache workspace: `INPUTS` or `OUTPUTS`."""
+    return json.loads(result.tasks["build"].results[f"wrap-cache-ARTIFACT_{kind}"])
+
+
 def status_of(result: PipelineRunResult) -> str:
     return (result.tasks["build"].workspaces["src"] / "cache-status").read_text().strip()
 
@@ -92,9 +99,15 @@ def test_the_first_run_starts_empty_and_publishes_the_cache_the_second_run_start
     assert "does not exist yet" in first.tasks["build"].log
     assert runs.cache() == {"example.com/dep@v1.0.0": "downloaded\n", "warmed-by": "run-1\n"}
 
+    published = cache_result(first, "OUTPUTS")
+    assert published["uri"] == runs.base  # the store that publishes names the carried reference
+    assert "wrap-cache-ARTIFACT_INPUTS" not in first.tasks["build"].results  # nothing was there to consume
+
     second = runs.run("run-2")
     assert second.status == SUCCEEDED, second.log()
     assert status_of(second) == "cache hit"
+    # Provenance links the runs: run 2 consumed exactly the state run 1 published.
+    assert cache_result(second, "INPUTS") == published
     assert runs.cache() == {"example.com/dep@v1.0.0": "downloaded\n", "warmed-by": "run-1\nrun-2\n"}
     # `sources` is not carried: run 2's checkout started from nothing although run 1 published it.
     assert "wrap fetch sources: 0 files" in second.tasks["checkout"].log
@@ -140,3 +153,8 @@ def test_two_runs_carrying_the_cache_at_once_leave_exactly_one_of_their_states(r
     finals = {name: files(result.tasks["build"].workspaces["modules"]) for name, result in results.items()}
     assert finals["run-a"]["warmed-by"] == "run-1\nrun-a\n" and finals["run-b"]["warmed-by"] == "run-1\nrun-b\n"
     assert published in (finals["run-a"], finals["run-b"])  # one run's whole state, never a mix
+    winner = "run-a" if published == finals["run-a"] else "run-b"
+    with get_backend(runs.backend).open(runs.base, {}) as blobs:
+        manifest = blobs.get_manifest(blobs.target_ref)
+    assert manifest is not None
+    assert cache_result(results[winner], "OUTPUTS")["digest"] == "sha256:" + hashlib.sha256(manifest).hexdigest()

@@ -97,6 +97,10 @@ class WorkspaceTransfer:
     base_required: bool = False
     """A `base` that does not exist fails the fetch; by default the workspace starts empty
     (the first run of a carried cache). Written only when set: older step images fail then."""
+    results: tuple[str, ...] = ()
+    """Files (`$(results.<name>.path)`) to write the states this step consumed (fetch, in
+    merge order) or stored (store, publish) to, one `Artifact` each; empty: none. Older
+    step images ignore it and write nothing, which Tekton accepts."""
 
     def to_json(self) -> str:
         """Compact, key-sorted JSON without default values: the same plan always gives the same bytes."""
@@ -118,6 +122,8 @@ class WorkspaceTransfer:
             data["options"] = dict(self.options)
         if self.publish:
             data["publish"] = True
+        if self.results:
+            data["results"] = list(self.results)
         return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
@@ -139,6 +145,7 @@ class WorkspaceTransfer:
         known = {f for f in cls.__dataclass_fields__}
         data = {k: v for k, v in data.items() if k in known}
         data["inputs"] = tuple(data.get("inputs", ()))
+        data["results"] = tuple(data.get("results", ()))
         data["graph"] = graph
         data["options"] = dict(data.get("options", {}))
         return cls(**data)
