@@ -6,6 +6,15 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Fuzzing profiles (tests/fuzz/): "ci" keeps the suite fast; a longer campaign is
+# `HYPOTHESIS_PROFILE=campaign python -m pytest tests/fuzz` (about 100 times the examples).
+settings.register_profile("ci", max_examples=60, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("campaign", max_examples=6000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 pytest_plugins = [
     "tests.fixtures.registry",      # docker-registry (plain, htpasswd+TLS, token auth)

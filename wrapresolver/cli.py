@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 COMMAND_MODULES = (
@@ -27,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Tekton workspaces shared through storage instead of PersistentVolumeClaims.",
     )
     parser.add_argument("--version", action="version", version=f"wrapresolver {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback of an unexpected error (same as WRAPRESOLVER_DEBUG=1)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -42,12 +45,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; an exception it did not handle ends as one `error:` line (lastresort)."""
+    from wrapresolver import lastresort
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.debug:
+        os.environ[lastresort.DEBUG_ENV] = "1"
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # the last resort: never a bare traceback
+        trace = lastresort.details(exc)
+        if trace:
+            sys.stderr.write(trace)
+        print(lastresort.error_line(f"wrapresolver {args.command}: ", exc), file=sys.stderr, flush=True)
+        return lastresort.UNEXPECTED_EXIT
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -53,13 +53,14 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from wrapresolver.core.limits import cap_line
     from wrapresolver.errors import WrapError
 
     try:
         documents, origins = read_documents(args.files)
         data = render(documents, origins, params=dict(args.params), config=dict(args.config))
     except WrapError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(cap_line(f"error: {exc}"), file=sys.stderr)
         return 1
     sys.stdout.write(data.decode("utf-8"))
     sys.stdout.flush()
@@ -112,8 +113,8 @@ def render(
 
 def read_documents(paths: Iterable[str]) -> tuple[list[Mapping], list[str]]:
     """Every YAML document of every file (`-` is stdin), `kind: List` flattened."""
-    import yaml
-
+    from wrapresolver.core import safeyaml
+    from wrapresolver.core.limits import shown
     from wrapresolver.errors import SourceError
 
     documents: list[Mapping] = []
@@ -121,24 +122,41 @@ def read_documents(paths: Iterable[str]) -> tuple[list[Mapping], list[str]]:
     for path in paths:
         origin = "stdin" if path == "-" else path
         try:
-            text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+            raw = _read_stdin() if path == "-" else Path(path).read_bytes()
         except OSError as exc:
             raise SourceError(f"cannot read {path}: {exc.strerror or exc}") from exc
         try:
-            loaded = list(yaml.safe_load_all(text))
-        except yaml.YAMLError as exc:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = raw.count(b"\n", 0, exc.start) + 1
+            raise SourceError(
+                f"{origin} is not UTF-8 text: byte 0x{raw[exc.start]:02x} at offset {exc.start} "
+                f"(line {line}) cannot be decoded; Tekton YAML is UTF-8"
+            ) from None
+        try:
+            loaded = safeyaml.load_all(text, origin)
+        except safeyaml.YAMLError as exc:
             raise SourceError(f"{origin} is not valid YAML: {' '.join(str(exc).split())}") from exc
         for doc in loaded:
             if doc is None:
                 continue
             if not isinstance(doc, Mapping):
-                raise SourceError(f"{origin} holds a YAML document that is not an object: {doc!r:.60}")
+                raise SourceError(f"{origin} holds a YAML document that is not an object: {shown(doc, 60)}")
             items = doc.get("items") if doc.get("kind") == "List" else [doc]
+            if not isinstance(items, list):
+                raise SourceError(f"{origin} holds a `kind: List` whose `items` is not a list")
             for item in items or []:
                 if isinstance(item, Mapping):
                     documents.append(item)
                     origins.append(origin)
     return documents, origins
+
+
+def _read_stdin() -> bytes:
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is not None:
+        return buffer.read()
+    return sys.stdin.read().encode("utf-8", "surrogateescape")  # a text stream already decoded
 
 
 def _wrap_pipelinerun(documents: Sequence[Mapping]) -> Mapping | None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from wrapresolver.backends.registry import REGISTRY
-from wrapresolver.core import rewrite
+from wrapresolver.core import names, rewrite, safeyaml
 from wrapresolver.core.params import RunContext, check_bases, check_targets, parse_request, wrapped_workspaces
 from wrapresolver.errors import RewriteError, SourceError, WrapError
 from wrapresolver.sources import Fetched, Source
@@ -59,7 +59,10 @@ async def resolve(
     request = parse_request(params, config, context, REGISTRY)
     fetched = await source.pipeline(request.pipelineref, context.namespace)
     pipeline = fetched.obj
-    _check_pipeline(pipeline, request.pipelineref.name or request.pipelineref.resolver)
+    asked = request.pipelineref.name or request.pipelineref.resolver
+    safeyaml.check_tree(pipeline, f"pipelineref {asked!r}")
+    _check_pipeline(pipeline, asked)
+    names.check_pipeline_task_names(pipeline, _name(pipeline))
 
     workspaces = wrapped_workspaces(request, pipeline)
     backend = REGISTRY.by_name(request.backend)
@@ -170,6 +173,7 @@ async def _fetch_tasks(source: Source, refs: Mapping[str, Mapping], namespace: s
 
 def _checked_task(task: str, ref: Mapping, fetched: Fetched) -> Mapping:
     obj = fetched.obj
+    safeyaml.check_tree(obj, f"the Task of pipeline task {task!r}")
     api_version = str(obj.get("apiVersion", "")) if isinstance(obj, Mapping) else ""
     kind = obj.get("kind") if isinstance(obj, Mapping) else None
     if not api_version.startswith("tekton.dev/") or kind != "Task":

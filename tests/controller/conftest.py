@@ -165,7 +165,7 @@ class Controller:
 class FakeGitResolver:
     """Plays the `git` resolver: answers child requests from `files` keyed by pathInRepo.
 
-    pathInRepo "fail" gets Succeeded=False; "never" is never answered. With `limit` set, only
+    A file is an object (dumped as YAML) or a string (sent as is). pathInRepo "fail" gets Succeeded=False; "never" is never answered. With `limit` set, only
     that many requests are answered until `limit` is set back to None.
     """
 
@@ -193,7 +193,8 @@ class FakeGitResolver:
                         "message": f'error getting "Git" "{meta["namespace"]}/{meta["name"]}": '
                                    f"path {path} does not exist"}]}
                 else:
-                    data = yaml.safe_dump(self.files[path]).encode()
+                    content = self.files[path]  # an object, or raw text exactly as a file in git
+                    data = content.encode() if isinstance(content, str) else yaml.safe_dump(content).encode()
                     ref = {"uri": f"git+{params.get('url')}", "digest": {"sha1": "0" * 40}, "entryPoint": path}
                     status = {"data": base64.b64encode(data).decode(), "refSource": ref, "source": ref,
                               "annotations": {"resolution.tekton.dev/content-type": "application/x-yaml"}}

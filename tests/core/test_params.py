@@ -365,3 +365,11 @@ def test_base_missing_chooses_between_starting_empty_and_failing(value, required
 def test_an_unknown_base_missing_value_is_refused_with_both_choices():
     with pytest.raises(ParamError, match="'empty'.*'fail'"):
         parse(pipelineref="build", target="oci://reg.example/ci/x", **{"base-missing": "ignore"})
+
+
+def test_a_misspelt_placeholder_in_a_base_is_refused_like_in_a_target():
+    from wrapresolver.core.params import check_bases
+
+    req = parse(pipelineref="build", target="oci://reg.example/ci/<<workspace>>", base="oci://reg.example/c/<<worksapce>>")
+    with pytest.raises(ParamError, match="base.*<<worksapce>>.*not a placeholder"):
+        check_bases(req, ("cache",), REGISTRY.by_name("oci"))

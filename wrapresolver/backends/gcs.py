@@ -219,7 +219,7 @@ def _client(options: Mapping[str, str], where: GCSTarget) -> Client:
 
         kwargs["credentials"] = AnonymousCredentials()
     try:
-        return storage.Client(**kwargs)
+        client = storage.Client(**kwargs)
     except DefaultCredentialsError:
         raise AuthError(
             f"no Google credentials found to reach {where}: set the `credentials-secret` param "
@@ -227,6 +227,27 @@ def _client(options: Mapping[str, str], where: GCSTarget) -> Client:
             f"pipeline under a Kubernetes service account bound to a Google service account "
             f"(workload identity)"
         ) from None
+    _bound_waits(client)
+    return client
+
+
+def _bound_waits(client: Client) -> None:
+    """Every request of `client` waits at most WRAPRESOLVER_IO_TIMEOUT (the library's default: 60 s).
+
+    google-cloud-storage passes its own timeout to each call; capping it on the client's
+    session keeps the one setting in force without touching every call.
+    """
+    from wrapresolver.core.limits import io_timeout
+
+    session = client._http
+    send = session.request
+    limit = io_timeout()
+
+    def bounded(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        kwargs["timeout"] = limit
+        return send(method, url, *args, **kwargs)
+
+    session.request = bounded
 
 
 def _auth_hint(options: Mapping[str, str]) -> str:

@@ -374,6 +374,8 @@ def _make_client(options: S3Options) -> Any:
     import boto3
     from botocore.config import Config
 
+    from wrapresolver.core.limits import io_timeout
+
     session = boto3.session.Session()
     retries: dict[str, Any] = {"mode": "standard"}
     if not os.environ.get("AWS_MAX_ATTEMPTS"):
@@ -381,8 +383,10 @@ def _make_client(options: S3Options) -> Any:
     config = Config(
         retries=retries,
         s3={"addressing_style": "path" if options.path_style else "auto"},
-        connect_timeout=10,
-        read_timeout=120,
+        # One setting bounds every wait (docs/security.md): a stalled endpoint fails after
+        # at most MAX_ATTEMPTS waits of WRAPRESOLVER_IO_TIMEOUT.
+        connect_timeout=io_timeout(),
+        read_timeout=io_timeout(),
         max_pool_connections=CONCURRENCY * 2,
     )
     region = options.region or session.region_name or "us-east-1"

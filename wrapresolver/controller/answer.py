@@ -25,8 +25,10 @@ from wrapresolver.controller import events, metrics
 from wrapresolver.controller.cluster_source import ClusterSource
 from wrapresolver.controller.config import LiveConfig
 from wrapresolver.controller.kube import PIPELINERUNS, RESOLUTION_REQUESTS, Kube, KubeError
+from wrapresolver.core.limits import cap_line
 from wrapresolver.core.params import RunContext
 from wrapresolver.errors import WrapError
+from wrapresolver.lastresort import describe
 
 log = logging.getLogger("wrapresolver.controller")
 RETRY_DELAYS = (0.2, 0.5, 1, 2, 4, 8)
@@ -74,14 +76,19 @@ def success_status(resolution: core.Resolution) -> dict:
 
 def failure_status(reason: str, message: str) -> dict:
     # data/refSource/source are required whenever status is written; empty values mean "no answer".
-    return {"data": "", "refSource": {}, "source": {}, "conditions": [_condition("False", reason, message)]}
+    # Messages can echo input (names, YAML errors): capped, so a condition never floods etcd.
+    return {"data": "", "refSource": {}, "source": {},
+            "conditions": [_condition("False", reason, cap_line(message, 4000))]}
 
 
 def log_fields(request: Mapping) -> dict:
     meta = request.get("metadata") or {}
-    owner = events.owner_of(request)
-    return {"namespace": meta.get("namespace"), "request": meta.get("name"),
-            "owner": f"{owner['kind']}/{owner['name']}"}
+    try:
+        owner = events.owner_of(request)
+        owner_text = f"{owner['kind']}/{owner['name']}"
+    except Exception:  # malformed ownerReferences must not stop the answer
+        owner_text = "?"
+    return {"namespace": meta.get("namespace"), "request": meta.get("name"), "owner": owner_text}
 
 
 async def run_context(kube: Kube, request: Mapping) -> RunContext:
@@ -142,7 +149,7 @@ async def compute_status(runtime: Runtime, request: Mapping, deadline: float) ->
                 continue
             log.exception("resolution failed unexpectedly", extra=log_fields(request))
             return failure_status("InternalError",
-                                  f"the wrap resolver failed unexpectedly ({type(exc).__name__}: {exc}); "
+                                  f"the wrap resolver failed unexpectedly ({describe(exc)}); "
                                   "the controller logs have details")
     raise AssertionError("unreachable")
 
@@ -171,7 +178,30 @@ async def write_status(kube: Kube, request: Mapping, status: dict) -> str:
 
 
 async def answer(runtime: Runtime, request: Mapping) -> str:
-    """Answer one request; returns the outcome ('succeeded', 'failed', 'skipped', 'raced', 'gone')."""
+    """Answer one request; returns the outcome ('succeeded', 'failed', 'skipped', 'raced', 'gone').
+
+    The last resort of the controller: whatever goes wrong unexpectedly while answering, the
+    request still ends `Succeeded=False` (reason `InternalError`, the exception in one capped
+    line) when the API server lets us write it, and nothing escapes to stop the handler.
+    """
+    try:
+        return await _answer(runtime, request)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.exception("answering failed unexpectedly", extra=log_fields(request))
+        status = failure_status("InternalError", f"the wrap resolver failed unexpectedly ({describe(exc)}); "
+                                                 "the controller logs have details")
+        try:
+            written = await write_status(runtime.kube, request, status)
+        except Exception as write_exc:  # the API server itself is failing
+            log.warning("could not write the failure either: %r", write_exc, extra=log_fields(request))
+            return "error"
+        metrics.FAILURES.labels("InternalError").inc()
+        return "failed" if written == "written" else written
+
+
+async def _answer(runtime: Runtime, request: Mapping) -> str:
     meta = request.get("metadata") or {}
     if is_answered(request) or meta.get("uid") in runtime.answered or meta.get("deletionTimestamp"):
         metrics.SKIPPED.inc()

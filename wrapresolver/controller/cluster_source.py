@@ -16,10 +16,10 @@ import hashlib
 import json
 from collections.abc import Mapping
 
-import yaml
-
 from wrapresolver.controller.config import Settings
 from wrapresolver.controller.kube import PIPELINES, RESOLUTION_REQUESTS, TASKS, Kube, KubeError, Resource
+from wrapresolver.core import safeyaml
+from wrapresolver.core.limits import LimitError
 from wrapresolver.core.params import RESOLVER_NAME, PipelineRef
 from wrapresolver.errors import SourceError
 from wrapresolver.sources import Fetched
@@ -136,8 +136,11 @@ class ClusterSource:
         child = await self._wait(namespace, name, resolver)
         status = child.get("status") or {}
         try:
-            obj = yaml.safe_load(base64.b64decode(status["data"], validate=True))
-        except (ValueError, yaml.YAMLError) as exc:
+            obj = safeyaml.load(base64.b64decode(status["data"], validate=True),
+                                f"the answer of the {resolver} resolver to {namespace}/{name}")
+        except LimitError as exc:
+            raise SourceError(str(exc), reason=exc.reason) from None
+        except (ValueError, safeyaml.YAMLError) as exc:
             raise SourceError(f"the {resolver} resolver answered {namespace}/{name} with data that is not "
                               f"base64 YAML: {exc}", reason="NestedResolutionFailed") from None
         if not isinstance(obj, dict) or obj.get("kind") != kind or not str(obj.get("apiVersion", "")).startswith("tekton.dev/"):

@@ -10,10 +10,10 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-import yaml
-
+from wrapresolver.core import safeyaml
 from wrapresolver.core.backend import Backend, Backends
-from wrapresolver.core.template import expand_target, has_workspace_placeholder, split_scheme
+from wrapresolver.core.limits import shown
+from wrapresolver.core.template import expand_target, has_workspace_placeholder, split_scheme, unknown_placeholders
 from wrapresolver.errors import ParamError
 
 # ---- param names (DESIGN §4.1) ----
@@ -115,6 +115,13 @@ def parse_request(
     target = _string(PARAM_TARGET, _require(values, PARAM_TARGET)).strip()
     if not target:
         raise ParamError(_missing_message(PARAM_TARGET))
+    unknown = unknown_placeholders(target)
+    if unknown:
+        raise ParamError(
+            f"param `{PARAM_TARGET}` {shown(target)} holds {', '.join(shown(u, 40) for u in unknown[:3])}, "
+            f"which is not a placeholder the wrap resolver knows; the only one is `<<workspace>>` "
+            f"(or `{{{{workspace}}}}`)"
+        )
     workspaces: tuple[str, ...] = ()
     if PARAM_WORKSPACES in values:
         workspaces = _parse_workspaces(values[PARAM_WORKSPACES])
@@ -124,7 +131,7 @@ def parse_request(
     backend = _select_backend(given, config, target, backends)
     options = _backend_options(backend, given, config)
     for workspace in workspaces or ("workspace",):
-        backend.validate_target(expand_target(target, workspace, context))
+        validate_target(backend, expand_target(target, workspace, context))
 
     return WrapRequest(
         pipelineref=pipelineref,
@@ -173,7 +180,23 @@ def wrapped_workspaces(request: WrapRequest, pipeline: Mapping) -> tuple[str, ..
 def check_targets(request: WrapRequest, workspaces: Sequence[str], backend: Backend) -> None:
     """Let the backend reject each workspace's concrete target before anything runs."""
     for workspace in workspaces:
-        backend.validate_target(expand_target(request.target, workspace, request.context))
+        validate_target(backend, expand_target(request.target, workspace, request.context))
+
+
+def validate_target(backend: Backend, target: str) -> None:
+    """The backend's own check; a `ValueError` from its URL parsing becomes a `ParamError`.
+
+    Backends (plugins included) parse targets with the standard library, which raises
+    `ValueError` on some malformed input (`urlsplit("s3://]")`): still the author's input.
+    """
+    try:
+        backend.validate_target(target)
+    except ParamError:
+        raise
+    except ValueError as exc:
+        raise ParamError(
+            f"param `{PARAM_TARGET}` {shown(target)} is not a valid {backend.name} target: {exc}"
+        ) from None
 
 
 # ---- bases (carried workspaces) ----
@@ -252,6 +275,13 @@ def check_bases(request: WrapRequest, workspaces: Sequence[str], backend: Backen
         base = base_of(request, workspace)
         if not base:
             continue
+        unknown = unknown_placeholders(base_template(request, workspace))
+        if unknown:
+            raise ParamError(
+                f"param `{PARAM_BASE}` of workspace {workspace!r} holds "
+                f"{', '.join(shown(u, 40) for u in unknown[:3])}, which is not a placeholder the wrap "
+                f"resolver knows; the only one is `<<workspace>>` (or `{{{{workspace}}}}`)"
+            )
         try:
             backend.validate_target(base)
         except ParamError as exc:
@@ -325,8 +355,8 @@ def _parse_pipelineref(value: object) -> PipelineRef:
         if _is_dns1123_subdomain(text):
             return PipelineRef(name=text)
         try:
-            parsed = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
+            parsed = safeyaml.load(text, f"param `{PARAM_PIPELINEREF}`")
+        except safeyaml.YAMLError as exc:
             raise ParamError(
                 f"param `{PARAM_PIPELINEREF}` {text!r} is neither a Pipeline name nor valid YAML "
                 f"of a resolver reference ({_first_line(exc)}){_unsubstituted_hint(text)}"

@@ -96,10 +96,10 @@ class WorkspacePlan:
 
     def _fallbacks(self, inputs: Iterable[str], every: bool) -> dict[str, ProducerNode]:
         inputs = tuple(inputs)
-        if every:
-            skippable = lambda name: not self.bindings[name].is_finally  # noqa: E731
-        else:
-            skippable = self.skippable.__contains__
+
+        def skippable(name: str) -> bool:
+            return not self.bindings[name].is_finally if every else name in self.skippable
+
         if not any(skippable(name) for name in inputs):
             return {}
         out: dict[str, ProducerNode] = {}

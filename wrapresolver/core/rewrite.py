@@ -54,7 +54,7 @@ class TaskBinding:
     workspace: str
     task_workspace: str
     sub_path: str
-    declaration: Mapping
+    declaration: dict
     implicit: bool = False
     """Tekton would propagate it: an embedded spec uses `$(workspaces.W...)` without a binding."""
 
@@ -369,8 +369,9 @@ def _rename_in_containers(spec: dict, old: str, new: str) -> None:
 def _wrapped_bindings(ptask: dict, workspaces: Sequence[str]) -> list[TaskBinding]:
     task_spec = ptask["taskSpec"]
     name = str(ptask.get("name"))
-    declarations = {
-        d.get("name"): d for d in task_spec.get("workspaces") or [] if planning.is_map(d)
+    # The Pipeline was copied into plain dicts (`_copy_tree`), so declarations can be edited in place.
+    declarations: dict[Any, dict] = {
+        d.get("name"): d for d in task_spec.get("workspaces") or [] if isinstance(d, dict)
     }
     found: list[TaskBinding] = []
     seen: dict[str, str] = {}

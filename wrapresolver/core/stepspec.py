@@ -25,10 +25,11 @@ reachable producer and fell back through all of them.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from wrapresolver.core.limits import JSON_MAX_BYTES, LimitError, shown
 from wrapresolver.errors import NotFoundError
 
 T = TypeVar("T")
@@ -61,6 +62,16 @@ class Inputs(Generic[T]):
 
     def notes(self) -> list[str]:
         return [f"{p} has no stored state, fell back to its inputs" for p in self.fell_back]
+
+
+_REQUIRED = ("workspace", "target", "run", "task", "backend")
+_STRINGS = ("workspace", "target", "run", "task", "backend", "path", "bound", "sub_path", "base")
+
+
+def _string_tuple(value: Any, field_name: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError(f"--workspace field `{field_name}` must be a list of strings")
+    return tuple(value)
 
 
 @dataclass(frozen=True)
@@ -128,26 +139,59 @@ class WorkspaceTransfer:
 
     @classmethod
     def from_json(cls, text: str) -> WorkspaceTransfer:
-        data: dict[str, Any] = json.loads(text)
+        """Parse one `--workspace` argument; `ValueError` naming the problem if it is not one.
+
+        The text is a step argument anyone editing the Pipeline can change, so every field is
+        checked for its type here and nothing reaches the backends half-formed.
+        """
+        limit = JSON_MAX_BYTES.int_value()
+        if len(text) > limit:
+            raise LimitError(f"--workspace JSON is {len(text)} bytes, more than {limit} ({JSON_MAX_BYTES.where()})")
+        try:
+            data = json.loads(text)
+        except RecursionError:
+            raise ValueError("--workspace JSON nests too deeply to be a workspace spec") from None
+        except ValueError as exc:
+            raise ValueError(f"--workspace is not valid JSON ({exc}): {shown(text, 80)}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"--workspace must be a JSON object with `workspace`, `target`, ..., got "
+                             f"{type(data).__name__}: {shown(text, 80)}")
         version = data.pop("v", 1)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise ValueError(f"--workspace field `v` must be an integer, got {shown(version, 40)}")
         if version > SPEC_VERSION:
             raise ValueError(
                 f"workspace spec version {version} is newer than this step image understands "
                 f"({SPEC_VERSION}); use a step image at least as new as the resolver"
             )
+        missing = [name for name in _REQUIRED if name not in data]
+        if missing:
+            raise ValueError(f"--workspace JSON lacks {', '.join(f'`{m}`' for m in missing)}")
+        for name in _STRINGS:
+            if name in data and not isinstance(data[name], str):
+                raise ValueError(f"--workspace field `{name}` must be a string, got {shown(data[name], 40)}")
+        for name in ("publish", "base_required"):
+            if name in data and not isinstance(data[name], bool):
+                raise ValueError(f"--workspace field `{name}` must be true or false, got {shown(data[name], 40)}")
+        data["inputs"] = _string_tuple(data.get("inputs", []), "inputs")
         if version >= 2:
-            graph = _graph_v2(data.get("inputs", []), data.pop("order", []), data.pop("fallback", {}))
+            fallback = data.pop("fallback", {})
+            if not isinstance(fallback, dict):
+                raise ValueError("--workspace field `fallback` must be an object of producers")
+            graph = _graph_v2(
+                data["inputs"], _string_tuple(data.pop("order", []), "order"),
+                {name: _string_tuple(inputs, f"fallback.{name}") for name, inputs in fallback.items()},
+            )
         else:
-            graph = {
-                name: ProducerNode(inputs=tuple(node.get("inputs", ())), order=int(node.get("order", 0)))
-                for name, node in data.get("graph", {}).items()
-            }
-        known = {f for f in cls.__dataclass_fields__}
+            graph = _graph_v1(data.get("graph", {}))
+        known = set(cls.__dataclass_fields__)
         data = {k: v for k, v in data.items() if k in known}
-        data["inputs"] = tuple(data.get("inputs", ()))
-        data["results"] = tuple(data.get("results", ()))
+        data["results"] = _string_tuple(data.get("results", []), "results")
         data["graph"] = graph
-        data["options"] = dict(data.get("options", {}))
+        options = data.get("options", {})
+        if not isinstance(options, dict) or not all(isinstance(v, str) for v in options.values()):
+            raise ValueError("--workspace field `options` must be an object of strings")
+        data["options"] = dict(options)
         return cls(**data)
 
     def resolve_inputs(self, lookup: Callable[[str], T | None]) -> Inputs[T]:
@@ -188,7 +232,22 @@ class WorkspaceTransfer:
         return Inputs(tuple((p, found[p]) for p in order), tuple(missing))
 
 
-def _graph_v2(inputs: list, order: list, fallback: Mapping[str, list]) -> dict[str, ProducerNode]:
+def _graph_v1(graph: Any) -> dict[str, ProducerNode]:
+    """Version 1's `graph`: every reachable producer with its inputs and merge position."""
+    if not isinstance(graph, dict):
+        raise ValueError("--workspace field `graph` must be an object of producers")
+    nodes: dict[str, ProducerNode] = {}
+    for name, node in graph.items():
+        if not isinstance(node, dict):
+            raise ValueError(f"--workspace graph entry {shown(name, 60)} must be an object")
+        order = node.get("order", 0)
+        if not isinstance(order, int) or isinstance(order, bool):
+            raise ValueError(f"--workspace graph entry {shown(name, 60)}: `order` must be an integer")
+        nodes[name] = ProducerNode(inputs=_string_tuple(node.get("inputs", []), f"graph.{name}.inputs"), order=order)
+    return nodes
+
+
+def _graph_v2(inputs: Sequence[str], order: Sequence[str], fallback: Mapping[str, Sequence[str]]) -> dict[str, ProducerNode]:
     """Every producer named gets a node; only those with a `fallback` entry may be missing."""
     position = {str(name): i for i, name in enumerate(order)}
     unknown = sorted(set(fallback) - set(position))

@@ -19,12 +19,20 @@ WORKSPACE_PLACEHOLDERS = ("<<workspace>>", "{{workspace}}")
 
 RUN_UID_VARIABLE = "$(context.pipelineRun.uid)"
 
+_PLACEHOLDER_RE = re.compile(r"<<[^<>]*>>|\{\{[^{}]*\}\}")
+"""Anything spelled like a placeholder: a misspelt one must not become part of a storage key."""
+
 _CONTEXT_RE = re.compile(r"\$\(context\.pipelineRun\.(name|namespace|uid)\)")
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.DOTALL)
 
 
 def has_workspace_placeholder(template: str) -> bool:
     return any(p in template for p in WORKSPACE_PLACEHOLDERS)
+
+
+def unknown_placeholders(template: str, known: tuple[str, ...] = WORKSPACE_PLACEHOLDERS) -> list[str]:
+    """Placeholder-like parts of `template` that are not ours (`<<wrkspace>>`), in order."""
+    return [m.group(0) for m in _PLACEHOLDER_RE.finditer(template) if m.group(0) not in known]
 
 
 def expand_target(template: str, workspace: str, context: RunContext) -> str:

@@ -21,13 +21,17 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, cast
 
 import zstandard
 
+from wrapresolver.core.limits import cap_line, shown
 from wrapresolver.errors import IntegrityError, TransferError, UnsafeArchiveError
 from wrapresolver.transfer import oci_image
+from wrapresolver.transfer.deeptree import remove_tree
 from wrapresolver.transfer.layers import CHUNK, OPAQUE, WHITEOUT_PREFIX
 from wrapresolver.transfer.streams import BoundedPipe, ForwardReader, HashingReader, IteratorReader, PipeClosed
+from wrapresolver.transfer.tarlimits import CheckedTarInfo
 
 _KEEP_MODE = 0o1777  # setuid/setgid bits are dropped: a workspace needs no privilege escalation
 
@@ -35,10 +39,10 @@ _KEEP_MODE = 0o1777  # setuid/setgid bits are dropped: a workspace needs no priv
 def clean_name(name: str, what: str = "entry") -> str:
     """A tar name as a relative '/'-path, or a refusal if it could leave the workspace."""
     if name.startswith("/"):
-        raise UnsafeArchiveError(f"layer {what} {name!r} has an absolute path; refusing to extract it")
+        raise UnsafeArchiveError(f"layer {what} {shown(name)} has an absolute path; refusing to extract it")
     parts = [part for part in name.split("/") if part not in ("", ".")]
     if ".." in parts:
-        raise UnsafeArchiveError(f"layer {what} {name!r} contains '..'; refusing to extract it")
+        raise UnsafeArchiveError(f"layer {what} {shown(name)} contains '..'; refusing to extract it")
     return "/".join(parts)
 
 
@@ -50,7 +54,10 @@ def empty_directory(path: Path) -> None:
         return
     for child in children:
         if child.is_dir(follow_symlinks=False):
-            shutil.rmtree(child.path, ignore_errors=True)
+            try:
+                remove_tree(child.path)
+            except OSError:
+                pass  # best effort, as before: what is left is reported by the caller's error
         else:
             try:
                 os.unlink(child.path)
@@ -65,7 +72,7 @@ def _remove(path: str) -> bool:
     except FileNotFoundError:
         return False
     if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(path)
+        remove_tree(path)
         return True
     os.unlink(path)
     return stat.S_ISLNK(st.st_mode)
@@ -135,24 +142,60 @@ class Extractor:
         return self._real_dir(local.rpartition("/")[0], name)
 
     def _real_dir(self, parent: str, name: str) -> str:
-        """The real directory `parent` resolves to, created if missing; refused if it leaves dest."""
+        """The real directory `parent` resolves to, created if missing; refused if it leaves dest.
+
+        Resolved from the nearest ancestor already known, one component at a time, so an
+        entry costs one lstat per new directory instead of a realpath of its whole path:
+        extraction stays linear in the depth of the tree.
+        """
         known = self._dirs.get(parent)
         if known is not None:
             return known
-        real = os.path.realpath(os.path.join(self._root, parent)) if parent else self._root
+        if not parent:
+            return self._root
+        parts = parent.split("/")
+        start = len(parts) - 1
+        while start > 0 and "/".join(parts[:start]) not in self._dirs:
+            start -= 1
+        real = self._dirs.get("/".join(parts[:start]), self._root) if start else self._root
+        for index in range(start, len(parts)):
+            real = self._step_into(real, parts[index], "/".join(parts[: index + 1]), name)
+            self._dirs["/".join(parts[: index + 1])] = real
+        return real
+
+    def _step_into(self, real_parent: str, part: str, prefix: str, name: str) -> str:
+        candidate = f"{real_parent}/{part}"
+        try:
+            st = os.lstat(candidate)
+        except FileNotFoundError:
+            os.mkdir(candidate, 0o755)
+            return candidate
+        if stat.S_ISDIR(st.st_mode):
+            return candidate
+        if not stat.S_ISLNK(st.st_mode):
+            raise TransferError(
+                f"layer entry {shown(name)} needs {shown(prefix)} to be a directory, but it is a file"
+            )
+        real = os.path.realpath(candidate)
         if not self._inside(real):
             raise UnsafeArchiveError(
-                f"layer entry {name!r} would be written through a symlink that points outside "
-                f"the workspace (to {real}); refusing to extract it"
+                f"layer entry {shown(name)} would be written through a symlink that points outside "
+                f"the workspace (to {shown(real)}); refusing to extract it"
             )
         if real != self._root:
             try:
                 os.makedirs(real, mode=0o755, exist_ok=True)
             except (FileExistsError, NotADirectoryError) as exc:
                 raise TransferError(
-                    f"layer entry {name!r} needs {parent!r} to be a directory, but it is a file"
+                    f"layer entry {shown(name)} needs {shown(prefix)} to be a directory, but it is a file"
                 ) from exc
-        self._dirs[parent] = real
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:
+                    raise
+                raise UnsafeArchiveError(
+                    f"layer entry {shown(name)} would be written through a loop of symlinks at "
+                    f"{shown(prefix)}; refusing to extract it"
+                ) from None
         return real
 
     def _remove(self, target: str) -> None:
@@ -175,9 +218,17 @@ class Extractor:
             # Buffered, so tarfile's 512-byte header reads stay in this thread's buffer;
             # seeks are forward-only reads.
             reader = io.BufferedReader(ForwardReader(inflater.pipe.reader), CHUNK)
-            with tarfile.open(fileobj=reader, mode="r:") as tar:
+            with tarfile.open(fileobj=reader, mode="r:", tarinfo=CheckedTarInfo) as tar:
                 for member in tar:
-                    self._entry(tar, member)
+                    try:
+                        self._entry(tar, member)
+                    except OSError as exc:
+                        if exc.errno != errno.ENAMETOOLONG:
+                            raise
+                        raise UnsafeArchiveError(
+                            f"layer entry {shown(member.name)} makes a path longer than this file "
+                            f"system allows under the workspace; refusing to extract it"
+                        ) from None
             while reader.read(CHUNK):
                 pass
         except (tarfile.TarError, zstandard.ZstdError, gzip.BadGzipFile, EOFError, ValueError) as exc:
@@ -185,7 +236,9 @@ class Extractor:
             while blob.read(CHUNK):
                 pass
             self._check_digest(blob, layer, where)
-            raise IntegrityError(f"layer {desc.digest} of {where} is not a valid tar layer: {exc}") from exc
+            raise IntegrityError(
+                f"layer {desc.digest} of {where} is not a valid tar layer: {cap_line(str(exc), 300)}"
+            ) from exc
         except BaseException:
             inflater.stop()
             raise
@@ -211,8 +264,8 @@ class Extractor:
         for real, mtime_ns in sorted(self._dir_times.items(), key=lambda kv: -kv[0].count("/")):
             try:
                 os.utime(real, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
-            except FileNotFoundError:
-                pass
+            except (FileNotFoundError, NotADirectoryError):
+                pass  # a later layer removed it, or replaced an ancestor with a file
 
     # ---- entries ----
     def _entry(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
@@ -223,7 +276,7 @@ class Extractor:
             return
         if member.ischr() or member.isblk() or member.isfifo():
             raise UnsafeArchiveError(
-                f"layer entry {member.name!r} is a device or fifo; workspaces hold files, "
+                f"layer entry {shown(member.name)} is a device or fifo; workspaces hold files, "
                 f"directories and links only"
             )
         local = self._local(path)
@@ -241,6 +294,11 @@ class Extractor:
                 os.chmod(target, mode)
             self._dir_times[target] = mtime_ns
         elif member.issym():
+            if not member.linkname:
+                raise UnsafeArchiveError(
+                    f"layer entry {shown(member.name)} is a symlink with an empty target, which no "
+                    f"file system can hold; refusing the layer"
+                )
             self._remove(target)
             self._dirs.clear()  # a later entry may walk through this link: resolve again
             os.symlink(member.linkname, target)
@@ -287,13 +345,15 @@ class Extractor:
     def _hardlink(self, member: tarfile.TarInfo, target: str) -> bool:
         if member.linkname.startswith("/") or ".." in member.linkname.split("/"):
             raise UnsafeArchiveError(
-                f"layer entry {member.name!r} is a hardlink to {member.linkname!r}, outside the "
+                f"layer entry {shown(member.name)} is a hardlink to {shown(member.linkname)}, outside the "
                 f"workspace; refusing to extract it"
             )
         local = self._local(clean_name(member.linkname, "hardlink"))
         if not local:
             return False  # its target is outside the sub_path: not part of this view
         source = os.path.join(self._parent_dir(local, member.name), local.rpartition("/")[2])
+        if source == target:
+            return False  # a hardlink to itself: nothing to link (removing first would lose the file)
         try:
             st = os.lstat(source)
         except FileNotFoundError:
@@ -320,7 +380,7 @@ class Extractor:
             return
         victim_name = base[len(WHITEOUT_PREFIX):]
         if victim_name in ("", ".", ".."):
-            raise UnsafeArchiveError(f"layer whiteout {name!r} names no valid entry; refusing it")
+            raise UnsafeArchiveError(f"layer whiteout {shown(name)} names no valid entry; refusing it")
         victim = f"{parent}/{victim_name}" if parent else victim_name
         if self._covers_view(victim):
             self._clear_view()
@@ -385,7 +445,8 @@ class _Inflater:
 
 def _decompressor(media_type: str, blob: HashingReader):
     if media_type == oci_image.LAYER_ZSTD:
-        return zstandard.ZstdDecompressor().stream_reader(blob, read_across_frames=True, closefd=False)
+        # A RawIOBase is the file-like object zstandard reads; its stubs only name IO[bytes].
+        return zstandard.ZstdDecompressor().stream_reader(cast(IO[bytes], blob), read_across_frames=True, closefd=False)
     if media_type == oci_image.LAYER_GZIP:
         return gzip.GzipFile(fileobj=blob, mode="rb")
     return blob

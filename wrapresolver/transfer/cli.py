@@ -21,14 +21,16 @@ message a pipeline author acts on. The exit code says what kind of failure it wa
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
-import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from wrapresolver import lastresort
+from wrapresolver.core.limits import cap_line, shown
 from wrapresolver.core.stepspec import WorkspaceTransfer
 from wrapresolver.core.values import TransferReport
 from wrapresolver.errors import ParamError, TransferError, WrapError
@@ -38,9 +40,9 @@ _print_lock = threading.Lock()
 
 
 def say(line: str, stream=None) -> None:
-    """One whole line at a time: parallel workspaces never interleave mid-line."""
+    """One whole line at a time: parallel workspaces never interleave mid-line; never a flood."""
     with _print_lock:
-        print(line, file=stream or sys.stdout, flush=True)
+        print(cap_line(line), file=stream or sys.stdout, flush=True)
 
 
 def register(subparsers: Any) -> None:
@@ -91,12 +93,19 @@ def run_injected(action: str, specs: Sequence[WorkspaceTransfer], state_dir: Pat
     def one(spec: WorkspaceTransfer) -> int:
         try:
             report = transfer(action, spec, state_dir, progress=lambda r: say(r.line() + " ..."))
+        except ParamError as exc:
+            say(f"wrap {action} {spec.workspace}: error: {exc}", sys.stderr)
+            return USAGE_ERROR
         except WrapError as exc:
             say(f"wrap {action} {spec.workspace}: error: {exc}", sys.stderr)
             return getattr(exc, "exit_code", 1)
-        except Exception:  # a bug: show it whole, fail the step
-            say(f"wrap {action} {spec.workspace}: unexpected error:\n{traceback.format_exc()}", sys.stderr)
-            return 1
+        except Exception as exc:  # a bug: one line (the traceback with --debug), fail the step
+            trace = lastresort.details(exc)
+            if trace:
+                with _print_lock:
+                    sys.stderr.write(trace)
+            say(lastresort.error_line(f"wrap {action} {spec.workspace}: ", exc), sys.stderr)
+            return lastresort.UNEXPECTED_EXIT
         say(report.line())
         return 0
 
@@ -119,6 +128,8 @@ def transfer(
 
     if action != "publish" and not spec.path:
         raise ParamError(f"workspace {spec.workspace!r} has no path to {action}")
+    if action != "publish" and os.path.lexists(spec.path) and not os.path.isdir(spec.path):
+        raise ParamError(f"workspace {spec.workspace!r}: path {shown(spec.path)} is not a directory")
     backend = get_backend(spec.backend)
     state = Path(state_dir or "/wrap-state")
     with open_steps(backend, spec.target, spec.options) as steps:
@@ -133,7 +144,7 @@ def transfer(
 
 def run_by_hand(args: argparse.Namespace) -> int:
     from wrapresolver.backends.registry import REGISTRY
-    from wrapresolver.core.template import split_scheme
+    from wrapresolver.core.template import split_scheme, unknown_placeholders
     from wrapresolver.transfer.steps import open_steps
 
     options: dict[str, str] = {}
@@ -143,9 +154,17 @@ def run_by_hand(args: argparse.Namespace) -> int:
             raise ParamError(f"--option {item!r} is not NAME=VALUE")
         options[name] = value
     backend = REGISTRY.for_target(split_scheme(args.target)[0], args.backend or "")
+    placeholders = unknown_placeholders(args.target, known=())
+    if placeholders:
+        raise ParamError(
+            f"--target {shown(args.target)} still holds {shown(placeholders[0], 40)}; by hand, write the "
+            f"concrete target (placeholders such as <<workspace>> are the resolver's, in its `target` param)"
+        )
     backend.validate_target(args.target)
     options = backend.validate_options(options)
     path: Path = args.path
+    if os.path.lexists(path) and not path.is_dir():
+        raise ParamError(f"--path {shown(str(path))} is not a directory; {args.action} by hand needs one")
     with open_steps(backend, args.target, options) as store:
         if args.action == "fetch":
             if path.exists() and any(path.iterdir()):

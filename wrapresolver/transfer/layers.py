@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import zstandard
 
@@ -112,7 +113,7 @@ def write_tar(
         except FileNotFoundError:
             continue  # deleted between snapshot and now: its absence is what we store
         name = arc(rel)
-        common = dict(mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid, mtime_ns=st.st_mtime_ns)
+        common: dict[str, Any] = dict(mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid, mtime_ns=st.st_mtime_ns)
         if stat.S_ISDIR(st.st_mode):
             tar.add(header(name, DIRECTORY, **common))
         elif stat.S_ISLNK(st.st_mode):

@@ -421,9 +421,11 @@ def _make_client(credentials: Credentials) -> httpx.Client:
     """
     import httpx
 
+    from wrapresolver.core.limits import io_timeout
+
     return httpx.Client(
         auth=(credentials.username, credentials.password) if credentials.given else None,
-        timeout=httpx.Timeout(120.0, connect=10.0, pool=60.0),
+        timeout=httpx.Timeout(io_timeout()),  # the one setting every backend honours
         transport=httpx.HTTPTransport(retries=CONNECT_RETRIES),
         limits=httpx.Limits(max_connections=16, max_keepalive_connections=8),
         follow_redirects=False,

@@ -4,10 +4,15 @@ Why not a general registry library: the step needs exactly five calls (HEAD/GET/
 PATCH/PUT on blobs and manifests) and all of them must stream, authenticate per scope and
 fail in a bounded time with a message a pipeline author can act on.
 
-Retries: connection errors, 429 and 5xx, with bounded exponential backoff (about 8 s in
-all by default), and only for requests whose body can be sent again. A streamed upload is
-never re-sent: it fails, the store fails cleanly (no reference written), and the task's
-own retry starts the store over.
+Retries: refused or reset connections, 429 and 5xx, with bounded exponential backoff
+(about 8 s in all by default), and only for requests whose body can be sent again. A
+streamed upload is never re-sent: it fails, the store fails cleanly (no reference
+written), and the task's own retry starts the store over.
+
+Waiting is bounded by one setting, `WRAPRESOLVER_IO_TIMEOUT` (`wrapresolver.limits`,
+default 30 s): connect, each read and each write wait at most that long. A registry that
+accepts connections and then says nothing is not retried: the stall itself is the answer
+(network failure, exit 5), after one timeout (two when a TLS attempt comes first).
 """
 
 from __future__ import annotations
@@ -31,11 +36,26 @@ from wrapresolver.backends.oci.auth import (
     credentials_for,
     parse_challenge,
 )
+from wrapresolver.core.limits import IO_TIMEOUT, io_timeout
 from wrapresolver.errors import AuthError, NetworkError, NotFoundError, TransferError
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
 DEFAULT_ATTEMPTS = 5
-TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=120.0, pool=30.0)
+
+
+def timeout() -> httpx.Timeout:
+    """Every wait of a request bounded by the one setting (`WRAPRESOLVER_IO_TIMEOUT`)."""
+    return httpx.Timeout(io_timeout())
+
+
+def _stalled(exc: httpx.TransportError) -> bool:
+    """The server took the connection but never answered: retrying only waits again."""
+    return isinstance(exc, (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout, httpx.ConnectTimeout))
+
+
+def _stall_message(registry: str, what: str) -> str:
+    return (f"registry {registry} did not answer {what} within {io_timeout():g} s "
+            f"({IO_TIMEOUT.where()}); it accepts connections but does not respond")
 
 _TOKENS = TokenCache()
 """Shared by every client in the process: parallel workspaces reuse each other's tokens."""
@@ -85,7 +105,7 @@ class RegistryClient:
     # ---- connection ----
     def _client(self, verify: ssl.SSLContext | bool) -> httpx.Client:
         return httpx.Client(
-            verify=verify, timeout=TIMEOUT, follow_redirects=True, trust_env=False,
+            verify=verify, timeout=timeout(), follow_redirects=True, trust_env=False,
             headers={"User-Agent": "wrapresolver"},
         )
 
@@ -130,6 +150,11 @@ class RegistryClient:
                     client.close()
                     if not last:
                         continue
+                    if response.status_code in RETRY_STATUS or response.status_code >= 500:
+                        raise NetworkError(
+                            f"registry {self.ref.registry} kept failing with {response.status_code} for "
+                            f"{base}/v2/ ({registry_message(response)}); it is down or overloaded"
+                        )
                     raise TransferError(
                         f"{base}/v2/ answered {response.status_code}: this does not look like "
                         f"an OCI registry ({registry_message(response)})"
@@ -179,7 +204,7 @@ class RegistryClient:
         if not realm.startswith(("http://", "https://")):
             raise AuthError(f"registry {self.ref.registry} sent an unusable token realm {realm!r}")
         assert self._http is not None
-        params = [("service", service)] if service else []
+        params: list[tuple[str, str | int | float | bool | None]] = [("service", service)] if service else []
         params += [("scope", s) for s in scope.split()]
         try:
             if creds.identity_token:
@@ -228,6 +253,8 @@ class RegistryClient:
             try:
                 response = client.request(method, url, headers=headers, content=content)
             except httpx.TransportError as exc:
+                if _stalled(exc):
+                    raise NetworkError(_stall_message(self.ref.registry, f"{method} {url}")) from None
                 if attempt + 1 >= attempts:
                     raise NetworkError(
                         f"cannot reach registry {self.ref.registry} ({method} {url}): "
@@ -284,6 +311,8 @@ class RegistryClient:
             try:
                 response = self._http.send(request, stream=True)
             except httpx.TransportError as exc:
+                if _stalled(exc):
+                    raise NetworkError(_stall_message(self.ref.registry, f"the read of {what}")) from None
                 if attempt + 1 >= self.attempts:
                     raise NetworkError(f"cannot reach registry {self.ref.registry} to read {what}: {exc}") from None
                 self._sleep(attempt)

@@ -8,12 +8,12 @@ layout on the server.
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from wrapresolver.errors import IntegrityError
+from wrapresolver.transfer.deeptree import remove_tree
 
 LATEST = "latest"
 """The directory (and reference) that is the user's exact target."""
@@ -179,7 +179,7 @@ def remove_inside(root: Path, rel: str) -> None:
             return  # the parent is gone or not a directory: nothing below it to delete
     victim = current / parts[-1]
     if victim.is_dir() and not victim.is_symlink():
-        shutil.rmtree(victim)
+        remove_tree(victim)  # any depth: shutil.rmtree recurses once per level
     elif victim.exists() or victim.is_symlink():
         victim.unlink()
 

@@ -13,8 +13,9 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
-from wrapresolver.backends.rsync.ssh import CONNECT_TIMEOUT, SshSession, SshSettings
+from wrapresolver.backends.rsync.ssh import SshSession, SshSettings
 from wrapresolver.backends.rsync.target import PASSWORD_ENV, RsyncTarget
+from wrapresolver.core.limits import IO_TIMEOUT, io_timeout
 from wrapresolver.errors import AuthError, DiskFullError, NetworkError, NotFoundError, TransferError
 
 MKPATH_ATTEMPTS = 4
@@ -61,11 +62,13 @@ class Runner:
 
     def transport_args(self) -> list[str]:
         """What goes before rsync's own arguments: the daemon timeout, or the ssh command."""
+        # rsync's own --timeout ends a transfer in which no data moved for that long (exit 30).
+        waits = [f"--timeout={max(1, round(io_timeout()))}"]
         if not self.target.ssh:
-            return [f"--contimeout={CONNECT_TIMEOUT}"]
+            return [f"--contimeout={max(1, round(io_timeout()))}", *waits]
         if self._session is None:
             self._session = SshSession(self.target, self.ssh)
-        return ["-e", self._session.command]
+        return [*waits, "-e", self._session.command]
 
     def close(self) -> None:
         if self._session is not None:
@@ -123,6 +126,9 @@ class Runner:
                 f"{action}: the rsync daemon at {where} has no module {self.target.module!r}; "
                 f"fix the module in the target URL"
             )
+        if result.code == 30:
+            return NetworkError(f"{action}: the {self.target.server} stopped answering for "
+                                f"{io_timeout():g} s ({IO_TIMEOUT.where()}): {_last_line(text)}")
         if result.code in (10, 35) or any(s in text for s in _UNREACHABLE[:5]):
             return NetworkError(f"{action}: cannot reach the {self.target.server}: {_last_line(text)}")
         if "No space left on device" in text or "Disk quota exceeded" in text:

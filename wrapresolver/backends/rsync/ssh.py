@@ -16,10 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from wrapresolver.backends.rsync.target import SSH_KEY_NAME, RsyncTarget
+from wrapresolver.core.limits import io_timeout
 from wrapresolver.errors import AuthError, TransferError
 
-CONNECT_TIMEOUT = 30
-"""Seconds to reach the daemon or the SSH server before giving up."""
 SSH_KEY_ENV = "WRAPRESOLVER_SSH_KEY"
 """Path of the private key file for `ssh -i`, instead of the mounted Secret (tests, by hand)."""
 SSH_KNOWN_HOSTS_ENV = "WRAPRESOLVER_SSH_KNOWN_HOSTS"
@@ -129,7 +128,7 @@ class SshSession:
             )
         opts = [
             "-p", str(target.port), "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
-            "-o", f"ConnectTimeout={CONNECT_TIMEOUT}", "-o", f"ServerAliveInterval={SERVER_ALIVE_INTERVAL}",
+            "-o", f"ConnectTimeout={max(1, round(io_timeout()))}", "-o", f"ServerAliveInterval={SERVER_ALIVE_INTERVAL}",
             "-o", "ServerAliveCountMax=4", "-o", "LogLevel=ERROR", "-o", "ForwardAgent=no",
             "-o", "ClearAllForwardings=yes", "-o", "PasswordAuthentication=no",
             "-o", "KbdInteractiveAuthentication=no",
