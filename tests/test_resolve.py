@@ -302,3 +302,27 @@ def test_yaml_output_is_what_pyyamls_representer_gives(doc):
 def test_yaml_of_the_example_answer_is_what_pyyamls_representer_gives():
     result = run(resolve(PARAMS, {}, CONTEXT, FileSource(example_documents())))
     assert result.data == _reference_yaml(yaml.safe_load(result.data))
+
+
+def test_the_answer_tells_the_pipelinerun_its_storage_and_retention():
+    """Tekton merges these into the PipelineRun: the retention controller reads them there."""
+    from wrapresolver.core import lifecycle
+
+    params = [*PARAMS, {"name": "retention", "value": "keep-for 3d"}]
+    result = run(resolve(params, {"default-retention": "keep"}, CONTEXT, FileSource(example_documents())))
+    meta = yaml.safe_load(result.data)["metadata"]
+    assert meta["labels"][lifecycle.LABEL_STORAGE] == lifecycle.LABEL_STORAGE_VALUE
+    assert meta["annotations"][lifecycle.ANNOTATION_RETENTION] == "keep-for 3d"
+    entries = lifecycle.read_storage(meta["annotations"])
+    assert [(e["workspace"], e["backend"], e["target"]) for e in entries] == [
+        ("sources", "oci", "oci://registry.example/ci/sources"), ("cache", "oci", "oci://registry.example/ci/cache"),
+    ]
+    pipeline_tasks = [t["name"] for t in example_documents()[0]["spec"]["tasks"]]
+    assert all(set(pipeline_tasks) <= set(e["tasks"]) for e in entries)
+
+
+def test_without_a_retention_param_the_configmap_default_is_carried():
+    from wrapresolver.core import lifecycle
+
+    result = run(resolve(PARAMS, {"default-retention": "delete-on-success"}, CONTEXT, FileSource(example_documents())))
+    assert yaml.safe_load(result.data)["metadata"]["annotations"][lifecycle.ANNOTATION_RETENTION] == "delete-on-success"

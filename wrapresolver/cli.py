@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "wrapresolver.render",             # render
     "wrapresolver.transfer.cli",       # fetch, store, publish
     "wrapresolver.controller.main",    # controller
+    "wrapresolver.collect",            # gc
 )
 
 

@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from wrapresolver.backends.registry import REGISTRY
-from wrapresolver.core import names, rewrite, safeyaml
+from wrapresolver.core import lifecycle, names, rewrite, safeyaml
 from wrapresolver.core.params import RunContext, check_bases, check_targets, parse_request, wrapped_workspaces
+from wrapresolver.core.retention import retention_of
+from wrapresolver.core.template import expand_target
 from wrapresolver.errors import RewriteError, SourceError, WrapError
 from wrapresolver.sources import Fetched, Source
 
@@ -85,6 +87,7 @@ async def resolve(
     except Exception as exc:
         raise _unexpected(pipeline_name, exc) from exc
 
+    _mark_storage(rewritten, params, config, request, workspaces, pipeline)
     data = to_yaml(rewritten)
     check_answer_size(data, pipeline_name)
     ref_source: dict[str, Any] = {
@@ -99,6 +102,16 @@ async def resolve(
         ANNOTATION_BACKEND: request.backend,
     }
     return Resolution(data=data, annotations=annotations, ref_source=ref_source)
+
+
+def _mark_storage(
+    rewritten: dict, params: Sequence[Mapping], config: Mapping[str, str], request: Any,
+    workspaces: Sequence[str], pipeline: Mapping,
+) -> None:
+    """Labels and annotations Tekton merges into the PipelineRun, for the retention controller."""
+    targets = {ws: expand_target(request.target, ws, request.context) for ws in workspaces}
+    entries = lifecycle.storage_entries(workspaces, targets, request.backend, request.options, pipeline)
+    lifecycle.mark(rewritten, retention_of(params, config), entries)
 
 
 def check_answer_size(data: bytes, pipeline: str) -> None:

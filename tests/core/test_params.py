@@ -373,3 +373,15 @@ def test_a_misspelt_placeholder_in_a_base_is_refused_like_in_a_target():
     req = parse(pipelineref="build", target="oci://reg.example/ci/<<workspace>>", base="oci://reg.example/c/<<worksapce>>")
     with pytest.raises(ParamError, match="base.*<<worksapce>>.*not a placeholder"):
         check_bases(req, ("cache",), REGISTRY.by_name("oci"))
+
+
+def test_retention_is_a_resolver_param_not_a_backend_option():
+    request = parse(pipelineref="build", target="oci://reg/ci/app", retention="keep-for 2d")
+    assert "retention" not in request.options
+
+
+def test_a_wrong_retention_fails_the_request_naming_the_choices():
+    with pytest.raises(ParamError, match="param `retention` is 'forever'; write one of"):
+        parse(pipelineref="build", target="oci://reg/ci/app", retention="forever")
+    with pytest.raises(ParamError, match="`default-retention` in the ConfigMap"):
+        parse(config={"default-retention": "soon"}, pipelineref="build", target="oci://reg/ci/app")

@@ -289,6 +289,13 @@ def test_untouched_fields_survive_byte_for_byte():
 def strip_rewrite(out: dict, original: dict) -> dict:
     """Undo what the rewrite owns; what remains must equal the input."""
     out = copy.deepcopy(out)
+    meta = out["metadata"]
+    for key, owned in (("labels", ("wrapresolver.dev/storage",)),
+                       ("annotations", ("wrapresolver.dev/storage", "wrapresolver.dev/retention"))):
+        for name in owned:
+            meta.get(key, {}).pop(name, None)
+        if key in meta and not meta[key] and key not in original["metadata"]:
+            del meta[key]
     spec = out["spec"]
     spec["finally"] = [t for t in spec.get("finally", []) if not t["name"].startswith("wrap-publish")]
     if not spec["finally"]:

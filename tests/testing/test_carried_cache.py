@@ -72,8 +72,9 @@ def files(root: Path) -> dict[str, str]:
 
 
 def cache_result(result: PipelineRunResult, kind: str) -> dict:
-    """The build task's Chains result for the cache workspace: `INPUTS` or `OUTPUTS`."""
-    return json.loads(result.tasks["build"].results[f"wrap-cache-ARTIFACT_{kind}"])
+    """The build task's Chains result for the cache workspace: `INPUTS`, `OUTPUTS` or `published-OUTPUTS`."""
+    name = "wrap-cache-published-ARTIFACT_OUTPUTS" if kind == "published" else f"wrap-cache-ARTIFACT_{kind}"
+    return json.loads(result.tasks["build"].results[name])
 
 
 def status_of(result: PipelineRunResult) -> str:
@@ -99,7 +100,7 @@ def test_the_first_run_starts_empty_and_publishes_the_cache_the_second_run_start
     assert "does not exist yet" in first.tasks["build"].log
     assert runs.cache() == {"example.com/dep@v1.0.0": "downloaded\n", "warmed-by": "run-1\n"}
 
-    published = cache_result(first, "OUTPUTS")
+    published = cache_result(first, "published")
     assert published["uri"] == runs.base  # the store that publishes names the carried reference
     assert "wrap-cache-ARTIFACT_INPUTS" not in first.tasks["build"].results  # nothing was there to consume
 
@@ -157,4 +158,4 @@ def test_two_runs_carrying_the_cache_at_once_leave_exactly_one_of_their_states(r
     with get_backend(runs.backend).open(runs.base, {}) as blobs:
         manifest = blobs.get_manifest(blobs.target_ref)
     assert manifest is not None
-    assert cache_result(results[winner], "OUTPUTS")["digest"] == "sha256:" + hashlib.sha256(manifest).hexdigest()
+    assert cache_result(results[winner], "published")["digest"] == "sha256:" + hashlib.sha256(manifest).hexdigest()

@@ -24,6 +24,7 @@ from wrapresolver.render import render
 from wrapresolver.testing.executor import SUCCEEDED, LocalExecutor
 
 OUT, IN, IN2 = "wrap-src-ARTIFACT_OUTPUTS", "wrap-src-ARTIFACT_INPUTS", "wrap-src-2-ARTIFACT_INPUTS"
+PUBLISHED = "wrap-src-published-ARTIFACT_OUTPUTS"
 
 
 @pytest.fixture(params=["oci", "file"])
@@ -63,7 +64,7 @@ def test_results_name_the_digests_really_stored_and_the_states_really_fetched(st
     results = {name: {k: json.loads(v) for k, v in run.results.items()} for name, run in result.tasks.items()}
     ws_target = target.replace("<<workspace>>", "src")
 
-    for task in ("clone", "compile", "docs", "package"):
+    for task in ("clone", "compile", "docs", "package", "report"):
         out = results[task][OUT]
         ref = producer_ref(uid, task)
         assert out == {"uri": state_uri(backend, ws_target, ref), "digest": reported(ref)}, task
@@ -75,7 +76,7 @@ def test_results_name_the_digests_really_stored_and_the_states_really_fetched(st
     assert results["report"][IN] == results["package"][OUT]
     assert "wrap-src-2-ARTIFACT_INPUTS" not in results["clone"]
 
-    # The finally writer publishes: its output is the exact target, digest as stored there.
-    published = results["report"][OUT]
-    assert published["uri"] == ws_target
-    assert published["digest"] == reported("latest") == reported(producer_ref(uid, "report"))
+    # The finally writer publishes: a manifest of its own at the exact target, named second.
+    published = results["report"][PUBLISHED]
+    assert published == {"uri": ws_target, "digest": reported("latest")}
+    assert PUBLISHED not in results["package"]

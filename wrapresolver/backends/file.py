@@ -26,8 +26,9 @@ from urllib.parse import urlsplit
 
 from wrapresolver.backends.base import Backend
 from wrapresolver.backends.objectstore import ObjectStore
+from wrapresolver.backends.objectstore_gc import KeyInfo
 from wrapresolver.core.values import Descriptor, sha256_digest
-from wrapresolver.errors import NotFoundError, ParamError
+from wrapresolver.errors import NotFoundError, ParamError, WrapError
 from wrapresolver.transfer import oci_image
 
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -166,6 +167,43 @@ class LayoutStore(ObjectStore):
             index["manifests"] = manifests
             index.setdefault("schemaVersion", 2)
             index.setdefault("mediaType", oci_image.INDEX)
+            self._write_atomic(self.root / "index.json", json.dumps(index, indent=1).encode())
+
+    # ---- the delete side (objectstore_gc) ----
+    staging_prefix = "blobs/sha256/.tmp-"
+
+    def list_keys(self, prefix: str) -> Iterator[KeyInfo]:
+        directory, _, start = prefix.rpartition("/")
+        try:
+            names = sorted(os.listdir(self.root / directory)) if directory else sorted(os.listdir(self.root))
+        except FileNotFoundError:
+            return
+        for name in names:
+            key = f"{directory}/{name}" if directory else name
+            if name.startswith(start) and (self.root / key).is_file():
+                info = (self.root / key).stat()
+                yield KeyInfo(key, info.st_size, info.st_mtime)
+
+    def delete(self, key: str) -> None:
+        _unlink_quietly(str(self.root / key))
+
+    def ref_times(self) -> dict[str, float | None]:
+        found: dict[str, float | None] = {}
+        for entry in self._read_index().get("manifests", []):
+            name = (entry.get("annotations") or {}).get(REF_NAME)
+            if name:
+                try:
+                    found[str(name)] = (self.root / self.blob_key(entry["digest"])).stat().st_mtime
+                except (OSError, KeyError, WrapError):
+                    found[str(name)] = None
+        return found
+
+    def delete_ref(self, name: str) -> None:
+        with self._locked():
+            index = self._read_index()
+            index["manifests"] = [
+                m for m in index.get("manifests", []) if (m.get("annotations") or {}).get(REF_NAME) != name
+            ]
             self._write_atomic(self.root / "index.json", json.dumps(index, indent=1).encode())
 
     # ---- files ----

@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 
 from wrapresolver.backends.base import TEKTON_VARIABLE, Backend, StepRequirements
 from wrapresolver.backends.objectstore import ObjectStore
+from wrapresolver.backends.objectstore_gc import KeyInfo
 from wrapresolver.errors import (
     AuthError,
     NetworkError,
@@ -432,6 +433,23 @@ class GCSStore(ObjectStore):
             except PreconditionFailed:
                 pass  # another writer stored the same content first
         self.delete_quietly(source)
+
+    # ---- the delete side (objectstore_gc) ----
+    def list_keys(self, prefix: str) -> Iterator[KeyInfo]:
+        strip = len(self.where.prefix)
+        with self._errors(f"listing {prefix or 'the target'}"):
+            for blob in self.client.list_blobs(self.bucket, prefix=self.where.object_name(prefix), retry=self.retry):
+                updated = blob.updated or blob.time_created
+                yield KeyInfo(blob.name[strip:], blob.size, updated.timestamp() if updated else None)
+
+    def delete(self, key: str) -> None:
+        from google.api_core.exceptions import NotFound
+
+        with self._errors(f"deleting {key}"):
+            try:
+                self._blob(key).delete(retry=self.retry)
+            except NotFound:
+                pass
 
     def delete_quietly(self, key: str) -> None:
         """Best effort: a leftover under uploads/ is garbage, never a wrong state."""

@@ -12,10 +12,12 @@ A blob is streamed to a staging name while it is hashed and only then moved unde
 digest, so a reader (or a step killed mid-upload) never sees half a blob under its final
 name. A reference is written last and whole, so a reader sees the previous state or the
 complete new one. Reference names are checked here (the OCI tag grammar), so none can
-escape `refs/`. Every lookup is by exact name: nothing is ever listed.
+escape `refs/`. Every lookup of the data path is by exact name: only the delete side
+(`objectstore_gc`) lists.
 
 A subclass is its transport and its error translation: the seven primitives below, each
-raising the `wrapresolver.errors` error a pipeline author can act on.
+raising the `wrapresolver.errors` error a pipeline author can act on. Two more,
+`list_keys` and `delete`, give it the delete side (`objectstore_gc`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from abc import abstractmethod
 from collections.abc import Iterator
 
 from wrapresolver.backends.base import BlobStore, Reader
+from wrapresolver.backends.objectstore_gc import ObjectStoreReclaim
 from wrapresolver.core.refs import is_valid_tag
 from wrapresolver.core.values import Descriptor, is_sha256_digest, sha256_digest
 from wrapresolver.errors import IntegrityError, NotFoundError, TransferError
@@ -35,7 +38,7 @@ LAYOUT_MARKER_KEY = "oci-layout"
 LAYOUT_MARKER = b'{"imageLayoutVersion":"1.0.0"}'
 
 
-class ObjectStore(BlobStore):
+class ObjectStore(ObjectStoreReclaim, BlobStore):
     """A `BlobStore` over named objects; keys are '/'-separated and relative to the target."""
 
     _layout_marked = False

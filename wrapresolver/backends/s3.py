@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 
 from wrapresolver.backends.base import TEKTON_VARIABLE, Backend, StepRequirements
 from wrapresolver.backends.objectstore import ObjectStore
+from wrapresolver.backends.objectstore_gc import KeyInfo
 from wrapresolver.errors import (
     AuthError,
     NetworkError,
@@ -362,6 +363,23 @@ class S3Store(ObjectStore):
             self.client.delete_object(Bucket=self.target.bucket, Key=self.target.key(key) if relative else key)
         except Exception:  # never hide the original error behind cleanup
             pass
+
+    # ---- the delete side (objectstore_gc) ----
+    def list_keys(self, prefix: str) -> Iterator[KeyInfo]:
+        base = self.target.key("")
+        start = self.target.key(prefix) if prefix else base
+        strip = len(base) + 1 if base else 0
+        with self._errors("listing", start):
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.target.bucket, Prefix=start)
+            for page in pages:
+                for obj in page.get("Contents") or []:
+                    modified = obj.get("LastModified")
+                    yield KeyInfo(obj["Key"][strip:], obj.get("Size"), modified.timestamp() if modified else None)
+
+    def delete(self, key: str) -> None:
+        key = self.target.key(key)
+        with self._errors("deleting", key):
+            self.client.delete_object(Bucket=self.target.bucket, Key=key)
 
     def close(self) -> None:
         close = getattr(self.client, "close", None)

@@ -50,3 +50,27 @@ async def record_failure(kube: Kube, request: Mapping, reason: str, message: str
     except KubeError as exc:
         if exc.status != 409:
             log.warning("could not record an Event for %s/%s: %s", meta.get("namespace"), meta.get("name"), exc)
+
+
+async def record_reclaim_failure(kube: Kube, pipelinerun: Mapping, message: str) -> None:
+    """A Warning Event on the PipelineRun whose states could not (all) be deleted."""
+    meta = pipelinerun.get("metadata") or {}
+    reason = "StatesNotReclaimed"
+    suffix = hashlib.sha256(f"{meta.get('uid')}/{reason}".encode()).hexdigest()[:12]
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    involved = {"apiVersion": pipelinerun.get("apiVersion", "tekton.dev/v1"), "kind": "PipelineRun",
+                "name": meta.get("name"), "uid": meta.get("uid"), "namespace": meta.get("namespace")}
+    event = {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": f"{str(meta.get('name'))[:200]}.wrap-{suffix}", "namespace": meta.get("namespace")},
+        "involvedObject": involved, "type": "Warning", "reason": reason,
+        "message": f"wrapped workspace states left in storage (remove them with `wrapresolver gc`): {message}"[:1024],
+        "source": {"component": COMPONENT}, "reportingComponent": COMPONENT,
+        "reportingInstance": os.environ.get("HOSTNAME", COMPONENT),
+        "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+    }
+    try:
+        await kube.create(EVENTS, meta.get("namespace"), event)
+    except KubeError as exc:
+        if exc.status != 409:
+            log.warning("could not record an Event for %s/%s: %s", meta.get("namespace"), meta.get("name"), exc)

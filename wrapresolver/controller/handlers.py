@@ -22,6 +22,8 @@ from wrapresolver.controller import answer as answering
 from wrapresolver.controller.cluster_source import TYPE_LABEL
 from wrapresolver.controller.config import LiveConfig
 from wrapresolver.controller.kube import RESOLUTION_REQUESTS, Credentials, HttpKube
+from wrapresolver.controller.retention import Reaper
+from wrapresolver.core.lifecycle import LABEL_STORAGE, LABEL_STORAGE_VALUE
 from wrapresolver.core.params import RESOLVER_NAME as OUR_TYPE
 
 log = logging.getLogger("wrapresolver.controller")
@@ -45,6 +47,7 @@ def build_registry() -> kopf.OperatorRegistry:
         # handling it (default 0.1 s). A request needs one answer as soon as it exists, and
         # the only later event is our own status write, so debouncing only adds latency.
         settings.queueing.batch_window = 0.01
+        settings.watching.label_selectors["tekton.dev", "pipelineruns"] = f"{LABEL_STORAGE}={LABEL_STORAGE_VALUE}"
         runtime = memo.runtime
         memo.config_task = asyncio.create_task(runtime.config.run(), name="wrapresolver-config-watch")
 
@@ -64,6 +67,7 @@ def build_registry() -> kopf.OperatorRegistry:
         task = memo.get("config_task")
         if task:
             task.cancel()
+        await memo.reaper.close()
         await memo.runtime.kube.close()
 
     @kopf.on.probe(id="configResourceVersion", registry=registry)
@@ -75,6 +79,11 @@ def build_registry() -> kopf.OperatorRegistry:
         if type == "DELETED":
             return
         await answering.answer(memo.runtime, body)
+
+    @kopf.on.event("tekton.dev", "v1", "pipelineruns", labels={LABEL_STORAGE: LABEL_STORAGE_VALUE}, registry=registry)
+    async def pipelinerun(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        """Ended or deleted: that run's intermediate states go, as its retention says."""
+        await memo.reaper.on_event(type, body)
 
     return registry
 
@@ -99,7 +108,7 @@ async def run(creds: Credentials, *, config_namespace: str, namespaces: list[str
               liveness_endpoint: str | None, stop_flag: asyncio.Event | None = None) -> None:
     kube = HttpKube(creds)
     runtime = answering.Runtime(kube=kube, config=LiveConfig(kube, config_namespace))
-    memo = kopf.Memo(creds=creds, runtime=runtime)
+    memo = kopf.Memo(creds=creds, runtime=runtime, reaper=Reaper(kube))
     await kopf.operator(
         registry=build_registry(), memo=memo, standalone=True,
         identity=peering_identity(),  # type: ignore[arg-type]  # kopf.Identity: a NewType of str

@@ -27,3 +27,14 @@ def serve(port: int, address: str = "0.0.0.0") -> None:
     """Serve /metrics from a background thread (prometheus_client's own server); 0 disables."""
     if port:
         start_http_server(port, addr=address)
+
+# ---- the retention policy (controller/retention.py) ----
+RECLAIMED_STATES = Counter(
+    "wrapresolver_reclaimed_states_total",
+    "Intermediate states of ended runs deleted by this replica.")
+RECLAIMED_BYTES = Counter(
+    "wrapresolver_reclaimed_bytes_total",
+    "Bytes of those states (on registries: made collectable by the registry's garbage collection).")
+RECLAIM_FAILURES = Counter(
+    "wrapresolver_reclaim_failures_total",
+    "States of ended runs that could not be deleted (refused, unreachable, no delete side).")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from wrapresolver.core import safeyaml
 from wrapresolver.core.backend import Backend, Backends
 from wrapresolver.core.limits import shown
+from wrapresolver.core.retention import PARAM_RETENTION, retention_of
 from wrapresolver.core.template import expand_target, has_workspace_placeholder, split_scheme, unknown_placeholders
 from wrapresolver.errors import ParamError
 
@@ -82,7 +83,9 @@ class WrapRequest:
     """`base-missing: fail`: a base that does not exist fails the fetch instead of starting empty."""
 
 
-CORE_PARAMS = (PARAM_PIPELINEREF, PARAM_WORKSPACES, PARAM_TARGET, PARAM_BACKEND, PARAM_BASE, PARAM_BASE_MISSING)
+CORE_PARAMS = (
+    PARAM_PIPELINEREF, PARAM_WORKSPACES, PARAM_TARGET, PARAM_BACKEND, PARAM_BASE, PARAM_RETENTION, PARAM_BASE_MISSING,
+)
 """Params the resolver itself reads; every other param is a backend option."""
 
 CONFIGMAP_NAME = "wrapresolver-config"
@@ -130,6 +133,7 @@ def parse_request(
 
     backend = _select_backend(given, config, target, backends)
     options = _backend_options(backend, given, config)
+    retention_of(params, config)  # validated here; carried out by the controller (core.retention)
     for workspace in workspaces or ("workspace",):
         validate_target(backend, expand_target(target, workspace, context))
 

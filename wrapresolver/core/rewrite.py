@@ -29,7 +29,7 @@ from typing import Any
 from wrapresolver.core import plan as planning
 from wrapresolver.core.backend import Backend
 from wrapresolver.core.params import WrapRequest, base_of
-from wrapresolver.core.stepspec import WorkspaceTransfer
+from wrapresolver.core.stepspec import STATE_DIR, WorkspaceTransfer
 from wrapresolver.core.template import expand_target, run_id
 from wrapresolver.core.values import StepRequirements
 from wrapresolver.errors import RewriteError
@@ -39,7 +39,6 @@ STORE_STEP = "wrap-store"
 PUBLISH_TASK = "wrap-publish"
 PUBLISH_STEP = "wrap-publish"
 STATE_VOLUME = "wrap-state"
-STATE_DIR = "/wrap-state"
 COMMAND = "wrapresolver"
 
 TEKTON_V1 = "tekton.dev/v1"
@@ -293,7 +292,7 @@ def _add_publish_task(
     task_name = _unique(PUBLISH_TASK, {str(t.get("name")) for t in _all_tasks(spec)})
     publishing = [transfers.publish(ws, task_name) for ws in needing]
     declared: dict = {}
-    _, publishing = declare_results(declared, [], publishing)
+    _, publishing = declare_results(declared, [], publishing, publish_task=True)
     spec.setdefault("finally", []).append(
         _publish_task(task_name, publishing, image, requirements, declared.get("results"))
     )
@@ -532,7 +531,8 @@ def _shared_security_context(task_spec: Mapping) -> Mapping | None:
 # Every injected step reports the states it moved as Tekton Chains type-hinted object
 # results, declared here in the task's own spec: `wrap-<W>-ARTIFACT_INPUTS` (one per state
 # a fetch may merge, `wrap-<W>-<i>-ARTIFACT_INPUTS` after the first) and
-# `wrap-<W>-ARTIFACT_OUTPUTS` (what a store or publish wrote). Nothing references them, so
+# `wrap-<W>-ARTIFACT_OUTPUTS` (what a store or publish wrote; a store that publishes writes
+# the published target, a manifest of its own, to `wrap-<W>-published-ARTIFACT_OUTPUTS`). Nothing references them, so
 # they add no edge to the DAG and a skipped producer skips no one. All results of a pod
 # share Tekton's 4096-byte termination message with the user's results and Tekton's own
 # data: ours get at most RESULTS_BUDGET bytes per task, outputs first, and what does not
@@ -551,13 +551,20 @@ _UNSAFE_RESULT = re.compile(r"[^A-Za-z0-9_.-]")
 
 def declare_results(
     task_spec: dict, fetches: Sequence[WorkspaceTransfer], stores: Sequence[WorkspaceTransfer],
+    publish_task: bool = False,
 ) -> tuple[list[WorkspaceTransfer], list[WorkspaceTransfer]]:
-    """Declare the results of the injected steps in `task_spec`; the transfers told where to write."""
+    """Declare the results of the injected steps in `task_spec`; the transfers told where to write.
+
+    A store writes its producer state, and when it publishes, the published target (a
+    manifest of its own) second; the publish task writes the target only.
+    """
     taken = {str(r.get("name")) for r in task_spec.get("results") or [] if planning.is_map(r)}
     budget = RESULTS_BUDGET
     wanted: list[tuple[str, str, int, str]] = []  # (kind, workspace, slot, uri estimate), outputs first
     for s in stores:
-        wanted.append(("store", s.workspace, 0, s.target if s.publish else _state_uri_estimate(s)))
+        wanted.append(("store", s.workspace, 0, s.target if publish_task else _state_uri_estimate(s)))
+        if s.publish and not publish_task:
+            wanted.append(("store", s.workspace, 1, s.target))
     for s in fetches:
         slots = len(s.inputs) or (1 if s.base else 0)
         for slot in range(slots):
@@ -566,11 +573,12 @@ def declare_results(
     declarations: list[tuple[str, str, int, dict]] = []
     for kind, ws, slot, uri in wanted:
         suffix = RESULT_OUTPUTS if kind == "store" else RESULT_INPUTS
-        stem = f"wrap-{_UNSAFE_RESULT.sub('-', ws)}" + (f"-{slot + 1}" if slot else "")
+        nth = ("-published" if kind == "store" else f"-{slot + 1}") if slot else ""
+        stem = f"wrap-{_UNSAFE_RESULT.sub('-', ws)}{nth}"
         name = _result_name(stem, suffix, taken)
         cost = len(name) + len(uri) + _RESULT_OVERHEAD
-        if cost > budget:
-            continue
+        if cost > budget or len(granted.get((kind, ws), [])) != slot:
+            continue  # slots stay in order: a step writes its n-th artifact to its n-th path
         budget -= cost
         taken.add(name)
         granted.setdefault((kind, ws), []).append(f"$(results.{name}.path)")

@@ -35,6 +35,8 @@ from wrapresolver.errors import NotFoundError
 T = TypeVar("T")
 
 SPEC_VERSION = 2
+STATE_DIR = "/wrap-state"
+"""Where the fetch step leaves its record for the store step (an emptyDir both mount)."""
 _DEFAULTS: dict[str, Any] = {"base": "", "bound": "true", "sub_path": "", "path": "", "base_required": False}
 
 

@@ -25,7 +25,8 @@ What is checked: round trips of trees with every kind of entry the workspace kee
 incremental stores, deletions, fan-in merge order, fallbacks past skipped producers,
 sub-paths, publishing to the exact target, isolation of two runs sharing one target, a
 clear `NotFoundError` for a missing target, and that an interrupted store leaves no
-reference behind.
+reference behind; and the delete side: reclaiming one run deletes exactly its states while
+another run on the same target carries on, and the published target is never listed.
 """
 
 from __future__ import annotations
@@ -41,10 +42,13 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from wrapresolver.backends.reclaim import STATE, ReclaimUnsupported, delete_items, reclaim_run, stored_items
 from wrapresolver.backends.registry import get_backend
+from wrapresolver.core.refs import producer_ref
 from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
 from wrapresolver.errors import NotFoundError
 from wrapresolver.transfer.steps import Steps, open_steps
@@ -350,6 +354,66 @@ class BackendConformance:
         # The killed producer has no state: a consumer falls back to its input.
         seen = pipeline.look(("killed",))
         assert sorted(p.name for p in seen.iterdir()) == ["a.txt"]
+
+
+    # ---- the delete side (wrapresolver.backends.reclaim) ----
+
+    def test_reclaiming_a_finished_run_deletes_its_states_only_and_the_other_run_carries_on(
+        self, setup: ConformanceTarget, tmp_path: Path,
+    ) -> None:
+        target = setup.new_target()
+        done = _Pipeline(setup, target, tmp_path / "done", f"run-done-{uuid.uuid4().hex[:8]}")
+        going = _Pipeline(setup, target, tmp_path / "going", f"run-going-{uuid.uuid4().hex[:8]}")
+        done.task("clone", work=lambda ws: _write(ws / "who", "done\n"))
+        going.task("clone", work=lambda ws: _write(ws / "who", "going\n"))
+        done.task("build", ("clone",), work=lambda ws: _write(ws / "out", "built\n"), publish=True)
+        with _raw_store(setup, target) as store:
+            try:
+                before = _state_names(store)
+            except ReclaimUnsupported as exc:
+                pytest.skip(f"the backend has no delete side: {exc}")
+            mine = {producer_ref(done.run_id, "clone"), producer_ref(done.run_id, "build")}
+            theirs = {producer_ref(going.run_id, "clone")}
+            assert before == mine | theirs
+            reclaimed = reclaim_run(store, done.run_id, ("clone", "build"))
+            assert sorted(reclaimed.deleted) == sorted(mine)
+            assert not reclaimed.failures, reclaimed.failures
+            assert reclaimed.bytes > 0
+            assert _state_names(store) == theirs
+            again = reclaim_run(store, done.run_id, ("clone", "build"))
+            assert again.deleted == []
+        # The run still going stores and reads on with all its data...
+        going.task("build", ("clone",), work=lambda ws: _write(ws / "out", "going built\n"))
+        assert contents(going.look(("build",))) == {"who": "going\n", "out": "going built\n"}
+        # ...and the published target of the collected run is whole.
+        out = tmp_path / "published"
+        with done.open() as handle:
+            handle.pull(out)
+        assert contents(out) == {"who": "done\n", "out": "built\n"}
+
+    def test_the_published_target_is_never_listed_for_deletion(self, pipeline: _Pipeline) -> None:
+        pipeline.task("only", work=lambda ws: _write(ws / "result", "done\n"), publish=True)
+        with _raw_store(pipeline.setup, pipeline.target) as store:
+            try:
+                items = stored_items(store)
+            except ReclaimUnsupported as exc:
+                pytest.skip(f"the backend has no delete side: {exc}")
+            target_ref = getattr(store, "target_ref", "latest")
+            assert target_ref not in {i.name for i in items if i.kind == STATE}
+            delete_items(store, items)
+        out = pipeline.tmp / "pulled"
+        with pipeline.open() as handle:
+            handle.pull(out)
+        assert contents(out) == {"result": "done\n"}
+
+
+def _raw_store(setup: ConformanceTarget, target: str) -> Any:
+    """The backend's own step half (BlobStore or WorkspaceStore), where the delete side lives."""
+    return get_backend(setup.backend).open(target, dict(setup.options))
+
+
+def _state_names(store: object) -> set[str]:
+    return {item.name for item in stored_items(store) if item.kind == STATE}
 
 
 _STORE_IN_A_CHILD = """

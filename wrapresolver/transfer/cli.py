@@ -31,7 +31,7 @@ from typing import Any
 
 from wrapresolver import lastresort
 from wrapresolver.core.limits import cap_line, shown
-from wrapresolver.core.stepspec import WorkspaceTransfer
+from wrapresolver.core.stepspec import STATE_DIR, WorkspaceTransfer
 from wrapresolver.core.values import TransferReport
 from wrapresolver.errors import ParamError, TransferError, WrapError
 
@@ -56,7 +56,7 @@ def register(subparsers: Any) -> None:
         parser.add_argument("--workspace", dest="workspaces", action="append", default=[], metavar="JSON",
                             help="one wrapped workspace, as the resolver serialised it (repeatable)")
         if action != "publish":
-            parser.add_argument("--state-dir", type=Path, default=Path("/wrap-state"),
+            parser.add_argument("--state-dir", type=Path, default=Path(STATE_DIR),
                                 help="where fetch leaves what store needs (an emptyDir shared by both steps)")
             parser.add_argument("--path", type=Path, help="by hand: the local directory")
             parser.add_argument("--target", help="by hand: the storage target (oci://, s3://, gs://, rsync://, file://)")
@@ -131,7 +131,7 @@ def transfer(
     if action != "publish" and os.path.lexists(spec.path) and not os.path.isdir(spec.path):
         raise ParamError(f"workspace {spec.workspace!r}: path {shown(spec.path)} is not a directory")
     backend = get_backend(spec.backend)
-    state = Path(state_dir or "/wrap-state")
+    state = Path(state_dir or STATE_DIR)
     with open_steps(backend, spec.target, spec.options) as steps:
         if action == "fetch":
             return steps.fetch(spec, Path(spec.path), state, progress)

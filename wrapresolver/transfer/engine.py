@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +194,7 @@ def _annotations(spec: WorkspaceTransfer) -> dict[str, str]:
         oci_image.ANNOTATION_WORKSPACE: spec.workspace,
         oci_image.ANNOTATION_RUN: spec.run,
         oci_image.ANNOTATION_TASK: spec.task,
+        oci_image.ANNOTATION_CREATED: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 
 
@@ -240,14 +242,16 @@ class LayeredStore(WorkspaceStore):
                 detail=f"{len(changes.changed)} changed, {len(changes.deleted)} deleted, "
                 f"{written.stats.bytes} bytes before compression",
             )
-        refs = [producer_ref(spec.run, spec.task)]
+        ref = producer_ref(spec.run, spec.task)
+        digest = put_state(self.blobs, layers, _annotations(spec), [ref])
+        moved.artifacts = (Artifact(state_uri(spec.backend, spec.target, ref), digest),)
         if spec.publish:
-            refs.append(self.blobs.target_ref)
-        digest = put_state(self.blobs, layers, _annotations(spec), refs)
+            # A manifest of its own (DESIGN §6a): a registry deletes by digest, so the run's
+            # state could not be reclaimed if the published target shared its manifest.
+            published = {**_annotations(spec), oci_image.ANNOTATION_PUBLISHED: "true"}
+            target_digest = put_state(self.blobs, layers, published, [self.blobs.target_ref])
+            moved.artifacts += (Artifact(spec.target, target_digest),)
         moved.layers = len(layers)
-        # A store that also publishes names the exact target: the same manifest, the reference that outlives the run.
-        uri = spec.target if spec.publish else state_uri(spec.backend, spec.target, refs[0])
-        moved.artifacts = (Artifact(uri, digest),)
         return moved
 
     def publish(self, spec: WorkspaceTransfer, tick: Tick) -> Moved:

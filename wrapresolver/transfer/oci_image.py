@@ -37,6 +37,10 @@ DEFAULT_COMPRESSION = "zstd"
 ANNOTATION_WORKSPACE = "dev.wrapresolver.workspace"
 ANNOTATION_RUN = "dev.wrapresolver.run"
 ANNOTATION_TASK = "dev.wrapresolver.task"
+ANNOTATION_PUBLISHED = "dev.wrapresolver.published"
+"""On the published target's manifest only, so it never shares a digest with a run's state."""
+ANNOTATION_CREATED = "org.opencontainers.image.created"
+"""When a state was stored (RFC 3339): what `wrapresolver gc --older-than` reads its age from."""
 
 
 def layer_media_type(compression: str) -> str:

@@ -16,6 +16,7 @@ import httpx
 from wrapresolver.backends.base import BlobStore, Descriptor, Reader
 from wrapresolver.backends.oci import CA_MOUNT, Reference
 from wrapresolver.backends.oci.client import RegistryClient
+from wrapresolver.backends.oci.gc import RegistryReclaim
 from wrapresolver.errors import IntegrityError, TransferError
 from wrapresolver.transfer import oci_image
 
@@ -26,7 +27,7 @@ MANIFEST_ACCEPT = ", ".join([
 MAX_MANIFEST = 4 << 20
 
 
-class RegistryStore(BlobStore):
+class RegistryStore(RegistryReclaim, BlobStore):
     """One repository of one registry; the exact target is the reference's tag (or digest)."""
 
     def __init__(self, client: RegistryClient) -> None:

@@ -30,6 +30,8 @@ class RunResult:
     stderr: str
     files: int = 0
     bytes: int = 0
+    stdout: str = ""
+    """Its output, for `--list-only` (the delete side)."""
 
 
 def _stat_number(text: str, label: str) -> int:
@@ -95,6 +97,7 @@ class Runner:
                 proc.returncode, proc.stderr,
                 _stat_number(proc.stdout, "Number of regular files transferred"),
                 _stat_number(proc.stdout, "Total transferred file size"),
+                proc.stdout,
             )
             if result.code == 0 or (missing_ok and missing(result)):
                 return result

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from wrapresolver.backends.base import Input, Moved, Tick, WorkspaceStore
+from wrapresolver.backends.rsync.gc import RsyncReclaim
 from wrapresolver.backends.rsync.layout import (
     LATEST,
     WHOLE,
@@ -35,7 +36,7 @@ MAX_LINK_DESTS = 20
 """rsync accepts at most 20 --link-dest/--compare-dest directories."""
 
 
-class RsyncStore(Remote, WorkspaceStore):
+class RsyncStore(RsyncReclaim, Remote, WorkspaceStore):
     """The states of one target on an rsync daemon or over SSH (see the package docstring)."""
 
     # ---- resolution ----

@@ -1,0 +1,175 @@
+"""The delete side of the object-store layout, written once for file://, S3, GCS and plugins.
+
+A store lists its references and staging objects (`uploads/`) and deletes them. Deleting
+states frees the blobs that only they named: the blobs named by every reference that
+stays (the published target, other runs' states) are read first and never deleted, and
+that set is read again right before the blobs go, so a state that another run wrote
+meanwhile keeps its blobs. (A store that found a blob present and is about to write its
+reference in the same instant is the remaining window; `wrapresolver gc --older-than`
+never touches states that young, and the controller only collects ended runs.)
+
+A subclass adds two transport primitives, `list_keys` and `delete`; the layout's own
+reference store (`index.json` for file://) overrides `ref_names`, `ref_info` and `delete_ref`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from wrapresolver.backends.reclaim import STATE, UPLOAD, Reclaimed, StoredItem, unsupported
+from wrapresolver.core.values import is_sha256_digest, sha256_digest
+from wrapresolver.errors import WrapError
+from wrapresolver.transfer import oci_image
+
+RUN_ANNOTATION = oci_image.ANNOTATION_RUN
+CREATED_ANNOTATION = oci_image.ANNOTATION_CREATED
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """One object: its key relative to the target, size, last modification (epoch seconds)."""
+
+    key: str
+    size: int | None = None
+    modified: float | None = None
+
+
+def blobs_of(manifest: bytes) -> dict[str, int]:
+    """Digest -> size of every blob a manifest names, the manifest's own blob included."""
+    found = {sha256_digest(manifest): len(manifest)}
+    try:
+        doc = json.loads(manifest)
+    except ValueError:
+        return found
+    if not isinstance(doc, dict):
+        return found
+    for entry in [doc.get("config"), *(doc.get("layers") or []), *(doc.get("manifests") or [])]:
+        if isinstance(entry, dict) and is_sha256_digest(str(entry.get("digest", ""))):
+            found[entry["digest"]] = int(entry.get("size") or 0)
+    return found
+
+
+def annotations_of(manifest: bytes) -> dict[str, str]:
+    try:
+        doc = json.loads(manifest)
+    except ValueError:
+        return {}
+    found = doc.get("annotations") if isinstance(doc, dict) else None
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
+
+def created_of(annotations: dict[str, str]) -> float | None:
+    from datetime import datetime
+
+    text = annotations.get(CREATED_ANNOTATION, "")
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() if text else None
+    except ValueError:
+        return None
+
+
+class ObjectStoreReclaim:
+    """Mixed into `ObjectStore`: `stored_items` and `delete_items` over the layout."""
+
+    target_ref: str
+
+    # ---- transport a subclass adds ----
+    def list_keys(self, prefix: str) -> Iterator[KeyInfo]:
+        """Every object whose key starts with `prefix` (relative to the target)."""
+        raise unsupported(self, "the object-store methods list_keys/delete")
+
+    def delete(self, key: str) -> None:
+        """Delete the object `key`; a missing one is not an error."""
+        raise unsupported(self, "the object-store methods list_keys/delete")
+
+    # ---- references: overridden by a store that keeps them elsewhere ----
+    def ref_times(self) -> dict[str, float | None]:
+        """Each reference's name and when it was last written (where the store says)."""
+        return {info.key[len("refs/"):]: info.modified for info in self.list_keys("refs/")}
+
+    def ref_names(self) -> list[str]:
+        return list(self.ref_times())
+
+    def delete_ref(self, name: str) -> None:
+        self.delete(f"refs/{name}")
+
+    staging_prefix = "uploads/"
+
+    def staging_items(self) -> list[StoredItem]:
+        return [StoredItem(i.key, UPLOAD, size=i.size, created=i.modified) for i in self.list_keys(self.staging_prefix)]
+
+    if TYPE_CHECKING:  # pragma: no cover - provided by the store it is mixed into
+        def read_ref(self, name: str) -> bytes | None:  # provided by ObjectStore
+            ...
+
+    if TYPE_CHECKING:  # pragma: no cover - provided by the store it is mixed into
+        def blob_key(self, digest: str) -> str:  # provided by ObjectStore
+            ...
+
+    # ---- the delete side ----
+    def _manifests(self, names: Sequence[str]) -> dict[str, bytes]:
+        found = {}
+        for name in names:
+            data = self.read_ref(name)
+            if data is not None:
+                found[name] = data
+        return found
+
+    def stored_items(self) -> list[StoredItem]:
+        """Every state (reference) but the exact target, then the staging leftovers."""
+        items = []
+        times = self.ref_times()
+        for name, data in self._manifests([n for n in times if n != self.target_ref]).items():
+            notes = annotations_of(data)
+            size = sum(blobs_of(data).values())
+            created = created_of(notes) or times.get(name)
+            items.append(StoredItem(name, STATE, notes.get(RUN_ANNOTATION, ""), size, created))
+        return items + self.staging_items()
+
+    def _kept_blobs(self, going: set[str]) -> set[str]:
+        stay = [n for n in self.ref_names() if n not in going]
+        kept: set[str] = set()
+        for data in self._manifests(stay).values():
+            kept.update(blobs_of(data))
+        return kept
+
+    def delete_items(self, items: Sequence[StoredItem]) -> Reclaimed:
+        result = Reclaimed()
+        states = {i.name for i in items if i.kind == STATE and i.name != self.target_ref}
+        named: dict[str, int] = {}
+        for name, data in self._manifests(sorted(states)).items():
+            named.update(blobs_of(data))
+            try:
+                self.delete_ref(name)
+            except WrapError as exc:
+                result.failures.append(f"{name}: {exc}")
+                continue
+            result.deleted.append(name)
+            result.bytes += len(data)
+        kept = self._kept_blobs(states)
+        for digest, size in sorted(named.items()):
+            if digest in kept:
+                continue
+            try:
+                self.delete(self.blob_key(digest))
+            except WrapError as exc:
+                result.failures.append(f"blob {digest}: {exc}")
+                continue
+            result.bytes += size
+        for item in items:
+            if item.kind != STATE:
+                if not item.name.startswith(self.staging_prefix):
+                    result.kept.append(f"{item.name}: not a staging object of this layout")
+                    continue
+                try:
+                    self.delete(item.name)
+                except WrapError as exc:
+                    result.failures.append(f"{item.name}: {exc}")
+                    continue
+                result.deleted.append(item.name)
+                result.bytes += item.size or 0
+                result.bytes_known = result.bytes_known and item.size is not None
+        return result
