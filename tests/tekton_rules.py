@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 TASK_REF = re.compile(r"\$\(tasks\.([^.)\s]+)\.")
 WS_REF = re.compile(r"\$\(workspaces\.([^.)\s]+)\.(path|bound|claim|volume)\)")
+RESULT_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+RESULT_PATH = re.compile(r"\$\(results\.([^.)\s]+)\.path\)")
 
 
 def problems(pipeline: Mapping) -> list[str]:
@@ -117,7 +119,22 @@ def task_spec_problems(spec: Mapping, ptask: Mapping, pipeline_workspaces: set =
         for w in s.get("workspaces") or []:
             if w.get("name") not in declared:
                 out.append(f"step {s.get('name')!r} lists undeclared workspace {w.get('name')!r}")
+    results = {r.get("name"): r for r in spec.get("results") or []}
+    if len(results) != len(spec.get("results") or []):
+        out.append("duplicate result names")
+    for n, r in results.items():
+        if not isinstance(n, str) or not RESULT_NAME.match(n):
+            out.append(f"result name {n!r} is not valid")
+        if r.get("type") == "object" and not r.get("properties"):
+            out.append(f"object result {n!r} has no properties")
+        if r.get("type") not in (None, "string", "array", "object"):
+            out.append(f"result {n!r} has type {r.get('type')!r}")
+        if r.get("type") in ("object", "array") and ptask.get("matrix"):
+            out.append(f"matrixed task declares {r.get('type')} result {n!r}: only string results are allowed")
     for text in _strings(steps + [template] + list(spec.get("sidecars") or [])):
+        for name in RESULT_PATH.findall(text):
+            if name not in results:
+                out.append(f"$(results.{name}.path) used but {name!r} is not declared")
         for ws, _ in WS_REF.findall(text):
             # An embedded spec may use a pipeline workspace it does not declare: Tekton
             # propagates it (tekton-facts §5).

@@ -19,7 +19,7 @@ import yaml
 
 from wrapresolver.backends.registry import REGISTRY
 from wrapresolver.core import lifecycle, names, rewrite, safeyaml
-from wrapresolver.core.params import RunContext, check_targets, parse_request, wrapped_workspaces
+from wrapresolver.core.params import RunContext, check_bases, check_targets, parse_request, wrapped_workspaces
 from wrapresolver.core.retention import retention_of
 from wrapresolver.core.template import expand_target
 from wrapresolver.errors import RewriteError, SourceError, WrapError
@@ -69,6 +69,7 @@ async def resolve(
     workspaces = wrapped_workspaces(request, pipeline)
     backend = REGISTRY.by_name(request.backend)
     check_targets(request, workspaces, backend)
+    check_bases(request, workspaces, backend)
 
     pipeline_name = _name(pipeline)
     try:

@@ -8,6 +8,7 @@ import shutil
 import stat
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -381,6 +382,19 @@ def test_base_seeds_the_first_task_from_another_target(
     assert files(ws)["template/README"] == "from base"
     view = tasks.view(tasks.spec("next", ["init"], {"init": ProducerNode()}))
     assert files(view) == {"own.txt": "own", "template": "<dir>", "template/README": "from base"}
+
+
+def test_a_base_that_does_not_exist_yet_starts_empty_or_fails_when_required(
+    tasks: Tasks, rsync_daemon: RsyncDaemon, tmp_path: Path
+) -> None:
+    base = f"{rsync_daemon.url}/bases/{uuid.uuid4().hex[:8]}"
+    ws = tasks.run(tasks.spec("init", base=base), lambda d: write(d / "own.txt", "own"))
+    assert files(ws) == {"own.txt": "own"}
+    view = tasks.view(tasks.spec("next", ["init"], {"init": ProducerNode()}))
+    assert files(view) == {"own.txt": "own"}
+    required = replace(tasks.spec("again", base=base), base_required=True)
+    with pytest.raises(NotFoundError, match="base-missing"):
+        tasks.store.fetch(required, tmp_path / "w", tmp_path / "s")
 
 
 # ---- errors ----

@@ -299,6 +299,82 @@ def test_one_workspace_needs_no_placeholder():
     assert wrapped_workspaces(request(["sources"], target="oci://r/ci/shared"), pipeline("sources")) == ("sources",)
 
 
+# ---- base: one for all, per workspace, missing ----
+
+def test_one_base_is_templated_per_workspace():
+    from wrapresolver.core.params import base_of
+
+    req = parse(pipelineref="build", target="oci://reg.example/ci/<<workspace>>",
+                base="oci://reg.example/cache/<<workspace>>:$(context.pipelineRun.namespace)")
+    assert req.bases is None
+    assert base_of(req, "src") == "oci://reg.example/cache/src:ci"
+    assert base_of(req, "cache") == "oci://reg.example/cache/cache:ci"
+
+
+@pytest.mark.parametrize("value", [
+    "cache=oci://reg.example/ci/cache:main,sources=",
+    " cache = oci://reg.example/ci/cache:main , sources= ",
+    {"cache": "oci://reg.example/ci/cache:main", "sources": ""},
+])
+def test_the_per_workspace_form_gives_each_workspace_its_own_base_and_the_rest_start_empty(value):
+    from wrapresolver.core.params import base_of
+
+    req = parse(pipelineref="build", target="oci://reg.example/ci/<<workspace>>", base=value)
+    assert base_of(req, "cache") == "oci://reg.example/ci/cache:main"
+    assert base_of(req, "sources") == ""
+    assert base_of(req, "other") == ""
+
+
+def test_a_reference_with_an_equals_sign_after_a_slash_is_one_base():
+    req = parse(pipelineref="build", target="s3://bucket/ci/<<workspace>>", base="s3://bucket/date=2024/base")
+    assert req.bases is None and req.base == "s3://bucket/date=2024/base"
+
+
+@pytest.mark.parametrize("value, message", [
+    ("cache=oci://reg.example/c,oci://reg.example/d", "mixes the per-workspace form"),
+    ("cache=oci://reg.example/c,cache=oci://reg.example/d", "names workspace 'cache' twice"),
+])
+def test_a_malformed_per_workspace_base_is_refused_with_the_form_to_write(value, message):
+    with pytest.raises(ParamError, match=message):
+        parse(pipelineref="build", target="oci://reg.example/ci/<<workspace>>", base=value)
+
+
+def test_a_per_workspace_base_naming_an_unwrapped_workspace_is_refused():
+    from wrapresolver.core.params import check_bases
+
+    req = parse(pipelineref="build", target="oci://reg.example/ci/<<workspace>>", base="cahce=oci://reg.example/c")
+    with pytest.raises(ParamError, match="'cahce', which is not a wrapped workspace.*src, cache"):
+        check_bases(req, ("src", "cache"), REGISTRY.by_name("oci"))
+
+
+def test_a_base_the_backend_cannot_read_is_refused_naming_the_workspace():
+    from wrapresolver.core.params import check_bases
+
+    req = parse(pipelineref="build", target="file:///data/<<workspace>>", base="cache=file://relative/path")
+    with pytest.raises(ParamError, match="param `base` of workspace 'cache'"):
+        check_bases(req, ("cache",), REGISTRY.by_name("file"))
+
+
+@pytest.mark.parametrize("value, required", [("empty", False), ("fail", True), ("FAIL", True)])
+def test_base_missing_chooses_between_starting_empty_and_failing(value, required):
+    req = parse(pipelineref="build", target="oci://reg.example/ci/x", base="oci://reg.example/b", **{"base-missing": value})
+    assert req.base_required is required
+    assert parse(pipelineref="build", target="oci://reg.example/ci/x").base_required is False
+
+
+def test_an_unknown_base_missing_value_is_refused_with_both_choices():
+    with pytest.raises(ParamError, match="'empty'.*'fail'"):
+        parse(pipelineref="build", target="oci://reg.example/ci/x", **{"base-missing": "ignore"})
+
+
+def test_a_misspelt_placeholder_in_a_base_is_refused_like_in_a_target():
+    from wrapresolver.core.params import check_bases
+
+    req = parse(pipelineref="build", target="oci://reg.example/ci/<<workspace>>", base="oci://reg.example/c/<<worksapce>>")
+    with pytest.raises(ParamError, match="base.*<<worksapce>>.*not a placeholder"):
+        check_bases(req, ("cache",), REGISTRY.by_name("oci"))
+
+
 def test_retention_is_a_resolver_param_not_a_backend_option():
     request = parse(pipelineref="build", target="oci://reg/ci/app", retention="keep-for 2d")
     assert "retention" not in request.options

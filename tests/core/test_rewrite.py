@@ -9,7 +9,9 @@ wrong golden file cannot hide a regression.
 from __future__ import annotations
 
 import copy
+import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -320,6 +322,10 @@ def strip_rewrite(out: dict, original: dict) -> dict:
                          or v in (src.get("taskSpec", {}).get("volumes") or [])]
         if not ts["volumes"] and "volumes" not in src.get("taskSpec", {}):
             del ts["volumes"]
+        ts["results"] = [r for r in ts.get("results", []) if not str(r.get("description", "")).startswith("wrap:")
+                         or r in (src.get("taskSpec", {}).get("results") or [])]
+        if not ts["results"] and "results" not in src.get("taskSpec", {}):
+            del ts["results"]
         src_decls = {d["name"]: d for d in src.get("taskSpec", {}).get("workspaces", [])}
         if "workspaces" in ts:
             kept = []
@@ -335,3 +341,94 @@ def strip_rewrite(out: dict, original: dict) -> dict:
         if "workspaces" in t and "workspaces" not in src:
             del t["workspaces"]
     return out
+
+
+# ---- results for Chains ----
+
+def declared_results(ptask: dict) -> dict[str, dict]:
+    return {r["name"]: r for r in ptask["taskSpec"].get("results", [])}
+
+
+def result_names(spec: WorkspaceTransfer) -> list[str]:
+    return [p[len("$(results."):-len(".path)")] for p in spec.results]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_every_result_a_step_writes_is_a_declared_chains_object_result(case):
+    out = rendered(case)
+    for ptask in tasks_of(out).values():
+        if "taskSpec" not in ptask:
+            continue
+        declared = declared_results(ptask)
+        for step in wrap_steps(ptask):
+            suffix = "ARTIFACT_INPUTS" if step["args"][0] == "fetch" else "ARTIFACT_OUTPUTS"
+            for spec in transfers(step):
+                for name in result_names(spec):
+                    assert name.endswith(f"-{suffix}"), name
+                    assert declared[name]["type"] == "object"
+                    assert declared[name]["properties"] == {"uri": {"type": "string"}, "digest": {"type": "string"}}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_results_add_no_reference_between_tasks(case):
+    original = next(d for d in documents(case) if d["kind"] == "Pipeline")
+    out = rendered(case)
+    references = lambda obj: set(re.findall(r"\$\(tasks\.[^)]*results[^)]*\)", json.dumps(obj)))  # noqa: E731
+    assert references(out) == references(original)
+
+
+def test_each_producer_declares_its_output_and_each_consumer_one_input_per_merged_state():
+    out = tasks_of(rendered("fan-in"))
+    assert set(declared_results(out["clone"])) == {"wrap-src-ARTIFACT_OUTPUTS"}
+    assert set(declared_results(out["unit"])) == {"wrap-src-ARTIFACT_INPUTS", "wrap-src-ARTIFACT_OUTPUTS"}
+    assert result_names(fetch_of(out["package"])) == ["wrap-src-ARTIFACT_INPUTS", "wrap-src-2-ARTIFACT_INPUTS"]
+    publish = out["wrap-publish"]
+    (spec,) = transfers(publish["taskSpec"]["steps"][0])
+    assert spec.publish and result_names(spec) == ["wrap-src-ARTIFACT_OUTPUTS"]
+    assert set(declared_results(publish)) == {"wrap-src-ARTIFACT_OUTPUTS"}
+
+
+def test_a_matrixed_task_declares_no_object_result():
+    out = tasks_of(rendered("matrix-readonly"))
+    assert "results" not in out["test"]["taskSpec"]
+    assert fetch_of(out["test"]).results == ()
+
+
+def test_a_user_result_of_the_same_name_keeps_its_name_and_ours_moves_aside():
+    docs = documents("linear")
+    pipeline = next(d for d in docs if d["kind"] == "Pipeline")
+    first = pipeline["spec"]["tasks"][0]
+    mine = {"name": "wrap-src-ARTIFACT_OUTPUTS", "description": "the user's own"}
+    first["taskSpec"]["results"] = [mine]
+    out = tasks_of(yaml.safe_load(render(docs)))[first["name"]]
+    names = list(declared_results(out))
+    assert names[0] == "wrap-src-ARTIFACT_OUTPUTS" and declared_results(out)[names[0]] == mine
+    ours = result_names(store_of(out))
+    assert ours != ["wrap-src-ARTIFACT_OUTPUTS"] and ours[0].endswith("-ARTIFACT_OUTPUTS") and ours[0] in names
+
+
+def test_many_workspaces_in_one_task_stay_within_the_results_budget_outputs_first():
+    from wrapresolver.core.refs import producer_ref, state_uri
+    from wrapresolver.core.rewrite import RESULTS_BUDGET, declare_results
+    from wrapresolver.core.values import Artifact
+
+    specs = [WorkspaceTransfer(workspace=f"ws{i}", target=f"oci://registry.example/a/long/repository/path/ws{i}",
+                               run="$(context.pipelineRun.uid)", task="build", backend="oci", inputs=("clone",))
+             for i in range(12)]
+    task_spec: dict = {}
+    fetches, stores = declare_results(task_spec, specs, specs)
+    declared = task_spec["results"]
+    # What Tekton really puts in the termination message for each: {key, value, type}.
+    uid = "0d9c6a52-1111-4c2e-9e1b-4a0c8a7f0001"
+    by_workspace = {s.workspace: s for s in specs}
+    used = 0
+    for result in declared:
+        spec = by_workspace[result["name"].split("-")[1]]
+        uri = state_uri("oci", spec.target, producer_ref(uid, "build"))
+        value = Artifact(uri, "sha256:" + "0" * 64).to_result()
+        used += len(json.dumps({"key": result["name"], "value": value, "type": 1}))
+    assert used <= RESULTS_BUDGET
+    assert 0 < len(declared) < 24
+    written = [n for s in stores for n in result_names(s)]
+    read = [n for s in fetches for n in result_names(s)]
+    assert len(written) >= len(read)  # outputs are granted first

@@ -74,3 +74,24 @@ def test_a_long_chain_of_skipped_producers_is_followed_without_recursion():
     graph = {f"t{i}": ProducerNode((f"t{i - 1}",) if i else (), i) for i in range(n)}
     got = spec(inputs=(f"t{n - 1}",), graph=graph).resolve_inputs({"t0": "first"}.get)
     assert got.states == (("t0", "first"),) and len(got.fell_back) == n - 1
+
+
+def test_results_and_base_required_round_trip_and_are_left_out_when_unset():
+    plain = WorkspaceTransfer(workspace="src", target="oci://r/x", run="u", task="t", backend="oci")
+    assert "results" not in plain.to_json() and "base_required" not in plain.to_json()
+    full = WorkspaceTransfer(workspace="src", target="oci://r/x", run="u", task="t", backend="oci",
+                             base="oci://r/base", base_required=True,
+                             results=("$(results.wrap-src-ARTIFACT_INPUTS.path)",))
+    assert WorkspaceTransfer.from_json(full.to_json()) == full
+
+
+@pytest.mark.parametrize("backend, target, uri", [
+    ("oci", "oci://reg.example:5000/ci/src", "oci://reg.example:5000/ci/src:wrap-u-build"),
+    ("oci", "oci://reg.example:5000/ci/src:main", "oci://reg.example:5000/ci/src:wrap-u-build"),
+    ("oci", "reg.example/ci/src@sha256:" + "a" * 64, "reg.example/ci/src:wrap-u-build"),
+    ("s3", "s3://bucket/ci/src", "s3://bucket/ci/src#wrap-u-build"),
+])
+def test_a_state_uri_names_the_reference_the_way_its_backend_pulls_it(backend, target, uri):
+    from wrapresolver.core.refs import state_uri
+
+    assert state_uri(backend, target, "wrap-u-build") == uri

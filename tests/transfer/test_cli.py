@@ -145,6 +145,7 @@ def test_one_failing_workspace_fails_the_step_but_the_other_still_moves(tmp_path
     bad_spec = WorkspaceTransfer(
         workspace="bad", target=f"file://{tmp_path}/store-bad", run=RUN, task="t", backend="file",
         path=str(tmp_path / "bad"), inputs=("never-ran-and-unknown",), base=f"file://{tmp_path}/no-base",
+        base_required=True,
     ).to_json()
     done = wrapresolver("fetch", "--state-dir", str(tmp_path / "s"),
                         "--workspace", spec(tmp_path, "good", "t", tmp_path / "good-out"), "--workspace", bad_spec)

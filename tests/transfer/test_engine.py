@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -163,10 +164,20 @@ def test_base_seeds_the_first_task_and_its_layers_are_copied_into_the_target(
     assert files(view) == {"own.txt": "own", "template": "<dir>", "template/README": "from base"}
 
 
-def test_missing_base_is_a_not_found_error_naming_it(tmp_path: Path, store: LayoutStore) -> None:
-    s = spec("init", base=f"file://{tmp_path}/nothing-here")
-    with pytest.raises(NotFoundError, match="nothing-here"):
+def test_a_required_base_that_is_missing_is_a_not_found_error_naming_it(tmp_path: Path, store: LayoutStore) -> None:
+    s = replace(spec("init", base=f"file://{tmp_path}/nothing-here"), base_required=True)
+    with pytest.raises(NotFoundError, match="nothing-here.*base-missing"):
         engine.fetch(store, s, tmp_path / "ws", tmp_path / "state")
+
+
+def test_a_base_that_does_not_exist_yet_starts_the_workspace_empty(tmp_path: Path, store: LayoutStore) -> None:
+    s = spec("init", base=f"file://{tmp_path}/not-yet")
+    report = engine.fetch(store, s, tmp_path / "ws", tmp_path / "state")
+    assert list((tmp_path / "ws").iterdir()) == []
+    assert "base file://" in report.detail and "does not exist yet" in report.detail
+    write(tmp_path / "ws" / "warm", "1")
+    engine.store(store, s, tmp_path / "ws", tmp_path / "state")
+    assert len(layers_of(store, producer_ref(RUN, "init"))) == 1
 
 
 def test_unchanged_task_writes_no_layer(tasks: Tasks, store: LayoutStore) -> None:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from wrapresolver.core.backend import Backend
 from wrapresolver.core.stepspec import WorkspaceTransfer
-from wrapresolver.core.values import TEKTON_VARIABLE, Descriptor, StepRequirements, TransferReport
+from wrapresolver.core.values import TEKTON_VARIABLE, Artifact, Descriptor, StepRequirements, TransferReport
 from wrapresolver.errors import IntegrityError, TransferError
 from wrapresolver.transfer.streams import IteratorReader
 
@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from wrapresolver.transfer.snapshot import Changes, Entry
 
 __all__ = [
-    "TEKTON_VARIABLE", "Backend", "BlobStore", "Descriptor", "Input", "Moved",
+    "TEKTON_VARIABLE", "Artifact", "Backend", "BlobStore", "Descriptor", "Input", "Moved",
     "Reader", "StepRequirements", "Tick", "TransferReport", "WorkspaceStore",
 ]
 
@@ -124,6 +124,9 @@ class Input:
     """The backend's own form of the input, for `materialize`."""
     close: Callable[[], None] = field(default=_nothing, repr=False)
     """Releases what resolving opened (a `base` store); called after materialising."""
+    artifacts: tuple[Artifact, ...] = ()
+    """The stored states this input was made of, in merge order (for the fetch's results);
+    empty when the backend has no digest for them."""
 
 
 @dataclass
@@ -137,6 +140,8 @@ class Moved:
     detail: str = ""
     name: str = ""
     """By hand (pull/push): what the report is about, when not a workspace."""
+    artifacts: tuple[Artifact, ...] = ()
+    """What a store or publish wrote, as provenance names it (for the step's results)."""
 
 
 class WorkspaceStore(ABC):

@@ -23,6 +23,9 @@ PARAM_WORKSPACES = "workspaces"
 PARAM_TARGET = "target"
 PARAM_BACKEND = "backend"
 PARAM_BASE = "base"
+PARAM_BASE_MISSING = "base-missing"
+BASE_MISSING_EMPTY = "empty"
+BASE_MISSING_FAIL = "fail"
 
 # ---- ConfigMap keys (wrapresolver-config) ----
 CONFIG_DEFAULT_PREFIX = "default-"  # default-<param> is the default of any param
@@ -68,13 +71,21 @@ class WrapRequest:
     backend: str
     """The backend name, from the `backend` param or the target's scheme."""
     base: str = ""
+    """One base for every wrapped workspace (`<<workspace>>` templated), or empty."""
     options: Mapping[str, str] = field(default_factory=dict)
     """Backend options (every param that is not one of the names above)."""
     step_image: str = DEFAULT_STEP_IMAGE
     context: RunContext = field(default_factory=RunContext)
+    bases: Mapping[str, str] | None = None
+    """The per-workspace form of `base` (`cache=oci://reg/ci/cache,sources=`): a workspace
+    it does not name starts empty. None when `base` is one reference for all."""
+    base_required: bool = False
+    """`base-missing: fail`: a base that does not exist fails the fetch instead of starting empty."""
 
 
-CORE_PARAMS = (PARAM_PIPELINEREF, PARAM_WORKSPACES, PARAM_TARGET, PARAM_BACKEND, PARAM_BASE, PARAM_RETENTION)
+CORE_PARAMS = (
+    PARAM_PIPELINEREF, PARAM_WORKSPACES, PARAM_TARGET, PARAM_BACKEND, PARAM_BASE, PARAM_RETENTION, PARAM_BASE_MISSING,
+)
 """Params the resolver itself reads; every other param is a backend option."""
 
 CONFIGMAP_NAME = "wrapresolver-config"
@@ -117,7 +128,8 @@ def parse_request(
     workspaces: tuple[str, ...] = ()
     if PARAM_WORKSPACES in values:
         workspaces = _parse_workspaces(values[PARAM_WORKSPACES])
-    base = _string(PARAM_BASE, values.get(PARAM_BASE, "")).strip()
+    base, bases = parse_base(values.get(PARAM_BASE, ""))
+    base_required = _parse_base_missing(values.get(PARAM_BASE_MISSING, BASE_MISSING_EMPTY))
 
     backend = _select_backend(given, config, target, backends)
     options = _backend_options(backend, given, config)
@@ -134,6 +146,8 @@ def parse_request(
         options=options,
         step_image=(config.get(CONFIG_STEP_IMAGE) or "").strip() or DEFAULT_STEP_IMAGE,
         context=context,
+        bases=bases,
+        base_required=base_required,
     )
 
 
@@ -187,6 +201,95 @@ def validate_target(backend: Backend, target: str) -> None:
         raise ParamError(
             f"param `{PARAM_TARGET}` {shown(target)} is not a valid {backend.name} target: {exc}"
         ) from None
+
+
+# ---- bases (carried workspaces) ----
+
+_BASE_ITEM_RE = re.compile(rf"^\s*(?P<workspace>{_DNS1123_LABEL})\s*=(?P<ref>.*)$", re.DOTALL)
+
+
+def parse_base(value: object) -> tuple[str, dict[str, str] | None]:
+    """`base` as (one reference for all, None) or ("", {workspace: reference}).
+
+    The per-workspace form is a comma-separated list of `workspace=reference` (or an object
+    param). It is told apart from one reference by its first item: a workspace name and `=`
+    before any `/` or `:`, which no reference starts with (`s3://b/date=1` is one reference).
+    An empty reference (`sources=`) says the workspace starts empty, like leaving it out.
+    """
+    if isinstance(value, Mapping):
+        items = [(str(k).strip(), v) for k, v in value.items()]
+    else:
+        text = _string(PARAM_BASE, value).strip()
+        if not _BASE_ITEM_RE.match(text):
+            return text, None
+        items = []
+        for part in text.split(","):
+            if not part.strip():
+                continue
+            match = _BASE_ITEM_RE.match(part)
+            if not match:
+                raise ParamError(
+                    f"param `{PARAM_BASE}` mixes the per-workspace form with {part.strip()!r}; write "
+                    f"every item as `workspace=reference`, e.g. `cache=oci://registry.example/ci/cache`"
+                )
+            items.append((match.group("workspace"), match.group("ref")))
+    bases: dict[str, str] = {}
+    for name, ref in items:
+        if not isinstance(ref, str):
+            raise ParamError(f"param `{PARAM_BASE}`: the base of workspace {name!r} must be a string")
+        if name in bases:
+            raise ParamError(f"param `{PARAM_BASE}` names workspace {name!r} twice; keep one")
+        bases[name] = ref.strip()
+    return "", bases
+
+
+def _parse_base_missing(value: object) -> bool:
+    text = _string(PARAM_BASE_MISSING, value).strip().lower()
+    if text not in (BASE_MISSING_EMPTY, BASE_MISSING_FAIL):
+        raise ParamError(
+            f"param `{PARAM_BASE_MISSING}` must be {BASE_MISSING_EMPTY!r} (a base that does not exist "
+            f"yet starts the workspace empty) or {BASE_MISSING_FAIL!r}, not {text!r}"
+        )
+    return text == BASE_MISSING_FAIL
+
+
+def base_template(request: WrapRequest, workspace: str) -> str:
+    """The base of `workspace` before templating: its own in the per-workspace form, else the one."""
+    if request.bases is not None:
+        return request.bases.get(workspace, "")
+    return request.base
+
+
+def base_of(request: WrapRequest, workspace: str) -> str:
+    """The concrete base of `workspace` (`<<workspace>>`, run context filled in), or ""."""
+    template = base_template(request, workspace)
+    return expand_target(template, workspace, request.context) if template else ""
+
+
+def check_bases(request: WrapRequest, workspaces: Sequence[str], backend: Backend) -> None:
+    """Per-workspace bases name wrapped workspaces; every base is a target of the backend."""
+    if request.bases is not None:
+        unknown = [name for name in request.bases if name not in workspaces]
+        if unknown:
+            raise ParamError(
+                f"param `{PARAM_BASE}` names {_quoted(unknown)}, which is not a wrapped workspace; "
+                f"the wrapped workspaces are: {', '.join(workspaces)}"
+            )
+    for workspace in workspaces:
+        base = base_of(request, workspace)
+        if not base:
+            continue
+        unknown = unknown_placeholders(base_template(request, workspace))
+        if unknown:
+            raise ParamError(
+                f"param `{PARAM_BASE}` of workspace {workspace!r} holds "
+                f"{', '.join(shown(u, 40) for u in unknown[:3])}, which is not a placeholder the wrap "
+                f"resolver knows; the only one is `<<workspace>>` (or `{{{{workspace}}}}`)"
+            )
+        try:
+            backend.validate_target(base)
+        except ParamError as exc:
+            raise ParamError(f"param `{PARAM_BASE}` of workspace {workspace!r}: {exc}") from exc
 
 
 # ---- helpers ----

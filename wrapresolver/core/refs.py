@@ -31,5 +31,23 @@ def producer_ref(run: str, task: str) -> str:
     return f"wrap-{digest}-{readable}".rstrip("-")
 
 
+def state_uri(backend: str, target: str, ref: str) -> str:
+    """Where the state under reference `ref` of `target` lives, as one URI for provenance.
+
+    For OCI it is the repository with `ref` as its tag (`oci://reg/ci/src:wrap-<uid>-build`,
+    what `crane`/`oras` pull); for every other backend the target with the reference as
+    its fragment (`s3://bucket/ci/src#wrap-<uid>-build`).
+    """
+    if backend != "oci":
+        return f"{target}#{ref}"
+    scheme = "oci://" if target.startswith("oci://") else ""
+    rest = target[len(scheme):].split("@", 1)[0]
+    slash = rest.rfind("/")
+    colon = rest.rfind(":")
+    if colon > slash:
+        rest = rest[:colon]
+    return f"{scheme}{rest}:{ref}"
+
+
 def is_valid_tag(name: str) -> bool:
     return bool(_TAG_RE.match(name))

@@ -37,7 +37,7 @@ T = TypeVar("T")
 SPEC_VERSION = 2
 STATE_DIR = "/wrap-state"
 """Where the fetch step leaves its record for the store step (an emptyDir both mount)."""
-_DEFAULTS = {"base": "", "bound": "true", "sub_path": "", "path": ""}
+_DEFAULTS: dict[str, Any] = {"base": "", "bound": "true", "sub_path": "", "path": "", "base_required": False}
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,13 @@ class WorkspaceTransfer:
     """Backend options, validated at resolution time."""
     publish: bool = False
     """After storing, also write the final state of W to the exact `target`."""
+    base_required: bool = False
+    """A `base` that does not exist fails the fetch; by default the workspace starts empty
+    (the first run of a carried cache). Written only when set: older step images fail then."""
+    results: tuple[str, ...] = ()
+    """Files (`$(results.<name>.path)`) to write the states this step consumed (fetch, in
+    merge order) or stored (store, publish) to, one `Artifact` each; empty: none. Older
+    step images ignore it and write nothing, which Tekton accepts."""
 
     def to_json(self) -> str:
         """Compact, key-sorted JSON without default values: the same plan always gives the same bytes."""
@@ -128,6 +135,8 @@ class WorkspaceTransfer:
             data["options"] = dict(self.options)
         if self.publish:
             data["publish"] = True
+        if self.results:
+            data["results"] = list(self.results)
         return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
@@ -163,8 +172,9 @@ class WorkspaceTransfer:
         for name in _STRINGS:
             if name in data and not isinstance(data[name], str):
                 raise ValueError(f"--workspace field `{name}` must be a string, got {shown(data[name], 40)}")
-        if "publish" in data and not isinstance(data["publish"], bool):
-            raise ValueError(f"--workspace field `publish` must be true or false, got {shown(data['publish'], 40)}")
+        for name in ("publish", "base_required"):
+            if name in data and not isinstance(data[name], bool):
+                raise ValueError(f"--workspace field `{name}` must be true or false, got {shown(data[name], 40)}")
         data["inputs"] = _string_tuple(data.get("inputs", []), "inputs")
         if version >= 2:
             fallback = data.pop("fallback", {})
@@ -178,6 +188,7 @@ class WorkspaceTransfer:
             graph = _graph_v1(data.get("graph", {}))
         known = set(cls.__dataclass_fields__)
         data = {k: v for k, v in data.items() if k in known}
+        data["results"] = _string_tuple(data.get("results", []), "results")
         data["graph"] = graph
         options = data.get("options", {})
         if not isinstance(options, dict) or not all(isinstance(v, str) for v in options.values()):

@@ -9,6 +9,7 @@ has to import another to name a descriptor.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -69,6 +70,23 @@ class State:
 
     layers: tuple[Layer, ...] = ()
     annotations: Mapping[str, str] = field(default_factory=dict)
+    digest: str = ""
+    """The digest of the manifest it was read from (what names this state immutably)."""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A stored state as provenance names it: where it is and its immutable digest.
+
+    Written by the injected steps as a Tekton Chains type-hinted object result
+    (`*ARTIFACT_INPUTS` for what a task consumed, `*ARTIFACT_OUTPUTS` for what it stored).
+    """
+
+    uri: str
+    digest: str
+
+    def to_result(self) -> str:
+        return json.dumps({"digest": self.digest, "uri": self.uri}, sort_keys=True, separators=(",", ":"))
 
 
 @dataclass(frozen=True)

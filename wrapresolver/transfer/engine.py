@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from wrapresolver.backends.base import BlobStore, Input, Moved, Tick, WorkspaceStore
 from wrapresolver.backends.registry import get_backend
-from wrapresolver.core.refs import producer_ref
+from wrapresolver.core.refs import producer_ref, state_uri
 from wrapresolver.core.stepspec import WorkspaceTransfer
-from wrapresolver.core.values import Descriptor, Layer, State, TransferReport, sha256_digest
+from wrapresolver.core.values import Artifact, Descriptor, Layer, State, TransferReport, sha256_digest
 from wrapresolver.errors import IntegrityError, NotFoundError, TransferError
 from wrapresolver.transfer import oci_image, runner, snapshot
 from wrapresolver.transfer.apply import Extractor
@@ -55,6 +55,7 @@ def read_state(store: BlobStore, ref: str, where: str) -> State | None:
     data = store.get_manifest(ref)
     if data is None:
         return None
+    digest = sha256_digest(data)
     manifest = oci_image.parse_manifest(data, where)
     if manifest.get("mediaType") in (oci_image.INDEX, oci_image.DOCKER_LIST) or (
         "manifests" in manifest and "layers" not in manifest
@@ -67,7 +68,7 @@ def read_state(store: BlobStore, ref: str, where: str) -> State | None:
     if "config" not in manifest:
         raise IntegrityError(f"the manifest of {where} has no config")
     config = _read_blob_small(store, Descriptor.from_dict(manifest["config"]), where)
-    return oci_image.state_from(manifest, config, where)
+    return replace(oci_image.state_from(manifest, config, where), digest=digest)
 
 
 @dataclass
@@ -78,6 +79,8 @@ class Resolution:
     sources: dict[str, BlobStore] = field(default_factory=dict)
     base_store: BlobStore | None = None
     detail: str = ""
+    artifacts: tuple[Artifact, ...] = ()
+    """The states merged, as provenance names them."""
 
 
 def open_base(spec: WorkspaceTransfer) -> BlobStore:
@@ -100,17 +103,30 @@ def resolve_inputs(store: BlobStore, spec: WorkspaceTransfer) -> Resolution:
     if order:
         layers = oci_image.merge_layers([state for _, state in inputs.states])
         detail = "; ".join([f"from {', '.join(order)}", *notes])
-        return Resolution(layers, {layer.descriptor.digest: store for layer in layers}, None, detail)
+        artifacts = tuple(
+            Artifact(state_uri(spec.backend, spec.target, producer_ref(spec.run, producer)), state.digest)
+            for producer, state in inputs.states
+        )
+        return Resolution(layers, {layer.descriptor.digest: store for layer in layers}, None, detail, artifacts)
     if spec.base:
         base_store = open_base(spec)
-        state = read_state(base_store, base_store.target_ref, f"base {spec.base!r}")
+        try:
+            state = read_state(base_store, base_store.target_ref, f"base {spec.base!r}")
+        except BaseException:
+            base_store.close()
+            raise
         if state is None:
-            raise NotFoundError(
-                f"base {spec.base!r} of workspace {spec.workspace!r} does not exist; "
-                f"push it first or fix the `base` param"
-            )
+            base_store.close()
+            if spec.base_required:
+                raise NotFoundError(
+                    f"base {spec.base!r} of workspace {spec.workspace!r} does not exist and "
+                    f"`base-missing` is `fail`; push it first, fix the `base` param, or let a "
+                    f"first run start empty (`base-missing: empty`)"
+                )
+            return Resolution(detail="; ".join([f"empty: base {spec.base} does not exist yet", *notes]))
         detail = "; ".join([f"from base {spec.base}", *notes])
-        return Resolution(state.layers, {layer.descriptor.digest: base_store for layer in state.layers}, base_store, detail)
+        return Resolution(state.layers, {layer.descriptor.digest: base_store for layer in state.layers}, base_store,
+                          detail, (Artifact(spec.base, state.digest),))
     return Resolution(detail="; ".join(["empty", *notes]))
 
 
@@ -159,8 +175,8 @@ def _ensure_blobs(store: BlobStore, spec: WorkspaceTransfer | None, layers: tupl
 
 def put_state(
     store: BlobStore, layers: tuple[Layer, ...], annotations: Mapping[str, str], refs: list[str]
-) -> None:
-    """Config blob, then the manifest under each reference: references last."""
+) -> str:
+    """Config blob, then the manifest under each reference: references last. The manifest's digest."""
     config = oci_image.build_config(layers)
     config_desc = oci_image.config_descriptor(config)
     if not store.blob_exists(config_desc.digest):
@@ -170,6 +186,7 @@ def put_state(
     manifest = oci_image.build_manifest(config_desc, layers, annotations)
     for ref in refs:
         store.put_manifest(ref, manifest, oci_image.MANIFEST)
+    return sha256_digest(manifest)
 
 
 def _annotations(spec: WorkspaceTransfer) -> dict[str, str]:
@@ -199,7 +216,7 @@ class LayeredStore(WorkspaceStore):
 
     def resolve(self, spec: WorkspaceTransfer) -> Input:
         res = resolve_inputs(self.blobs, spec)
-        inputs = Input(_layer_record(res.layers), len(res.layers), res.detail, res)
+        inputs = Input(_layer_record(res.layers), len(res.layers), res.detail, res, artifacts=res.artifacts)
         if res.base_store is not None:
             inputs.close = res.base_store.close
         return inputs
@@ -225,12 +242,15 @@ class LayeredStore(WorkspaceStore):
                 detail=f"{len(changes.changed)} changed, {len(changes.deleted)} deleted, "
                 f"{written.stats.bytes} bytes before compression",
             )
-        put_state(self.blobs, layers, _annotations(spec), [producer_ref(spec.run, spec.task)])
+        ref = producer_ref(spec.run, spec.task)
+        digest = put_state(self.blobs, layers, _annotations(spec), [ref])
+        moved.artifacts = (Artifact(state_uri(spec.backend, spec.target, ref), digest),)
         if spec.publish:
             # A manifest of its own (DESIGN §6a): a registry deletes by digest, so the run's
             # state could not be reclaimed if the published target shared its manifest.
             published = {**_annotations(spec), oci_image.ANNOTATION_PUBLISHED: "true"}
-            put_state(self.blobs, layers, published, [self.blobs.target_ref])
+            target_digest = put_state(self.blobs, layers, published, [self.blobs.target_ref])
+            moved.artifacts += (Artifact(spec.target, target_digest),)
         moved.layers = len(layers)
         return moved
 
@@ -240,8 +260,9 @@ class LayeredStore(WorkspaceStore):
         if res.base_store is not None:
             res.base_store.close()
         _ensure_blobs(self.blobs, spec, res.layers)
-        put_state(self.blobs, res.layers, _annotations(spec), [self.blobs.target_ref])
-        return Moved(0, 0, len(res.layers), f"{res.detail}; to {self.blobs.target_ref}")
+        digest = put_state(self.blobs, res.layers, _annotations(spec), [self.blobs.target_ref])
+        return Moved(0, 0, len(res.layers), f"{res.detail}; to {self.blobs.target_ref}",
+                     artifacts=(Artifact(spec.target, digest),))
 
     def pull(self, dest: Path, sub_path: str, tick: Tick) -> Moved:
         return self.pull_ref(self.blobs.target_ref, dest, sub_path, tick)

@@ -28,6 +28,7 @@ from wrapresolver.transfer import snapshot
 from wrapresolver.transfer.apply import empty_directory
 from wrapresolver.transfer.layers import whole_tree
 from wrapresolver.transfer.localdisk import os_errors, record_stem
+from wrapresolver.transfer.results import write_results
 
 Progress = Callable[[TransferReport], None]
 PROGRESS_EVERY = 5.0
@@ -114,8 +115,12 @@ def fetch(
     finally:
         inputs.close()
     clock.finish(replace(moved, layers=inputs.layers), _count_files(entries))
-    report.detail = inputs.detail
+    report.detail = _with_note(inputs.detail, write_results(spec.results, inputs.artifacts))
     return report
+
+
+def _with_note(detail: str, note: str) -> str:
+    return "; ".join(part for part in (detail, note) if part)
 
 
 def store(
@@ -142,6 +147,7 @@ def store(
         with tempfile.TemporaryDirectory(prefix="wrap-", dir=state_dir) as scratch:
             moved = store.save(spec, src, Path(scratch), record, before, after, changes, clock.tick)
     clock.finish(moved)
+    write_results(spec.results, moved.artifacts)
     note = NO_RECORD if found is None and changes else moved.detail
     report.detail = note + ("; published to the target" if spec.publish else "")
     return report
@@ -152,6 +158,7 @@ def publish(store: WorkspaceStore, spec: WorkspaceTransfer, progress: Progress |
     clock = Clock(TransferReport(spec.workspace, "publish"), progress)
     moved = store.publish(spec, clock.tick)
     report = clock.finish(moved)
+    write_results(spec.results, moved.artifacts)
     report.detail = moved.detail
     return report
 

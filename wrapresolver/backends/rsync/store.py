@@ -49,8 +49,10 @@ class RsyncStore(RsyncReclaim, Remote, WorkspaceStore):
         notes = inputs.notes()
         if order:
             return self._merge([state for _, state in inputs.states], order, notes)
-        if spec.base:
+        if spec.base and self._base_exists(spec, action):
             return Resolution(base=spec.base, detail="; ".join([f"from base {spec.base}", *notes]))
+        if spec.base:
+            return Resolution(detail="; ".join([f"empty: base {spec.base} does not exist yet", *notes]))
         return Resolution(detail="; ".join(["empty", *notes]))
 
     @staticmethod
@@ -88,6 +90,18 @@ class RsyncStore(RsyncReclaim, Remote, WorkspaceStore):
             changes = OwnChanges.from_dict(data, f"state {layer!r}")
             self._add(total, self._apply_layer(layer, changes, dest, view, action))
         return total
+
+    def _base_exists(self, spec: WorkspaceTransfer, action: str) -> bool:
+        """A missing base starts the workspace empty, unless `base-missing` is `fail`."""
+        if self._open_base(spec.base).read_refs([LATEST], action):
+            return True
+        if spec.base_required:
+            raise NotFoundError(
+                f"{action}: base {spec.base!r} does not exist (no {LATEST}/ written) and "
+                f"`base-missing` is `fail`; push it first, fix the `base` param, or let a first "
+                f"run start empty (`base-missing: empty`)"
+            )
+        return False
 
     def _open_base(self, base: str) -> RsyncStore:
         store = RsyncStore(parse_target(base, self.target.user), self.runner.password, self.runner.ssh)
