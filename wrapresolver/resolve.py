@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from wrapresolver.backends.registry import REGISTRY
-from wrapresolver.core import lifecycle, names, rewrite, safeyaml
+from wrapresolver.core import inline, lifecycle, names, rewrite, safeyaml
 from wrapresolver.core.params import RunContext, check_bases, check_targets, parse_request, wrapped_workspaces
 from wrapresolver.core.retention import retention_of
 from wrapresolver.core.template import expand_target
@@ -73,7 +73,7 @@ async def resolve(
 
     pipeline_name = _name(pipeline)
     try:
-        to_inline = rewrite.taskrefs_to_inline(pipeline, workspaces)
+        to_inline = inline.taskrefs_to_inline(pipeline, workspaces)
     except WrapError:
         raise
     except Exception as exc:  # never a bare traceback to the author

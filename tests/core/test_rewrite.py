@@ -409,7 +409,7 @@ def test_a_user_result_of_the_same_name_keeps_its_name_and_ours_moves_aside():
 
 def test_many_workspaces_in_one_task_stay_within_the_results_budget_outputs_first():
     from wrapresolver.core.refs import producer_ref, state_uri
-    from wrapresolver.core.rewrite import RESULTS_BUDGET, declare_results
+    from wrapresolver.core.results import RESULTS_BUDGET, declare_results
     from wrapresolver.core.values import Artifact
 
     specs = [WorkspaceTransfer(workspace=f"ws{i}", target=f"oci://registry.example/a/long/repository/path/ws{i}",

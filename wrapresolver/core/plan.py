@@ -238,7 +238,7 @@ def plan_workspace(
     spec: Mapping, dag: Dag, workspace: str, bindings: Mapping[str, Binding]
 ) -> WorkspacePlan:
     """The producer/consumer plan of `workspace` given how each task binds it."""
-    all_tasks = {str(t.get("name", "")): t for t in _all_tasks(spec)}
+    by_name = {str(t.get("name", "")): t for t in all_tasks(spec)}
     order = dag.order + dag.finally_tasks
     index = {name: i for i, name in enumerate(order)}
 
@@ -274,18 +274,18 @@ def plan_workspace(
 
     graph = {p: ProducerNode(inputs=inputs[p], order=index[p]) for p in producers}
     skippable = frozenset(
-        p for p in dag_producers if has_when(all_tasks[p]) or may_fail_on(all_tasks[p])
+        p for p in dag_producers if has_when(by_name[p]) or may_fail_on(by_name[p])
     )
 
     publisher = ""
     if len(final_producers) == 1:
-        final = all_tasks[final_producers[0]]
+        final = by_name[final_producers[0]]
         if not has_when(final) and not may_fail_on(final):
             publisher = final_producers[0]
     elif not final_producers and len(leaves) == 1:
         leaf = leaves[0]
-        guarded = has_when(all_tasks[leaf]) or may_fail_on(all_tasks[leaf]) or any(
-            has_when(all_tasks[t]) for t in _ancestors(dag, leaf)
+        guarded = has_when(by_name[leaf]) or may_fail_on(by_name[leaf]) or any(
+            has_when(by_name[t]) for t in _ancestors(dag, leaf)
         )
         if not guarded:
             publisher = leaf
@@ -322,8 +322,15 @@ def _ancestors(dag: Dag, task: str) -> Iterable[str]:
     return (name for i, name in enumerate(dag.order) if bits >> i & 1)
 
 
-def _all_tasks(spec: Mapping) -> list[Mapping]:
-    return [t for t in (spec.get("tasks") or []) + (spec.get("finally") or []) if is_map(t)]
+def all_tasks(spec: Mapping) -> list[Mapping]:
+    """The pipeline tasks of `tasks` and then `finally`, skipping entries that are not objects."""
+    return [t for t in list(spec.get("tasks") or []) + list(spec.get("finally") or []) if is_map(t)]
+
+
+def spec_of(obj: Mapping) -> Mapping:
+    """`obj["spec"]` when it is an object, else an empty one."""
+    spec = obj.get("spec")
+    return spec if is_map(spec) else {}
 
 
 def is_map(value: Any) -> TypeGuard[Mapping]:

@@ -11,7 +11,8 @@ For every pipeline task that binds a wrapped workspace:
 - an `emptyDir` volume `wrap-state` carries what fetch saw to store.
 
 When no producer's store can publish the final state to the user's exact target, a
-`finally` task `wrap-publish` does it (see plan.py for who publishes).
+`finally` task `wrap-publish` does it (see plan.py for who publishes). Embedding Tasks is inline.py's; the results the
+injected steps report for Tekton Chains are results.py's.
 
 Everything else in the Pipeline comes out exactly as it went in, key order included.
 """
@@ -19,13 +20,12 @@ Everything else in the Pipeline comes out exactly as it went in, key order inclu
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from wrapresolver.core import inline, results
 from wrapresolver.core import plan as planning
 from wrapresolver.core.backend import Backend
 from wrapresolver.core.params import WrapRequest, base_of
@@ -41,9 +41,6 @@ PUBLISH_STEP = "wrap-publish"
 STATE_VOLUME = "wrap-state"
 COMMAND = "wrapresolver"
 
-TEKTON_V1 = "tekton.dev/v1"
-TEKTON_V1BETA1 = "tekton.dev/v1beta1"
-_TASK_KINDS = (None, "", "Task", "ClusterTask")
 
 
 @dataclass(frozen=True)
@@ -57,65 +54,6 @@ class TaskBinding:
     implicit: bool = False
     """Tekton would propagate it: an embedded spec uses `$(workspaces.W...)` without a binding."""
 
-
-# ---- which tasks need their Task fetched ----
-
-def taskrefs_to_inline(pipeline: Mapping, workspaces: Sequence[str]) -> dict[str, Mapping]:
-    """`{pipeline task: taskRef}` for every `taskRef` task that binds a wrapped workspace.
-
-    Raises `RewriteError` for tasks that bind one but cannot be rewritten (custom tasks,
-    pipelines in pipelines), before anything is fetched.
-    """
-    out: dict[str, Mapping] = {}
-    for ptask in _all_tasks(_spec(pipeline)):
-        bound = _explicit_wrapped(ptask, workspaces)
-        if not bound:
-            continue
-        _check_rewritable(ptask, bound)
-        ref = ptask.get("taskRef")
-        if planning.is_map(ref):
-            out[str(ptask.get("name"))] = ref
-    return out
-
-
-def _explicit_wrapped(ptask: Mapping, workspaces: Sequence[str]) -> list[str]:
-    found = []
-    for binding in ptask.get("workspaces") or []:
-        if planning.is_map(binding):
-            ws = binding.get("workspace") or binding.get("name")
-            if ws in workspaces:
-                found.append(str(ws))
-    return found
-
-
-def _check_rewritable(ptask: Mapping, bound: Sequence[str]) -> None:
-    name = ptask.get("name")
-    what = ", ".join(repr(w) for w in dict.fromkeys(bound))
-    if "pipelineRef" in ptask or "pipelineSpec" in ptask:
-        raise RewriteError(
-            f"pipeline task {name!r} runs a Pipeline (pipelines in pipelines) and binds wrapped "
-            f"workspace {what}; the wrap resolver can only rewrite Tasks: wrap the child "
-            f"Pipeline on its own, or leave {what} out of param `workspaces`"
-        )
-    ref = ptask.get("taskRef")
-    spec = ptask.get("taskSpec")
-    custom = (
-        planning.is_map(ref) and (
-            ref.get("kind") not in _TASK_KINDS
-            or (ref.get("apiVersion") and not str(ref.get("apiVersion")).startswith("tekton.dev/"))
-        )
-    ) or (planning.is_map(spec) and (spec.get("apiVersion") or spec.get("kind")))
-    if custom:
-        raise RewriteError(
-            f"pipeline task {name!r} is a custom task and binds wrapped workspace {what}; the "
-            f"wrap resolver cannot add steps to a custom task: leave {what} out of param "
-            f"`workspaces` or use a Task"
-        )
-    if not planning.is_map(ref) and not planning.is_map(spec):
-        raise RewriteError(f"pipeline task {name!r} has neither taskRef nor taskSpec")
-
-
-# ---- the rewrite ----
 
 def rewrite_pipeline(
     pipeline: Mapping,
@@ -155,7 +93,7 @@ def _inline_and_bind(
     pipeline: dict, task_objects: Mapping[str, Mapping], workspaces: Sequence[str]
 ) -> dict[str, list[TaskBinding]]:
     """Phase 1: embed the Tasks of wrapped taskRefs; each task's wrapped bindings by task name."""
-    api_version = str(pipeline.get("apiVersion") or TEKTON_V1)
+    api_version = str(pipeline.get("apiVersion") or inline.TEKTON_V1)
     spec = pipeline["spec"]
     pipeline_params = {p.get("name") for p in spec.get("params") or [] if planning.is_map(p)}
     task_bindings: dict[str, list[TaskBinding]] = {}
@@ -165,13 +103,13 @@ def _inline_and_bind(
             if not planning.is_map(ptask):
                 continue
             name = str(ptask.get("name"))
-            explicit = _explicit_wrapped(ptask, workspaces)
+            explicit = inline.explicit_wrapped(ptask, workspaces)
             if explicit:
-                _check_rewritable(ptask, explicit)
+                inline.check_rewritable(ptask, explicit)
             if explicit and planning.is_map(ptask.get("taskRef")):
                 if name not in task_objects:
                     raise RewriteError(f"pipeline task {name!r}: its Task was not fetched")
-                ptask = _inline(ptask, task_objects[name], api_version, pipeline_params)
+                ptask = inline.inline_task(ptask, task_objects[name], api_version, pipeline_params)
                 items[i] = ptask
             if not planning.is_map(ptask.get("taskSpec")):
                 continue
@@ -186,7 +124,7 @@ def _plan_workspaces(
 ) -> dict[str, planning.WorkspacePlan]:
     """Phase 2: who produces and who consumes each wrapped workspace."""
     finally_names = set(dag.finally_tasks)
-    by_name = {str(t.get("name")): t for t in _all_tasks(spec)}
+    by_name = {str(t.get("name")): t for t in planning.all_tasks(spec)}
     per_workspace: dict[str, dict[str, planning.Binding]] = {ws: {} for ws in workspaces}
     for task, found in task_bindings.items():
         for b in found:
@@ -266,12 +204,12 @@ def _inject_steps(
     requirements: StepRequirements,
 ) -> None:
     """Phase 3: a fetch step first in every consumer, a store step last in every producer."""
-    by_name = {str(t.get("name")): t for t in _all_tasks(spec)}
+    by_name = {str(t.get("name")): t for t in planning.all_tasks(spec)}
     for task, found in task_bindings.items():
         fetches = [transfers.fetch(b, task) for b in found]
         stores = [transfers.store(b, task) for b in found if task in plans[b.workspace].producers]
         if not by_name[task].get("matrix"):  # a matrixed task may only have string results
-            fetches, stores = declare_results(by_name[task]["taskSpec"], fetches, stores)
+            fetches, stores = results.declare_results(by_name[task]["taskSpec"], fetches, stores)
         _inject(by_name[task]["taskSpec"], fetches, stores, [b.task_workspace for b in found], image, requirements)
         for b in found:
             b.declaration.pop("readOnly", None)
@@ -289,78 +227,13 @@ def _add_publish_task(
     needing = [ws for ws in workspaces if plans[ws].needs_publish_task]
     if not needing:
         return
-    task_name = _unique(PUBLISH_TASK, {str(t.get("name")) for t in _all_tasks(spec)})
+    task_name = _unique(PUBLISH_TASK, {str(t.get("name")) for t in planning.all_tasks(spec)})
     publishing = [transfers.publish(ws, task_name) for ws in needing]
     declared: dict = {}
-    _, publishing = declare_results(declared, [], publishing, publish_task=True)
+    _, publishing = results.declare_results(declared, [], publishing, publish_task=True)
     spec.setdefault("finally", []).append(
         _publish_task(task_name, publishing, image, requirements, declared.get("results"))
     )
-
-
-# ---- inlining ----
-
-def _inline(ptask: Mapping, task_obj: Mapping, api_version: str, pipeline_params: set) -> dict:
-    """`taskRef` replaced by an embedded `taskSpec`, in the position the taskRef had."""
-    source_api = str(task_obj.get("apiVersion") or api_version)
-    task_spec = convert_task_spec(copy.deepcopy(dict(task_obj.get("spec") or {})), source_api, api_version,
-                                  str(ptask.get("name")))
-    metadata = task_obj.get("metadata") or {}
-    embedded_meta = {k: copy.deepcopy(metadata[k]) for k in ("labels", "annotations") if metadata.get(k)}
-    if embedded_meta:
-        task_spec = {"metadata": embedded_meta, **task_spec}
-    out: dict = {}
-    for key, value in ptask.items():
-        if key == "taskRef":
-            out["taskSpec"] = task_spec
-        else:
-            out[key] = value
-    _pin_defaults(out, task_spec, pipeline_params)
-    return out
-
-
-def _pin_defaults(ptask: dict, task_spec: Mapping, pipeline_params: set) -> None:
-    """Keep a referenced Task's param defaults once it is embedded.
-
-    For an embedded spec Tekton lets a Pipeline param of the same name override the task's
-    own default (tekton-facts §5), which a `taskRef` never did. Passing the default
-    explicitly keeps the value the author had.
-    """
-    passed = {p.get("name") for p in ptask.get("params") or [] if planning.is_map(p)}
-    pinned = [
-        {"name": p["name"], "value": copy.deepcopy(p["default"])}
-        for p in task_spec.get("params") or []
-        if planning.is_map(p) and "default" in p and p.get("name") in pipeline_params
-        and p.get("name") not in passed
-    ]
-    if pinned:
-        ptask["params"] = list(ptask.get("params") or []) + pinned
-
-
-def convert_task_spec(spec: dict, source_api: str, target_api: str, task: str) -> dict:
-    """A Task spec of one Tekton apiVersion written for the other (the Pipeline's)."""
-    if source_api == target_api:
-        return spec
-    if source_api == TEKTON_V1BETA1 and target_api == TEKTON_V1:
-        if spec.get("resources"):
-            raise RewriteError(
-                f"pipeline task {task!r}: its v1beta1 Task uses PipelineResources (`resources`), "
-                f"which tekton.dev/v1 Pipelines cannot embed; use a v1beta1 Pipeline or drop them"
-            )
-        spec.pop("resources", None)
-        _rename_in_containers(spec, "resources", "computeResources")
-    elif source_api == TEKTON_V1 and target_api == TEKTON_V1BETA1:
-        _rename_in_containers(spec, "computeResources", "resources")
-    return spec
-
-
-def _rename_in_containers(spec: dict, old: str, new: str) -> None:
-    containers = list(spec.get("steps") or []) + list(spec.get("sidecars") or [])
-    if isinstance(spec.get("stepTemplate"), dict):
-        containers.append(spec["stepTemplate"])
-    for c in containers:
-        if isinstance(c, dict) and old in c:
-            c[new] = c.pop(old)
 
 
 # ---- bindings ----
@@ -526,93 +399,6 @@ def _shared_security_context(task_spec: Mapping) -> Mapping | None:
     return None
 
 
-# ---- results for Chains ----
-#
-# Every injected step reports the states it moved as Tekton Chains type-hinted object
-# results, declared here in the task's own spec: `wrap-<W>-ARTIFACT_INPUTS` (one per state
-# a fetch may merge, `wrap-<W>-<i>-ARTIFACT_INPUTS` after the first) and
-# `wrap-<W>-ARTIFACT_OUTPUTS` (what a store or publish wrote; a store that publishes writes
-# the published target, a manifest of its own, to `wrap-<W>-published-ARTIFACT_OUTPUTS`). Nothing references them, so
-# they add no edge to the DAG and a skipped producer skips no one. All results of a pod
-# share Tekton's 4096-byte termination message with the user's results and Tekton's own
-# data: ours get at most RESULTS_BUDGET bytes per task, outputs first, and what does not
-# fit is not declared (the step then writes nothing for it).
-
-RESULT_INPUTS = "ARTIFACT_INPUTS"
-RESULT_OUTPUTS = "ARTIFACT_OUTPUTS"
-RESULTS_BUDGET = 2048
-"""Bytes of termination message the injected results of one task may take at most."""
-_RESULT_OVERHEAD = 140
-"""Per result in the termination message besides name and uri: the digest (71), the JSON
-object (escaped inside a string) and Tekton's `{"key", "value", "type"}` entry around it."""
-_UID_LENGTH = 36
-_UNSAFE_RESULT = re.compile(r"[^A-Za-z0-9_.-]")
-
-
-def declare_results(
-    task_spec: dict, fetches: Sequence[WorkspaceTransfer], stores: Sequence[WorkspaceTransfer],
-    publish_task: bool = False,
-) -> tuple[list[WorkspaceTransfer], list[WorkspaceTransfer]]:
-    """Declare the results of the injected steps in `task_spec`; the transfers told where to write.
-
-    A store writes its producer state, and when it publishes, the published target (a
-    manifest of its own) second; the publish task writes the target only.
-    """
-    taken = {str(r.get("name")) for r in task_spec.get("results") or [] if planning.is_map(r)}
-    budget = RESULTS_BUDGET
-    wanted: list[tuple[str, str, int, str]] = []  # (kind, workspace, slot, uri estimate), outputs first
-    for s in stores:
-        wanted.append(("store", s.workspace, 0, s.target if publish_task else _state_uri_estimate(s)))
-        if s.publish and not publish_task:
-            wanted.append(("store", s.workspace, 1, s.target))
-    for s in fetches:
-        slots = len(s.inputs) or (1 if s.base else 0)
-        for slot in range(slots):
-            wanted.append(("fetch", s.workspace, slot, _state_uri_estimate(s) if s.inputs else s.base))
-    granted: dict[tuple[str, str], list[str]] = {}
-    declarations: list[tuple[str, str, int, dict]] = []
-    for kind, ws, slot, uri in wanted:
-        suffix = RESULT_OUTPUTS if kind == "store" else RESULT_INPUTS
-        nth = ("-published" if kind == "store" else f"-{slot + 1}") if slot else ""
-        stem = f"wrap-{_UNSAFE_RESULT.sub('-', ws)}{nth}"
-        name = _result_name(stem, suffix, taken)
-        cost = len(name) + len(uri) + _RESULT_OVERHEAD
-        if cost > budget or len(granted.get((kind, ws), [])) != slot:
-            continue  # slots stay in order: a step writes its n-th artifact to its n-th path
-        budget -= cost
-        taken.add(name)
-        granted.setdefault((kind, ws), []).append(f"$(results.{name}.path)")
-        what = "stored or published" if kind == "store" else "fetched"
-        declarations.append((kind, ws, slot, {
-            "name": name,
-            "description": f"wrap: a state of workspace {ws} this task {what} (uri, digest)",
-            "type": "object",
-            "properties": {"uri": {"type": "string"}, "digest": {"type": "string"}},
-        }))
-    if declarations:
-        order = {"fetch": 0, "store": 1}
-        declarations.sort(key=lambda d: (order[d[0]], d[1], d[2]))
-        task_spec.setdefault("results", []).extend(d[3] for d in declarations)
-
-    def told(s: WorkspaceTransfer, kind: str) -> WorkspaceTransfer:
-        paths = granted.get((kind, s.workspace), [])
-        return dataclasses.replace(s, results=tuple(paths)) if paths else s
-
-    return [told(s, "fetch") for s in fetches], [told(s, "store") for s in stores]
-
-
-def _state_uri_estimate(s: WorkspaceTransfer) -> str:
-    """As long as the uri of a producer state can be, the run uid in place of its variable."""
-    return f"{s.target}:wrap-{'u' * max(len(s.run), _UID_LENGTH)}-{s.task}"
-
-
-def _result_name(stem: str, suffix: str, taken: set[str]) -> str:
-    name, n = f"{stem}-{suffix}", 2
-    while name in taken:
-        name, n = f"{stem}-r{n}-{suffix}", n + 1
-    return name
-
-
 # ---- helpers ----
 
 
@@ -640,12 +426,5 @@ def _unique(base: str, taken: Iterable[str]) -> str:
     return f"{base}-{n}"
 
 
-def _spec(obj: Mapping) -> Mapping:
-    spec = obj.get("spec")
-    return spec if planning.is_map(spec) else {}
-
-
-def _all_tasks(spec: Mapping) -> list[Mapping]:
-    return [t for t in list(spec.get("tasks") or []) + list(spec.get("finally") or []) if planning.is_map(t)]
 
 
