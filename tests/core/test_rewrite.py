@@ -22,6 +22,9 @@ from wrapresolver.core.stepspec import WorkspaceTransfer
 from wrapresolver.errors import RewriteError
 from wrapresolver.render import render
 
+_INJECTED_RESULT = re.compile(r"^wrap-.+-ARTIFACT_(INPUTS|OUTPUTS)$")
+"""The results the injected steps declare (a user result of the same name moves ours aside)."""
+
 GOLDEN = Path(__file__).resolve().parent / "golden"
 CASES = sorted(p.stem for p in (GOLDEN / "cases").glob("*.yaml"))
 UPDATE = os.environ.get("WRAPRESOLVER_UPDATE_GOLDEN") == "1"
@@ -322,7 +325,7 @@ def strip_rewrite(out: dict, original: dict) -> dict:
                          or v in (src.get("taskSpec", {}).get("volumes") or [])]
         if not ts["volumes"] and "volumes" not in src.get("taskSpec", {}):
             del ts["volumes"]
-        ts["results"] = [r for r in ts.get("results", []) if not str(r.get("description", "")).startswith("wrap:")
+        ts["results"] = [r for r in ts.get("results", []) if not _INJECTED_RESULT.match(str(r.get("name", "")))
                          or r in (src.get("taskSpec", {}).get("results") or [])]
         if not ts["results"] and "results" not in src.get("taskSpec", {}):
             del ts["results"]

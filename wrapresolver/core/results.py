@@ -64,10 +64,8 @@ def declare_results(
         budget -= cost
         taken.add(name)
         granted.setdefault((kind, ws), []).append(f"$(results.{name}.path)")
-        what = "stored or published" if kind == "store" else "fetched"
         declarations.append((kind, ws, slot, {
             "name": name,
-            "description": f"wrap: a state of workspace {ws} this task {what} (uri, digest)",
             "type": "object",
             "properties": {"uri": {"type": "string"}, "digest": {"type": "string"}},
         }))
