@@ -55,15 +55,11 @@ def _collect(args: argparse.Namespace) -> int:
     from wrapresolver.backends.registry import REGISTRY
     from wrapresolver.core.retention import parse_duration
     from wrapresolver.core.template import split_scheme
+    from wrapresolver.transfer.cli import option_flags
 
     if bool(args.older_than) == bool(args.run):
         raise ParamError("give exactly one of --older-than DURATION or --run UID")
-    options: dict[str, str] = {}
-    for item in args.options:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise ParamError(f"--option {item!r} is not NAME=VALUE")
-        options[name] = value
+    options = option_flags(args.options)
     backend = REGISTRY.for_target(split_scheme(args.target)[0], args.backend or "")
     backend.validate_target(args.target)
     options = backend.validate_options(options)

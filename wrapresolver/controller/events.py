@@ -32,45 +32,37 @@ def owner_of(request: Mapping) -> dict:
 
 
 async def record_failure(kube: Kube, request: Mapping, reason: str, message: str) -> None:
+    """A Warning Event on the object that asked for the failed resolution."""
     meta = request.get("metadata") or {}
-    involved = owner_of(request)
-    suffix = hashlib.sha256(f"{meta.get('uid')}/{reason}".encode()).hexdigest()[:12]
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    event = {
-        "apiVersion": "v1", "kind": "Event",
-        "metadata": {"name": f"{str(involved['name'])[:200]}.wrap-{suffix}", "namespace": meta.get("namespace")},
-        "involvedObject": involved, "type": "Warning", "reason": reason,
-        "message": f"ResolutionRequest {meta.get('name')}: {message}"[:1024],
-        "source": {"component": COMPONENT}, "reportingComponent": COMPONENT,
-        "reportingInstance": os.environ.get("HOSTNAME", COMPONENT),
-        "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
-    }
-    try:
-        await kube.create(EVENTS, meta.get("namespace"), event)
-    except KubeError as exc:
-        if exc.status != 409:
-            log.warning("could not record an Event for %s/%s: %s", meta.get("namespace"), meta.get("name"), exc)
+    await _warn(kube, owner_of(request), str(meta.get("uid")), reason,
+                f"ResolutionRequest {meta.get('name')}: {message}")
 
 
 async def record_reclaim_failure(kube: Kube, pipelinerun: Mapping, message: str) -> None:
     """A Warning Event on the PipelineRun whose states could not (all) be deleted."""
     meta = pipelinerun.get("metadata") or {}
-    reason = "StatesNotReclaimed"
-    suffix = hashlib.sha256(f"{meta.get('uid')}/{reason}".encode()).hexdigest()[:12]
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     involved = {"apiVersion": pipelinerun.get("apiVersion", "tekton.dev/v1"), "kind": "PipelineRun",
                 "name": meta.get("name"), "uid": meta.get("uid"), "namespace": meta.get("namespace")}
+    await _warn(kube, involved, str(meta.get("uid")), "StatesNotReclaimed",
+                f"wrapped workspace states left in storage (remove them with `wrapresolver gc`): {message}")
+
+
+async def _warn(kube: Kube, involved: Mapping, key: str, reason: str, message: str) -> None:
+    """Create one Warning Event, named after `key` and the reason so replicas do not repeat it."""
+    namespace = involved.get("namespace")
+    suffix = hashlib.sha256(f"{key}/{reason}".encode()).hexdigest()[:12]
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     event = {
         "apiVersion": "v1", "kind": "Event",
-        "metadata": {"name": f"{str(meta.get('name'))[:200]}.wrap-{suffix}", "namespace": meta.get("namespace")},
-        "involvedObject": involved, "type": "Warning", "reason": reason,
-        "message": f"wrapped workspace states left in storage (remove them with `wrapresolver gc`): {message}"[:1024],
+        "metadata": {"name": f"{str(involved.get('name'))[:200]}.wrap-{suffix}", "namespace": namespace},
+        "involvedObject": dict(involved), "type": "Warning", "reason": reason,
+        "message": message[:1024],
         "source": {"component": COMPONENT}, "reportingComponent": COMPONENT,
         "reportingInstance": os.environ.get("HOSTNAME", COMPONENT),
         "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
     }
     try:
-        await kube.create(EVENTS, meta.get("namespace"), event)
+        await kube.create(EVENTS, namespace, event)
     except KubeError as exc:
         if exc.status != 409:
-            log.warning("could not record an Event for %s/%s: %s", meta.get("namespace"), meta.get("name"), exc)
+            log.warning("could not record an Event for %s/%s: %s", namespace, involved.get("name"), exc)

@@ -142,17 +142,23 @@ def transfer(
 
 # ---- by hand ----
 
+def option_flags(items: list[str]) -> dict[str, str]:
+    """`--option NAME=VALUE` flags (backend options by hand), as a dict."""
+    options: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ParamError(f"--option {item!r} is not NAME=VALUE")
+        options[name] = value
+    return options
+
+
 def run_by_hand(args: argparse.Namespace) -> int:
     from wrapresolver.backends.registry import REGISTRY
     from wrapresolver.core.template import split_scheme, unknown_placeholders
     from wrapresolver.transfer.steps import open_steps
 
-    options: dict[str, str] = {}
-    for item in args.options:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise ParamError(f"--option {item!r} is not NAME=VALUE")
-        options[name] = value
+    options = option_flags(args.options)
     backend = REGISTRY.for_target(split_scheme(args.target)[0], args.backend or "")
     placeholders = unknown_placeholders(args.target, known=())
     if placeholders:
