@@ -1,5 +1,8 @@
 """The backend conformance kit: one pytest suite every storage backend must pass.
 
+One file on purpose (it is over 400 lines): a plugin author reads it beside
+docs/plugin-authors.md, and every promise a backend makes is tested in one place.
+
 A backend proves it keeps the promises of a wrapped workspace (DESIGN §3, §5) by running
 this suite against a live target. In the plugin's own tests::
 

@@ -5,6 +5,10 @@ nothing may be written outside the workspace, whatever the names, links and the 
 an earlier layer planted say. Refusals raise `UnsafeArchiveError` naming the entry.
 Whiteouts follow the OCI image spec (image-spec/layer.md "Whiteouts"): `.wh.<name>` deletes
 `<name>` from lower layers, `.wh..wh..opq` empties its directory of lower-layer content.
+
+Over 400 lines on purpose: every rule that keeps a hostile layer inside the workspace is in
+this one module, so they can be reviewed together (docs/security.md). Header limits and tree
+removal, which need no workspace state, are apart (tarlimits.py, deeptree.py).
 """
 
 from __future__ import annotations
