@@ -463,3 +463,18 @@ class TestRsyncConformance(BackendConformance):
             options={},
             env={"RSYNC_PASSWORD": rsync_daemon.password},
         )
+
+
+def test_a_download_tolerates_only_the_volume_directorys_own_times_and_mode() -> None:
+    from wrapresolver.backends.rsync.process import RunResult, _only_top_attrs
+
+    summary = "rsync error: some files/attrs were not transferred (see previous errors) (code 23) at main.c(1338)"
+    top = 'rsync: [generator] failed to set times on "/workspace/src/.": Operation not permitted (1)'
+    mode = 'rsync: [generator] failed to set permissions on "/workspace/src/.": Operation not permitted (1)'
+    inner = 'rsync: [generator] failed to set times on "/workspace/src/pkg": Operation not permitted (1)'
+    into = Path("/workspace/src")
+    assert _only_top_attrs(RunResult(23, f"{top}\n{mode}\n{summary}\n"), into)
+    assert not _only_top_attrs(RunResult(23, f"{top}\n{inner}\n{summary}\n"), into), "an entry inside failed"
+    assert not _only_top_attrs(RunResult(23, f"{summary}\n"), into), "no complaint named: not ours to excuse"
+    assert not _only_top_attrs(RunResult(12, f"{top}\n"), into), "only a partial transfer (23) is excused"
+    assert not _only_top_attrs(RunResult(23, f"{top}\n"), None), "uploads are never excused"

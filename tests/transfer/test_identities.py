@@ -1,7 +1,7 @@
 """`wrapresolver fetch` and `store` as the step containers run them: any UID, nothing else.
 
-The injected steps run as the image's 65532, as an OpenShift random UID with GID 0, or as
-whatever `runAsUser` the task gives; Tekton sets no `HOME`, the UID has no passwd entry,
+The injected steps run as a task's `runAsUser` (65532 here, a UID without passwd entry), as
+an OpenShift random UID with GID 0, or as the image's default user; Tekton sets no `HOME`, the UID has no passwd entry,
 and only the volumes are writable. The steps must find no need for any of that.
 """
 
@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures.identities import NOBODY_UID, OPENSHIFT_UID, ForeignPython, has_passwd_entry, shared_dir
 from tests.fixtures.registry import Registry
+from tests.fixtures.rsyncd import RsyncDaemon
 from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
 
 IDENTITIES = [
@@ -78,6 +80,32 @@ def test_fetch_and_store_as_an_arbitrary_uid_with_an_empty_environment_through_o
         foreign_python, pod, registry: Registry, uid, gid):
     assert not has_passwd_entry(uid)
     round_trip(foreign_python, pod, registry.repo("any-uid"), "oci", uid, gid)
+
+
+@pytest.mark.parametrize(("uid", "gid"), IDENTITIES)
+def test_rsync_fetch_as_a_non_root_uid_into_a_root_owned_emptydir_succeeds(
+        foreign_python, pod, rsync_daemon: RsyncDaemon, uid, gid):
+    # A Pod's emptyDir is root's (mode 0777): a non-root step may fill it but not set the
+    # times or mode of the directory itself, which rsync -a tries (exit 23).
+    target = f"{rsync_daemon.url}/ci/{uuid.uuid4().hex[:10]}"
+    env = {"RSYNC_PASSWORD": rsync_daemon.password}
+    first = emptydir(pod / "make" / "ws")
+    state = str(emptydir(pod / "make" / "state") / "wrap")
+    args = transfer(target, "rsync", "make", first)
+    assert (done := foreign_python.run(["fetch", "--state-dir", state, *args], uid=uid, gid=gid, env=env)).returncode == 0, done.stderr
+    (first / "bin").mkdir()
+    (first / "bin" / "tool").write_text("built\n")
+    for path in (first / "bin", first / "bin" / "tool"):
+        shutil.chown(path, uid, gid)
+    assert (done := foreign_python.run(["store", "--state-dir", state, *args], uid=uid, gid=gid, env=env)).returncode == 0, done.stderr
+
+    second = emptydir(pod / "test" / "ws")
+    state = str(emptydir(pod / "test" / "state") / "wrap")
+    args = transfer(target, "rsync", "test", second, ["make"])
+    done = foreign_python.run(["fetch", "--state-dir", state, *args], uid=uid, gid=gid, env=env)
+    assert done.returncode == 0, done.stderr
+    assert (second / "bin" / "tool").read_text() == "built\n"
+    assert (second / "bin" / "tool").stat().st_uid == uid
 
 
 def test_store_to_a_registry_needing_credentials_without_home_or_docker_config_is_refused_in_words(

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from wrapresolver.backends.rsync.ssh import SshSession, SshSettings
 from wrapresolver.backends.rsync.target import PASSWORD_ENV, RsyncTarget
@@ -79,8 +80,13 @@ class Runner:
             self._session.close()
             self._session = None
 
-    def run(self, args: list[str], action: str, *, missing_ok: bool = False) -> RunResult:
-        """Run rsync; map its failures to errors that say what to fix."""
+    def run(self, args: list[str], action: str, *, missing_ok: bool = False, into: Path | None = None) -> RunResult:
+        """Run rsync; map its failures to errors that say what to fix.
+
+        `into`: the local directory a download fills. It is the Pod's volume, which a
+        non-root step may fill but not re-time or chmod; rsync reports that as a partial
+        transfer (exit 23) although every entry below it arrived, so that alone is success.
+        """
         binary = shutil.which("rsync")
         if binary is None:
             raise TransferError("the rsync binary is not installed in the step image; add the rsync package")
@@ -101,7 +107,7 @@ class Runner:
                 _stat_number(proc.stdout, "Total transferred file size"),
                 proc.stdout,
             )
-            if result.code == 0 or (missing_ok and missing(result)):
+            if result.code == 0 or (missing_ok and missing(result)) or _only_top_attrs(result, into):
                 return result
             # Two runs sharing a target create the same parent (states/, refs/) at once;
             # --mkpath on the loser fails with EEXIST. The directory now exists: go again.
@@ -187,6 +193,21 @@ def _last_line(text: str) -> str:
     lines = [line for line in text.splitlines() if line.strip() and not line.startswith("rsync error:")]
     return (lines or text.splitlines() or ["no message"])[-1]
 
+
+
+_ATTR_FAILURE = re.compile(r'failed to set (?:times|permissions) on "(?P<path>.*)": Operation not permitted')
+
+
+def _only_top_attrs(result: RunResult, into: Path | None) -> bool:
+    """Exit 23 whose every complaint is about the times or mode of `into` itself."""
+    if result.code != 23 or into is None:
+        return False
+    top = {str(into).rstrip("/") + suffix for suffix in ("/.", "/", "")}
+    # Each complaint is an `rsync: [generator] ...` line; the closing `rsync error: ... (code 23)`
+    # only sums them up.
+    complaints = [line for line in result.stderr.splitlines() if line.startswith("rsync: ")]
+    failures = [_ATTR_FAILURE.search(line) for line in complaints]
+    return bool(failures) and all(f is not None and f.group("path") in top for f in failures)
 
 
 TREE_ARGS = ["-a", "--hard-links", "--numeric-ids", "--stats", "--modify-window=-1"]

@@ -97,7 +97,7 @@ class Remote:
         src = runner.target.url("/".join(p for p in (remote, view.remote_prefix) if p)) + "/"
         result = runner.run(
             [*TREE_ARGS, "--delete", *view.download_args(), src, str(dest) + "/"], action,
-            missing_ok=True,
+            missing_ok=True, into=dest,
         )
         if missing(result):
             if not (view.inside and view.sub_path):
@@ -124,7 +124,7 @@ class Remote:
             remote = "/".join(p for p in (f"states/{layer}", view.remote_prefix) if p)
             return self.runner.run(
                 [*TREE_ARGS, "--force", "--from0", f"--include-from={rules}", "--exclude=*",
-                 self.target.url(remote) + "/", str(dest) + "/"], action,
+                 self.target.url(remote) + "/", str(dest) + "/"], action, into=dest,
             )
 
     @staticmethod
