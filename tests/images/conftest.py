@@ -1,8 +1,8 @@
 """The built images, and a way to run a command in the image as the Deployment runs it.
 
-The images are built once per test session by scripts/build-images.sh (buildah), under a tag
+The images are built once per test run by scripts/build-images.sh (buildah), under a tag
 made of the hash of every build input (Dockerfiles, lock, project sources, the script): a
-session whose inputs match an image already in local storage reuses it, so the cost is paid
+run whose inputs match an image already in local storage reuses it, so the cost is paid
 once per change. Without buildah, or when not root, every test here is skipped with the reason.
 
 How a command runs "as the Deployment runs it" (config/deployment.yaml), approximated without
@@ -88,8 +88,8 @@ def built_images() -> BuiltImages:
 
 
 def _forget_older_test_images(keep: str, min_age: float = 3600) -> None:
-    """Untag test images of earlier inputs built over an hour ago (a concurrent session on
-    other inputs may still be about to use a newer one); one in use by a container stays."""
+    """Untag test images of earlier inputs built over an hour ago (a test run of other
+    inputs going on at the same time may still be about to use a newer one); one in use by a container stays."""
     listed = json.loads(buildah("images", "--json", check=False).stdout or "[]")
     stale = set()
     for entry in listed:
