@@ -9,14 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.chains import store_chain
 from tests.fixtures.rsyncd import RsyncDaemon
 from wrapresolver.backends import reclaim
 from wrapresolver.backends.reclaim import PARTIAL, STATE
 from wrapresolver.backends.rsync import BACKEND, parse_target
 from wrapresolver.cli import main
 from wrapresolver.core.refs import producer_ref
-from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
-from wrapresolver.transfer.steps import Steps
 
 UID_A = "3a2b1c0d-0a51-4d38-9d7d-3c1b0f2a9e01"
 UID_B = "4b3c2d1e-1b62-4e49-8e8e-4d2c1a3b0f02"
@@ -29,22 +28,7 @@ def target(rsync_daemon: RsyncDaemon, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def _run(target: str, run: str, tasks: dict[str, str], tmp: Path, publish: str = "") -> None:
-    graph: dict[str, ProducerNode] = {}
-    previous: tuple[str, ...] = ()
-    for task, text in tasks.items():
-        graph[task] = ProducerNode(inputs=previous, order=len(graph))
-        spec = WorkspaceTransfer(
-            workspace="src", target=target, run=run, task=task, backend="rsync", inputs=previous,
-            graph=dict(graph), publish=task == publish,
-        )
-        ws, state = tmp / f"{run}-{task}", tmp / f"{run}-{task}-state"
-        ws.mkdir(parents=True)
-        state.mkdir()
-        with Steps(BACKEND.open(target, {})) as steps:
-            steps.fetch(spec, ws, state)
-            (ws / f"{task}.txt").write_text(text)
-            steps.store(spec, ws, state)
-        previous = (task,)
+    store_chain(BACKEND, target, run, {t: (f"{t}.txt", text.encode()) for t, text in tasks.items()}, tmp, publish)
 
 
 def test_reclaiming_a_run_removes_its_references_and_trees_and_keeps_latest(

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.chains import store_chain
 from tests.fixtures.registry import Registry
 from wrapresolver.backends import reclaim
 from wrapresolver.backends.objectstore_gc import blobs_of
 from wrapresolver.backends.oci import BACKEND as OCI
 from wrapresolver.backends.reclaim import STATE
 from wrapresolver.core.refs import producer_ref
-from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
 from wrapresolver.transfer import oci_image
 from wrapresolver.transfer.steps import open_steps
 
@@ -25,22 +25,7 @@ UID_B = "2e1d8f7b-1b62-4e49-8e8e-4d2c1a3b0f02"
 
 def _run(target: str, run: str, tasks: dict[str, bytes], tmp: Path, publish: str = "") -> None:
     """Each task writes one file of its own and stores it, the way the injected steps do."""
-    graph: dict[str, ProducerNode] = {}
-    previous: tuple[str, ...] = ()
-    for task, data in tasks.items():
-        graph[task] = ProducerNode(inputs=previous, order=len(graph))
-        spec = WorkspaceTransfer(
-            workspace="src", target=target, run=run, task=task, backend="oci", inputs=previous,
-            graph=dict(graph), publish=task == publish,
-        )
-        ws, state = tmp / f"{run}-{task}", tmp / f"{run}-{task}-state"
-        ws.mkdir(parents=True)
-        state.mkdir()
-        with open_steps(OCI, target, {}) as steps:
-            steps.fetch(spec, ws, state)
-            (ws / f"{task}.bin").write_bytes(data)
-            steps.store(spec, ws, state)
-        previous = (task,)
+    store_chain(OCI, target, run, {t: (f"{t}.bin", data) for t, data in tasks.items()}, tmp, publish)
 
 
 def _tags(target: str) -> set[str]:
