@@ -223,3 +223,56 @@ def test_opaque_whiteout_removes_lower_content_only(dest: Path) -> None:
 
 def test_clean_name_normalises_dot_segments() -> None:
     assert clean_name("./a//b/./c") == "a/b/c"
+
+
+# ---- the fetch record: what extraction wrote, without walking the workspace again ----
+
+def test_the_record_of_a_stack_of_layers_is_what_a_walk_finds(dest: Path) -> None:
+    from wrapresolver.transfer import snapshot
+
+    lower = tar_bytes(
+        entry("src", tarfile.DIRTYPE, mode=0o755), entry("src/a.txt", data=b"a"), entry("src/b.txt", data=b"b"),
+        entry("docs", tarfile.DIRTYPE, mode=0o555), entry("docs/read-only.md", data=b"r"),
+        entry("link", tarfile.SYMTYPE, link="src/a.txt"),
+        entry("big.bin", data=os.urandom(3 << 20)),
+    )
+    upper = tar_bytes(
+        entry("src/a.txt", data=b"a changed"), entry("src/new", tarfile.DIRTYPE), entry("src/new/c.txt", data=b"c"),
+        entry("src/hard", tarfile.LNKTYPE, link="src/b.txt"),
+    )
+    record = apply_all(dest, lower, upper).record()
+    assert record is not None
+    assert record == snapshot.take(dest)
+    assert (dest / "docs").stat().st_mode & 0o777 == 0o555
+
+
+def test_a_removed_directory_makes_the_record_fall_back_to_a_walk(dest: Path) -> None:
+    lower = tar_bytes(entry("gone", tarfile.DIRTYPE), entry("gone/file", data=b"x"))
+    upper = tar_bytes(entry(".wh.gone"))
+    assert apply_all(dest, lower, upper).record() is None
+    assert not (dest / "gone").exists()
+
+
+def test_a_workspace_that_was_not_empty_gets_no_record(dest: Path) -> None:
+    (dest / "left-behind").write_text("x")
+    assert apply_all(dest, tar_bytes(entry("f", data=b"y"))).record() is None
+
+
+def test_a_file_entry_repeated_in_one_layer_keeps_the_last(dest: Path) -> None:
+    from wrapresolver.transfer import snapshot
+
+    blob = tar_bytes(entry("f", data=b"first"), entry("f", data=b"second"), entry("./g", data=b"g"))
+    record = apply_all(dest, blob).record()
+    assert (dest / "f").read_bytes() == b"second"
+    assert record == snapshot.take(dest)
+
+
+def test_a_file_still_being_written_is_seen_by_a_later_entry_of_the_same_layer(dest: Path) -> None:
+    # The writer threads may not have created "a" yet when "a/inside" is read: the extractor
+    # waits for it, so the answer is the same as when files are written one by one.
+    from wrapresolver.errors import TransferError
+
+    blob = tar_bytes(entry("a", data=b"a file"), entry("a/inside", data=b"needs a directory"))
+    with pytest.raises(TransferError, match="needs 'a' to be a directory, but it is a file"):
+        apply_all(dest, blob)
+    assert (dest / "a").read_bytes() == b"a file"

@@ -142,6 +142,9 @@ class Moved:
     """By hand (pull/push): what the report is about, when not a workspace."""
     artifacts: tuple[Artifact, ...] = ()
     """What a store or publish wrote, as provenance names it (for the step's results)."""
+    entries: dict[str, Entry] | None = None
+    """A materialize that knows what it wrote (path -> metadata, as `snapshot.take` would
+    find it) hands it here, and the runner records it instead of walking the workspace again."""
 
 
 class WorkspaceStore(ABC):

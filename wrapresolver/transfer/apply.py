@@ -7,8 +7,15 @@ Whiteouts follow the OCI image spec (image-spec/layer.md "Whiteouts"): `.wh.<nam
 `<name>` from lower layers, `.wh..wh..opq` empties its directory of lower-layer content.
 
 Over 400 lines on purpose: every rule that keeps a hostile layer inside the workspace is in
-this one module, so they can be reviewed together (docs/security.md). Header limits and tree
-removal, which need no workspace state, are apart (tarlimits.py, deeptree.py).
+this one module, so they can be reviewed together (docs/security.md). Reading headers, the
+threads that create small files, and tree removal, which need no workspace state, are apart
+(tarreader.py, filewriters.py, deeptree.py).
+
+Speed, since a fetch is what every task waits for: small files are read whole and handed to
+writer threads (the syscalls of 100,000 file creations then overlap with parsing); no path is
+looked up where this extraction knows nothing can be yet; directories get their modes and
+times once, at the end; and `record()` gives the fetch record from what was written, so the
+workspace is not walked a second time.
 """
 
 from __future__ import annotations
@@ -18,9 +25,7 @@ import gzip
 import hashlib
 import io
 import os
-import shutil
 import stat
-import tarfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,13 +36,19 @@ import zstandard
 
 from wrapresolver.core.limits import cap_line, shown
 from wrapresolver.errors import IntegrityError, TransferError, UnsafeArchiveError
-from wrapresolver.transfer import oci_image
+from wrapresolver.transfer import oci_image, snapshot
 from wrapresolver.transfer.deeptree import remove_tree
+from wrapresolver.transfer.filewriters import FileJob, FileWriters
 from wrapresolver.transfer.layers import CHUNK, OPAQUE, WHITEOUT_PREFIX
-from wrapresolver.transfer.streams import BoundedPipe, ForwardReader, HashingReader, IteratorReader, PipeClosed
-from wrapresolver.transfer.tarlimits import CheckedTarInfo
+from wrapresolver.transfer.streams import BoundedPipe, HashingReader, IteratorReader, PipeClosed
+from wrapresolver.transfer.tarreader import Member, TarFormatError, TarReader
 
 _KEEP_MODE = 0o1777  # setuid/setgid bits are dropped: a workspace needs no privilege escalation
+INLINE_MAX = 1 << 20
+"""Files up to this size are read whole and created by the writer threads; larger ones are
+streamed to disk by the extracting thread, so memory stays bounded whatever the file sizes."""
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
 def clean_name(name: str, what: str = "entry") -> str:
@@ -82,19 +93,6 @@ def _remove(path: str) -> bool:
     return stat.S_ISLNK(st.st_mode)
 
 
-def _pax_mtime_ns(member: tarfile.TarInfo) -> int:
-    text = member.pax_headers.get("mtime")
-    if text:
-        seconds, _, frac = text.partition(".")
-        try:
-            return int(seconds) * 1_000_000_000 + int((frac + "000000000")[:9] or 0) * (
-                -1 if seconds.startswith("-") else 1
-            )
-        except ValueError:
-            pass
-    return int(member.mtime * 1_000_000_000)
-
-
 @dataclass
 class ApplyStats:
     files: int = 0
@@ -118,11 +116,30 @@ class Extractor:
             self.restore_owners = os.geteuid() == 0
         self._root = os.path.realpath(self.dest)
         self._prefix = clean_name(self.sub_path, "sub-path") if self.sub_path else ""
-        self._dir_times: dict[str, int] = {}
+        self._dir_meta: dict[str, tuple[int, int, tuple[int, int] | None]] = {}
+        """Directory entries' (mode, mtime, owner), applied last: writing their children
+        changes their times, and a read-only mode would stop the children being written."""
         self._written: set[str] = set()
         self._dirs: dict[str, str] = {}
         """Parents already resolved and checked. Valid until an entry replaces or removes a
         directory or a symlink (anything a later path could walk through): then forgotten."""
+        empty = not any(True for _ in os.scandir(self._root))
+        self._fresh: set[str] = {self._root} if empty else set()
+        """Directories this extraction created (and the root, if it started empty): a name in
+        one of them that is not in `_created` needs no lookup before it is created."""
+        self._created: set[str] = set()
+        self._queued: set[str] = set()
+        """Files of the current layer handed to the writer threads and maybe not written yet."""
+        self._writers: FileWriters | None = None
+        self._exact = empty
+        """The record below is what a walk of the workspace would find: true while the
+        workspace started empty and no directory was removed or written through a symlink."""
+        self._entries: dict[str, snapshot.Entry] = {}
+        self._tar = TarReader(io.BytesIO())
+        """The layer being read while `apply` runs: entries' data is read straight off it."""
+        self._late: dict[str, str] = {}
+        """Entries recorded at the end (local path -> real path): directories, whose times and
+        contents change until then, links, and the sources of hard links."""
 
     # ---- names ----
     def _local(self, path: str) -> str | None:
@@ -169,13 +186,22 @@ class Extractor:
 
     def _step_into(self, real_parent: str, part: str, prefix: str, name: str) -> str:
         candidate = f"{real_parent}/{part}"
-        try:
-            st = os.lstat(candidate)
-        except FileNotFoundError:
+        if real_parent in self._fresh and candidate not in self._created:
+            st = None
+        else:
+            if candidate in self._queued:
+                self._settle()  # a file of this layer, maybe not created yet
+            try:
+                st = os.lstat(candidate)
+            except FileNotFoundError:
+                st = None
+        if st is None:
             os.mkdir(candidate, 0o755)
+            self._made_dir(candidate, prefix)
             return candidate
         if stat.S_ISDIR(st.st_mode):
             return candidate
+        self._exact = False  # the path runs through a link: a walk sees it elsewhere
         if not stat.S_ISLNK(st.st_mode):
             raise TransferError(
                 f"layer entry {shown(name)} needs {shown(prefix)} to be a directory, but it is a file"
@@ -202,9 +228,45 @@ class Extractor:
                 ) from None
         return real
 
+    def _made_dir(self, real: str, local: str) -> None:
+        self._fresh.add(real)
+        self._created.add(real)
+        self._late[local] = real
+
+    def _local_of(self, real: str) -> str:
+        """The record's key of a real path (meaningful only while the record is exact)."""
+        return real[len(self._root) + 1:]
+
+    def _settle(self) -> None:
+        """Wait for the files queued in this layer: an entry is about to depend on them."""
+        if self._queued and self._writers is not None:
+            self._writers.drain()
+            self._queued.clear()
+
+    def _clear(self, target: str) -> None:
+        """Make room for a new entry at `target`, unless nothing can be there yet."""
+        if target in self._queued:
+            self._settle()
+        if target in self._created or target.rpartition("/")[0] not in self._fresh:
+            self._remove(target)
+
     def _remove(self, target: str) -> None:
-        if _remove(target):
+        try:
+            st = os.lstat(target)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            self._settle()  # queued files may be inside
+            remove_tree(target)
             self._dirs.clear()
+            self._exact = False
+            return
+        os.unlink(target)
+        if stat.S_ISLNK(st.st_mode):
+            self._dirs.clear()
+        local = self._local_of(target)
+        self._entries.pop(local, None)
+        self._late.pop(local, None)
 
     # ---- layers ----
     def apply(self, chunks: Iterator[bytes], layer: oci_image.Layer, where: str) -> None:
@@ -218,24 +280,28 @@ class Extractor:
         inflater = _Inflater(blob, desc.media_type)
         inflater.start()
         self._written = set()
+        writers = self._writers = FileWriters()
+        writers.owners = bool(self.restore_owners)
         try:
             # Buffered, so tarfile's 512-byte header reads stay in this thread's buffer;
             # seeks are forward-only reads.
-            reader = io.BufferedReader(ForwardReader(inflater.pipe.reader), CHUNK)
-            with tarfile.open(fileobj=reader, mode="r:", tarinfo=CheckedTarInfo) as tar:
-                for member in tar:
-                    try:
-                        self._entry(tar, member)
-                    except OSError as exc:
-                        if exc.errno != errno.ENAMETOOLONG:
-                            raise
-                        raise UnsafeArchiveError(
-                            f"layer entry {shown(member.name)} makes a path longer than this file "
-                            f"system allows under the workspace; refusing to extract it"
-                        ) from None
+            reader = io.BufferedReader(inflater.pipe.reader, CHUNK)
+            tar = self._tar = TarReader(reader)
+            while (member := tar.next()) is not None:
+                try:
+                    self._entry(member)
+                except OSError as exc:
+                    if exc.errno != errno.ENAMETOOLONG:
+                        raise
+                    raise UnsafeArchiveError(
+                        f"layer entry {shown(member.name)} makes a path longer than this file "
+                        f"system allows under the workspace; refusing to extract it"
+                    ) from None
             while reader.read(CHUNK):
                 pass
-        except (tarfile.TarError, zstandard.ZstdError, gzip.BadGzipFile, EOFError, ValueError) as exc:
+            writers.drain()
+        except (TarFormatError, zstandard.ZstdError, gzip.BadGzipFile, EOFError, ValueError) as exc:
+            self._stop_writers()
             inflater.stop()
             while blob.read(CHUNK):
                 pass
@@ -244,8 +310,10 @@ class Extractor:
                 f"layer {desc.digest} of {where} is not a valid tar layer: {cap_line(str(exc), 300)}"
             ) from exc
         except BaseException:
+            self._stop_writers()
             inflater.stop()
             raise
+        self._stop_writers()
         inflater.stop()
         self._check_digest(blob, layer, where)
         if layer.diff_id and inflater.plain_digest != layer.diff_id:
@@ -253,6 +321,15 @@ class Extractor:
                 f"layer {desc.digest} of {where} unpacks to {inflater.plain_digest}, "
                 f"but its image config says {layer.diff_id}"
             )
+
+    def _stop_writers(self) -> None:
+        writers, self._writers = self._writers, None
+        if writers is None:
+            return
+        writers.close()
+        self._entries.update(writers.entries)
+        self.restore_owners = self.restore_owners and writers.owners
+        self._queued.clear()
 
     @staticmethod
     def _check_digest(blob: HashingReader, layer: oci_image.Layer, where: str) -> None:
@@ -264,21 +341,59 @@ class Extractor:
             )
 
     def finish(self) -> None:
-        """Directory mtimes last: writing their children changed them."""
-        for real, mtime_ns in sorted(self._dir_times.items(), key=lambda kv: -kv[0].count("/")):
+        """Directories' owners, modes and times last, deepest first."""
+        for real, (mode, mtime_ns, owner) in sorted(self._dir_meta.items(), key=lambda kv: -kv[0].count("/")):
+            # Once a directory was removed or a path ran through a link, a recorded path may
+            # now lead through a symlink a later layer planted: only a path that is still
+            # its own real path is touched, and its last component is never followed.
+            if not self._exact and os.path.realpath(real) != real:
+                continue
             try:
-                os.utime(real, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
-            except (FileNotFoundError, NotADirectoryError):
-                pass  # a later layer removed it, or replaced an ancestor with a file
+                fd = os.open(real, _DIRECTORY)
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                    continue  # a later layer removed it, or replaced it or an ancestor
+                raise
+            try:
+                if owner is not None and self.restore_owners:
+                    try:
+                        os.fchown(fd, *owner)
+                    except OSError as exc:
+                        if exc.errno not in (errno.EPERM, errno.EINVAL):
+                            raise
+                        self.restore_owners = False
+                os.fchmod(fd, mode)
+                os.utime(fd, ns=(mtime_ns, mtime_ns))
+            finally:
+                os.close(fd)
+
+    def record(self) -> dict[str, snapshot.Entry] | None:
+        """After `finish`: the workspace as `snapshot.take` would find it, without walking it
+        again; None when that cannot be known from the entries alone (then walk).
+
+        The files' metadata is each descriptor's last fstat; links and directories are
+        looked up now, after their last change. An entry recorded too early could only show
+        an older ctime than the disk, which makes the next store include it, never miss it.
+        """
+        if not self._exact:
+            return None
+        entries = self._entries
+        for local, real in self._late.items():
+            try:
+                st = os.lstat(real)
+            except FileNotFoundError:
+                return None
+            entries[local] = snapshot.entry_for(Path(self._root), local, st)
+        return entries
 
     # ---- entries ----
-    def _entry(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+    def _entry(self, member: Member) -> None:
         path = clean_name(member.name)
         parent, _, base = path.rpartition("/")
         if base.startswith(WHITEOUT_PREFIX):
             self._whiteout(parent, base, member.name)
             return
-        if member.ischr() or member.isblk() or member.isfifo():
+        if member.isdev():
             raise UnsafeArchiveError(
                 f"layer entry {shown(member.name)} is a device or fifo; workspaces hold files, "
                 f"directories and links only"
@@ -288,49 +403,89 @@ class Extractor:
             return  # outside the sub_path, or the view's root (the mount point keeps its own mode)
         target = os.path.join(self._parent_dir(local, member.name), local.rpartition("/")[2])
         mode = member.mode & _KEEP_MODE
-        mtime_ns = _pax_mtime_ns(member)
+        mtime_ns = member.mtime_ns
+        if member.isreg():
+            self._clear(target)
+            self._created.add(target)
+            self._regular(member, target, local, mode, mtime_ns)
+            self._written.add(local)
+            self.stats.bytes += member.size
+            self.stats.files += 1
+            return
         if member.isdir():
-            if os.path.isdir(target) and not os.path.islink(target):
-                os.chmod(target, mode)
-            else:
-                self._remove(target)
+            known = target in self._created or target.rpartition("/")[0] not in self._fresh
+            if target in self._queued:
+                self._settle()
+            if not (known and os.path.isdir(target) and not os.path.islink(target)):
+                self._clear(target)
                 os.mkdir(target, 0o700)
-                os.chmod(target, mode)
-            self._dir_times[target] = mtime_ns
+                self._made_dir(target, local)
+            owner = (member.uid, member.gid) if self.restore_owners else None
+            self._dir_meta[target] = (mode, mtime_ns, owner)
+            self._late[local] = target
+            self._dirs[local] = target  # resolved: the files inside need no lookup
+            self._written.add(local)
+            return
         elif member.issym():
             if not member.linkname:
                 raise UnsafeArchiveError(
                     f"layer entry {shown(member.name)} is a symlink with an empty target, which no "
                     f"file system can hold; refusing the layer"
                 )
-            self._remove(target)
+            self._clear(target)
             self._dirs.clear()  # a later entry may walk through this link: resolve again
             os.symlink(member.linkname, target)
             os.utime(target, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+            self._created.add(target)
+            self._late[local] = target
         elif member.islnk():
             if not self._hardlink(member, target):
                 self.stats.skipped += 1
                 return
-        elif member.isreg():
-            self._remove(target)
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "wb") as out:
-                source = tar.extractfile(member)
-                if source is not None:
-                    shutil.copyfileobj(source, out, CHUNK)
-                os.fchmod(out.fileno(), mode)
-            os.utime(target, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
-            self.stats.bytes += member.size
         else:
             self.stats.skipped += 1
             return
         self._written.add(local)
         self._restore_owner(target, member)
-        if not member.isdir():
-            self.stats.files += 1
+        self.stats.files += 1
+
+    def _regular(self, member: Member, target: str, local: str, mode: int, mtime_ns: int) -> None:
+        """Read the entry's data off the stream; small files go to the writer threads."""
+        owner = (member.uid, member.gid) if self.restore_owners else None
+        if member.size <= INLINE_MAX and self._writers is not None:
+            data = self._tar.read(member.size)
+            self._writers.submit(FileJob(target, local, member.name, data, mode, mtime_ns, owner))
+            self._queued.add(target)
+            return
+        fd = os.open(target, _CREATE, 0o600)
+        try:
+            left = member.size
+            while left:
+                chunk = self._tar.read(min(left, CHUNK))
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
+                left -= len(chunk)
+            if owner is not None and self.restore_owners:
+                try:
+                    os.fchown(fd, *owner)
+                except OSError as exc:
+                    if exc.errno not in (errno.EPERM, errno.EINVAL):
+                        raise
+                    self.restore_owners = False
+            os.fchmod(fd, mode)
+            os.utime(fd, ns=(mtime_ns, mtime_ns))
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        self._entries[local] = snapshot.Entry(
+            local, snapshot.FILE, stat.S_IMODE(st.st_mode), st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+            st.st_ino, st.st_uid, st.st_gid,
+        )
+
 
     # ---- ownership ----
-    def _restore_owner(self, target: str, member: tarfile.TarInfo) -> None:
+    def _restore_owner(self, target: str, member: Member) -> None:
         """As root, the recorded owner; kept apart from extraction, which never depends on it.
 
         A root without CAP_CHOWN (capabilities dropped) or in a user namespace that does not
@@ -346,7 +501,7 @@ class Extractor:
                 raise
             self.restore_owners = False
 
-    def _hardlink(self, member: tarfile.TarInfo, target: str) -> bool:
+    def _hardlink(self, member: Member, target: str) -> bool:
         if member.linkname.startswith("/") or ".." in member.linkname.split("/"):
             raise UnsafeArchiveError(
                 f"layer entry {shown(member.name)} is a hardlink to {shown(member.linkname)}, outside the "
@@ -358,17 +513,23 @@ class Extractor:
         source = os.path.join(self._parent_dir(local, member.name), local.rpartition("/")[2])
         if source == target:
             return False  # a hardlink to itself: nothing to link (removing first would lose the file)
+        if source in self._queued:
+            self._settle()
         try:
             st = os.lstat(source)
         except FileNotFoundError:
             return False
         if not stat.S_ISREG(st.st_mode):
             return False
-        self._remove(target)
+        self._clear(target)
         os.link(source, target, follow_symlinks=False)
+        self._created.add(target)
+        self._late[local] = source  # linking changed the inode's ctime: both names are looked up late
+        self._late[self._local_of(target)] = target
         return True
 
     def _whiteout(self, parent: str, base: str, name: str) -> None:
+        self._settle()  # a whiteout removes or lists what is there
         if base == OPAQUE:
             if self._covers_view(parent):
                 self._clear_view()

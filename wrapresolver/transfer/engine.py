@@ -149,7 +149,7 @@ def _extract(
 
         extractor.apply(counted(source.open_blob(layer.descriptor.digest)), layer, where)
     extractor.finish()
-    return Moved(files=extractor.stats.files, bytes=total, layers=len(layers))
+    return Moved(files=extractor.stats.files, bytes=total, layers=len(layers), entries=extractor.record())
 
 
 # ---- writing states ----

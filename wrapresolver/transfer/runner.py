@@ -107,7 +107,7 @@ def fetch(
     try:
         with os_errors("fetching", spec.workspace, dest):
             moved = store.materialize(spec, inputs, dest, clock.tick)
-            entries = snapshot.take(dest)
+            entries = moved.entries if moved.entries is not None else snapshot.take(dest)
             write_record(state_dir, spec, inputs.record, entries)
     except BaseException:
         empty_directory(dest)  # a half-fetched workspace must not look complete

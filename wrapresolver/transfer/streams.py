@@ -134,35 +134,3 @@ class _PipeReader(io.RawIOBase):
         buffer[:n] = self._pending[:n]
         self._pending = self._pending[n:]
         return n
-
-
-class ForwardReader(io.RawIOBase):
-    """A reader that can seek forward (by reading what it skips), for tarfile's seekable mode."""
-
-    def __init__(self, inner) -> None:
-        self._inner = inner
-        self.position = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.position
-
-    def readinto(self, buffer) -> int:
-        n = self._inner.readinto(buffer)
-        self.position += n
-        return n
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        target = offset if whence == io.SEEK_SET else self.position + offset if whence == io.SEEK_CUR else -1
-        if target < self.position:
-            raise io.UnsupportedOperation("a stream can only seek forward")
-        scratch = bytearray(1 << 20)
-        while self.position < target:
-            if not self.readinto(memoryview(scratch)[: min(target - self.position, len(scratch))]):
-                break  # end of data: the caller's next read sees it
-        return self.position

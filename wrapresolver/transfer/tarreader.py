@@ -1,0 +1,342 @@
+"""Reading tar headers off a stream: strict, bounded, and cheap per entry.
+
+`tarfile` spent about 150 µs of CPU per entry of a layer (generic field decoding, a PAX
+header per entry for nanosecond times, and hooks): for a `node_modules`-like tree of 100,000
+files that was 15 s before a single file was written, ten times what `tar -x` takes. Layers
+come from anyone who can push to the storage, so this reader is also the place where
+headers are held to bounds (`wrapresolver.core.limits`: tar-max-name, tar-max-link,
+tar-max-pax) that `tarfile` does not check: it would read an extended header of any size into
+memory, follow a chain of them with one recursion each, and accept a negative size that GNU
+tar refuses, so two tools would see different content.
+
+What it reads is what `tarfile` reads, field for field (ustar and its prefix, PAX `x` and
+global `g` headers, GNU long names and links, base-256 numbers, V7 directories as names
+ending in '/'), and the tests hold the two to the same members on every kind of archive.
+It is stricter where `tarfile` guesses: a header with a bad checksum after the first one
+ends `tarfile`'s reading silently, as if the layer ended there; here it is an error, as in
+GNU tar. Sparse files, which a workspace layer never holds, are refused.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import IO
+
+from wrapresolver.core.limits import TAR_MAX_LINK, TAR_MAX_NAME, TAR_MAX_PAX, shown
+from wrapresolver.errors import UnsafeArchiveError
+
+BLOCK = 512
+MAX_HEADER_CHAIN = 16
+"""Extended headers (PAX, GNU long name/link) in front of one member; real archives use 1-3."""
+
+REGULAR, AREGULAR, HARDLINK, SYMLINK, CHAR, BLOCKDEV, DIRECTORY, FIFO, CONTIGUOUS = (
+    b"0", b"\0", b"1", b"2", b"3", b"4", b"5", b"6", b"7",
+)
+_PAX, _PAX_GLOBAL, _PAX_SOLARIS, _GNU_LONGNAME, _GNU_LONGLINK, _GNU_SPARSE = b"x", b"g", b"X", b"L", b"K", b"S"
+_REGULAR_TYPES = frozenset((REGULAR, AREGULAR, CONTIGUOUS))
+_KNOWN_TYPES = _REGULAR_TYPES | {HARDLINK, SYMLINK, CHAR, BLOCKDEV, DIRECTORY, FIFO}
+_NUL_BLOCK = bytes(BLOCK)
+_USTAR = struct.Struct("100s8s8s8s12s12s8sc100s88s155s12x")
+"""name, mode, uid, gid, size, mtime, checksum, typeflag, linkname, (magic to devminor), prefix."""
+_EXTENDED = frozenset((b"x", b"g", b"X", b"L", b"K"))
+_PAX_NUMBERS = {"uid", "gid", "size"}
+
+
+class TarFormatError(Exception):
+    """The stream is not a tar archive (or ends inside one): a corrupt layer, not a hostile one."""
+
+
+@dataclass(slots=True)
+class Member:
+    """One entry as its headers (ustar, then extended ones) describe it."""
+
+    name: str
+    type: bytes
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    mtime_ns: int
+    linkname: str
+    pax: dict[str, str] = field(default_factory=dict)
+
+    def isreg(self) -> bool:
+        return self.type in _REGULAR_TYPES
+
+    def isdir(self) -> bool:
+        return self.type == DIRECTORY
+
+    def issym(self) -> bool:
+        return self.type == SYMLINK
+
+    def islnk(self) -> bool:
+        return self.type == HARDLINK
+
+    def isdev(self) -> bool:
+        """A character or block device or a fifo: never workspace content."""
+        return self.type in (CHAR, BLOCKDEV, FIFO)
+
+    @property
+    def has_data(self) -> bool:
+        """Whether `size` bytes of data follow the header (as `tarfile` decides it)."""
+        return self.type in _REGULAR_TYPES or self.type not in _KNOWN_TYPES
+
+
+def _text(raw: bytes) -> str:
+    end = raw.find(b"\0")
+    return (raw if end < 0 else raw[:end]).decode("utf-8", "surrogateescape")
+
+
+def _number(raw: bytes, what: str) -> int:
+    """An octal field, or GNU base-256 (first byte 0x80 positive, 0xff negative)."""
+    if raw[0] & 0x80:
+        if raw[0] not in (0o200, 0o377):
+            raise TarFormatError(f"tar header has an invalid {what} field {raw!r}")
+        value = int.from_bytes(raw[1:], "big")
+        return value - 256 ** (len(raw) - 1) if raw[0] == 0o377 else value
+    try:
+        return int(raw.split(b"\0", 1)[0] or b"0", 8)  # int() strips the spaces
+    except ValueError:
+        if not raw.split(b"\0", 1)[0].strip():
+            return 0
+        raise TarFormatError(f"tar header has an invalid {what} field {raw!r}") from None
+
+
+def _octal(raw: bytes, what: str) -> int:
+    """`_number` for the usual field, NUL- or space-terminated octal, in one C call."""
+    try:
+        return int(raw.split(b"\0", 1)[0] or b"0", 8)  # int() strips the spaces
+    except ValueError:
+        return _number(raw, what)
+
+
+def _checksum_ok(block: bytes, field: bytes) -> bool:
+    stored = _octal(field, "checksum")
+    if block.count(0) > BLOCK - 256:
+        # Under 256 non-zero bytes sum to less than 65,521, so Adler-32's first half (one plus
+        # the byte sum, modulo 65,521) is the exact sum, in C: summing in Python cost more
+        # than the rest of a header.
+        total = (zlib.adler32(block) & 0xFFFF) - 1
+    else:
+        total = sum(block)
+    unsigned = total - sum(field) + 8 * 32
+    if stored == unsigned:
+        return True
+    signed = unsigned - 256 * sum(1 for byte in block if byte > 127) + 256 * sum(1 for byte in block[148:156] if byte > 127)
+    return stored == signed
+
+
+def _pax_records(data: bytes) -> dict[str, str]:
+    """`"%d %s=%s\\n"` records, where the number counts the whole record."""
+    records: dict[str, str] = {}
+    pos = 0
+    while pos < len(data):
+        space = data.find(b" ", pos)
+        if space < 0 or not data[pos:space].isdigit():
+            if not data[pos:].strip(b"\0"):
+                break  # padding after the last record
+            raise TarFormatError("a PAX header record has no length")
+        length = int(data[pos:space])
+        end = pos + length
+        equals = data.find(b"=", space)
+        if length <= space - pos + 1 or end > len(data) or equals < 0 or equals >= end or data[end - 1:end] != b"\n":
+            raise TarFormatError("a PAX header record is malformed")
+        keyword = data[space + 1:equals].decode("utf-8", "surrogateescape")
+        records[keyword] = data[equals + 1:end - 1].decode("utf-8", "surrogateescape")
+        pos = end
+    return records
+
+
+def _mtime_ns(text: str, fallback: int) -> int:
+    seconds, _, frac = text.partition(".")
+    try:
+        whole = int(seconds)
+        nanos = int((frac + "000000000")[:9] or 0) if frac else 0
+    except ValueError:
+        try:
+            return int(float(text) * 1_000_000_000)  # "1.5e9": tarfile reads any float
+        except ValueError:
+            return fallback
+    return whole * 1_000_000_000 + (-nanos if seconds.startswith("-") else nanos)
+
+
+class TarReader:
+    """Members of a tar stream one at a time; the caller reads each member's data with `read`.
+
+    Data the caller leaves unread is skipped at the next `next()`, so a member of any size
+    costs only the memory of the buffer it is read through.
+    """
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self._left = 0
+        """Bytes of the current member's data and padding not read yet."""
+        self._globals: dict[str, str] = {}
+        self._global_bytes = 0
+        self._first = True
+        self._name_limit = TAR_MAX_NAME.int_value()
+        self._link_limit = TAR_MAX_LINK.int_value()
+        self._pax_limit = TAR_MAX_PAX.int_value()
+
+    def read(self, size: int) -> bytes:
+        """Exactly `size` bytes of the current member's data."""
+        data = self._stream.read(size)
+        if len(data) != size:
+            raise TarFormatError("unexpected end of data inside an entry")
+        self._left -= size
+        return data
+
+    def _skip(self) -> None:
+        while self._left:
+            chunk = self._stream.read(min(self._left, 1 << 20))
+            if not chunk:
+                raise TarFormatError("unexpected end of data inside an entry")
+            self._left -= len(chunk)
+
+    def _block(self) -> bytes | None:
+        block = self._stream.read(BLOCK)
+        if not block:
+            if self._first:
+                raise TarFormatError("empty file")
+            return None  # no end-of-archive blocks: tarfile takes that as the end too
+        if len(block) != BLOCK:
+            raise TarFormatError("unexpected end of data in a header")
+        return block
+
+    def next(self) -> Member | None:
+        """The next member, or None at the end of the archive."""
+        self._skip()
+        long_name: str | None = None
+        long_link: str | None = None
+        pax: dict[str, str] = {}
+        chain = 0
+        while True:
+            block = self._block()
+            if block is None or block == _NUL_BLOCK:
+                return None
+            fields = _USTAR.unpack(block)
+            if not _checksum_ok(block, fields[6]):
+                raise TarFormatError("a tar header has a bad checksum")
+            self._first = False
+            if fields[7] in _EXTENDED:
+                member = self._parse_extended(fields)
+                chain += 1
+                if chain > MAX_HEADER_CHAIN:
+                    raise UnsafeArchiveError(
+                        f"layer has more than {MAX_HEADER_CHAIN} extended headers in a row; refusing the layer"
+                    )
+                data = self._extended(member)
+                if member.type == _GNU_LONGNAME:
+                    long_name = _text(data)
+                elif member.type == _GNU_LONGLINK:
+                    long_link = _text(data)
+                elif member.type == _PAX_GLOBAL:
+                    self._global_bytes += member.size
+                    if self._global_bytes > self._pax_limit:
+                        raise UnsafeArchiveError(
+                            f"layer has {self._global_bytes} bytes of global PAX headers, more than "
+                            f"{self._pax_limit} ({TAR_MAX_PAX.where()})"
+                        )
+                    self._globals.update(_pax_records(data))
+                else:
+                    pax.update(_pax_records(data))
+                continue
+            member = self._parse(fields)
+            break
+        if member.type == _GNU_SPARSE:
+            raise UnsafeArchiveError(f"layer entry {shown(member.name)} is a sparse file; workspace layers hold none")
+        if long_name is not None:
+            member.name = long_name
+        if long_link is not None:
+            member.linkname = long_link
+        if self._globals:
+            pax = {**self._globals, **pax}
+        if pax:
+            self._apply_pax(pax, member)
+        self._check(member)
+        self._left = member.size + (-member.size % BLOCK) if member.has_data else 0
+        return member
+
+    @staticmethod
+    def _parse_extended(fields: tuple) -> Member:
+        """An extended header: only its type and size matter."""
+        member = Member("", fields[7], 0, 0, 0, _octal(fields[4], "size"), 0, "")
+        if member.size < 0:
+            raise UnsafeArchiveError(
+                f"layer has an extended header that declares a negative size ({member.size}); refusing the layer"
+            )
+        return member
+
+    def _parse(self, fields: tuple) -> Member:
+        name = _text(fields[0])
+        typeflag = fields[7]
+        member = Member(
+            name, typeflag, _octal(fields[1], "mode"), _octal(fields[2], "uid"), _octal(fields[3], "gid"),
+            _octal(fields[4], "size"), _octal(fields[5], "mtime") * 1_000_000_000,
+            _text(fields[8]) if fields[8][0] else "",
+        )
+        if member.size < 0:
+            raise UnsafeArchiveError(
+                f"layer entry {shown(member.name)} declares a negative size ({member.size}); refusing the layer"
+            )
+        if typeflag == AREGULAR and name.endswith("/"):
+            member.type = DIRECTORY  # V7: a directory is a file whose name ends in '/'
+        if member.type == DIRECTORY:
+            member.name = member.name.rstrip("/")
+        prefix = _text(fields[10]) if fields[10][0] else ""
+        if prefix and typeflag not in (_GNU_LONGNAME, _GNU_LONGLINK, _GNU_SPARSE):
+            member.name = prefix + "/" + member.name
+        return member
+
+    def _extended(self, header: Member) -> bytes:
+        if header.size > self._pax_limit:
+            raise UnsafeArchiveError(
+                f"layer has an extended header record of {header.size} bytes, more than {self._pax_limit} "
+                f"({TAR_MAX_PAX.where()})"
+            )
+        self._left = header.size + (-header.size % BLOCK)
+        data = self.read(header.size)
+        self._skip()
+        return data
+
+    @staticmethod
+    def _apply_pax(records: dict[str, str], member: Member) -> None:
+        member.pax = records
+        for keyword, value in records.items():
+            if keyword == "mtime":
+                member.mtime_ns = _mtime_ns(value, 0)
+            elif keyword == "path":
+                member.name = value.rstrip("/")
+            elif keyword == "linkpath":
+                member.linkname = value
+            elif keyword in _PAX_NUMBERS:
+                try:
+                    number = int(value)
+                except ValueError:
+                    number = 0  # as tarfile: an unreadable number is 0
+                setattr(member, keyword, number)
+            elif keyword.startswith("GNU.sparse."):
+                raise UnsafeArchiveError(
+                    f"layer entry {shown(member.name)} is a sparse file; workspace layers hold none"
+                )
+
+    def _check(self, member: Member) -> None:
+        """The member as extended headers left it: sizes and name lengths in range."""
+        if member.size < 0:
+            raise UnsafeArchiveError(
+                f"layer entry {shown(member.name)} declares a negative size ({member.size}); refusing the layer"
+            )
+        name_bytes = len(member.name.encode("utf-8", "surrogateescape"))
+        if name_bytes > self._name_limit:
+            raise UnsafeArchiveError(
+                f"layer entry {shown(member.name)} has a path of {name_bytes} bytes, more than {self._name_limit} "
+                f"({TAR_MAX_NAME.where()})"
+            )
+        link_bytes = len(member.linkname.encode("utf-8", "surrogateescape"))
+        if link_bytes > self._link_limit:
+            raise UnsafeArchiveError(
+                f"layer entry {shown(member.name)} links to a target of {link_bytes} bytes, more than "
+                f"{self._link_limit} ({TAR_MAX_LINK.where()})"
+            )
