@@ -235,7 +235,8 @@ class LayeredStore(WorkspaceStore):
         layers, moved = inputs, Moved(0, 0, detail="no changes, no new layer")
         if changes:
             media_type = oci_image.layer_media_type(spec.options.get("compression", ""))
-            written = store_layer(self.blobs, src, changes, spec.sub_path, media_type, lambda s: tick(s.files, s.bytes))
+            written = store_layer(self.blobs, src, changes, spec.sub_path, media_type,
+                                  lambda s: tick(s.files, s.bytes), after)
             layers = inputs + (written.layer,)
             moved = Moved(
                 written.stats.files, written.layer.descriptor.size,
@@ -282,11 +283,12 @@ class LayeredStore(WorkspaceStore):
 
     def push_ref(self, src: Path, ref: str, options: Mapping[str, str], tick: Tick) -> Moved:
         media_type = oci_image.layer_media_type(options.get("compression", ""))
-        changes = whole_tree(snapshot.take(src))
+        entries = snapshot.take(src)
+        changes = whole_tree(entries)
         layers: tuple[Layer, ...] = ()
         moved = Moved(0, 0, name=ref, detail=f"to {ref}")
         if changes:
-            written = store_layer(self.blobs, src, changes, "", media_type, lambda s: tick(s.files, s.bytes))
+            written = store_layer(self.blobs, src, changes, "", media_type, lambda s: tick(s.files, s.bytes), entries)
             layers = (written.layer,)
             moved.files, moved.bytes = written.stats.files, written.layer.descriptor.size
         put_state(self.blobs, layers, {}, [ref])

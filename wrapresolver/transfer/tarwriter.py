@@ -10,6 +10,8 @@ producing the same bytes as `tarfile` for every kind of entry and name. Reading 
 
 from __future__ import annotations
 
+import struct
+import zlib
 from typing import Protocol
 
 BLOCK = 512
@@ -18,6 +20,13 @@ REGULAR, HARDLINK, SYMLINK, DIRECTORY = b"0", b"1", b"2", b"5"
 _PAX = b"x"
 _NUL_BLOCK = bytes(BLOCK)
 _COPY = 1 << 20
+_FLUSH = 256 << 10
+"""Headers and small files are gathered up to this size before one write to the sink: the
+sink is a hashing, compressing chain, and a call through it per 512-byte header cost more
+than the header."""
+_USTAR = struct.Struct("100s8s8s8s12s12s8sc100s8s32s32s8s8s155s12x")
+_MAGIC = b"ustar\x0000"
+_SPACES = b" " * 8
 
 
 def _octal(value: int, width: int) -> bytes:
@@ -46,20 +55,21 @@ def _pax_record(keyword: bytes, value: bytes) -> bytes:
 
 
 def _ustar(name: bytes, typeflag: bytes, mode: int, uid: int, gid: int, size: int, mtime: int, linkname: bytes) -> bytes:
-    fields = b"".join([
-        name[:100].ljust(100, b"\0"),
-        _octal(mode, 8), _octal(uid, 8), _octal(gid, 8), _octal(size, 12), _octal(mtime, 12),
-        b" " * 8,  # checksum, computed over the header with this field as spaces
-        typeflag,
-        linkname[:100].ljust(100, b"\0"),
-        b"ustar\x0000",
-        bytes(32), bytes(32),  # uname, gname: ownership by name is not kept
-        bytes(8), bytes(8),  # devmajor, devminor: empty, as for every entry that is not a device
-        bytes(155),  # prefix: PAX carries long names instead
-    ])
-    header = fields.ljust(BLOCK, b"\0")
-    checksum = b"%06o\0" % sum(header)
-    return header[:148] + checksum + header[155:]
+    header = _USTAR.pack(
+        name[:100], _octal(mode, 8), _octal(uid, 8), _octal(gid, 8), _octal(size, 12), _octal(mtime, 12),
+        _SPACES,  # checksum, computed over the header with this field as spaces
+        typeflag, linkname[:100], _MAGIC,
+        b"", b"",  # uname, gname: ownership by name is not kept
+        b"", b"",  # devmajor, devminor: empty, as for every entry that is not a device
+        b"",  # prefix: PAX carries long names instead
+    )
+    if header.count(0) > BLOCK - 256:
+        # Fewer than 256 non-zero bytes sum to less than 65,521: Adler-32's low half is then
+        # one plus the exact byte sum, computed in C.
+        total = (zlib.adler32(header) & 0xFFFF) - 1
+    else:
+        total = sum(header)
+    return header[:148] + b"%06o\0" % total + header[155:]
 
 
 def header(
@@ -69,8 +79,19 @@ def header(
     """The header block(s) of one entry: a PAX extended header first when one is needed."""
     if typeflag == DIRECTORY and not name.endswith("/"):
         name += "/"
-    raw_name, raw_link = _encode(name), _encode(linkname)
     seconds, nanos = divmod(mtime_ns, 1_000_000_000)
+    if (len(name) <= 100 and len(linkname) <= 100 and name.isascii() and linkname.isascii()
+            and uid < _MAX_ID and gid < _MAX_ID and size < _MAX_SIZE and 0 <= seconds < _MAX_SIZE):
+        # The usual entry, and the same bytes as below: at most one PAX record, the time.
+        head = _ustar(name.encode(), typeflag, mode, uid, gid, size, seconds, linkname.encode())
+        if not nanos:
+            return head
+        record = _pax_record(b"mtime", b"%d.%09d" % (seconds, nanos))
+        pax_head = _PAX_HEADERS.get(len(record))
+        if pax_head is None:
+            pax_head = _PAX_HEADERS[len(record)] = _ustar(b"././@PaxHeader", _PAX, 0, 0, 0, len(record), 0, b"")
+        return pax_head + _padded(record) + head
+    raw_name, raw_link = _encode(name), _encode(linkname)
     pax: list[tuple[bytes, bytes]] = []
     binary = False
     for keyword, text, raw in ((b"path", name, raw_name), (b"linkpath", linkname, raw_link)):
@@ -100,6 +121,9 @@ def header(
     )
 
 
+_MAX_ID, _MAX_SIZE = 8 ** 7, 8 ** 11
+_PAX_HEADERS: dict[int, bytes] = {}
+"""The ustar block in front of a PAX record of each length: the same for every entry."""
 _PAX_ORDER = {b"mtime": 0, b"path": 1, b"linkpath": 2, b"uid": 3, b"gid": 4, b"size": 5}
 
 
@@ -129,16 +153,36 @@ class TarWriter:
         self._sink = sink
         self._offset = 0
         self._buffer = bytearray(_COPY)
+        self._gathered = bytearray()
 
     def _write(self, data) -> None:
+        if self._gathered:
+            self._flush()
         self._sink.write(data)
         self._offset += len(data)
 
+    def _flush(self) -> None:
+        self._sink.write(self._gathered)
+        self._offset += len(self._gathered)
+        self._gathered = bytearray()
+
+    def add_small(self, head: bytes, data: bytes = b"") -> None:
+        """One entry whose data is at hand (a small file read whole): gathered, not written yet."""
+        gathered = self._gathered
+        gathered += head
+        if data:
+            gathered += data
+            if len(data) % BLOCK:
+                gathered += _NUL_BLOCK[len(data) % BLOCK:]
+        if len(gathered) >= _FLUSH:
+            self._flush()
+
     def add(self, head: bytes, data: ReadInto | None = None, size: int = 0) -> None:
         """One entry: its header bytes, then exactly `size` bytes of `data`, padded."""
-        self._write(head)
         if data is None or size == 0:
+            self.add_small(head)
             return
+        self._write(head)
         left = size
         view = memoryview(self._buffer)
         while left:
@@ -151,7 +195,8 @@ class TarWriter:
             self._write(bytes(BLOCK - size % BLOCK))
 
     def close(self) -> None:
-        self._write(_NUL_BLOCK * 2)
+        self.add_small(_NUL_BLOCK * 2)
+        self._flush()
         remainder = self._offset % RECORD
         if remainder:
             self._write(bytes(RECORD - remainder))
