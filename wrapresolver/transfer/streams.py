@@ -14,15 +14,17 @@ class IteratorReader(io.RawIOBase):
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self._chunks = iter(chunks)
-        self._pending = b""
+        self._pending = memoryview(b"")
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
+        # A memoryview, so that handing out a chunk in pieces does not copy what is left
+        # of it at every read (the decompressor reads 128 KiB at a time from 1 MiB chunks).
         while not self._pending:
             try:
-                self._pending = next(self._chunks)
+                self._pending = memoryview(next(self._chunks))
             except StopIteration:
                 return 0
         n = min(len(buffer), len(self._pending))
@@ -43,12 +45,16 @@ class HashingReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:
-        data = self._inner.read(len(buffer))
-        if not data:
+        readinto = getattr(self._inner, "readinto", None)
+        if readinto is None:
+            data = self._inner.read(len(buffer))
+            n = len(data)
+            buffer[:n] = data
+        else:
+            n = readinto(buffer) or 0  # straight into the caller's buffer: one copy less
+        if not n:
             return 0
-        n = len(data)
-        buffer[:n] = data
-        self._hash.update(data)
+        self._hash.update(memoryview(buffer)[:n])
         self.size += n
         return n
 
