@@ -10,12 +10,13 @@ Each case is a generated Pipeline, `<shape>-<tasks>-<workspaces>`:
 In both, every task binds 1-3 of the wrapped workspaces (a third of the bindings
 readOnly), a tenth of the tasks have a `when`, and 3 `finally` tasks bind one workspace
 each. Timed, per round: `rewrite_pipeline` (builds the DAG, plans every workspace, injects
-the steps) plus the serialisation of the answer (compact JSON, `resolve.to_json`), as the
-controller does per request. Printed: the median and the worst round (wall clock), the
-median CPU time of the process (what the figures mean when other work shares the cores),
-the answer's size, its bytes per task, what the rewrite added per task (against the input
-Pipeline as the same JSON), whether a ResolutionRequest could hold it, and, untimed, the
-size the same answer has as block YAML (what `wrapresolver render` prints).
+the steps) plus the serialisation of the answer (compact JSON, `resolve.to_json`), with
+the cyclic garbage collector paused, as the controller does per request. Printed: the
+median and the worst round (wall clock), the median CPU time of the process (what the
+figures mean when other work shares the cores), the answer's size, its bytes per task,
+what the rewrite added per task (against the input Pipeline as the same JSON), whether a
+ResolutionRequest could hold it, and, untimed, the size of the same answer as block YAML
+(what `wrapresolver render` prints).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from wrapresolver.backends.registry import get_backend
 from wrapresolver.core import rewrite
 from wrapresolver.core.params import PipelineRef, RunContext, WrapRequest
 from wrapresolver.errors import WrapError
-from wrapresolver.resolve import check_answer_size, to_json, to_yaml
+from wrapresolver.resolve import check_answer_size, paused_gc, to_json, to_yaml
 
 CASES = [f"{shape}-{tasks}-{ws}" for shape in ("chain", "random") for tasks in (200, 2000) for ws in (1, 5)]
 
@@ -89,8 +90,9 @@ def run_case(case: str, rounds: int, seed: int) -> dict:
     data = b""
     for _ in range(rounds):
         start, start_cpu = time.perf_counter(), time.process_time()
-        out = rewrite.rewrite_pipeline(pipeline, {}, request, names, backend)
-        data = to_json(out)
+        with paused_gc():  # as `resolve` does
+            out = rewrite.rewrite_pipeline(pipeline, {}, request, names, backend)
+            data = to_json(out)
         times.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
     try:

@@ -207,7 +207,7 @@ def _inject_steps(
     by_name = {str(t.get("name")): t for t in planning.all_tasks(spec)}
     for task, found in task_bindings.items():
         fetches = [transfers.fetch(b, task) for b in found]
-        stores = [transfers.store(b, task) for b in found if task in plans[b.workspace].producers]
+        stores = [transfers.store(b, task) for b in found if task in plans[b.workspace].graph]  # graph: by producer
         if not by_name[task].get("matrix"):  # a matrixed task may only have string results
             fetches, stores = results.declare_results(by_name[task]["taskSpec"], fetches, stores)
         _inject(by_name[task]["taskSpec"], fetches, stores, [b.task_workspace for b in found], image, requirements)
