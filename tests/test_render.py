@@ -47,6 +47,21 @@ def test_examples_render_with_steps_injected(capsys):
     assert "registry.example/ci/build-and-test-run-cache" in all_args(build)
 
 
+def test_output_json_prints_the_resolvers_exact_answer_and_yaml_the_same_pipeline(capsys):
+    import json
+
+    from wrapresolver.render import read_documents
+    from wrapresolver.render import render as render_documents
+
+    code, as_json, err = render(capsys, "-f", PIPELINE, "-f", PIPELINERUN, "--output", "json")
+    assert (code, err) == (0, "")
+    documents, origins = read_documents([PIPELINE, PIPELINERUN])
+    assert as_json.encode() == render_documents(documents, origins, output="json")
+    assert as_json.startswith('{"apiVersion":"tekton.dev/v1"') and "\n" not in as_json
+    _, as_yaml, _ = render(capsys, "-f", PIPELINE, "-f", PIPELINERUN)
+    assert yaml.safe_load(as_yaml) == json.loads(as_json)
+
+
 def test_default_workspaces_are_the_pipelineruns_emptydirs(capsys):
     code, out, _ = render(capsys, "-f", PIPELINE, "-f", PIPELINERUN)
     assert code == 0

@@ -1,5 +1,6 @@
 import asyncio
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ from hypothesis import strategies as st
 
 from wrapresolver.core.params import RunContext
 from wrapresolver.errors import RewriteError, SourceError, WrapError
-from wrapresolver.resolve import MAX_OBJECT_BYTES, REQUEST_ROOM, check_answer_size, resolve, to_yaml
+from wrapresolver.resolve import MAX_OBJECT_BYTES, REQUEST_ROOM, check_answer_size, resolve, to_json, to_yaml
 from wrapresolver.sources import Fetched, FileSource
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -75,7 +76,7 @@ def test_resolves_example_pipeline_from_files():
     text = result.data.decode()
     assert "registry.example/ci/sources" in text and "registry.example/ci/cache" in text
     assert result.annotations == {
-        "resolution.tekton.dev/content-type": "application/x-yaml",
+        "resolution.tekton.dev/content-type": "application/json",
         "wrapresolver.dev/workspaces": "sources,cache",
         "wrapresolver.dev/backend": "oci",
     }
@@ -247,7 +248,7 @@ def test_yaml_output_keeps_scripts_readable_and_has_no_anchors():
 def test_an_answer_too_large_for_a_resolution_request_is_an_error_naming_size_and_fix():
     fits = (MAX_OBJECT_BYTES - REQUEST_ROOM) // 4 * 3
     check_answer_size(b"x" * fits, "big")
-    with pytest.raises(WrapError, match=r"'big' is 1\.\d\d MiB of YAML, 1\.\d\d MiB base64.*param `workspaces`") as info:
+    with pytest.raises(WrapError, match=r"'big' is 1\.\d\d MiB of JSON, 1\.\d\d MiB base64.*param `workspaces`") as info:
         check_answer_size(b"x" * (fits + 1), "big")
     assert info.value.reason == "AnswerTooLarge"
 
@@ -263,7 +264,7 @@ def test_resolve_refuses_a_pipeline_whose_answer_would_not_fit():
                 "spec": {"workspaces": [{"name": "src"}], "tasks": tasks}}
     params = [{"name": "pipelineref", "value": "huge"}, {"name": "workspaces", "value": "src"},
               {"name": "target", "value": "oci://r.example/ci/x"}]
-    with pytest.raises(WrapError, match="'huge' is .* MiB of YAML") as info:
+    with pytest.raises(WrapError, match="'huge' is .* MiB of JSON") as info:
         run(resolve(params, {}, CONTEXT, FileSource([pipeline])))
     assert info.value.reason == "AnswerTooLarge"
 
@@ -301,7 +302,36 @@ def test_yaml_output_is_what_pyyamls_representer_gives(doc):
 
 def test_yaml_of_the_example_answer_is_what_pyyamls_representer_gives():
     result = run(resolve(PARAMS, {}, CONTEXT, FileSource(example_documents())))
-    assert result.data == _reference_yaml(yaml.safe_load(result.data))
+    answer = json.loads(result.data)
+    assert to_yaml(answer) == _reference_yaml(answer)
+
+
+def test_the_answer_is_compact_ascii_json_in_the_rewrites_key_order():
+    result = run(resolve(PARAMS, {}, CONTEXT, FileSource(example_documents())))
+    text = result.data.decode("ascii")
+    assert text.startswith('{"apiVersion":"tekton.dev/v1","kind":"Pipeline","metadata":{')
+    assert text == json.dumps(json.loads(text), separators=(",", ":"))
+    assert yaml.safe_load(text) == json.loads(text)
+
+
+_json_documents = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.text()),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=8), _json_documents, max_size=5))
+def test_json_answer_reads_back_as_the_same_object(doc):
+    assert json.loads(to_json(doc)) == doc
+
+
+def test_json_answer_writes_yaml_dates_as_written_and_refuses_what_json_cannot_hold():
+    doc = yaml.safe_load("a: 2024-05-01\nb: caf\u00e9\n")
+    assert to_json(doc) == b'{"a":"2024-05-01","b":"caf\\u00e9"}'
+    with pytest.raises(RewriteError, match=r"Pipeline 'p' cannot be written as JSON"):
+        to_json({"x": float("nan")}, "p")
 
 
 def test_the_answer_tells_the_pipelinerun_its_storage_and_retention():

@@ -4,7 +4,8 @@ It runs the same `resolve` the controller runs, over a `FileSource`, after doing
 Tekton does before it creates a ResolutionRequest: replace `$(params.x)` in the
 PipelineRun's `pipelineRef.params` with the PipelineRun's own `spec.params`, and
 `$(context.pipelineRun.*)` with what its metadata says (tekton-facts §2). So an author can
-see, and diff, the rewritten Pipeline before anything reaches a cluster.
+see, and diff, the rewritten Pipeline before anything reaches a cluster. It prints it as
+YAML; `--output json` prints the compact JSON the resolver answers, byte for byte.
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ def register(subparsers: Any) -> None:
         "--config", dest="config", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
         help="a wrapresolver-config ConfigMap entry, e.g. default-target=... (repeatable)",
     )
+    parser.add_argument(
+        "-o", "--output", choices=("yaml", "json"), default="yaml",
+        help="yaml (default): for reading and diffing; json: the exact bytes the resolver answers",
+    )
     parser.set_defaults(func=run)
 
 
@@ -58,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         documents, origins = read_documents(args.files)
-        data = render(documents, origins, params=dict(args.params), config=dict(args.config))
+        data = render(documents, origins, params=dict(args.params), config=dict(args.config), output=args.output)
     except WrapError as exc:
         print(cap_line(f"error: {exc}"), file=sys.stderr)
         return 1
@@ -73,12 +78,18 @@ def render(
     *,
     params: Mapping[str, str] | None = None,
     config: Mapping[str, str] | None = None,
+    output: str = "yaml",
 ) -> bytes:
-    """The rewritten Pipeline as YAML bytes; raises `WrapError` like the controller would."""
+    """The rewritten Pipeline as YAML bytes; raises `WrapError` like the controller would.
+
+    The resolver answers compact JSON; `output="json"` gives those exact bytes, the default
+    the same object as YAML, key order kept, which is what a person reads and diffs.
+    """
     import asyncio
+    import json
 
     from wrapresolver.core.params import RunContext, config_key
-    from wrapresolver.resolve import resolve
+    from wrapresolver.resolve import resolve, to_yaml
     from wrapresolver.sources import FileSource
 
     config = dict(config or {})
@@ -108,7 +119,8 @@ def render(
             uid=str(metadata.get("uid") or ""),
             pipelinerun=run_obj,
         )
-    return asyncio.run(resolve(request_params, config, context, source)).data
+    data = asyncio.run(resolve(request_params, config, context, source)).data
+    return data if output == "json" else to_yaml(json.loads(data))
 
 
 def read_documents(paths: Iterable[str]) -> tuple[list[Mapping], list[str]]:

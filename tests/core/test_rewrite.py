@@ -176,7 +176,7 @@ def test_step_template_security_context_is_inherited_not_overridden():
     t = tasks_of(rendered("steptemplate"))
     for step in wrap_steps(t["build"]):
         assert "securityContext" not in step  # the stepTemplate's applies
-        assert step["workingDir"] == "/" and step["image"]
+        assert "workingDir" not in step and step["image"]
     assert t["build"]["taskSpec"]["sidecars"][0]["name"] == "dind"
     assert [v["name"] for v in t["build"]["taskSpec"]["volumes"]] == ["docker", "wrap-state"]
     # Without a stepTemplate, the securityContext every step shares is copied onto ours.
@@ -205,6 +205,31 @@ def test_injected_step_and_volume_names_never_collide():
     assert names == ["wrap-fetch-2", "wrap-fetch", "wrap-store", "wrap-store-2", "wrap-store-3"]
     assert [v["name"] for v in t["odd"]["taskSpec"]["volumes"]] == ["wrap-state", "wrap-state-2"]
     assert wrap_steps(t["odd"])[0]["volumeMounts"][0]["name"] == "wrap-state-2"
+
+
+def test_injected_steps_name_the_state_dir_only_when_it_is_not_the_commands_default():
+    t = tasks_of(rendered("linear"))
+    for step in wrap_steps(t["build"]):
+        assert "--state-dir" not in step["args"]
+        assert step["volumeMounts"][0]["mountPath"] == "/wrap-state"
+    docs = documents("linear")
+    build = next(d for d in docs if d["kind"] == "Pipeline")["spec"]["tasks"][1]
+    build["taskSpec"]["steps"][0]["volumeMounts"] = [{"name": "mine", "mountPath": "/wrap-state"}]
+    build["taskSpec"]["volumes"] = [{"name": "mine", "emptyDir": {}}]
+    moved = tasks_of(yaml.safe_load(render(docs)))[build["name"]]
+    for step in wrap_steps(moved):
+        assert step["args"][1:3] == ["--state-dir", "/wrap-state-2"]
+        assert step["volumeMounts"][0]["mountPath"] == "/wrap-state-2"
+
+
+def test_injected_steps_work_from_the_root_only_against_a_step_template_working_dir():
+    """A stepTemplate `workingDir` would apply to our steps too, and may lie inside a workspace fetch replaces."""
+    docs = documents("linear")
+    build = next(d for d in docs if d["kind"] == "Pipeline")["spec"]["tasks"][1]
+    build["taskSpec"]["stepTemplate"] = {"workingDir": "$(workspaces.src.path)/app"}
+    t = tasks_of(yaml.safe_load(render(docs)))
+    assert [s.get("workingDir") for s in wrap_steps(t[build["name"]])] == ["/", "/"]
+    assert all("workingDir" not in s for name in t if name != build["name"] for s in wrap_steps(t[name]))
 
 
 def test_v1beta1_pipeline_embeds_tasks_in_v1beta1_form():

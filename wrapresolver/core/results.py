@@ -13,7 +13,7 @@ fit is not declared (the step then writes nothing for it).
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import re
 from collections.abc import Sequence
 
@@ -49,18 +49,23 @@ def declare_results(
             wanted.append(("store", s.workspace, 1, s.target))
     for s in fetches:
         slots = len(s.inputs) or (1 if s.base else 0)
-        for slot in range(slots):
-            wanted.append(("fetch", s.workspace, slot, _state_uri_estimate(s) if s.inputs else s.base))
+        uri = _state_uri_estimate(s) if s.inputs else s.base
+        wanted.extend(("fetch", s.workspace, slot, uri) for slot in range(slots))
     granted: dict[tuple[str, str], list[str]] = {}
     declarations: list[tuple[str, str, int, dict]] = []
     for kind, ws, slot, uri in wanted:
+        mine = granted.get((kind, ws))
+        if (len(mine) if mine else 0) != slot:
+            continue  # slots stay in order: a step writes its n-th artifact to its n-th path
         suffix = RESULT_OUTPUTS if kind == "store" else RESULT_INPUTS
         nth = ("-published" if kind == "store" else f"-{slot + 1}") if slot else ""
-        stem = f"wrap-{_UNSAFE_RESULT.sub('-', ws)}{nth}"
-        name = _result_name(stem, suffix, taken)
+        stem = f"wrap-{_safe(ws)}{nth}"
+        name = f"{stem}-{suffix}"
+        if name in taken:
+            name = _result_name(stem, suffix, taken)
         cost = len(name) + len(uri) + _RESULT_OVERHEAD
-        if cost > budget or len(granted.get((kind, ws), [])) != slot:
-            continue  # slots stay in order: a step writes its n-th artifact to its n-th path
+        if cost > budget:
+            continue
         budget -= cost
         taken.add(name)
         granted.setdefault((kind, ws), []).append(f"$(results.{name}.path)")
@@ -75,8 +80,8 @@ def declare_results(
         task_spec.setdefault("results", []).extend(d[3] for d in declarations)
 
     def told(s: WorkspaceTransfer, kind: str) -> WorkspaceTransfer:
-        paths = granted.get((kind, s.workspace), [])
-        return dataclasses.replace(s, results=tuple(paths)) if paths else s
+        paths = granted.get((kind, s.workspace))
+        return s.with_results(paths) if paths else s
 
     return [told(s, "fetch") for s in fetches], [told(s, "store") for s in stores]
 
@@ -84,6 +89,11 @@ def declare_results(
 def _state_uri_estimate(s: WorkspaceTransfer) -> str:
     """As long as the uri of a producer state can be, the run uid in place of its variable."""
     return f"{s.target}:wrap-{'u' * max(len(s.run), _UID_LENGTH)}-{s.task}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _safe(workspace: str) -> str:
+    return _UNSAFE_RESULT.sub("-", workspace)
 
 
 def _result_name(stem: str, suffix: str, taken: set[str]) -> str:

@@ -207,7 +207,7 @@ def _inject_steps(
     by_name = {str(t.get("name")): t for t in planning.all_tasks(spec)}
     for task, found in task_bindings.items():
         fetches = [transfers.fetch(b, task) for b in found]
-        stores = [transfers.store(b, task) for b in found if task in plans[b.workspace].producers]
+        stores = [transfers.store(b, task) for b in found if task in plans[b.workspace].graph]  # graph: by producer
         if not by_name[task].get("matrix"):  # a matrixed task may only have string results
             fetches, stores = results.declare_results(by_name[task]["taskSpec"], fetches, stores)
         _inject(by_name[task]["taskSpec"], fetches, stores, [b.task_workspace for b in found], image, requirements)
@@ -310,12 +310,21 @@ def _inject(
     isolated = _uses_isolated_workspaces(task_spec)
     security = _shared_security_context(task_spec)
 
+    # The step command's default state dir and the image's own working directory need no
+    # words; `/` is written only against a stepTemplate `workingDir` (it may name a directory
+    # inside a workspace, which fetch replaces).
+    state_args = [] if state_dir == STATE_DIR else ["--state-dir", state_dir]
+    template = task_spec.get("stepTemplate")
+    working_dir = planning.is_map(template) and bool(template.get("workingDir"))
+
     def step(name: str, verb: str, specs: Sequence[WorkspaceTransfer]) -> dict:
-        args = [verb, "--state-dir", state_dir]
+        args = [verb, *state_args]
         for s in specs:
             args += ["--workspace", s.to_json()]
         args += list(requirements.args)
-        out: dict = {"name": name, "image": image, "command": [COMMAND], "args": args, "workingDir": "/"}
+        out: dict = {"name": name, "image": image, "command": [COMMAND], "args": args}
+        if working_dir:
+            out["workingDir"] = "/"
         if requirements.env:
             out["env"] = [dict(copy.deepcopy(e)) for e in requirements.env]
         out["volumeMounts"] = [{"name": state_volume, "mountPath": state_dir}] + [
@@ -342,7 +351,7 @@ def _publish_task(
     for s in specs:
         args += ["--workspace", s.to_json()]
     args += list(requirements.args)
-    step: dict = {"name": PUBLISH_STEP, "image": image, "command": [COMMAND], "args": args, "workingDir": "/"}
+    step: dict = {"name": PUBLISH_STEP, "image": image, "command": [COMMAND], "args": args}
     if requirements.env:
         step["env"] = [dict(copy.deepcopy(e)) for e in requirements.env]
     if requirements.volume_mounts:

@@ -38,6 +38,7 @@ SPEC_VERSION = 2
 STATE_DIR = "/wrap-state"
 """Where the fetch step leaves its record for the store step (an emptyDir both mount)."""
 _DEFAULTS: dict[str, Any] = {"base": "", "bound": "true", "sub_path": "", "path": "", "base_required": False}
+_SPEC_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,16 @@ class WorkspaceTransfer:
             data["publish"] = True
         if self.results:
             data["results"] = list(self.results)
-        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return _SPEC_JSON.encode(data)
+
+    def with_results(self, results: Sequence[str]) -> WorkspaceTransfer:
+        """This transfer with `results` set: `dataclasses.replace` for the one field the
+        rewrite sets last, without re-running `__init__` over every field (thousands of
+        times in a large Pipeline)."""
+        out = object.__new__(WorkspaceTransfer)
+        out.__dict__.update(self.__dict__)
+        object.__setattr__(out, "results", tuple(results))
+        return out
 
     @classmethod
     def from_json(cls, text: str) -> WorkspaceTransfer:

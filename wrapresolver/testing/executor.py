@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from wrapresolver.core.plan import build_dag
+from wrapresolver.core.stepspec import STATE_DIR
 
 SUCCEEDED, FAILED, SKIPPED = "Succeeded", "Failed", "None"
 _VAR = re.compile(r"\$\(([^()]+)\)")
@@ -309,6 +310,10 @@ class LocalExecutor:
             argv = command + [local(str(a)) for a in step.get("args") or []]
             if argv and argv[0] == "wrapresolver":
                 argv = [*self.python, "-m", "wrapresolver", *argv[1:]]
+                if STATE_DIR in mounts and "--state-dir" not in argv and len(argv) > len(self.python) + 2:
+                    # In the pod the volume is at the command's default state dir; here it is elsewhere.
+                    at = len(self.python) + 3
+                    argv[at:at] = ["--state-dir", mounts[STATE_DIR]]
         if not argv:
             return 1, "step has neither script nor command"
         who = step_identity(step, template, self.pod_security_context, self.image_users)
