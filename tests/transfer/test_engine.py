@@ -270,6 +270,29 @@ def test_store_without_fetch_record_stores_the_whole_tree(tmp_path: Path, store:
     assert report.layers == 1 and "whole tree" in report.detail
 
 
+@pytest.mark.parametrize("damage", ["garbage", "old-format", "short-row"])
+def test_a_damaged_fetch_record_stores_the_whole_tree_and_says_why(
+    tasks: Tasks, store: LayoutStore, tmp_path: Path, damage: str,
+) -> None:
+    graph = {"a": ProducerNode(), "b": ProducerNode(("a",), 1)}
+    tasks.run(spec("a", graph=graph), lambda d: (write(d / "kept", "a"), write(d / "gone", "a")))
+    ws, state = tmp_path / "ws-b", tmp_path / "state-b"
+    engine.fetch(store, spec("b", ["a"], graph), ws, state)
+    (snap,) = state.rglob("*.snapshot.json")
+    text = {
+        "garbage": "{not json",
+        "old-format": '["kept", "f", 420, 1, 0, 0, 0, 0, 0, ""]\n',  # a line per entry, as before
+        "short-row": '{"format": "wrapresolver.snapshot/2", "entries": [["kept", "f"]]}',
+    }[damage]
+    snap.write_text(text)
+    (ws / "gone").unlink()
+    write(ws / "new", "b")
+    report = engine.store(store, spec("b", ["a"], graph), ws, state)
+    assert "fetch record" in report.detail and "unreadable" in report.detail and "whole tree" in report.detail
+    assert report.layers == 1  # the whole tree, on no input layer
+    assert files(tasks.view(spec("c", ["b"], {**graph, "c": ProducerNode(("b",), 2)}))) == {"kept": "a", "new": "b"}
+
+
 def test_a_failed_upload_writes_no_reference(tmp_path: Path) -> None:
     class Failing(LayoutStore):
         def put_blob(self, reader, media_type):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from wrapresolver.transfer import snapshot
 
 
@@ -90,3 +92,22 @@ def test_a_saved_entry_row_holds_every_field_in_order() -> None:
     entry = Entry("a/b", "l", 0o777, 3, 10, 11, 12, 13, 14, "target")
     assert len(entry.as_row()) == len(Entry._fields)
     assert Entry(*entry.as_row()) == entry
+
+
+def test_a_snapshot_in_another_format_is_refused_not_misread(tmp_path: Path) -> None:
+    make_tree(tmp_path / "tree")
+    snapshot.save(snapshot.take(tmp_path / "tree"), tmp_path / "snap")
+    document = (tmp_path / "snap").read_text().replace("wrapresolver.snapshot/2", "wrapresolver.snapshot/9")
+    (tmp_path / "snap").write_text(document)
+    with pytest.raises(snapshot.SnapshotError, match="not a wrapresolver.snapshot/2"):
+        snapshot.load(tmp_path / "snap")
+
+
+def test_walk_records_the_same_metadata_as_lstat(tmp_path: Path) -> None:
+    make_tree(tmp_path)
+    for entry in snapshot.walk(tmp_path):
+        st = os.lstat(tmp_path / entry.path)
+        assert (entry.mode, entry.mtime_ns, entry.ctime_ns, entry.inode, entry.uid, entry.gid) == (
+            st.st_mode & 0o7777, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_uid, st.st_gid)
+        assert entry.size == (st.st_size if entry.kind == snapshot.FILE else 0)
+        assert entry.link == (os.readlink(tmp_path / entry.path) if entry.kind == snapshot.SYMLINK else "")

@@ -63,7 +63,7 @@ class Clock:
 
 def _record_paths(state_dir: Path, spec: WorkspaceTransfer) -> tuple[Path, Path]:
     stem = record_stem(state_dir, spec)
-    return stem.with_name(stem.name + ".fetch.json"), stem.with_name(stem.name + ".snapshot.jsonl")
+    return stem.with_name(stem.name + ".fetch.json"), stem.with_name(stem.name + ".snapshot.json")
 
 
 def write_record(
@@ -77,13 +77,29 @@ def write_record(
     tmp.replace(record_path)
 
 
+class UnreadableRecord(Exception):
+    """The fetch record exists but cannot be used; store saves the whole tree instead."""
+
+
 def read_record(
     state_dir: Path, spec: WorkspaceTransfer,
 ) -> tuple[Mapping[str, Any], dict[str, snapshot.Entry]] | None:
+    """The fetch's record, or None when there is none.
+
+    The state dir is writable by the task's own steps, so a record may have been damaged
+    or replaced by an older version's: that raises `UnreadableRecord`, and the store saves
+    the whole tree, which is always a correct state, rather than fail the task.
+    """
     record_path, snap_path = _record_paths(state_dir, spec)
     if not record_path.is_file() or not snap_path.is_file():
         return None
-    return json.loads(record_path.read_text())["input"], snapshot.load(snap_path)
+    try:
+        record = json.loads(record_path.read_text())["input"]
+        if not isinstance(record, dict):
+            raise TypeError("the input is not an object")
+        return record, snapshot.load(snap_path)
+    except (ValueError, KeyError, TypeError) as exc:  # SnapshotError is a ValueError
+        raise UnreadableRecord(f"the fetch record in {state_dir} is unreadable ({exc})") from None
 
 
 def _count_files(entries: Mapping[str, snapshot.Entry]) -> int:
@@ -134,7 +150,11 @@ def store(
         return report
     clock = Clock(report, progress)
     with os_errors("storing", spec.workspace, src):
-        found = read_record(state_dir, spec)
+        unreadable = ""
+        try:
+            found = read_record(state_dir, spec)
+        except UnreadableRecord as exc:
+            found, unreadable = None, str(exc)
         after = snapshot.take(src)
         before: dict[str, snapshot.Entry] = {}
         record: Mapping[str, Any] | None = None
@@ -149,6 +169,8 @@ def store(
     clock.finish(moved)
     write_results(spec.results, moved.artifacts)
     note = NO_RECORD if found is None and changes else moved.detail
+    if unreadable:
+        note = f"{unreadable}: stored the whole tree"
     report.detail = note + ("; published to the target" if spec.publish else "")
     return report
 
