@@ -19,9 +19,10 @@ GNU tar. Sparse files, which a workspace layer never holds, are refused.
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import IO
 
 from wrapresolver.core.limits import TAR_MAX_LINK, TAR_MAX_NAME, TAR_MAX_PAX, shown
@@ -60,7 +61,6 @@ class Member:
     size: int
     mtime_ns: int
     linkname: str
-    pax: dict[str, str] = field(default_factory=dict)
 
     def isreg(self) -> bool:
         return self.type in _REGULAR_TYPES
@@ -162,15 +162,26 @@ def _mtime_ns(text: str, fallback: int) -> int:
     return whole * 1_000_000_000 + (-nanos if seconds.startswith("-") else nanos)
 
 
+_FILL = 1 << 20
+"""Bytes read off the stream at a time: headers and small files are sliced out of this buffer."""
+_MTIME_ONLY = re.compile(rb"(\d+) mtime=(\d{1,18})\.(\d{9})\n")
+"""The one PAX record every entry of our own layers carries (nanosecond mtime), read without
+the general record parser; anything else takes the general path."""
+
+
 class TarReader:
     """Members of a tar stream one at a time; the caller reads each member's data with `read`.
 
     Data the caller leaves unread is skipped at the next `next()`, so a member of any size
-    costs only the memory of the buffer it is read through.
+    costs only the memory of the buffer it is read through. The stream is read a megabyte
+    at a time and headers are sliced out of that buffer: for a layer of small files a read
+    call per 512-byte block cost more than parsing the block.
     """
 
     def __init__(self, stream: IO[bytes]) -> None:
         self._stream = stream
+        self._buf = b""
+        self._pos = 0
         self._left = 0
         """Bytes of the current member's data and padding not read yet."""
         self._globals: dict[str, str] = {}
@@ -180,30 +191,70 @@ class TarReader:
         self._link_limit = TAR_MAX_LINK.int_value()
         self._pax_limit = TAR_MAX_PAX.int_value()
 
+    def _want(self, size: int) -> bool:
+        """At least `size` bytes buffered (False when the stream ends first)."""
+        have = len(self._buf) - self._pos
+        if have >= size:
+            return True
+        parts = [self._buf[self._pos:]]
+        while have < size:
+            chunk = self._stream.read(max(_FILL, size - have))
+            if not chunk:
+                break
+            parts.append(chunk)
+            have += len(chunk)
+        self._buf, self._pos = b"".join(parts), 0
+        return have >= size
+
     def read(self, size: int) -> bytes:
         """Exactly `size` bytes of the current member's data."""
-        data = self._stream.read(size)
-        if len(data) != size:
-            raise TarFormatError("unexpected end of data inside an entry")
+        pos = self._pos
+        end = pos + size
+        if end > len(self._buf):
+            if size <= _FILL:
+                if not self._want(size):
+                    raise TarFormatError("unexpected end of data inside an entry")
+                pos, end = 0, size
+            else:  # a big read: straight off the stream, after what is buffered
+                head = self._buf[pos:]
+                self._buf, self._pos = b"", 0
+                rest = self._stream.read(size - len(head))
+                if len(head) + len(rest) != size:
+                    raise TarFormatError("unexpected end of data inside an entry")
+                self._left -= size
+                return head + rest
+        self._pos = end
         self._left -= size
-        return data
+        return self._buf[pos:end]
 
     def _skip(self) -> None:
-        while self._left:
-            chunk = self._stream.read(min(self._left, 1 << 20))
+        left = self._left
+        if not left:
+            return
+        have = len(self._buf) - self._pos
+        if left <= have:
+            self._pos += left
+            self._left = 0
+            return
+        left -= have
+        self._buf, self._pos = b"", 0
+        while left:
+            chunk = self._stream.read(min(left, _FILL))
             if not chunk:
                 raise TarFormatError("unexpected end of data inside an entry")
-            self._left -= len(chunk)
+            left -= len(chunk)
+        self._left = 0
 
     def _block(self) -> bytes | None:
-        block = self._stream.read(BLOCK)
-        if not block:
-            if self._first:
-                raise TarFormatError("empty file")
-            return None  # no end-of-archive blocks: tarfile takes that as the end too
-        if len(block) != BLOCK:
+        if not self._want(BLOCK):
+            if self._pos == len(self._buf):
+                if self._first:
+                    raise TarFormatError("empty file")
+                return None  # no end-of-archive blocks: tarfile takes that as the end too
             raise TarFormatError("unexpected end of data in a header")
-        return block
+        pos = self._pos
+        self._pos = pos + BLOCK
+        return self._buf[pos:pos + BLOCK]
 
     def next(self) -> Member | None:
         """The next member, or None at the end of the archive."""
@@ -211,6 +262,9 @@ class TarReader:
         long_name: str | None = None
         long_link: str | None = None
         pax: dict[str, str] = {}
+        mtime_ns = -1
+        """From a lone PAX mtime record (the fast path), applied after the global records."""
+        seen_pax = False
         chain = 0
         while True:
             block = self._block()
@@ -220,20 +274,37 @@ class TarReader:
             if not _checksum_ok(block, fields[6]):
                 raise TarFormatError("a tar header has a bad checksum")
             self._first = False
-            if fields[7] in _EXTENDED:
-                member = self._parse_extended(fields)
+            typeflag = fields[7]
+            if typeflag in _EXTENDED:
                 chain += 1
                 if chain > MAX_HEADER_CHAIN:
                     raise UnsafeArchiveError(
                         f"layer has more than {MAX_HEADER_CHAIN} extended headers in a row; refusing the layer"
                     )
-                data = self._extended(member)
-                if member.type == _GNU_LONGNAME:
+                size = _octal(fields[4], "size")
+                if size < 0:
+                    raise UnsafeArchiveError(
+                        f"layer has an extended header that declares a negative size ({size}); refusing the layer"
+                    )
+                data = self._extended(size)
+                if typeflag == _PAX:
+                    if seen_pax:
+                        raise UnsafeArchiveError(
+                            "layer has an entry with two PAX headers, which tar readers apply "
+                            "differently (the first, the last, or both); refusing the layer"
+                        )
+                    seen_pax = True
+                    lone = _MTIME_ONLY.fullmatch(data)
+                    if lone is not None and int(lone[1]) == size:
+                        mtime_ns = int(lone[2]) * 1_000_000_000 + int(lone[3])
+                        continue
+                    pax.update(_pax_records(data))
+                elif typeflag == _GNU_LONGNAME:
                     long_name = _text(data)
-                elif member.type == _GNU_LONGLINK:
+                elif typeflag == _GNU_LONGLINK:
                     long_link = _text(data)
-                elif member.type == _PAX_GLOBAL:
-                    self._global_bytes += member.size
+                elif typeflag == _PAX_GLOBAL:
+                    self._global_bytes += size
                     if self._global_bytes > self._pax_limit:
                         raise UnsafeArchiveError(
                             f"layer has {self._global_bytes} bytes of global PAX headers, more than "
@@ -248,25 +319,17 @@ class TarReader:
         if member.type == _GNU_SPARSE:
             raise UnsafeArchiveError(f"layer entry {shown(member.name)} is a sparse file; workspace layers hold none")
         if long_name is not None:
-            member.name = long_name
+            member.name = long_name.rstrip("/") if member.type == DIRECTORY else long_name
         if long_link is not None:
             member.linkname = long_link
         if self._globals:
             pax = {**self._globals, **pax}
         if pax:
             self._apply_pax(pax, member)
+        if mtime_ns >= 0:
+            member.mtime_ns = mtime_ns
         self._check(member)
         self._left = member.size + (-member.size % BLOCK) if member.has_data else 0
-        return member
-
-    @staticmethod
-    def _parse_extended(fields: tuple) -> Member:
-        """An extended header: only its type and size matter."""
-        member = Member("", fields[7], 0, 0, 0, _octal(fields[4], "size"), 0, "")
-        if member.size < 0:
-            raise UnsafeArchiveError(
-                f"layer has an extended header that declares a negative size ({member.size}); refusing the layer"
-            )
         return member
 
     def _parse(self, fields: tuple) -> Member:
@@ -290,20 +353,19 @@ class TarReader:
             member.name = prefix + "/" + member.name
         return member
 
-    def _extended(self, header: Member) -> bytes:
-        if header.size > self._pax_limit:
+    def _extended(self, size: int) -> bytes:
+        if size > self._pax_limit:
             raise UnsafeArchiveError(
-                f"layer has an extended header record of {header.size} bytes, more than {self._pax_limit} "
+                f"layer has an extended header record of {size} bytes, more than {self._pax_limit} "
                 f"({TAR_MAX_PAX.where()})"
             )
-        self._left = header.size + (-header.size % BLOCK)
-        data = self.read(header.size)
+        self._left = size + (-size % BLOCK)
+        data = self.read(size)
         self._skip()
         return data
 
     @staticmethod
     def _apply_pax(records: dict[str, str], member: Member) -> None:
-        member.pax = records
         for keyword, value in records.items():
             if keyword == "mtime":
                 member.mtime_ns = _mtime_ns(value, 0)
