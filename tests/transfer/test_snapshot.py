@@ -86,12 +86,16 @@ def test_new_entries_come_parent_first(tmp_path: Path) -> None:
     assert changes.changed.index("a") < changes.changed.index("a/b") < changes.changed.index("a/b/c")
 
 
-def test_a_saved_entry_row_holds_every_field_in_order() -> None:
+def test_a_saved_entry_row_holds_every_field_in_order(tmp_path: Path) -> None:
+    import json
+
     from wrapresolver.transfer.snapshot import Entry
 
     entry = Entry("a/b", "l", 0o777, 3, 10, 11, 12, 13, 14, "target")
-    assert len(entry.as_row()) == len(Entry._fields)
-    assert Entry(*entry.as_row()) == entry
+    snapshot.save({entry.path: entry}, tmp_path / "snap")
+    (row,) = json.loads((tmp_path / "snap").read_text())["entries"]
+    assert len(row) == len(Entry._fields)
+    assert Entry(*row) == entry
 
 
 def test_a_snapshot_in_another_format_is_refused_not_misread(tmp_path: Path) -> None:

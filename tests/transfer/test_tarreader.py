@@ -111,27 +111,25 @@ def test_a_directory_with_a_gnu_long_name_loses_its_trailing_slash_as_in_tarfile
     assert members_of(data)[0][0] == "d" * 150
 
 
+def pax_block(records: bytes) -> bytes:
+    """A PAX extended header holding exactly `records`, padded to whole blocks."""
+    info = tarfile.TarInfo("././@PaxHeader")
+    info.type, info.size = tarfile.XHDTYPE, len(records)
+    return info.tobuf(tarfile.USTAR_FORMAT) + records + bytes(-len(records) % 512)
+
+
 @pytest.mark.parametrize("body", [
     b"22 mtime=1700000000.5\n",  # fewer than nine digits: the general parser
     b"30 mtime=1700000000.123456000\n8 uid=7\n",  # not a lone mtime
     b"10 uid=70\n30 mtime=1700000000.123456000\n",
 ])
 def test_pax_times_the_fast_path_does_not_take_read_as_tarfile_reads_them(body: bytes) -> None:
-    pax = tarfile.TarInfo("././@PaxHeader")
-    pax.type, pax.size = tarfile.XHDTYPE, len(body)
-    plain = tarfile.TarInfo("f")
-    data = (pax.tobuf(tarfile.USTAR_FORMAT) + body + bytes(-len(body) % 512)
-            + plain.tobuf(tarfile.USTAR_FORMAT) + bytes(1024))
+    data = pax_block(body) + tarfile.TarInfo("f").tobuf(tarfile.USTAR_FORMAT) + bytes(1024)
     assert members_of(data) == tarfile_members(data)
 
 
 def test_two_pax_headers_for_one_entry_are_refused_as_readers_disagree_on_them() -> None:
     # tarfile applies the first, Go's archive/tar only the last, a merge the later one.
-    def pax_block(records: bytes) -> bytes:
-        info = tarfile.TarInfo("././@PaxHeader")
-        info.type, info.size = tarfile.XHDTYPE, len(records)
-        return info.tobuf(tarfile.USTAR_FORMAT) + records + bytes(-len(records) % 512)
-
     data = (pax_block(b"30 mtime=1700000000.123456789\n") + pax_block(b"30 mtime=1600000000.000000001\n")
             + tarfile.TarInfo("f").tobuf(tarfile.USTAR_FORMAT) + bytes(1024))
     reader = TarReader(io.BufferedReader(io.BytesIO(data)))

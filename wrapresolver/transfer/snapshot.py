@@ -39,10 +39,6 @@ class Entry(NamedTuple):
     gid: int
     link: str = ""
 
-    def as_row(self) -> list:
-        """The fields in order, for the snapshot file."""
-        return list(self)
-
 
 _KINDS = {stat.S_IFDIR: DIR, stat.S_IFREG: FILE, stat.S_IFLNK: SYMLINK}
 _IFMT = 0o170000
@@ -86,13 +82,9 @@ def walk(root: Path) -> Iterator[Entry]:
                     st = child.stat(follow_symlinks=False)
                     kind = kinds.get(st.st_mode & ifmt, OTHER)
                     rel = prefix + child.name
-                    if kind == FILE:
-                        yield Entry(rel, FILE, st.st_mode & 0o7777, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
-                                    st.st_ino, st.st_uid, st.st_gid, "")
-                        continue
                     link = os.readlink(child.name, dir_fd=fd) if kind == SYMLINK else ""
-                    yield Entry(rel, kind, st.st_mode & 0o7777, 0, st.st_mtime_ns, st.st_ctime_ns,
-                                st.st_ino, st.st_uid, st.st_gid, link)
+                    yield Entry(rel, kind, st.st_mode & 0o7777, st.st_size if kind == FILE else 0,
+                                st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_uid, st.st_gid, link)
                     if kind == DIR:
                         subdirs.append(rel)
             finally:
@@ -132,17 +124,18 @@ def load(path: Path) -> dict[str, Entry]:
     with open(path, encoding="utf-8") as src:
         try:
             document = json.load(src)
-            if document.get("format") != SNAPSHOT_FORMAT:
-                raise SnapshotError(f"{path} is not a {SNAPSHOT_FORMAT} snapshot")
-            new, fields = tuple.__new__, len(Entry._fields)
-            entries = {row[0]: new(Entry, row) for row in document["entries"]}
-            if any(len(entry) != fields for entry in entries.values()):
-                raise SnapshotError(f"{path} has an entry without {fields} fields")
-            return entries
-        except (AttributeError, KeyError, TypeError, IndexError, ValueError) as exc:
-            if isinstance(exc, SnapshotError):
-                raise
+        except ValueError as exc:
             raise SnapshotError(f"{path} is not a {SNAPSHOT_FORMAT} snapshot: {exc}") from None
+    if not isinstance(document, dict) or document.get("format") != SNAPSHOT_FORMAT:
+        raise SnapshotError(f"{path} is not a {SNAPSHOT_FORMAT} snapshot")
+    new, fields = tuple.__new__, len(Entry._fields)
+    try:
+        entries = {row[0]: new(Entry, row) for row in document["entries"]}
+    except (KeyError, TypeError, IndexError) as exc:
+        raise SnapshotError(f"{path} is not a {SNAPSHOT_FORMAT} snapshot: {exc}") from None
+    if any(len(entry) != fields for entry in entries.values()):
+        raise SnapshotError(f"{path} has an entry without {fields} fields")
+    return entries
 
 
 @dataclass(frozen=True)
