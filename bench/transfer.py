@@ -699,6 +699,49 @@ def machine_line() -> str:
             f"{tool_versions()}")
 
 
+def _mount_of(path: Path) -> tuple[str, str, str]:
+    """(mount point, file system type, source) of the mount holding `path`, from mountinfo."""
+    best = ("", "", "")
+    real = str(path.resolve())
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return best
+    for line in lines:
+        fields = line.split()
+        if " - " not in line or len(fields) < 5:
+            continue
+        point = fields[4].replace("\\040", " ")
+        after = line.split(" - ", 1)[1].split()
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best[0]):
+            best = (point, after[0], after[1] if len(after) > 1 else "")
+    return best
+
+
+def filesystem_line(path: Path) -> str:
+    """Where the benchmark creates its files, and a warning when that makes figures meaningless.
+
+    On ext4 without a journal the kernel will not reuse an inode freed in the last 30 to 130
+    seconds and, for every new inode, scans past all such inodes again: creating N files
+    right after deleting N files costs time quadratic in N. A benchmark deletes a tree before
+    almost every extraction, so there each tool pays a cost set by what was deleted before
+    it (profiled: `recently_deleted` under `__ext4_new_inode`, half of all CPU samples of a
+    fetch of 100,000 files). Node disks are journaled; run there (see docs/performance.md).
+    """
+    point, fstype, source = _mount_of(path)
+    line = f"{fstype or 'unknown'} at {point or '?'} ({source or '?'})"
+    if fstype == "ext4" and source.startswith("/dev/"):
+        journaled = Path("/proc/fs/jbd2").exists() and any(
+            entry.name.rsplit("-", 1)[0] == Path(source).name for entry in Path("/proc/fs/jbd2").iterdir()
+        )
+        if not journaled:
+            line += (" WITHOUT A JOURNAL: file creation after deletion is quadratic here and the "
+                     "figures of many small files are not comparable; use --workdir on a journaled "
+                     "file system")
+    return line
+
+
 def _first_line(cmd: list[str]) -> str:
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
@@ -839,6 +882,7 @@ def main() -> None:
         else:
             stats = generate(ws, args.size_mb, args.seed)
         print(f"machine: {machine_line()}")
+        print(f"work dir file system: {filesystem_line(work)}")
         servers = server_versions(backends)
         if servers:
             print(f"servers and clients: {servers}")

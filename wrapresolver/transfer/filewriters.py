@@ -25,8 +25,10 @@ from wrapresolver.core.limits import shown
 from wrapresolver.errors import UnsafeArchiveError
 from wrapresolver.transfer.snapshot import FILE, Entry
 
-THREADS = 4
-"""Enough to overlap the syscalls of small files on two to four cores; more only contend."""
+THREADS = 2
+"""Two overlap the syscalls of small files with parsing as well as four did on a journaled
+ext4 (docs/performance.md, "Writer threads"), for half the kernel time: every extra thread
+adds GIL handoffs and context switches, and the Python of a fetch runs on one core anyway."""
 MAX_PENDING = 32 << 20
 """Bytes of file data queued and not yet written: what the pool adds to a fetch's memory."""
 BATCH_FILES, BATCH_BYTES = 64, 1 << 20

@@ -41,6 +41,8 @@ from wrapresolver.errors import AuthError, NetworkError, NotFoundError, Transfer
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
 DEFAULT_ATTEMPTS = 5
+DOWNLOAD_CHUNK = 1 << 20
+"""Bytes per chunk handed to the fetch: the decompressor and the hash run per chunk."""
 
 
 def timeout() -> httpx.Timeout:
@@ -329,8 +331,15 @@ class RegistryClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _chunks(self, response: httpx.Response, what: str) -> Iterator[bytes]:
+        # httpx's own re-chunking (`iter_bytes(size)`) copies its whole buffer at every 64 KiB
+        # read: 0.9 s of CPU, under the GIL that extraction needs, per 600 MB blob. A blob
+        # sent without a content coding is joined here instead, with one copy per chunk.
+        encoding = response.headers.get("content-encoding", "").strip().lower()
         try:
-            yield from response.iter_bytes(1 << 20)
+            if encoding in ("", "identity"):
+                yield from rechunked(response.iter_raw(), DOWNLOAD_CHUNK)
+            else:
+                yield from response.iter_bytes(DOWNLOAD_CHUNK)
         except httpx.TransportError as exc:
             raise NetworkError(f"the connection to registry {self.ref.registry} broke while reading {what}: {exc}") from None
         finally:
@@ -358,3 +367,17 @@ class RegistryClient:
         if status in RETRY_STATUS:
             raise NetworkError(f"registry {self.ref.registry} kept failing with {status} for {what} ({detail})")
         raise TransferError(f"registry {self.ref.registry} answered {status} to {action} {what}: {detail}")
+
+
+def rechunked(pieces: Iterator[bytes], size: int) -> Iterator[bytes]:
+    """The bytes of `pieces` as chunks of at least `size` bytes (the last may be shorter)."""
+    parts: list[bytes] = []
+    held = 0
+    for piece in pieces:
+        parts.append(piece)
+        held += len(piece)
+        if held >= size:
+            yield b"".join(parts)
+            parts, held = [], 0
+    if held:
+        yield b"".join(parts)
