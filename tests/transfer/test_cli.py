@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.fixtures.cli import wrapresolver as run_cli
 from tests.fixtures.registry import Registry, free_port
 from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
 
@@ -17,10 +16,7 @@ RUN = "5b1e-cli-run"
 
 
 def wrapresolver(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "wrapresolver", *args], capture_output=True, text=True, timeout=120,
-        env={**os.environ, **(env or {})},
-    )
+    return run_cli(*args, env=env, timeout=120)
 
 
 def spec(tmp: Path, workspace: str, task: str, path: Path, inputs=(), graph=None, **extra) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import gzip
 import os
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +21,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.fixtures.cli import wrapresolver
 from tests.fixtures.registry import Registry
 from wrapresolver.backends.oci.client import rechunked
 
@@ -89,30 +89,29 @@ def proxy(registry: Registry) -> Iterator[BlobProxy]:
     server.close()
 
 
-def wrapresolver(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "wrapresolver", *args], capture_output=True, text=True,
-                          timeout=180, env={**os.environ, **env})
+def _fetched_through(registry: Registry, proxy: BlobProxy, tmp_path: Path, mode: str) -> subprocess.CompletedProcess:
+    """Store a tree straight into the registry, then fetch it through the proxy in `mode`.
 
-
-def _stored(registry: Registry, proxy: BlobProxy, tmp_path: Path, name: str) -> tuple[str, Path, dict[str, str]]:
-    """Store a tree straight into the registry; the returned target reads it through the proxy."""
+    The tree is kept in tmp_path/"seed", the fetch goes to tmp_path/"out".
+    """
     seed = tmp_path / "seed"
     (seed / "sub").mkdir(parents=True)
     (seed / "data.bin").write_bytes(os.urandom(3 << 20))  # several download chunks
     (seed / "sub" / "note.txt").write_text("kept\n")
     env = {"WRAPRESOLVER_IO_TIMEOUT": "10", "DOCKER_CONFIG": str(tmp_path)}
-    done = wrapresolver("store", "--path", str(seed), "--target", f"{registry.host}/t/{name}", env=env)
+    target = registry.repo(mode)
+    done = wrapresolver("store", "--path", str(seed), "--target", target, env=env)
     assert done.returncode == 0, done.stderr
-    return f"{proxy.host}/t/{name}", seed, env
+    proxy.mode = mode
+    through = f"{proxy.host}/{target.split('/', 1)[1]}"
+    return wrapresolver("fetch", "--path", str(tmp_path / "out"), "--target", through, env=env)
 
 
 def test_a_blob_cut_short_by_the_registry_fails_the_fetch_as_a_network_failure_and_leaves_no_files(
     registry: Registry, proxy: BlobProxy, tmp_path: Path,
 ) -> None:
-    target, _, env = _stored(registry, proxy, tmp_path, "cut")
-    proxy.mode = "cut"
+    done = _fetched_through(registry, proxy, tmp_path, "cut")
     out = tmp_path / "out"
-    done = wrapresolver("fetch", "--path", str(out), "--target", target, env=env)
     assert done.returncode == 5, done.stderr
     assert "broke while reading blob sha256:" in done.stderr
     assert "Traceback" not in done.stderr
@@ -123,10 +122,8 @@ def test_a_blob_cut_short_by_the_registry_fails_the_fetch_as_a_network_failure_a
 def test_a_blob_served_gzip_encoded_by_a_front_end_is_decoded_and_verified(
     registry: Registry, proxy: BlobProxy, tmp_path: Path,
 ) -> None:
-    target, seed, env = _stored(registry, proxy, tmp_path, "gzip")
-    proxy.mode = "gzip"
-    out = tmp_path / "out"
-    done = wrapresolver("fetch", "--path", str(out), "--target", target, env=env)
+    done = _fetched_through(registry, proxy, tmp_path, "gzip")
+    seed, out = tmp_path / "seed", tmp_path / "out"
     assert done.returncode == 0, done.stderr
     assert proxy.blob_gets >= 1
     assert (out / "data.bin").read_bytes() == (seed / "data.bin").read_bytes()
@@ -134,7 +131,7 @@ def test_a_blob_served_gzip_encoded_by_a_front_end_is_decoded_and_verified(
 
 
 @given(st.lists(st.binary(max_size=40), max_size=30), st.integers(min_value=1, max_value=64))
-def testrechunked_chunks_keep_every_byte_in_order_and_only_the_last_is_short(pieces: list[bytes], size: int) -> None:
+def test_rechunked_chunks_keep_every_byte_in_order_and_only_the_last_is_short(pieces: list[bytes], size: int) -> None:
     chunks = list(rechunked(iter(pieces), size))
     assert b"".join(chunks) == b"".join(pieces)
     assert all(len(chunk) >= size for chunk in chunks[:-1])

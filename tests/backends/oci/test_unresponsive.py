@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.cli import wrapresolver
 from tests.fixtures.registry import Registry
 
 
@@ -84,11 +83,6 @@ def always_503() -> Iterator[int]:
     yield server.server_address[1]
     server.shutdown()
     server.server_close()
-
-
-def wrapresolver(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "wrapresolver", *args], capture_output=True, text=True,
-                          timeout=180, env={**os.environ, **env})
 
 
 def test_a_registry_that_never_answers_fails_a_fetch_as_a_network_failure(silent: SilentServer, tmp_path: Path) -> None:
