@@ -7,13 +7,11 @@ The controller and `wrapresolver render` both call `resolve`; they differ only i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
-import gc
 import hashlib
 import io
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +23,7 @@ from wrapresolver.core.params import RunContext, check_bases, check_targets, par
 from wrapresolver.core.retention import retention_of
 from wrapresolver.core.template import expand_target
 from wrapresolver.errors import RewriteError, SourceError, WrapError
+from wrapresolver.gcpause import paused_gc
 from wrapresolver.sources import Fetched, Source
 
 CONTENT_TYPE = "application/json"
@@ -82,6 +81,7 @@ async def resolve(
         raise _unexpected(pipeline_name, exc) from exc
     task_objects = await _fetch_tasks(source, to_inline, context.namespace)
 
+    # No await inside: no other request runs while the collector is off.
     with paused_gc():
         try:
             rewritten = rewrite.rewrite_pipeline(pipeline, task_objects, request, workspaces, backend)
@@ -138,23 +138,6 @@ def check_answer_size(data: bytes, pipeline: str) -> None:
 
 def _mib(n: int) -> str:
     return f"{n / (1024 * 1024):.2f} MiB"
-
-
-@contextlib.contextmanager
-def paused_gc() -> Iterator[None]:
-    """The cyclic garbage collector off for one rewrite, and back as it was.
-
-    A rewrite makes hundreds of thousands of dicts, lists and strings that form no cycles;
-    the collector's passes over them (and over the whole Pipeline, again and again) were a
-    tenth of a 2,000-task rewrite. No await happens inside, so no other request runs then.
-    """
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if collecting:
-            gc.enable()
 
 
 def to_json(obj: Any, pipeline: str = "") -> bytes:

@@ -75,6 +75,46 @@ def test_every_member_reads_as_tarfile_reads_it(fmt: int, items: list) -> None:
     assert members_of(data) == tarfile_members(data)
 
 
+class ShortReads:
+    """A stream whose reads stop at arbitrary places, as a pipe of chunks does."""
+
+    def __init__(self, data: bytes, sizes: list[int]) -> None:
+        self._data, self._sizes, self._at, self._turn = data, sizes, 0, 0
+
+    def read(self, size: int) -> bytes:
+        size = min(size, self._sizes[self._turn % len(self._sizes)])
+        self._turn += 1
+        part = self._data[self._at:self._at + size]
+        self._at += len(part)
+        return part
+
+
+@settings(max_examples=100, deadline=None)
+@given(entries, st.lists(st.integers(1, 2000), min_size=1, max_size=8))
+def test_members_read_the_same_whatever_the_stream_s_read_boundaries(items: list, cuts: list[int]) -> None:
+    data = archive(tarfile.PAX_FORMAT, items)
+    reader = TarReader(ShortReads(data, cuts))
+    out = []
+    while (member := reader.next()) is not None:
+        content = reader.read(member.size) if member.isreg() else b""
+        out.append((member.name, member.type, member.mode, member.uid, member.gid, member.size,
+                    member.mtime_ns // 1000, member.linkname, content))
+    assert out == tarfile_members(data)
+
+
+def test_a_member_bigger_than_the_buffer_reads_whole_through_short_reads() -> None:
+    big = bytes(range(256)) * (12 << 10)  # 3 MiB: read past the reader's 1 MiB buffer
+    data = archive(tarfile.PAX_FORMAT, [("a", tarfile.REGTYPE, "", 0o644, 0, 0.0, b"x" * 700),
+                                        ("big", tarfile.REGTYPE, "", 0o644, 0, 0.0, big)])
+    reader = TarReader(ShortReads(data, [300_001, 4096, 1 << 20]))
+    first = reader.next()
+    assert first is not None and reader.read(first.size) == b"x" * 700
+    second = reader.next()
+    assert second is not None and second.name == "big"
+    assert reader.read(second.size) == big
+    assert reader.next() is None
+
+
 def test_big_ids_in_base_256_and_long_links_read_as_tarfile_reads_them() -> None:
     data = archive(tarfile.GNU_FORMAT, [
         ("a" * 300, tarfile.SYMTYPE, "t" * 200, 0o777, 2**40, 1.0, b""),

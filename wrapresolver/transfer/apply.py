@@ -41,7 +41,7 @@ from wrapresolver.transfer import oci_image, snapshot
 from wrapresolver.transfer.deeptree import remove_tree
 from wrapresolver.transfer.filewriters import FileJob, FileWriters
 from wrapresolver.transfer.layers import CHUNK, OPAQUE, WHITEOUT_PREFIX
-from wrapresolver.transfer.streams import BoundedPipe, HashingReader, IteratorReader, PipeClosed
+from wrapresolver.transfer.streams import BoundedPipe, HashingChunks, PipeClosed
 from wrapresolver.transfer.tarreader import Member, TarFormatError, TarReader
 
 _KEEP_MODE = 0o1777  # setuid/setgid bits are dropped: a workspace needs no privilege escalation
@@ -277,16 +277,15 @@ class Extractor:
         must discard what was extracted.
         """
         desc = layer.descriptor
-        blob = HashingReader(IteratorReader(chunks))
+        blob = HashingChunks(chunks)
         inflater = _Inflater(blob, desc.media_type)
         inflater.start()
         self._written = set()
         writers = self._writers = FileWriters()
         writers.owners = bool(self.restore_owners)
         try:
-            # Buffered, so tarfile's 512-byte header reads stay in this thread's buffer;
-            # seeks are forward-only reads.
-            reader = io.BufferedReader(inflater.pipe.reader, CHUNK)
+            # Unbuffered: the tar reader keeps its own buffer of whole chunks off the pipe.
+            reader = inflater.pipe.reader
             tar = self._tar = TarReader(reader)
             while (member := tar.next()) is not None:
                 try:
@@ -333,7 +332,7 @@ class Extractor:
         self._queued.clear()
 
     @staticmethod
-    def _check_digest(blob: HashingReader, layer: oci_image.Layer, where: str) -> None:
+    def _check_digest(blob: HashingChunks, layer: oci_image.Layer, where: str) -> None:
         desc = layer.descriptor
         if blob.digest != desc.digest or blob.size != desc.size:
             raise IntegrityError(
@@ -575,7 +574,7 @@ class _Inflater:
     here, this thread was the slower half of a fetch of large files.
     """
 
-    def __init__(self, blob: HashingReader, media_type: str) -> None:
+    def __init__(self, blob: HashingChunks, media_type: str) -> None:
         self.blob, self.media_type = blob, media_type
         self.pipe = BoundedPipe()
         self._plain = hashlib.sha256()
@@ -621,10 +620,11 @@ class _Inflater:
         return "sha256:" + self._plain.hexdigest()
 
 
-def _decompressor(media_type: str, blob: HashingReader):
+def _decompressor(media_type: str, blob: HashingChunks):
     if media_type == oci_image.LAYER_ZSTD:
         # A RawIOBase is the file-like object zstandard reads; its stubs only name IO[bytes].
-        return zstandard.ZstdDecompressor().stream_reader(cast(IO[bytes], blob), read_across_frames=True, closefd=False)
+        return zstandard.ZstdDecompressor().stream_reader(
+            cast(IO[bytes], blob), read_size=CHUNK, read_across_frames=True, closefd=False)
     if media_type == oci_image.LAYER_GZIP:
         return gzip.GzipFile(fileobj=blob, mode="rb")
     return blob

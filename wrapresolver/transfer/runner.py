@@ -24,6 +24,7 @@ from typing import Any
 from wrapresolver.backends.base import Moved, Tick, WorkspaceStore
 from wrapresolver.core.stepspec import WorkspaceTransfer
 from wrapresolver.core.values import TransferReport
+from wrapresolver.gcpause import paused_gc
 from wrapresolver.transfer import snapshot
 from wrapresolver.transfer.apply import empty_directory
 from wrapresolver.transfer.layers import whole_tree
@@ -151,18 +152,21 @@ def store(
     clock = Clock(report, progress)
     with os_errors("storing", spec.workspace, src):
         unreadable = ""
-        try:
-            found = read_record(state_dir, spec)
-        except UnreadableRecord as exc:
-            found, unreadable = None, str(exc)
-        after = snapshot.take(src)
-        before: dict[str, snapshot.Entry] = {}
-        record: Mapping[str, Any] | None = None
-        if found is None:
-            changes = whole_tree(after)
-        else:
-            record, before = found
-            changes = snapshot.diff(before, after)
+        # The record and the walk are a tuple per entry each: with the collector running,
+        # its passes over both were a third of a store after a small change.
+        with paused_gc():
+            try:
+                found = read_record(state_dir, spec)
+            except UnreadableRecord as exc:
+                found, unreadable = None, str(exc)
+            after = snapshot.take(src)
+            before: dict[str, snapshot.Entry] = {}
+            record: Mapping[str, Any] | None = None
+            if found is None:
+                changes = whole_tree(after)
+            else:
+                record, before = found
+                changes = snapshot.diff(before, after)
         state_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="wrap-", dir=state_dir) as scratch:
             moved = store.save(spec, src, Path(scratch), record, before, after, changes, clock.tick)

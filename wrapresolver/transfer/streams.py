@@ -70,6 +70,60 @@ class HashingReader(io.RawIOBase):
             yield data
 
 
+class HashingChunks(io.RawIOBase):
+    """A readable over byte chunks (a blob as a backend streams it) with their sha256 and size.
+
+    For a decompressor's input: each chunk is hashed once as it arrives, and `read(n)` with
+    `n` at least the rest of a chunk returns the chunk object itself, so a layer's compressed
+    bytes are not copied on their way to the decompressor (HashingReader over an
+    IteratorReader copied them twice).
+    """
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._pending: bytes = b""
+        self._offset = 0
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def _more(self) -> bool:
+        while self._offset >= len(self._pending):
+            try:
+                chunk = next(self._chunks)
+            except StopIteration:
+                return False
+            self._hash.update(chunk)
+            self.size += len(chunk)
+            self._pending, self._offset = bytes(chunk), 0
+        return True
+
+    def readinto(self, buffer) -> int:
+        if not self._more():
+            return 0
+        n = min(len(buffer), len(self._pending) - self._offset)
+        buffer[:n] = memoryview(self._pending)[self._offset:self._offset + n]
+        self._offset += n
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to `size` bytes of the current chunk (all that is left when `size` < 0)."""
+        if not self._more():
+            return b""
+        pending, offset = self._pending, self._offset
+        if size is None or size < 0 or size >= len(pending) - offset:
+            self._offset = len(pending)
+            return pending if offset == 0 else pending[offset:]
+        self._offset += size
+        return pending[offset:offset + size]
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self._hash.hexdigest()
+
+
 PIPE_DEPTH = 8
 """Chunks in flight between a producing thread and its reader: a few MiB at most."""
 
@@ -118,25 +172,58 @@ class BoundedPipe:
 class _PipeReader(io.RawIOBase):
     def __init__(self, pipe: BoundedPipe) -> None:
         self._pipe = pipe
-        self._pending = memoryview(b"")
+        self._pending: bytes = b""
+        self._offset = 0
         self._eof = False
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:
-        while not self._pending:
+    def _more(self) -> bool:
+        """The next chunk pending; False at the end of the data."""
+        while self._offset >= len(self._pending):
             if self._eof:
-                return 0
+                return False
             item = self._pipe._queue.get()
             if isinstance(item, BaseException):
                 self._eof = True
                 raise item
             if item == b"":
                 self._eof = True
-                return 0
-            self._pending = memoryview(item)
-        n = min(len(buffer), len(self._pending))
-        buffer[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
+                return False
+            self._pending, self._offset = item, 0
+        return True
+
+    def readinto(self, buffer) -> int:
+        if not self._more():
+            return 0
+        n = min(len(buffer), len(self._pending) - self._offset)
+        buffer[:n] = memoryview(self._pending)[self._offset:self._offset + n]
+        self._offset += n
         return n
+
+    def read(self, size: int = -1) -> bytes:
+        """Exactly `size` bytes, fewer only at the end; a whole chunk is handed out uncopied.
+
+        The tar reader asks for 1 MiB at a time and the decompressor writes 1 MiB chunks:
+        most reads return the chunk object itself (a fetch moved each byte through four
+        copies before, 9% of its CPU).
+        """
+        if size is None or size < 0:
+            return b"".join(iter(lambda: self.read(CHUNK_HINT), b""))
+        parts: list[bytes] = []
+        want = size
+        while want and self._more():
+            pending, offset = self._pending, self._offset
+            available = len(pending) - offset
+            if offset == 0 and available <= want:
+                part = pending
+            else:
+                part = pending[offset:offset + min(want, available)]
+            self._offset += len(part)
+            want -= len(part)
+            parts.append(part)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+CHUNK_HINT = 1 << 20

@@ -23,7 +23,7 @@ import re
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import IO
+from typing import Protocol
 
 from wrapresolver.core.limits import TAR_MAX_LINK, TAR_MAX_NAME, TAR_MAX_PAX, shown
 from wrapresolver.errors import UnsafeArchiveError
@@ -162,6 +162,12 @@ def _mtime_ns(text: str, fallback: int) -> int:
     return whole * 1_000_000_000 + (-nanos if seconds.startswith("-") else nanos)
 
 
+class Readable(Protocol):
+    """What the reader needs of its stream: `read(n)`, which may return fewer bytes."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+
 _FILL = 1 << 20
 """Bytes read off the stream at a time: headers and small files are sliced out of this buffer."""
 _MTIME_ONLY = re.compile(rb"(\d+) mtime=(\d{1,18})\.(\d{9})\n")
@@ -178,7 +184,7 @@ class TarReader:
     call per 512-byte block cost more than parsing the block.
     """
 
-    def __init__(self, stream: IO[bytes]) -> None:
+    def __init__(self, stream: Readable) -> None:
         self._stream = stream
         self._buf = b""
         self._pos = 0
@@ -192,39 +198,62 @@ class TarReader:
         self._pax_limit = TAR_MAX_PAX.int_value()
 
     def _want(self, size: int) -> bool:
-        """At least `size` bytes buffered (False when the stream ends first)."""
+        """At least `size` bytes buffered (False when the stream ends first).
+
+        A chunk read into an empty buffer becomes the buffer as it is: no copy.
+        """
         have = len(self._buf) - self._pos
         if have >= size:
             return True
-        parts = [self._buf[self._pos:]]
+        parts = [self._buf[self._pos:]] if have else []
         while have < size:
             chunk = self._stream.read(max(_FILL, size - have))
             if not chunk:
                 break
             parts.append(chunk)
             have += len(chunk)
-        self._buf, self._pos = b"".join(parts), 0
+        self._buf = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._pos = 0
         return have >= size
+
+    def _exactly(self, size: int) -> bytes:
+        """`size` bytes off the stream, past the buffer (which is empty), or fewer at its end."""
+        parts: list[bytes] = []
+        while size:
+            chunk = self._stream.read(size)
+            if not chunk:
+                break
+            parts.append(chunk)
+            size -= len(chunk)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def read(self, size: int) -> bytes:
         """Exactly `size` bytes of the current member's data."""
         pos = self._pos
         end = pos + size
         if end > len(self._buf):
+            head = self._buf[pos:]
             if size <= _FILL:
-                if not self._want(size):
-                    raise TarFormatError("unexpected end of data inside an entry")
-                pos, end = 0, size
-            else:  # a big read: straight off the stream, after what is buffered
-                head = self._buf[pos:]
+                # The data runs past the buffer: the next chunk becomes the buffer and only
+                # this entry's part of it is copied (joining the chunk to the rest first
+                # copied all of it).
                 self._buf, self._pos = b"", 0
-                rest = self._stream.read(size - len(head))
-                if len(head) + len(rest) != size:
+                if not self._want(size - len(head)):
                     raise TarFormatError("unexpected end of data inside an entry")
+                self._pos = size - len(head)
                 self._left -= size
-                return head + rest
+                return head + self._buf[:self._pos] if head else self._buf[:self._pos]
+            # A big read: straight off the stream, after what is buffered.
+            self._buf, self._pos = b"", 0
+            rest = self._exactly(size - len(head))
+            if len(head) + len(rest) != size:
+                raise TarFormatError("unexpected end of data inside an entry")
+            self._left -= size
+            return head + rest if head else rest
         self._pos = end
         self._left -= size
+        if pos == 0 and end == len(self._buf):
+            return self._buf
         return self._buf[pos:end]
 
     def _skip(self) -> None:

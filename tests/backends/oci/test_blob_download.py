@@ -1,85 +1,133 @@
-"""Blob downloads as a registry's front end may serve them: cut short, or with a content coding.
+"""Blob downloads as a registry's front end may serve them.
 
-A real docker-registry behind a small forwarding proxy started by the test. The proxy passes
-every request through and changes only the answers to blob GETs: it stops halfway through
-the body and closes the connection, or gzips the body and says so in `Content-Encoding`
-(as a CDN in front of a registry may). The fetch runs as the CLI, as a task step runs it.
+A real docker-registry behind a small forwarding proxy started by the test. The proxy
+passes every request through and changes only the answers to blob GETs, as `mode` says:
+it stops halfway through the body and closes the connection ("cut") or goes quiet
+("stall"); it adds a content coding (as a CDN in front of a registry may); or it
+redirects the read to object storage, another origin ("away") or its own ("here"). The
+proxy asks for Basic credentials, so the tests see where the registry's `Authorization`
+goes. The fetch runs as the CLI, as a task step runs it.
 """
 
 from __future__ import annotations
 
+import base64
 import gzip
+import json
 import os
 import subprocess
 import threading
+import time
+import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from tests.fixtures.cli import wrapresolver
 from tests.fixtures.registry import Registry
-from wrapresolver.backends.oci.client import rechunked
+
+USER, PASSWORD = "ci", "proxy-pass"
+BASIC = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+STORAGE_PREFIX = "/_storage/"
+CODINGS = {"gzip": gzip.compress, "deflate": zlib.compress, "br": lambda data: b"not brotli"}
 
 
 class BlobProxy:
-    """Forwards to `upstream`; blob GETs are answered as `mode` says ("cut", "gzip", "pass")."""
+    """Forwards to `upstream` behind Basic auth; blob GETs are answered as `mode` says."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.mode = "pass"
         self.blob_gets = 0
+        self.storage_auth: list[str] = []
+        """The `Authorization` each read of the storage side came with ('' for none)."""
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def _forward(self) -> None:
+            def _upstream(self, path: str) -> httpx.Response:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
-                answer = httpx.request(self.command, f"http://{proxy.upstream}{self.path}", headers=headers,
-                                       content=body, follow_redirects=True)
-                data = answer.content
-                blob = self.command == "GET" and "/blobs/sha256:" in self.path and answer.status_code == 200
-                if blob:
-                    proxy.blob_gets += 1
-                if blob and proxy.mode == "gzip":
-                    data = gzip.compress(data)
-                self.send_response(answer.status_code)
-                for key, value in answer.headers.items():
-                    if key.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
-                        self.send_header(key, value)
-                if blob and proxy.mode == "gzip":
-                    self.send_header("Content-Encoding", "gzip")
+                skip = ("host", "content-length", "authorization", "accept-encoding")
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+                return httpx.request(self.command, f"http://{proxy.upstream}{path}", headers=headers,
+                                     content=body, follow_redirects=True)
+
+            def _send(self, status: int, headers: list[tuple[str, str]], data: bytes) -> None:
+                self.send_response(status)
+                for key, value in headers:
+                    self.send_header(key, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                if self.command == "HEAD":
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            def _storage(self) -> None:
+                proxy.storage_auth.append(self.headers.get("Authorization", ""))
+                answer = self._upstream(self.path[len(STORAGE_PREFIX) - 1:])
+                self._send(answer.status_code, [("Content-Type", "application/octet-stream")], answer.content)
+
+            def _forward(self) -> None:
+                if self.path.startswith(STORAGE_PREFIX):
+                    self._storage()
                     return
-                if blob and proxy.mode == "cut":
+                if self.headers.get("Authorization") != BASIC:
+                    self._send(401, [("WWW-Authenticate", 'Basic realm="proxy"')], b"")
+                    return
+                blob = self.command == "GET" and "/blobs/sha256:" in self.path
+                if blob and proxy.mode in ("away", "here"):
+                    proxy.blob_gets += 1
+                    host = proxy.storage.host if proxy.mode == "away" else proxy.host
+                    location = f"http://{host}{STORAGE_PREFIX}{self.path.lstrip('/')}?X-Signature=abc"
+                    self._send(307, [("Location", location)], b"")
+                    return
+                answer = self._upstream(self.path)
+                data = answer.content
+                blob = blob and answer.status_code == 200
+                proxy.blob_gets += blob
+                headers = [(k, v) for k, v in answer.headers.items()
+                           if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding")]
+                if blob and proxy.mode in CODINGS:
+                    data = CODINGS[proxy.mode](data)
+                    headers.append(("Content-Encoding", proxy.mode))
+                if blob and proxy.mode in ("cut", "stall"):
+                    self.send_response(answer.status_code)
+                    for key, value in headers:
+                        self.send_header(key, value)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
                     self.wfile.write(data[: len(data) // 2])
                     self.wfile.flush()
+                    if proxy.mode == "stall":
+                        time.sleep(4)  # longer than the fetch's I/O timeout
                     self.close_connection = True
                     return
-                self.wfile.write(data)
+                self._send(answer.status_code, headers, data)
 
             do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _forward  # noqa: N815
 
             def log_message(self, *args) -> None:  # quiet
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.host = f"127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
+        def serve() -> tuple[ThreadingHTTPServer, str]:
+            server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+            server.daemon_threads = True
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            return server, f"127.0.0.1:{server.server_address[1]}"
+
+        self.server, self.host = serve()
+        storage_server, storage_host = serve()
+        self.storage = type("Storage", (), {"server": storage_server, "host": storage_host})
+        """The same handler on another port: another origin, as object storage is."""
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        for server in (self.server, self.storage.server):
+            server.shutdown()
+            server.server_close()
 
 
 @pytest.fixture
@@ -89,7 +137,8 @@ def proxy(registry: Registry) -> Iterator[BlobProxy]:
     server.close()
 
 
-def _fetched_through(registry: Registry, proxy: BlobProxy, tmp_path: Path, mode: str) -> subprocess.CompletedProcess:
+def _fetched_through(registry: Registry, proxy: BlobProxy, tmp_path: Path, mode: str,
+                     timeout: str = "10") -> subprocess.CompletedProcess:
     """Store a tree straight into the registry, then fetch it through the proxy in `mode`.
 
     The tree is kept in tmp_path/"seed", the fetch goes to tmp_path/"out".
@@ -98,7 +147,9 @@ def _fetched_through(registry: Registry, proxy: BlobProxy, tmp_path: Path, mode:
     (seed / "sub").mkdir(parents=True)
     (seed / "data.bin").write_bytes(os.urandom(3 << 20))  # several download chunks
     (seed / "sub" / "note.txt").write_text("kept\n")
-    env = {"WRAPRESOLVER_IO_TIMEOUT": "10", "DOCKER_CONFIG": str(tmp_path)}
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"auths": {proxy.host: {"auth": base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}}}))
+    env = {"WRAPRESOLVER_IO_TIMEOUT": timeout, "DOCKER_CONFIG": str(tmp_path)}
     target = registry.repo(mode)
     done = wrapresolver("store", "--path", str(seed), "--target", target, env=env)
     assert done.returncode == 0, done.stderr
@@ -107,32 +158,73 @@ def _fetched_through(registry: Registry, proxy: BlobProxy, tmp_path: Path, mode:
     return wrapresolver("fetch", "--path", str(tmp_path / "out"), "--target", through, env=env)
 
 
+def _fetched_whole(tmp_path: Path) -> bool:
+    seed, out = tmp_path / "seed", tmp_path / "out"
+    return ((out / "data.bin").read_bytes() == (seed / "data.bin").read_bytes()
+            and (out / "sub" / "note.txt").read_text() == "kept\n")
+
+
+def _no_files(tmp_path: Path) -> bool:
+    out = tmp_path / "out"
+    return not out.exists() or not any(out.iterdir())
+
+
 def test_a_blob_cut_short_by_the_registry_fails_the_fetch_as_a_network_failure_and_leaves_no_files(
     registry: Registry, proxy: BlobProxy, tmp_path: Path,
 ) -> None:
     done = _fetched_through(registry, proxy, tmp_path, "cut")
-    out = tmp_path / "out"
     assert done.returncode == 5, done.stderr
     assert "broke while reading blob sha256:" in done.stderr
+    assert "ended after" in done.stderr
     assert "Traceback" not in done.stderr
     assert proxy.blob_gets >= 1
-    assert not out.exists() or not any(out.iterdir())
+    assert _no_files(tmp_path)
 
 
-def test_a_blob_served_gzip_encoded_by_a_front_end_is_decoded_and_verified(
+def test_a_blob_read_that_goes_quiet_halfway_fails_after_the_io_timeout_and_leaves_no_files(
     registry: Registry, proxy: BlobProxy, tmp_path: Path,
 ) -> None:
-    done = _fetched_through(registry, proxy, tmp_path, "gzip")
-    seed, out = tmp_path / "seed", tmp_path / "out"
+    done = _fetched_through(registry, proxy, tmp_path, "stall", timeout="1")
+    assert done.returncode == 5, done.stderr
+    assert "did not answer the read of blob sha256:" in done.stderr
+    assert "WRAPRESOLVER_IO_TIMEOUT" in done.stderr
+    assert _no_files(tmp_path)
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate"])
+def test_a_blob_a_front_end_encodes_anyway_is_decoded_and_verified(
+    registry: Registry, proxy: BlobProxy, tmp_path: Path, coding: str,
+) -> None:
+    done = _fetched_through(registry, proxy, tmp_path, coding)
     assert done.returncode == 0, done.stderr
     assert proxy.blob_gets >= 1
-    assert (out / "data.bin").read_bytes() == (seed / "data.bin").read_bytes()
-    assert (out / "sub" / "note.txt").read_text() == "kept\n"
+    assert _fetched_whole(tmp_path)
 
 
-@given(st.lists(st.binary(max_size=40), max_size=30), st.integers(min_value=1, max_value=64))
-def test_rechunked_chunks_keep_every_byte_in_order_and_only_the_last_is_short(pieces: list[bytes], size: int) -> None:
-    chunks = list(rechunked(iter(pieces), size))
-    assert b"".join(chunks) == b"".join(pieces)
-    assert all(len(chunk) >= size for chunk in chunks[:-1])
-    assert all(chunks)
+def test_a_content_coding_the_client_cannot_decode_is_refused_by_name(
+    registry: Registry, proxy: BlobProxy, tmp_path: Path,
+) -> None:
+    done = _fetched_through(registry, proxy, tmp_path, "br")
+    assert done.returncode == 1, done.stderr
+    assert "content coding 'br'" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert _no_files(tmp_path)
+
+
+def test_a_read_redirected_to_another_origin_is_followed_without_the_registry_credentials(
+    registry: Registry, proxy: BlobProxy, tmp_path: Path,
+) -> None:
+    done = _fetched_through(registry, proxy, tmp_path, "away")
+    assert done.returncode == 0, done.stderr
+    assert _fetched_whole(tmp_path)
+    assert proxy.blob_gets >= 1
+    assert proxy.storage_auth and set(proxy.storage_auth) == {""}
+
+
+def test_a_read_redirected_within_the_registry_keeps_its_credentials(
+    registry: Registry, proxy: BlobProxy, tmp_path: Path,
+) -> None:
+    done = _fetched_through(registry, proxy, tmp_path, "here")
+    assert done.returncode == 0, done.stderr
+    assert _fetched_whole(tmp_path)
+    assert proxy.storage_auth and set(proxy.storage_auth) == {BASIC}

@@ -1,0 +1,25 @@
+"""The cyclic garbage collector paused around work that makes many objects and no cycles.
+
+Shared by the resolver (one rewrite) and the data path (a store's walk of the workspace):
+both build hundreds of thousands of tuples, dicts and strings that form no cycles, and the
+collector's passes over them, again and again as they pile up, cost a tenth to a third of
+the work (docs/performance.md). Objects that do form cycles meanwhile are collected after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """The collector off for the block, and back as it was."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
