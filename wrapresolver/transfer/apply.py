@@ -50,6 +50,8 @@ INLINE_MAX = 1 << 20
 streamed to disk by the extracting thread, so memory stays bounded whatever the file sizes."""
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_new = tuple.__new__
+"""Builds a named tuple without its __new__, a Python function: one per small file."""
 
 
 def clean_name(name: str, what: str = "entry") -> str:
@@ -454,7 +456,7 @@ class Extractor:
         owner = (member.uid, member.gid) if self.restore_owners else None
         if member.size <= INLINE_MAX and self._writers is not None:
             data = self._tar.read(member.size)
-            self._writers.submit(FileJob(target, local, member.name, data, mode, mtime_ns, owner))
+            self._writers.submit(_new(FileJob, (target, local, member.name, data, mode, mtime_ns, owner)))
             self._queued.add(target)
             return
         fd = os.open(target, _CREATE, 0o600)

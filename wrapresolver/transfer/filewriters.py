@@ -17,7 +17,6 @@ from __future__ import annotations
 import errno
 import os
 import queue
-import stat
 import threading
 from typing import NamedTuple
 
@@ -34,6 +33,7 @@ MAX_PENDING = 32 << 20
 BATCH_FILES, BATCH_BYTES = 64, 1 << 20
 """Jobs travel in batches: one lock round trip per batch instead of per small file."""
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_new = tuple.__new__
 
 
 class FileJob(NamedTuple):
@@ -168,6 +168,8 @@ class FileWriters:
             st = os.fstat(fd)
         finally:
             os.close(fd)
-        self.entries[job.local] = Entry(
-            job.local, FILE, stat.S_IMODE(st.st_mode), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_uid, st.st_gid,
-        )
+        # tuple.__new__, not Entry(...): the named tuple's own __new__ is a Python function.
+        self.entries[job.local] = _new(Entry, (
+            job.local, FILE, st.st_mode & 0o7777, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
+            st.st_uid, st.st_gid, "",
+        ))
