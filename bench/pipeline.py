@@ -579,6 +579,7 @@ def main() -> None:
         stats = transfer.generate(source, args.size_mb, args.seed)
         print(f"machine: {transfer.machine_line()}")
         print(f"work dir file system: {transfer.filesystem_line(work)}")
+        print(transfer.environment_line())
         print(f"registry: {transfer._first_line(['docker-registry', '--version'])}; "
               f"{transfer._first_line(['curl', '--version'])}")
         print(f"workspace: {stats.line()}; generated in {time.perf_counter() - start:.0f}s; "
