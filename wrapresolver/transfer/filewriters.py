@@ -26,7 +26,7 @@ from wrapresolver.transfer.snapshot import FILE, Entry
 
 THREADS = 2
 """Two overlap the syscalls of small files with parsing as well as four did on a journaled
-ext4 (docs/performance.md, "Journaled file system: the current figures"), for half the kernel time: every extra thread
+ext4 (docs/performance.md, "Journaled file system: the previous figures"), for half the kernel time: every extra thread
 adds GIL handoffs and context switches, and the Python of a fetch runs on one core anyway."""
 MAX_PENDING = 32 << 20
 """Bytes of file data queued and not yet written: what the pool adds to a fetch's memory."""
