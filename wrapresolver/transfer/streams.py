@@ -70,34 +70,30 @@ class HashingReader(io.RawIOBase):
             yield data
 
 
-class HashingChunks(io.RawIOBase):
-    """A readable over byte chunks (a blob as a backend streams it) with their sha256 and size.
+class _ChunkCursor(io.RawIOBase):
+    """A readable over whole chunks, one at a time: `_next` gives the next (None at the end).
 
-    For a decompressor's input: each chunk is hashed once as it arrives, and `read(n)` with
-    `n` at least the rest of a chunk returns the chunk object itself, so a layer's compressed
-    bytes are not copied on their way to the decompressor (HashingReader over an
-    IteratorReader copied them twice).
+    `readinto` copies out of the current chunk; the subclasses' `read` hands a chunk out
+    as it is when the caller takes all of it, which is what saves the copies.
     """
 
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = iter(chunks)
+    def __init__(self) -> None:
         self._pending: bytes = b""
         self._offset = 0
-        self._hash = hashlib.sha256()
-        self.size = 0
 
     def readable(self) -> bool:
         return True
 
+    def _next(self) -> bytes | None:
+        raise NotImplementedError
+
     def _more(self) -> bool:
+        """A chunk with bytes left is pending; False at the end of the data."""
         while self._offset >= len(self._pending):
-            try:
-                chunk = next(self._chunks)
-            except StopIteration:
+            chunk = self._next()
+            if chunk is None:
                 return False
-            self._hash.update(chunk)
-            self.size += len(chunk)
-            self._pending, self._offset = bytes(chunk), 0
+            self._pending, self._offset = chunk, 0
         return True
 
     def readinto(self, buffer) -> int:
@@ -108,12 +104,38 @@ class HashingChunks(io.RawIOBase):
         self._offset += n
         return n
 
+
+class HashingChunks(_ChunkCursor):
+    """A readable over byte chunks (a blob as a backend streams it) with their sha256 and size.
+
+    For a decompressor's input: each chunk is hashed once as it arrives, and `read(n)` with
+    `n` at least the rest of a chunk returns the chunk object itself, so a layer's compressed
+    bytes are not copied on their way to the decompressor (HashingReader over an
+    IteratorReader copied them twice).
+    """
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        super().__init__()
+        self._chunks = iter(chunks)
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def _next(self) -> bytes | None:
+        chunk = next(self._chunks, None)
+        if chunk is None:
+            return None
+        self._hash.update(chunk)
+        self.size += len(chunk)
+        return bytes(chunk)
+
     def read(self, size: int = -1) -> bytes:
-        """Up to `size` bytes of the current chunk (all that is left when `size` < 0)."""
+        """Up to `size` bytes of the current chunk; everything left when `size` < 0."""
+        if size is None or size < 0:
+            return b"".join(iter(lambda: self.read(CHUNK_HINT), b""))
         if not self._more():
             return b""
         pending, offset = self._pending, self._offset
-        if size is None or size < 0 or size >= len(pending) - offset:
+        if size >= len(pending) - offset:
             self._offset = len(pending)
             return pending if offset == 0 else pending[offset:]
         self._offset += size
@@ -169,38 +191,23 @@ class BoundedPipe:
         pass
 
 
-class _PipeReader(io.RawIOBase):
+class _PipeReader(_ChunkCursor):
     def __init__(self, pipe: BoundedPipe) -> None:
+        super().__init__()
         self._pipe = pipe
-        self._pending: bytes = b""
-        self._offset = 0
         self._eof = False
 
-    def readable(self) -> bool:
-        return True
-
-    def _more(self) -> bool:
-        """The next chunk pending; False at the end of the data."""
-        while self._offset >= len(self._pending):
-            if self._eof:
-                return False
-            item = self._pipe._queue.get()
-            if isinstance(item, BaseException):
-                self._eof = True
-                raise item
-            if item == b"":
-                self._eof = True
-                return False
-            self._pending, self._offset = item, 0
-        return True
-
-    def readinto(self, buffer) -> int:
-        if not self._more():
-            return 0
-        n = min(len(buffer), len(self._pending) - self._offset)
-        buffer[:n] = memoryview(self._pending)[self._offset:self._offset + n]
-        self._offset += n
-        return n
+    def _next(self) -> bytes | None:
+        if self._eof:
+            return None
+        item = self._pipe._queue.get()
+        if isinstance(item, BaseException):
+            self._eof = True
+            raise item
+        if item == b"":
+            self._eof = True
+            return None
+        return item
 
     def read(self, size: int = -1) -> bytes:
         """Exactly `size` bytes, fewer only at the end; a whole chunk is handed out uncopied.

@@ -211,20 +211,12 @@ def test_a_content_coding_the_client_cannot_decode_is_refused_by_name(
     assert _no_files(tmp_path)
 
 
-def test_a_read_redirected_to_another_origin_is_followed_without_the_registry_credentials(
-    registry: Registry, proxy: BlobProxy, tmp_path: Path,
+@pytest.mark.parametrize(("mode", "credentials"), [("away", ""), ("here", BASIC)], ids=["another-origin", "same-origin"])
+def test_a_redirected_read_carries_the_registry_credentials_only_within_the_registry_origin(
+    registry: Registry, proxy: BlobProxy, tmp_path: Path, mode: str, credentials: str,
 ) -> None:
-    done = _fetched_through(registry, proxy, tmp_path, "away")
+    done = _fetched_through(registry, proxy, tmp_path, mode)
     assert done.returncode == 0, done.stderr
     assert _fetched_whole(tmp_path)
     assert proxy.blob_gets >= 1
-    assert proxy.storage_auth and set(proxy.storage_auth) == {""}
-
-
-def test_a_read_redirected_within_the_registry_keeps_its_credentials(
-    registry: Registry, proxy: BlobProxy, tmp_path: Path,
-) -> None:
-    done = _fetched_through(registry, proxy, tmp_path, "here")
-    assert done.returncode == 0, done.stderr
-    assert _fetched_whole(tmp_path)
-    assert proxy.storage_auth and set(proxy.storage_auth) == {BASIC}
+    assert proxy.storage_auth and set(proxy.storage_auth) == {credentials}
