@@ -1,4 +1,4 @@
-"""Blob downloads as a registry's front end may serve them.
+"""Blob transfers as a registry's front end may serve them, and the requests they take.
 
 A real docker-registry behind a small forwarding proxy started by the test. The proxy
 passes every request through and changes only the answers to blob GETs, as `mode` says:
@@ -42,6 +42,8 @@ class BlobProxy:
         self.upstream = upstream
         self.mode = "pass"
         self.blob_gets = 0
+        self.requests: list[tuple[str, str]] = []
+        """(method, path) of every authenticated request that reached the registry side."""
         self.storage_auth: list[str] = []
         """The `Authorization` each read of the storage side came with ('' for none)."""
         proxy = self
@@ -49,9 +51,19 @@ class BlobProxy:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def _body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
+                    length = int(self.headers.get("Content-Length") or 0)
+                    return self.rfile.read(length) if length else b""
+                parts = []
+                while size := int(self.rfile.readline().split(b";")[0], 16):
+                    parts.append(self.rfile.read(size))
+                    self.rfile.readline()
+                self.rfile.readline()  # the CRLF after the last, empty chunk
+                return b"".join(parts)
+
             def _upstream(self, path: str) -> httpx.Response:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
+                body = self._body()
                 skip = ("host", "content-length", "authorization", "accept-encoding")
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
                 return httpx.request(self.command, f"http://{proxy.upstream}{path}", headers=headers,
@@ -78,6 +90,7 @@ class BlobProxy:
                 if self.headers.get("Authorization") != BASIC:
                     self._send(401, [("WWW-Authenticate", 'Basic realm="proxy"')], b"")
                     return
+                proxy.requests.append((self.command, self.path.split("?")[0]))
                 blob = self.command == "GET" and "/blobs/sha256:" in self.path
                 if blob and proxy.mode in ("away", "here"):
                     proxy.blob_gets += 1
@@ -89,7 +102,9 @@ class BlobProxy:
                 data = answer.content
                 blob = blob and answer.status_code == 200
                 proxy.blob_gets += blob
-                headers = [(k, v) for k, v in answer.headers.items()
+                # Upload sessions come back to this proxy, not to the registry behind it.
+                headers = [(k, v.replace(proxy.upstream, proxy.host) if k.lower() == "location" else v)
+                           for k, v in answer.headers.items()
                            if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding")]
                 if blob and proxy.mode in CODINGS:
                     data = CODINGS[proxy.mode](data)
@@ -220,3 +235,25 @@ def test_a_redirected_read_carries_the_registry_credentials_only_within_the_regi
     assert _fetched_whole(tmp_path)
     assert proxy.blob_gets >= 1
     assert proxy.storage_auth and set(proxy.storage_auth) == {credentials}
+
+
+@pytest.mark.parametrize(("size", "patches"), [(200 << 10, 0), (3 << 20, 1)], ids=["small-layer", "large-layer"])
+def test_blobs_within_one_chunk_go_up_in_one_put_and_only_larger_layers_stream(
+    registry: Registry, proxy: BlobProxy, tmp_path: Path, size: int, patches: int,
+) -> None:
+    seed = tmp_path / "seed"
+    seed.mkdir()
+    (seed / "data.bin").write_bytes(os.urandom(size))  # incompressible: the layer stays this big
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"auths": {proxy.host: {"auth": base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}}}))
+    env = {"WRAPRESOLVER_IO_TIMEOUT": "10", "DOCKER_CONFIG": str(tmp_path)}
+    target = registry.repo(f"upload-{size}")
+    through = f"{proxy.host}/{target.split('/', 1)[1]}"
+    done = wrapresolver("store", "--path", str(seed), "--target", through, env=env)
+    assert done.returncode == 0, done.stderr
+    uploads = [method for method, path in proxy.requests if "/blobs/uploads/" in path]
+    assert uploads.count("PATCH") == patches
+    assert uploads.count("PUT") == uploads.count("POST") == 2  # the layer and the config
+    fetched = wrapresolver("fetch", "--path", str(tmp_path / "out"), "--target", target, env=env)
+    assert fetched.returncode == 0, fetched.stderr
+    assert (tmp_path / "out" / "data.bin").read_bytes() == (seed / "data.bin").read_bytes()

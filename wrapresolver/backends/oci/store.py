@@ -71,6 +71,18 @@ class RegistryStore(RegistryReclaim, BlobStore):
         return response
 
     def put_blob(self, reader: Reader, media_type: str) -> Descriptor:
+        """Upload `reader` as one blob: POST, one streamed PATCH, PUT ?digest=.
+
+        A blob that ends within its first chunk (an image config, the layer of a small
+        change) goes up as the distribution spec's monolithic upload instead, POST then PUT
+        with the body: one round trip less per blob, and the PUT can be retried.
+        """
+        first = reader.read(CHUNK)
+        # A read may return less than asked before the end (a raw reader over chunks):
+        # only an empty read says the blob is over.
+        second = reader.read(CHUNK) if first else b""
+        if not second:
+            return self._put_whole(first, media_type)
         session = self._start_upload()
         location = self.client.absolute(session.headers["location"])
         hasher = hashlib.sha256()
@@ -78,6 +90,10 @@ class RegistryStore(RegistryReclaim, BlobStore):
 
         def body() -> Iterator[bytes]:
             nonlocal size
+            for chunk in (first, second):
+                hasher.update(chunk)
+                size += len(chunk)
+                yield chunk
             while True:
                 chunk = reader.read(CHUNK)
                 if not chunk:
@@ -90,13 +106,26 @@ class RegistryStore(RegistryReclaim, BlobStore):
         if response.status_code not in (202, 204):
             self.client.raise_for(response, "a blob upload", "push")
         digest = "sha256:" + hasher.hexdigest()
-        commit = httpx.URL(self.client.absolute(response.headers.get("location", location)))
-        # copy_merge_params keeps the session's own query (`_state=`); params= would drop it.
-        commit = commit.copy_merge_params({"digest": digest})
-        done = self.client.request("PUT", str(commit), scopes=[self._push()], headers={"Content-Length": "0"}, content=b"")
+        done = self.client.request("PUT", self._commit_url(response.headers.get("location", location), digest),
+                                   scopes=[self._push()], headers={"Content-Length": "0"}, content=b"")
         if done.status_code != 201:
             self.client.raise_for(done, f"blob {digest}", "push")
         return Descriptor(media_type, digest, size)
+
+    def _put_whole(self, data: bytes, media_type: str) -> Descriptor:
+        session = self._start_upload()
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        done = self.client.request(
+            "PUT", self._commit_url(session.headers["location"], digest), scopes=[self._push()],
+            headers={"Content-Type": "application/octet-stream"}, content=data,
+        )
+        if done.status_code != 201:
+            self.client.raise_for(done, f"blob {digest}", "push")
+        return Descriptor(media_type, digest, len(data))
+
+    def _commit_url(self, location: str, digest: str) -> str:
+        # copy_merge_params keeps the session's own query (`_state=`); params= would drop it.
+        return str(httpx.URL(self.client.absolute(location)).copy_merge_params({"digest": digest}))
 
     def open_blob(self, digest: str) -> Iterator[bytes]:
         return self.client.stream_download(
