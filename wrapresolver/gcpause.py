@@ -2,8 +2,9 @@
 
 Shared by the resolver (one rewrite) and the data path (a store's walk of the workspace):
 both build hundreds of thousands of tuples, dicts and strings that form no cycles, and the
-collector's passes over them, again and again as they pile up, cost a tenth to a third of
-the work (docs/performance.md). Objects that do form cycles meanwhile are collected after.
+collector passes over them again and again as they pile up: a tenth of a 2,000-task
+rewrite, and 0.12 s of the 0.28 s a store spends reading its record and walking 20,000
+files. Objects that do form cycles meanwhile are collected after.
 """
 
 from __future__ import annotations

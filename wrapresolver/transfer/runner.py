@@ -152,8 +152,9 @@ def store(
     clock = Clock(report, progress)
     with os_errors("storing", spec.workspace, src):
         unreadable = ""
-        # The record and the walk are a tuple per entry each: with the collector running,
-        # its passes over both were a third of a store after a small change.
+        # The record and the walk are a tuple per entry each, and the collector passed
+        # over all of them again and again: reading the record and walking 20,000 files
+        # took 0.28 s with it and 0.16 s without, in one process.
         with paused_gc():
             try:
                 found = read_record(state_dir, spec)

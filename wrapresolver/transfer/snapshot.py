@@ -84,7 +84,7 @@ def walk(root: Path) -> Iterator[Entry]:
                     rel = prefix + child.name
                     link = os.readlink(child.name, dir_fd=fd) if kind == SYMLINK else ""
                     # tuple.__new__ skips the named tuple's own __new__, a Python function:
-                    # a fifth of the walk's time on 20,000 files.
+                    # about 6% of the walk's time on 20,000 files.
                     yield new(Entry, (rel, kind, st.st_mode & 0o7777, st.st_size if kind == FILE else 0,
                                       st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_uid, st.st_gid, link))
                     if kind == DIR:

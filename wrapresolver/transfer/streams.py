@@ -70,6 +70,10 @@ class HashingReader(io.RawIOBase):
             yield data
 
 
+CHUNK_HINT = 1 << 20
+"""Bytes per read when a chunk reader is read to its end (`read(-1)`)."""
+
+
 class _ChunkCursor(io.RawIOBase):
     """A readable over whole chunks, one at a time: `_next` gives the next (None at the end).
 
@@ -104,6 +108,10 @@ class _ChunkCursor(io.RawIOBase):
         self._offset += n
         return n
 
+    def _rest(self) -> bytes:
+        """Everything left (`read(-1)`), through the subclass's own `read`."""
+        return b"".join(iter(lambda: self.read(CHUNK_HINT), b""))
+
 
 class HashingChunks(_ChunkCursor):
     """A readable over byte chunks (a blob as a backend streams it) with their sha256 and size.
@@ -131,7 +139,7 @@ class HashingChunks(_ChunkCursor):
     def read(self, size: int = -1) -> bytes:
         """Up to `size` bytes of the current chunk; everything left when `size` < 0."""
         if size is None or size < 0:
-            return b"".join(iter(lambda: self.read(CHUNK_HINT), b""))
+            return self._rest()
         if not self._more():
             return b""
         pending, offset = self._pending, self._offset
@@ -217,7 +225,7 @@ class _PipeReader(_ChunkCursor):
         copies before, 9% of its CPU).
         """
         if size is None or size < 0:
-            return b"".join(iter(lambda: self.read(CHUNK_HINT), b""))
+            return self._rest()
         parts: list[bytes] = []
         want = size
         while want and self._more():
@@ -232,5 +240,3 @@ class _PipeReader(_ChunkCursor):
             parts.append(part)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-
-CHUNK_HINT = 1 << 20

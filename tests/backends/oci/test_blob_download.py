@@ -152,6 +152,12 @@ def proxy(registry: Registry) -> Iterator[BlobProxy]:
     server.close()
 
 
+def _client_env(proxy: BlobProxy, tmp_path: Path, timeout: str = "10") -> dict[str, str]:
+    """The CLI's environment: the proxy's Basic credentials in a docker config in tmp_path."""
+    (tmp_path / "config.json").write_text(json.dumps({"auths": {proxy.host: {"auth": BASIC.split(" ", 1)[1]}}}))
+    return {"WRAPRESOLVER_IO_TIMEOUT": timeout, "DOCKER_CONFIG": str(tmp_path)}
+
+
 def _fetched_through(registry: Registry, proxy: BlobProxy, tmp_path: Path, mode: str,
                      timeout: str = "10") -> subprocess.CompletedProcess:
     """Store a tree straight into the registry, then fetch it through the proxy in `mode`.
@@ -162,9 +168,7 @@ def _fetched_through(registry: Registry, proxy: BlobProxy, tmp_path: Path, mode:
     (seed / "sub").mkdir(parents=True)
     (seed / "data.bin").write_bytes(os.urandom(3 << 20))  # several download chunks
     (seed / "sub" / "note.txt").write_text("kept\n")
-    (tmp_path / "config.json").write_text(json.dumps(
-        {"auths": {proxy.host: {"auth": base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}}}))
-    env = {"WRAPRESOLVER_IO_TIMEOUT": timeout, "DOCKER_CONFIG": str(tmp_path)}
+    env = _client_env(proxy, tmp_path, timeout)
     target = registry.repo(mode)
     done = wrapresolver("store", "--path", str(seed), "--target", target, env=env)
     assert done.returncode == 0, done.stderr
@@ -244,9 +248,7 @@ def test_blobs_within_one_chunk_go_up_in_one_put_and_only_larger_layers_stream(
     seed = tmp_path / "seed"
     seed.mkdir()
     (seed / "data.bin").write_bytes(os.urandom(size))  # incompressible: the layer stays this big
-    (tmp_path / "config.json").write_text(json.dumps(
-        {"auths": {proxy.host: {"auth": base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}}}))
-    env = {"WRAPRESOLVER_IO_TIMEOUT": "10", "DOCKER_CONFIG": str(tmp_path)}
+    env = _client_env(proxy, tmp_path)
     target = registry.repo(f"upload-{size}")
     through = f"{proxy.host}/{target.split('/', 1)[1]}"
     done = wrapresolver("store", "--path", str(seed), "--target", through, env=env)

@@ -4,7 +4,7 @@ Why a second HTTP client for one request: the body of a layer is what every task
 and it is read while the same process parses tar and creates files under one GIL. httpx
 (through httpcore and h11) spends about 1 s of CPU in Python per 600 MB of body, in 64 KiB
 pieces; `http.client` reads 1 MiB straight off the socket per call and spends about 0.2 s
-(docs/performance.md, "OCI fetch"). Everything else (the `/v2/` probe, auth, manifests,
+(docs/oci.md, "Why httpx and not the `oras` SDK", has the measurement). Everything else (the `/v2/` probe, auth, manifests,
 uploads) stays on httpx, where each request is small.
 
 What httpx did for this request and this module does too, each with a test:
@@ -54,7 +54,6 @@ class Answer:
 
     status: int
     headers: tuple[tuple[str, str], ...]
-    url: str
     _response: http.client.HTTPResponse
     _connection: http.client.HTTPConnection
 
@@ -145,7 +144,7 @@ def _open(url: str, headers: Mapping[str, str], context: ssl.SSLContext, timeout
     except BaseException:
         connection.close()
         raise
-    return Answer(response.status, tuple(response.getheaders()), url, response, connection)
+    return Answer(response.status, tuple(response.getheaders()), response, connection)
 
 
 def get(url: str, headers: Mapping[str, str], *, context: ssl.SSLContext, timeout: float) -> Answer:
