@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ from wrapresolver.backends.file import LayoutStore
 from wrapresolver.core.refs import producer_ref
 from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
 from wrapresolver.errors import DiskFullError, IntegrityError, NotFoundError
-from wrapresolver.transfer import engine, oci_image, runner
+from wrapresolver.transfer import engine, oci_image, runner, snapshot
 
 RUN = "3f2c0d5e-run"
 
@@ -390,3 +391,71 @@ def test_memory_stays_flat_storing_and_fetching_hundreds_of_megabytes(tmp_path: 
     assert stored == fetched == 66
     assert sum(p.stat().st_size for p in (tmp_path / "dest").iterdir()) == 256 << 20
     assert peak_kib < 200 * 1024, f"peak RSS {peak_kib} KiB for 256 MiB of data"
+
+
+class RecordingStore(LayoutStore):
+    """The real layout store, noting the calls the engine makes of it in one list."""
+
+    def __init__(self, root: Path, calls: list[str]) -> None:
+        super().__init__(root)
+        self.calls = calls
+
+    def warm_up(self) -> None:
+        self.calls.append("warm_up")
+
+    def blob_exists(self, digest: str) -> bool:
+        self.calls.append(f"exists {digest}")
+        return super().blob_exists(digest)
+
+    def open_blob(self, digest: str):
+        self.calls.append(f"read {digest} with the collector {'on' if gc.isenabled() else 'off'}")
+        return super().open_blob(digest)
+
+
+@pytest.fixture
+def recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Tasks, RecordingStore]:
+    calls: list[str] = []
+    real_take = snapshot.take
+    monkeypatch.setattr(snapshot, "take", lambda root: calls.append("walk") or real_take(root))
+    recording = RecordingStore(tmp_path / "layout", calls)
+    return Tasks(recording, tmp_path), recording
+
+
+def test_a_store_warms_the_backend_up_once_before_it_walks_the_workspace(
+    recorded: tuple[Tasks, RecordingStore],
+) -> None:
+    tasks, store = recorded
+    tasks.run(spec("a"), lambda d: write(d / "f", "x"))
+    assert store.calls.count("warm_up") == 1
+    assert store.calls.index("warm_up") < store.calls.index("walk")
+    store.calls.clear()
+    engine.store(store, spec("a", bound="false"), tasks.tmp / "missing", tasks.tmp / "st")
+    assert store.calls == []  # an unbound workspace contacts nothing
+
+
+def test_a_store_that_wrote_a_layer_uploads_its_config_without_asking_whether_it_exists(
+    recorded: tuple[Tasks, RecordingStore],
+) -> None:
+    tasks, store = recorded
+    graph = {"a": ProducerNode(), "b": ProducerNode(("a",), 1)}
+    tasks.run(spec("a", graph=graph), lambda d: write(d / "f", "x"))
+    store.calls.clear()
+    tasks.run(spec("b", ["a"], graph), lambda d: write(d / "f", "changed"))
+    config = json.loads(store.get_manifest(producer_ref(RUN, "b")))["config"]["digest"]
+    assert f"exists {config}" not in store.calls
+    assert store.blob_exists(config)
+    assert files(tasks.view(spec("c", ["b"], {**graph, "c": ProducerNode(("b",), 2)}))) == {"f": "changed"}
+
+
+def test_the_collector_is_paused_while_a_fetch_writes_the_workspace_and_back_after(
+    recorded: tuple[Tasks, RecordingStore],
+) -> None:
+    tasks, store = recorded
+    graph = {"a": ProducerNode(), "b": ProducerNode(("a",), 1)}
+    tasks.run(spec("a", graph=graph), lambda d: write(d / "f", "x"))
+    store.calls.clear()
+    assert gc.isenabled()
+    tasks.view(spec("b", ["a"], graph))
+    (layer,) = layers_of(store, producer_ref(RUN, "a"))
+    assert f"read {layer} with the collector off" in store.calls  # the layer, while it is written out
+    assert gc.isenabled()

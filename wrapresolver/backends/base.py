@@ -97,6 +97,16 @@ class BlobStore(ABC):
         if got.digest != descriptor.digest:
             raise IntegrityError(f"blob {descriptor.digest} copied from base arrived as {got.digest}")
 
+    def warm_up(self) -> None:
+        """A store step is about to walk the workspace: start connecting, if that takes a while.
+
+        Called once, before the walk, which takes a few hundred milliseconds on a large
+        workspace and mostly waits in `lstat`. A backend may open its connection (TLS
+        trust, the first request) in a background thread meanwhile. It must return at
+        once and never raise: a failure shows on the first real call, with the message
+        that call would have given. Default: nothing.
+        """
+
     def close(self) -> None:
         """Release connections."""
 
@@ -187,6 +197,9 @@ class WorkspaceStore(ABC):
     def push(self, src: Path, options: Mapping[str, str] | None, tick: Tick) -> Moved:
         """Store the whole tree `src` at the user's exact target (by hand, or to seed a `base`)."""
         raise TransferError(f"backend {type(self).__name__} cannot store a target by hand")
+
+    def warm_up(self) -> None:
+        """As `BlobStore.warm_up`: called once before a store step walks the workspace."""
 
     def close(self) -> None:
         """Release connections."""

@@ -177,13 +177,32 @@ def put_state(
     store: BlobStore, layers: tuple[Layer, ...], annotations: Mapping[str, str], refs: list[str]
 ) -> str:
     """Config blob, then the manifest under each reference: references last. The manifest's digest."""
+    return put_manifest(store, put_config(store, layers), layers, annotations, refs)
+
+
+def put_config(store: BlobStore, layers: tuple[Layer, ...], *, may_exist: bool = True) -> Descriptor:
+    """The image config of `layers`, uploaded unless the store has it.
+
+    `may_exist=False` when a layer was just written: its diff_id makes the config new, so
+    asking first would cost a round trip that always answers no. Should it exist anyway
+    (the same change stored twice), blobs are content-addressed and a second upload of
+    the same bytes changes nothing.
+    """
     config = oci_image.build_config(layers)
     config_desc = oci_image.config_descriptor(config)
-    if not store.blob_exists(config_desc.digest):
+    if not may_exist or not store.blob_exists(config_desc.digest):
         got = store.put_blob(io.BytesIO(config), oci_image.CONFIG)
         if got.digest != config_desc.digest:
             raise IntegrityError(f"the backend stored the image config as {got.digest}, expected {config_desc.digest}")
-    manifest = oci_image.build_manifest(config_desc, layers, annotations)
+    return config_desc
+
+
+def put_manifest(
+    store: BlobStore, config: Descriptor, layers: tuple[Layer, ...], annotations: Mapping[str, str],
+    refs: list[str],
+) -> str:
+    """The manifest under each reference, after every blob it names. The manifest's digest."""
+    manifest = oci_image.build_manifest(config, layers, annotations)
     for ref in refs:
         store.put_manifest(ref, manifest, oci_image.MANIFEST)
     return sha256_digest(manifest)
@@ -213,6 +232,9 @@ class LayeredStore(WorkspaceStore):
 
     def __init__(self, blobs: BlobStore) -> None:
         self.blobs = blobs
+
+    def warm_up(self) -> None:
+        self.blobs.warm_up()
 
     def resolve(self, spec: WorkspaceTransfer) -> Input:
         res = resolve_inputs(self.blobs, spec)
@@ -244,13 +266,14 @@ class LayeredStore(WorkspaceStore):
                 f"{written.stats.bytes} bytes before compression",
             )
         ref = producer_ref(spec.run, spec.task)
-        digest = put_state(self.blobs, layers, _annotations(spec), [ref])
+        config = put_config(self.blobs, layers, may_exist=not changes)
+        digest = put_manifest(self.blobs, config, layers, _annotations(spec), [ref])
         moved.artifacts = (Artifact(state_uri(spec.backend, spec.target, ref), digest),)
         if spec.publish:
             # A manifest of its own (DESIGN §6a): a registry deletes by digest, so the run's
             # state could not be reclaimed if the published target shared its manifest.
             published = {**_annotations(spec), oci_image.ANNOTATION_PUBLISHED: "true"}
-            target_digest = put_state(self.blobs, layers, published, [self.blobs.target_ref])
+            target_digest = put_manifest(self.blobs, config, layers, published, [self.blobs.target_ref])
             moved.artifacts += (Artifact(spec.target, target_digest),)
         moved.layers = len(layers)
         return moved

@@ -122,7 +122,7 @@ def fetch(
     inputs = store.resolve(spec)
     dest.mkdir(parents=True, exist_ok=True)
     try:
-        with os_errors("fetching", spec.workspace, dest):
+        with os_errors("fetching", spec.workspace, dest), paused_gc():
             moved = store.materialize(spec, inputs, dest, clock.tick)
             entries = moved.entries if moved.entries is not None else snapshot.take(dest)
             write_record(state_dir, spec, inputs.record, entries)
@@ -150,6 +150,7 @@ def store(
         report.detail = NOT_BOUND
         return report
     clock = Clock(report, progress)
+    store.warm_up()  # a registry's TLS and first request overlap the walk below
     with os_errors("storing", spec.workspace, src):
         unreadable = ""
         # The record and the walk are a tuple per entry each, and the collector passed
@@ -212,7 +213,7 @@ def pull_with(move: Callable[[Tick], Moved], dest: Path, progress: Progress | No
     clock = Clock(TransferReport("", "fetch"), progress)
     dest.mkdir(parents=True, exist_ok=True)
     try:
-        with os_errors("fetching", dest.name, dest):
+        with os_errors("fetching", dest.name, dest), paused_gc():
             moved = move(clock.tick)
     except BaseException:
         empty_directory(dest)

@@ -6,6 +6,8 @@ import hashlib
 import io
 import json
 import os
+import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -244,6 +246,58 @@ def test_an_unreachable_registry_is_a_network_error_after_bounded_retries(tmp_pa
     monkeypatch.setattr(client_module, "DEFAULT_ATTEMPTS", 2)
     with open_store(f"127.0.0.1:{free_port()}/nobody/home") as store, pytest.raises(NetworkError, match="cannot reach registry"):
         engine.pull(store, tmp_path / "out")
+
+
+def _attempts_to_reach(target: str, dest: Path, monkeypatch: pytest.MonkeyPatch, *, warm: bool) -> tuple[int, str]:
+    """(connection attempts, error message) of a pull from `target`, warmed up first or not."""
+    sent: list[str] = []
+    real = httpx.Client.request
+    monkeypatch.setattr(httpx.Client, "request", lambda self, method, url, **kw: sent.append(url) or real(self, method, url, **kw))
+    with open_store(target) as store:
+        if warm:
+            store.warm_up()  # returns at once; the error belongs to the first request
+        with pytest.raises(NetworkError, match="cannot reach registry") as failed:
+            engine.pull(store, dest)
+    monkeypatch.setattr(httpx.Client, "request", real)
+    return len(sent), str(failed.value)
+
+
+def test_a_warmed_up_store_of_an_unreachable_registry_fails_once_with_the_usual_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.fixtures.registry import free_port
+
+    monkeypatch.setattr(client_module, "DEFAULT_ATTEMPTS", 2)
+    monkeypatch.setattr(client_module.RegistryClient, "_sleep", lambda self, attempt: None)
+    target = f"127.0.0.1:{free_port()}/nobody/home"
+    cold = _attempts_to_reach(target, tmp_path / "cold", monkeypatch, warm=False)
+    warm = _attempts_to_reach(target, tmp_path / "warm", monkeypatch, warm=True)
+    assert warm == cold  # one round of retries, not a second one after the background's
+    assert cold[0] >= 2
+
+
+def test_closing_a_warmed_up_store_waits_for_its_connection_and_closes_it(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    answered = threading.Event()
+    real = client_module.RegistryClient._send_with_retries
+
+    def slow_ping(self, *args, **kwargs):  # the registry answers the ping after close() began
+        time.sleep(0.2)
+        try:
+            return real(self, *args, **kwargs)
+        finally:
+            answered.set()
+
+    monkeypatch.setattr(client_module.RegistryClient, "_send_with_retries", slow_ping)
+    store = open_store("oci://" + registry.repo("warm"))
+    store.warm_up()
+    store.close()
+    assert answered.is_set()
+    assert store.client._http is None  # the background connection did not outlive close()
+    monkeypatch.setattr(client_module.RegistryClient, "_send_with_retries", real)
+    assert store.get_manifest("absent") is None  # and the store still answers afterwards
+    store.close()
 
 
 def test_a_corrupted_blob_is_an_integrity_error_and_leaves_no_workspace(registry: Registry, tmp_path: Path) -> None:

@@ -125,8 +125,38 @@ class RegistryClient:
         self._challenge: Challenge | None = None
         self._creds: Credentials | None = None
         self._lock = threading.Lock()
+        self._warming: threading.Thread | None = None
+        self._warm_error: BaseException | None = None
 
     # ---- connection ----
+    def connect_in_background(self) -> None:
+        """Start `_connect` on a thread; requests wait for it and raise what it raised.
+
+        Loading the CA bundle (40-80 ms) releases the GIL, and the request waits on the
+        network, so both run beside the store's walk. A failure is kept, not tried again:
+        the first real request raises it, so a down registry costs one round of retries,
+        not two.
+        """
+        if self._http is not None or self._warming is not None:
+            return
+
+        def run() -> None:
+            try:
+                self._connect()
+            except BaseException as exc:  # handed to the first request, which raises it
+                self._warm_error = exc
+
+        self._warming = threading.Thread(target=run, name="registry-connect", daemon=True)
+        self._warming.start()
+
+    def _await_warm_up(self) -> None:
+        warming = self._warming
+        if warming is None or warming is threading.current_thread():
+            return
+        warming.join()
+        if self._warm_error is not None:  # every later call too: the step fails on the first
+            raise self._warm_error
+
     def _client(self, verify: ssl.SSLContext | bool) -> httpx.Client:
         return httpx.Client(
             verify=verify, timeout=timeout(), follow_redirects=True, trust_env=False,
@@ -135,6 +165,7 @@ class RegistryClient:
 
     def _connect(self) -> None:
         """Pick the scheme and learn how the registry wants to be authenticated (GET /v2/)."""
+        self._await_warm_up()
         if self._http is not None:
             return
         with self._lock:
@@ -191,6 +222,8 @@ class RegistryClient:
                 return
 
     def close(self) -> None:
+        if self._warming is not None:
+            self._warming.join()  # a connection opened after close() would leak
         if self._http is not None:
             self._http.close()
             self._http = None

@@ -43,6 +43,9 @@ class RegistryStore(RegistryReclaim, BlobStore):
         store.options = dict(options)
         return store
 
+    def warm_up(self) -> None:
+        self.client.connect_in_background()
+
     def close(self) -> None:
         self.client.close()
 
