@@ -1,10 +1,11 @@
 """The cyclic garbage collector paused around work that makes many objects and no cycles.
 
-Shared by the resolver (one rewrite) and the data path (a store's walk of the workspace):
-both build hundreds of thousands of tuples, dicts and strings that form no cycles, and the
-collector passes over them again and again as they pile up: a tenth of a 2,000-task
-rewrite, and 0.12 s of the 0.28 s a store spends reading its record and walking 20,000
-files. Objects that do form cycles meanwhile are collected after.
+Shared by the resolver (one rewrite) and the data path (a store's walk of the workspace,
+a fetch's extraction): all build hundreds of thousands of tuples, dicts and strings that
+form no cycles, and the collector passes over them again and again as they pile up: a
+tenth of a 2,000-task rewrite, 0.12 s of the 0.28 s a store spends reading its record and
+walking 20,000 files, 0.69 s (221 collections) of a 14.8 s fetch of 100,000 files.
+Objects that do form cycles meanwhile are collected after.
 """
 
 from __future__ import annotations
