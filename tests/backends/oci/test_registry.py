@@ -200,6 +200,48 @@ def test_a_user_without_push_rights_gets_a_clear_denial(token_registry: TokenReg
         engine.push(store, src)
 
 
+def _store_task(store: RegistryStore, target: str, tmp_path: Path) -> None:
+    """A task's store step on a fresh workspace (no fetch record), as the injected step runs it."""
+    spec = WorkspaceTransfer(workspace="src", target="oci://" + target, run="r1", task="build", backend="oci")
+    src = tmp_path / "ws"
+    write(src / "a.txt", "a\n")
+    engine.store(store, spec, src, tmp_path / "state")
+
+
+def test_a_store_fetches_its_tokens_on_the_connecting_thread_while_it_walks(
+    token_registry: TokenRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    registry = token_registry.registry
+    monkeypatch.setenv("DOCKER_CONFIG", str(docker_config(tmp_path / "docker", registry.host, "pusher", "push-pass")))
+    fetched: list[tuple[str, str]] = []
+    real = client_module.RegistryClient._fetch_token
+
+    def noting(self, realm, service, scope, creds):
+        fetched.append((scope, threading.current_thread().name))
+        return real(self, realm, service, scope, creds)
+
+    monkeypatch.setattr(client_module.RegistryClient, "_fetch_token", noting)
+    target = registry.repo("prefetched")
+    with open_store(target) as store:
+        _store_task(store, target, tmp_path)
+        assert engine.fetch_ref(store, producer_ref("r1", "build"), tmp_path / "out").files == 1
+    repo = target.split("/", 1)[1]
+    assert (f"repository:{repo}:pull,push", "registry-connect") in fetched
+    assert (f"repository:{repo}:pull", "registry-connect") in fetched
+    assert len(fetched) == len(set(scope for scope, _ in fetched))  # none fetched twice
+    assert contents(tmp_path / "out") == {"a.txt": "a\n"}
+
+
+def test_a_store_by_a_user_without_push_rights_is_denied_as_clearly_with_tokens_fetched_ahead(
+    token_registry: TokenRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    registry = token_registry.registry
+    monkeypatch.setenv("DOCKER_CONFIG", str(docker_config(tmp_path / "docker", registry.host, "reader", "read-pass")))
+    target = registry.repo("readonly-store")
+    with open_store(target) as store, pytest.raises(AuthError, match="refused to let us push"):
+        _store_task(store, target, tmp_path)
+
+
 # ---- failures ----
 
 def test_a_registry_killed_mid_upload_fails_cleanly_and_a_retry_succeeds(registry_factory, tmp_path: Path, monkeypatch) -> None:

@@ -129,22 +129,31 @@ class RegistryClient:
         self._warm_error: BaseException | None = None
 
     # ---- connection ----
-    def connect_in_background(self) -> None:
+    def connect_in_background(self, scopes: Iterable[Iterable[str]] = ()) -> None:
         """Start `_connect` on a thread; requests wait for it and raise what it raised.
 
-        Loading the CA bundle (40-80 ms) releases the GIL, and the request waits on the
-        network, so both run beside the store's walk. A failure is kept, not tried again:
-        the first real request raises it, so a down registry costs one round of retries,
-        not two.
+        Loading the CA bundle (40-80 ms) releases the GIL, and the requests wait on the
+        network, so they run beside the store's walk. A failure to connect is kept, not
+        tried again: the first real request raises it, so a down registry costs one round
+        of retries, not two. The bearer tokens for `scopes` are fetched there too, best
+        effort: a token the thread could not get is asked for again by the request that
+        needs it, which reports why it cannot have it.
         """
         if self._http is not None or self._warming is not None:
             return
+        wanted = [tuple(scope) for scope in scopes]
 
         def run() -> None:
             try:
                 self._connect()
             except BaseException as exc:  # handed to the first request, which raises it
                 self._warm_error = exc
+                return
+            for scope in wanted:
+                try:
+                    self._auth_headers(scope)
+                except Exception:  # noqa: BLE001 - the request that needs it reports it
+                    continue
 
         self._warming = threading.Thread(target=run, name="registry-connect", daemon=True)
         self._warming.start()

@@ -44,7 +44,8 @@ class RegistryStore(RegistryReclaim, BlobStore):
         return store
 
     def warm_up(self) -> None:
-        self.client.connect_in_background()
+        # A store reads (HEAD of its input layers) and then pushes: both tokens, if any.
+        self.client.connect_in_background([(self._pull(),), (self._push(),)])
 
     def close(self) -> None:
         self.client.close()
