@@ -421,6 +421,15 @@ def recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Tasks, Re
     return Tasks(recording, tmp_path), recording
 
 
+GRAPH_AB = {"a": ProducerNode(), "b": ProducerNode(("a",), 1)}
+
+
+def _a_stored(tasks: Tasks, store: RecordingStore) -> None:
+    """Task a stores one file; the calls it made are forgotten."""
+    tasks.run(spec("a", graph=GRAPH_AB), lambda d: write(d / "f", "x"))
+    store.calls.clear()
+
+
 def test_a_store_warms_the_backend_up_once_before_it_walks_the_workspace(
     recorded: tuple[Tasks, RecordingStore],
 ) -> None:
@@ -437,25 +446,21 @@ def test_a_store_that_wrote_a_layer_uploads_its_config_without_asking_whether_it
     recorded: tuple[Tasks, RecordingStore],
 ) -> None:
     tasks, store = recorded
-    graph = {"a": ProducerNode(), "b": ProducerNode(("a",), 1)}
-    tasks.run(spec("a", graph=graph), lambda d: write(d / "f", "x"))
-    store.calls.clear()
-    tasks.run(spec("b", ["a"], graph), lambda d: write(d / "f", "changed"))
+    _a_stored(tasks, store)
+    tasks.run(spec("b", ["a"], GRAPH_AB), lambda d: write(d / "f", "changed"))
     config = json.loads(store.get_manifest(producer_ref(RUN, "b")))["config"]["digest"]
     assert f"exists {config}" not in store.calls
     assert store.blob_exists(config)
-    assert files(tasks.view(spec("c", ["b"], {**graph, "c": ProducerNode(("b",), 2)}))) == {"f": "changed"}
+    assert files(tasks.view(spec("c", ["b"], {**GRAPH_AB, "c": ProducerNode(("b",), 2)}))) == {"f": "changed"}
 
 
 def test_the_collector_is_paused_while_a_fetch_writes_the_workspace_and_back_after(
     recorded: tuple[Tasks, RecordingStore],
 ) -> None:
     tasks, store = recorded
-    graph = {"a": ProducerNode(), "b": ProducerNode(("a",), 1)}
-    tasks.run(spec("a", graph=graph), lambda d: write(d / "f", "x"))
-    store.calls.clear()
+    _a_stored(tasks, store)
     assert gc.isenabled()
-    tasks.view(spec("b", ["a"], graph))
+    tasks.view(spec("b", ["a"], GRAPH_AB))
     (layer,) = layers_of(store, producer_ref(RUN, "a"))
     assert f"read {layer} with the collector off" in store.calls  # the layer, while it is written out
     assert gc.isenabled()
