@@ -30,9 +30,10 @@ server or client library is missing is skipped with a note.
 Every operation runs in its own child process, after a `sync` so that earlier writes are
 not charged to it: the time is measured around the operation inside the child (interpreter
 start and imports excluded). The peak RSS of a wrapresolver job is the child's `VmHWM`
-(`ru_maxrss` would carry the parent's high-water mark across fork and exec); for rsync the
-largest `VmHWM` of the processes the step spawns (the rsync client), sampled every 20 ms,
-is shown in its own column. For shell pipelines it is the largest process of the pipeline.
+(`ru_maxrss` would carry the parent's high-water mark across fork and exec); the largest
+`VmHWM` of the processes the step spawns (the rsync client, the process that creates a
+fetch's small files), sampled every 20 ms, is shown in its own column, and the RSS goal
+counts the two together. For shell pipelines it is the largest process of the pipeline.
 Servers run outside the measured process and are not counted. With `--repeat N` the whole
 series runs N times on the same workspace and the table shows the median time and the
 highest RSS. Prints a markdown table with the ratio of each time to `tar|zstd` doing the
@@ -253,15 +254,22 @@ job = json.loads(sys.argv[1])
 spawned = {"kb": 0}
 stop = threading.Event()
 
+def cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
 def watch():
-    # Largest VmHWM seen among the processes this one spawned (the rsync client), sampled
-    # every 20 ms. A child still between vfork and exec shares this interpreter's memory
-    # and shows its name: skipped.
-    me, my_name = os.getpid(), status("self")[0]
+    # Largest VmHWM seen among the processes this one spawned (the rsync client, the
+    # process that creates a fetch's small files), sampled every 20 ms. A child still
+    # between vfork and exec shares this interpreter's memory and command line: skipped.
+    me, my_cmd = os.getpid(), cmdline("self")
     while not stop.wait(0.02):
         for pid in descendants(me):
             name, hwm = status(pid)
-            if name and name != my_name:
+            if name and cmdline(pid) != my_cmd:
                 spawned["kb"] = max(spawned["kb"], hwm)
 
 if job["watch"]:
@@ -308,8 +316,8 @@ class Remote:
     """(whole-tree push/pull target, pipeline target): apart, so no blob is reused."""
     options: dict = field(default_factory=dict)
     env: dict = field(default_factory=dict)
-    watch: bool = False
-    """Sample the peak RSS of the processes the step spawns (rsync)."""
+    watch: bool = True
+    """Sample the peak RSS of the processes the step spawns (rsync, the fetch's writer process)."""
 
     @property
     def tool(self) -> str:
@@ -669,7 +677,7 @@ def rsync_remote(root: Path) -> Iterator[Remote]:
         _wait_listening(process, port, "rsync daemon", root / "rsyncd.log")
         base = f"rsync://{RSYNC_USER}@127.0.0.1:{port}/{RSYNC_MODULE}"
         yield Remote("rsync", (f"{base}/bench/ws", f"{base}/bench/pipeline"), _options("rsync", {}),
-                     {"RSYNC_PASSWORD": RSYNC_PASSWORD}, watch=True)
+                     {"RSYNC_PASSWORD": RSYNC_PASSWORD})
     finally:
         _stop(process)
 
@@ -862,19 +870,34 @@ def goals(rows: list[Row]) -> str:
         if ours and theirs:
             ratio = ours.seconds / theirs.seconds
             checks.append(f"| {label.replace('|', chr(92) + '|')} | {ratio:.2f}x | <= {goal}x | {'met' if ratio <= goal else 'NOT met'} |")
-    ours_rss = [r.rss_kb for r in rows if r.tool.startswith("wrapresolver")]
+    # A step's memory is its processes' together: the step's own and what it spawned.
+    ours_rss = [r.rss_kb + r.spawned_kb for r in rows if r.tool.startswith("wrapresolver")]
     if ours_rss:
         peak = max(ours_rss) / 1024
-        checks.append(f"| peak RSS of any store or fetch | {peak:.0f} MiB | <= 200 MiB | {'met' if peak <= 200 else 'NOT met'} |")
+        checks.append(f"| peak RSS of any store or fetch (with what it spawned) | {peak:.0f} MiB | <= 200 MiB | "
+                      f"{'met' if peak <= 200 else 'NOT met'} |")
     return "\n".join(["| goal | measured | target | |", "|---|---|---|---|", *checks])
 
 
-def suite(ws: Path, work: Path, raw: int, backends: list[str], seed: int) -> tuple[list[Row], list[str]]:
-    """Every measured job once, always in the same order."""
-    rows = baselines(ws, work, raw, seed)
+def suite(ws: Path, work: Path, raw: int, backends: list[str], seed: int,
+          round_no: int = 0) -> tuple[list[Row], list[str]]:
+    """Every measured job once; rows in the same order every round, whatever ran first.
+
+    The groups of jobs (the baselines, then each backend) take turns at going first, one
+    place further each round. On a virtual machine that hands freed memory back to its host,
+    the time of a write depends on what ran just before it, and with a fixed order one group
+    always drew the same place: `zstd -d | tar -x` ran 2.5x slower there than side by side
+    (docs/performance.md).
+    """
+    groups = ["", *backends]  # "" is the baselines
+    shift = round_no % len(groups)
+    done: dict[str, tuple[list[Row], str]] = {}
+    for name in groups[shift:] + groups[:shift]:
+        done[name] = (baselines(ws, work, raw, seed), "") if not name else backend_rows(ws, work, raw, seed, name)
+    rows: list[Row] = []
     notes: list[str] = []
-    for name in backends:
-        got, note = backend_rows(ws, work, raw, seed, name)
+    for name in groups:
+        got, note = done[name]
         rows += got
         notes += [note] if note else []
     return rows, notes
@@ -933,8 +956,8 @@ def main() -> None:
             print(f"servers and clients: {servers}")
         print(f"workspace: {stats.line()}; generated in {time.perf_counter() - start:.0f}s", flush=True)
         rounds = []
-        for _ in range(max(1, args.repeat)):
-            rows, notes = suite(ws, work, stats.bytes, backends, args.seed)
+        for round_no in range(max(1, args.repeat)):
+            rows, notes = suite(ws, work, stats.bytes, backends, args.seed, round_no)
             rounds.append(rows)
         rows = combine(rounds)
         print()

@@ -39,10 +39,11 @@ from wrapresolver.core.limits import cap_line, shown
 from wrapresolver.errors import IntegrityError, TransferError, UnsafeArchiveError
 from wrapresolver.transfer import oci_image, snapshot
 from wrapresolver.transfer.deeptree import remove_tree
-from wrapresolver.transfer.filewriters import FileJob, FileWriters
+from wrapresolver.transfer.filewriters import FileJob
 from wrapresolver.transfer.layers import CHUNK, OPAQUE, WHITEOUT_PREFIX
 from wrapresolver.transfer.streams import BoundedPipe, HashingChunks, PipeClosed
 from wrapresolver.transfer.tarreader import Member, TarFormatError, TarReader
+from wrapresolver.transfer.writerprocess import ProcessFileWriters
 
 _KEEP_MODE = 0o1777  # setuid/setgid bits are dropped: a workspace needs no privilege escalation
 INLINE_MAX = 1 << 20
@@ -133,7 +134,7 @@ class Extractor:
         self._created: set[str] = set()
         self._queued: set[str] = set()
         """Files of the current layer handed to the writer threads and maybe not written yet."""
-        self._writers: FileWriters | None = None
+        self._writers: ProcessFileWriters | None = None
         self._exact = empty
         """The record below is what a walk of the workspace would find: true while the
         workspace started empty and no directory was removed or written through a symlink."""
@@ -283,7 +284,7 @@ class Extractor:
         inflater = _Inflater(blob, desc.media_type)
         inflater.start()
         self._written = set()
-        writers = self._writers = FileWriters()
+        writers = self._writers = ProcessFileWriters()
         writers.owners = bool(self.restore_owners)
         try:
             # Unbuffered: the tar reader keeps its own buffer of whole chunks off the pipe.

@@ -141,35 +141,45 @@ class FileWriters:
                 self._cond.notify_all()
 
     def _write(self, job: FileJob) -> None:
-        try:
-            fd = os.open(job.target, _FLAGS, job.mode & 0o777)
-        except OSError as exc:
-            if exc.errno != errno.ENAMETOOLONG:
-                raise
-            raise UnsafeArchiveError(
-                f"layer entry {shown(job.name)} makes a path longer than this file system allows "
-                f"under the workspace; refusing to extract it"
-            ) from None
-        try:
-            view = memoryview(job.data)
-            while view:
-                view = view[os.write(fd, view):]
-            if job.owner is not None and self.owners:
-                try:
-                    os.fchown(fd, *job.owner)
-                except OSError as exc:
-                    if exc.errno not in (errno.EPERM, errno.EINVAL):
-                        raise
-                    self.owners = False
-            # open() applied the umask, and chown clears set-id bits: set the mode when it must.
-            if job.mode & (self._umask | 0o7000):
-                os.fchmod(fd, job.mode)
-            os.utime(fd, ns=(job.mtime_ns, job.mtime_ns))
-            st = os.fstat(fd)
-        finally:
-            os.close(fd)
-        # tuple.__new__, not Entry(...): the named tuple's own __new__ is a Python function.
-        self.entries[job.local] = _new(Entry, (
-            job.local, FILE, st.st_mode & 0o7777, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
-            st.st_uid, st.st_gid, "",
-        ))
+        entry, self.owners = create_file(job, self._umask, self.owners)
+        self.entries[job.local] = entry
+
+
+def create_file(job: FileJob, umask: int, owners: bool) -> tuple[Entry, bool]:
+    """Create `job`'s file; return how it looks now and whether chown still works.
+
+    `owners` False skips the chown; a kernel that refuses one (EPERM, EINVAL) turns it off
+    for the files after. The same steps for the writer threads and the writer process.
+    """
+    try:
+        fd = os.open(job.target, _FLAGS, job.mode & 0o777)
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+        raise UnsafeArchiveError(
+            f"layer entry {shown(job.name)} makes a path longer than this file system allows "
+            f"under the workspace; refusing to extract it"
+        ) from None
+    try:
+        view = memoryview(job.data)
+        while view:
+            view = view[os.write(fd, view):]
+        if job.owner is not None and owners:
+            try:
+                os.fchown(fd, *job.owner)
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.EINVAL):
+                    raise
+                owners = False
+        # open() applied the umask, and chown clears set-id bits: set the mode when it must.
+        if job.mode & (umask | 0o7000):
+            os.fchmod(fd, job.mode)
+        os.utime(fd, ns=(job.mtime_ns, job.mtime_ns))
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    # tuple.__new__, not Entry(...): the named tuple's own __new__ is a Python function.
+    return _new(Entry, (
+        job.local, FILE, st.st_mode & 0o7777, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
+        st.st_uid, st.st_gid, "",
+    )), owners
