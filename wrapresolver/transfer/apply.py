@@ -8,11 +8,11 @@ Whiteouts follow the OCI image spec (image-spec/layer.md "Whiteouts"): `.wh.<nam
 
 Over 400 lines on purpose: every rule that keeps a hostile layer inside the workspace is in
 this one module, so they can be reviewed together (docs/security.md). Reading headers, the
-threads that create small files, and tree removal, which need no workspace state, are apart
-(tarreader.py, filewriters.py, deeptree.py).
+process that creates small files, and tree removal, which need no workspace state, are apart
+(tarreader.py, writerprocess.py and filewriters.py, deeptree.py).
 
 Speed, since a fetch is what every task waits for: small files are read whole and handed to
-writer threads (the syscalls of 100,000 file creations then overlap with parsing); no path is
+a writer process (the syscalls of 100,000 file creations then run beside the parsing); no path is
 looked up where this extraction knows nothing can be yet; directories get their modes and
 times once, at the end; and `record()` gives the fetch record from what was written, so the
 workspace is not walked a second time.

@@ -1,4 +1,7 @@
-"""Creating the regular files of a layer on a few threads.
+"""Creating the regular files of a layer: the steps for one file, and a pool of threads.
+
+A fetch uses a second process (writerprocess.py), which calls `create_file` as these threads
+do; the threads are what it falls back to where it cannot start one.
 
 A workspace of 100,000 small files is a fetch of 100,000 file creations, and each costs the
 kernel far more than it costs the tar parser: open, write, chown, times, stat, close. One
