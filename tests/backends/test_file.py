@@ -137,3 +137,90 @@ def test_concurrent_reference_writers_lose_no_reference(tmp_path: Path) -> None:
     names = [m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]]
     assert len(names) == len(set(names)) == 101
     assert json.loads(store.get_manifest("shared"))["i"] == 24
+
+
+CROSSED_LOCKS = """
+import sys, threading, time
+from pathlib import Path
+from wrapresolver.backends.file import LayoutStore
+
+first, second, signals, me, other = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], sys.argv[5]
+errors = []
+
+def wait_for(name):
+    while not (signals / name).exists():
+        time.sleep(0.01)
+
+def ask():
+    wait_for(f"{other}-holds")  # the other step holds the lock this thread asks for
+    try:
+        with LayoutStore(second)._locked():
+            pass
+    except OSError as exc:
+        errors.append(exc)
+        (signals / f"{me}-refused").touch()
+
+asker = threading.Thread(target=ask)
+with LayoutStore(first)._locked():
+    (signals / f"{me}-holds").touch()
+    asker.start()
+    wait_for("release")
+asker.join()
+if errors:
+    sys.exit(f"{me}: {errors[0]}")
+"""
+
+
+def _blocked_lock_waiters() -> int:
+    return sum(1 for line in Path("/proc/locks").read_text().splitlines() if "->" in line)
+
+
+def test_two_steps_each_locking_two_layouts_on_two_threads_wait_for_each_other_instead_of_failing(
+    tmp_path: Path,
+) -> None:
+    # A store step stores its workspaces on threads: step 1 holds layout A's lock on one
+    # thread and asks for B's on another, step 2 the other way round. No thread holds two
+    # locks, so both must simply wait; process-owned locks made the kernel see a cycle and
+    # fail one of them with EDEADLK ("Resource deadlock avoided").
+    import subprocess
+    import sys
+    import time
+
+    a, b, signals = tmp_path / "a", tmp_path / "b", tmp_path / "signals"
+    for directory in (a, b, signals):
+        directory.mkdir()
+    LayoutStore(a), LayoutStore(b)
+    before = _blocked_lock_waiters()
+    steps = [
+        subprocess.Popen([sys.executable, "-c", CROSSED_LOCKS, str(a), str(b), str(signals), "one", "two"],
+                         stderr=subprocess.PIPE, text=True),
+        subprocess.Popen([sys.executable, "-c", CROSSED_LOCKS, str(b), str(a), str(signals), "two", "one"],
+                         stderr=subprocess.PIPE, text=True),
+    ]
+    # Both askers blocked in the kernel, or one of them already refused: then release.
+    deadline = time.monotonic() + 60
+    while _blocked_lock_waiters() - before < 2 and not any(signals.glob("*-refused")):
+        assert time.monotonic() < deadline, "the two steps never both waited for a lock"
+        time.sleep(0.01)
+    (signals / "release").touch()
+    results = [(s.wait(timeout=60), s.stderr.read() if s.stderr else "") for s in steps]
+    assert results == [(0, ""), (0, "")]
+
+
+def test_without_open_file_locks_a_false_deadlock_refusal_is_retried(monkeypatch) -> None:
+    import errno
+    import fcntl
+
+    from wrapresolver.backends import file
+
+    monkeypatch.setattr(file, "_OFD_SETLKW", None)
+    calls = []
+
+    def lockf(fd: int, operation: int) -> None:
+        calls.append(operation)
+        if len(calls) < 3:
+            raise OSError(errno.EDEADLK, "Resource deadlock avoided")
+
+    monkeypatch.setattr(fcntl, "lockf", lockf)
+    file._lock_file(0)
+    assert calls == [fcntl.LOCK_EX] * 3

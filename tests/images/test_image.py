@@ -127,8 +127,10 @@ def test_fetch_and_store_in_the_image_move_a_workspace_through_the_registry(
     fetched = step(image_root, identity, "fetch", clone, ws1, state1)
     assert fetched.returncode == 0, fetched.stderr
     # The task's own step, in the same image and as the same user, writes the workspace.
-    wrote = image_root.run(["-c", "mkdir -p /workspace/src/pkg && echo 'int main;' > /workspace/src/pkg/main.c"
-                                  " && printf x > /workspace/src/flag"],
+    # 200 files: more than one batch, so the fetch below creates them in its writer process.
+    wrote = image_root.run(["-c", "mkdir -p /workspace/src/pkg /workspace/src/many"
+                                  " && echo 'int main;' > /workspace/src/pkg/main.c && printf x > /workspace/src/flag"
+                                  " && for i in $(seq 200); do echo $i > /workspace/src/many/f$i; done"],
                            user=identity, settings=SETTINGS, entrypoint=["/bin/sh"],
                            binds={"/workspace/src": ws1})
     assert wrote.returncode == 0, wrote.stderr
@@ -144,6 +146,9 @@ def test_fetch_and_store_in_the_image_move_a_workspace_through_the_registry(
     assert "(from clone)" in restored.stdout
     assert (ws2 / "pkg" / "main.c").read_text() == "int main;\n" and (ws2 / "flag").read_text() == "x"
     assert (ws2 / "pkg" / "main.c").stat().st_uid == int(identity.split(":")[0]), "restored files belong to the step's user"
+    many = sorted(ws2.joinpath("many").iterdir())
+    assert len(many) == 200 and (ws2 / "many" / "f137").read_text() == "137\n"
+    assert {path.stat().st_uid for path in many} == {int(identity.split(":")[0])}
 
 
 def test_the_base_image_has_no_files_and_serves_as_an_empty_workspace_base(

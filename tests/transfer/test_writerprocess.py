@@ -11,31 +11,22 @@ from pathlib import Path
 
 import pytest
 
+from tests.transfer.test_filewriters import assert_numbered, job, submit_numbered
 from wrapresolver.errors import TransferError
 from wrapresolver.transfer import snapshot
-from wrapresolver.transfer.filewriters import BATCH_FILES, FileJob
+from wrapresolver.transfer.filewriters import BATCH_FILES
 from wrapresolver.transfer.writerprocess import ProcessFileWriters
-
-
-def job(root: Path, name: str, data: bytes = b"data", mode: int = 0o640,
-        owner: tuple[int, int] | None = None) -> FileJob:
-    return FileJob(str(root / name), name, name, data, mode, 1_600_000_000_123_456_789, owner)
 
 
 def test_files_made_by_the_process_get_their_data_mode_and_time_and_are_recorded_as_a_walk_sees_them(
     tmp_path: Path,
 ) -> None:
     writers = ProcessFileWriters()
-    for i in range(3 * BATCH_FILES):
-        writers.submit(job(tmp_path, f"f{i}", bytes([i]) * (i * 37), 0o600 if i % 2 else 0o664))
+    submit_numbered(writers, tmp_path, 3 * BATCH_FILES)
     assert writers._process is not None  # full batches went to the second process
     writers.drain()
     writers.close()
-    assert (tmp_path / "f7").read_bytes() == bytes([7]) * 259
-    assert (tmp_path / "f7").stat().st_mode & 0o777 == 0o600
-    assert (tmp_path / "f8").stat().st_mode & 0o777 == 0o664  # more than the umask lets open() give
-    assert os.stat(tmp_path / "f8").st_mtime_ns == 1_600_000_000_123_456_789
-    assert writers.entries == snapshot.take(tmp_path)
+    assert_numbered(tmp_path, writers.entries)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving files another owner needs root")

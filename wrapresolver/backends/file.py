@@ -10,13 +10,16 @@ an `fcntl` lock.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import io
 import json
 import os
 import re
+import struct
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -222,14 +225,14 @@ class LayoutStore(ObjectStore):
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        # fcntl locks exclude other processes (other pods on a shared filesystem) but not
-        # other threads of this one, which share the process's locks: take both.
+        # The file lock excludes other processes (other pods on a shared filesystem), the
+        # thread lock other threads of this one, which may share the process's file locks.
         with _thread_lock(self.root), open(self.root / ".index.lock", "a+b") as lock:
-            fcntl.lockf(lock, fcntl.LOCK_EX)
+            _lock_file(lock.fileno())
             try:
                 yield
             finally:
-                fcntl.lockf(lock, fcntl.LOCK_UN)
+                _unlock_file(lock.fileno())
 
     def _read_index(self) -> dict:
         try:
@@ -237,6 +240,49 @@ class LayoutStore(ObjectStore):
         except FileNotFoundError:
             return {"schemaVersion": 2, "mediaType": oci_image.INDEX, "manifests": []}
         return dict(json.loads(data))
+
+
+_OFD_SETLK, _OFD_SETLKW = getattr(fcntl, "F_OFD_SETLK", None), getattr(fcntl, "F_OFD_SETLKW", None)
+_FLOCK = struct.Struct("hhqqi4x")
+"""struct flock on Linux: type, whence, start, len (0: to the end), pid (0 for an OFD lock)."""
+
+
+def _lock_file(fd: int) -> None:
+    """An exclusive lock on the whole file, held by this open file, not by the process.
+
+    A store step stores its workspaces on threads, so one process can hold the lock of one
+    layout while another of its threads waits for a second layout's. With process-owned
+    locks (`lockf`) the kernel's deadlock check saw two such steps as a cycle and failed one
+    with EDEADLK ("Resource deadlock avoided"), although no thread ever holds two of these
+    locks. Open-file-description locks (Linux 3.15) have no such check. Where they are
+    missing, `lockf`, retried on that false EDEADLK.
+    """
+    if _OFD_SETLKW is not None:
+        try:
+            fcntl.fcntl(fd, _OFD_SETLKW, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
+            return
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:  # EINVAL: this kernel or file system has none
+                raise
+    while True:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX)
+            return
+        except OSError as exc:
+            if exc.errno != errno.EDEADLK:
+                raise
+            time.sleep(0.01)  # the lock is never held with another: the cycle resolves
+
+
+def _unlock_file(fd: int) -> None:
+    if _OFD_SETLK is not None:
+        try:
+            fcntl.fcntl(fd, _OFD_SETLK, _FLOCK.pack(fcntl.F_UNLCK, os.SEEK_SET, 0, 0, 0))
+            return
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+    fcntl.lockf(fd, fcntl.LOCK_UN)
 
 
 _THREAD_LOCKS: dict[Path, threading.Lock] = {}
