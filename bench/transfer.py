@@ -272,8 +272,7 @@ def watch():
             if name and cmdline(pid) != my_cmd:
                 spawned["kb"] = max(spawned["kb"], hwm)
 
-if job["watch"]:
-    threading.Thread(target=watch, daemon=True).start()
+threading.Thread(target=watch, daemon=True).start()
 store = open_steps(get_backend(job["backend"]), job["target"], job["options"])
 spec = WorkspaceTransfer.from_json(job["spec"]) if job.get("spec") else None
 start = time.perf_counter()
@@ -316,8 +315,6 @@ class Remote:
     """(whole-tree push/pull target, pipeline target): apart, so no blob is reused."""
     options: dict = field(default_factory=dict)
     env: dict = field(default_factory=dict)
-    watch: bool = True
-    """Sample the peak RSS of the processes the step spawns (rsync, the fetch's writer process)."""
 
     @property
     def tool(self) -> str:
@@ -345,7 +342,7 @@ def run_shell(command: str) -> dict:
 def run_wrap(op: str, remote: Remote, target: str, directory: Path, spec: str = "",
              state: Path | None = None) -> dict:
     job = {"op": op, "backend": remote.backend, "target": target, "dir": str(directory),
-           "options": remote.options, "spec": spec, "state": str(state or ""), "watch": remote.watch}
+           "options": remote.options, "spec": spec, "state": str(state or "")}
     return _child(WRAP_CHILD, json.dumps(job), remote.env)
 
 

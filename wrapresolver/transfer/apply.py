@@ -133,7 +133,7 @@ class Extractor:
         one of them that is not in `_created` needs no lookup before it is created."""
         self._created: set[str] = set()
         self._queued: set[str] = set()
-        """Files of the current layer handed to the writer threads and maybe not written yet."""
+        """Files of the current layer handed to the writers and maybe not written yet."""
         self._writers: ProcessFileWriters | None = None
         self._exact = empty
         """The record below is what a walk of the workspace would find: true while the

@@ -26,7 +26,6 @@ import subprocess
 import sys
 from array import array
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 from wrapresolver.errors import TransferError, UnsafeArchiveError
@@ -134,9 +133,9 @@ class ProcessFileWriters:
         try:
             if not sys.executable:
                 raise OSError("no interpreter to start")
-            # This very copy of the package first on the path, whatever put it on ours.
-            package_root = str(Path(__file__).resolve().parents[2])
-            path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)
+            # Our own import path, in its order: the process imports the very modules this one
+            # did, whatever put them on the path (an install, PYTHONPATH, a checkout).
+            path = os.pathsep.join(entry for entry in sys.path if entry)
             self._process = subprocess.Popen(
                 [sys.executable, "-m", __name__, str(jobs_read), str(answers_write)],
                 pass_fds=(jobs_read, answers_write), stdin=subprocess.DEVNULL,
