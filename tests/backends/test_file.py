@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import io
 import json
 import multiprocessing
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from wrapresolver.backends import file
 from wrapresolver.backends.file import LayoutStore, parse_target
 from wrapresolver.backends.registry import get_backend
 from wrapresolver.errors import NotFoundError, ParamError
@@ -182,10 +188,6 @@ def test_two_steps_each_locking_two_layouts_on_two_threads_wait_for_each_other_i
     # thread and asks for B's on another, step 2 the other way round. No thread holds two
     # locks, so both must simply wait; process-owned locks made the kernel see a cycle and
     # fail one of them with EDEADLK ("Resource deadlock avoided").
-    import subprocess
-    import sys
-    import time
-
     a, b, signals = tmp_path / "a", tmp_path / "b", tmp_path / "signals"
     for directory in (a, b, signals):
         directory.mkdir()
@@ -208,11 +210,6 @@ def test_two_steps_each_locking_two_layouts_on_two_threads_wait_for_each_other_i
 
 
 def test_without_open_file_locks_a_false_deadlock_refusal_is_retried(monkeypatch) -> None:
-    import errno
-    import fcntl
-
-    from wrapresolver.backends import file
-
     monkeypatch.setattr(file, "_OFD_SETLKW", None)
     calls = []
 
