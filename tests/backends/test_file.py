@@ -199,14 +199,21 @@ def test_two_steps_each_locking_two_layouts_on_two_threads_wait_for_each_other_i
         subprocess.Popen([sys.executable, "-c", CROSSED_LOCKS, str(b), str(a), str(signals), "two", "one"],
                          stderr=subprocess.PIPE, text=True),
     ]
-    # Both askers blocked in the kernel, or one of them already refused: then release.
-    deadline = time.monotonic() + 60
-    while _blocked_lock_waiters() - before < 2 and not any(signals.glob("*-refused")):
-        assert time.monotonic() < deadline, "the two steps never both waited for a lock"
-        time.sleep(0.01)
-    (signals / "release").touch()
-    results = [(s.wait(timeout=60), s.stderr.read() if s.stderr else "") for s in steps]
-    assert results == [(0, ""), (0, "")]
+    try:
+        # Both askers blocked in the kernel, or one of them already refused: then release.
+        deadline = time.monotonic() + 60
+        while _blocked_lock_waiters() - before < 2 and not any(signals.glob("*-refused")):
+            assert time.monotonic() < deadline, "the two steps never both waited for a lock"
+            time.sleep(0.01)
+        (signals / "release").touch()
+        results = [(s.wait(timeout=60), s.stderr.read() if s.stderr else "") for s in steps]
+        assert results == [(0, ""), (0, "")]
+    finally:
+        (signals / "release").touch()  # a failed test leaves no step waiting for ever
+        for s in steps:
+            if s.poll() is None:
+                s.kill()
+                s.wait()
 
 
 def test_without_open_file_locks_a_false_deadlock_refusal_is_retried(monkeypatch) -> None:
