@@ -51,6 +51,10 @@ def register(subparsers: Any) -> None:
         help="a wrapresolver-config ConfigMap entry, e.g. default-target=... (repeatable)",
     )
     parser.add_argument(
+        "--uid", default="",
+        help="the uid of the PipelineRun to render for (default: left to Tekton; a uid in the file is not used)",
+    )
+    parser.add_argument(
         "-o", "--output", choices=("yaml", "json"), default="yaml",
         help="yaml (default): for reading and diffing; json: the exact bytes the resolver answers",
     )
@@ -63,10 +67,15 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         documents, origins = read_documents(args.files)
-        data = render(documents, origins, params=dict(args.params), config=dict(args.config), output=args.output)
+        data, warnings = render_with_warnings(
+            documents, origins, params=dict(args.params), config=dict(args.config), output=args.output,
+            uid=args.uid,
+        )
     except WrapError as exc:
         print(cap_line(f"error: {exc}"), file=sys.stderr)
         return 1
+    for warning in warnings:
+        print(cap_line(f"warning: {warning}"), file=sys.stderr)
     sys.stdout.write(data.decode("utf-8"))
     sys.stdout.flush()
     return 0
@@ -79,15 +88,37 @@ def render(
     params: Mapping[str, str] | None = None,
     config: Mapping[str, str] | None = None,
     output: str = "yaml",
+    uid: str = "",
 ) -> bytes:
     """The rewritten Pipeline as YAML bytes; raises `WrapError` like the controller would.
 
     The resolver answers compact JSON; `output="json"` gives those exact bytes, the default
     the same object as YAML, key order kept, which is what a person reads and diffs.
     """
+    return render_with_warnings(documents, origins, params=params, config=config, output=output, uid=uid)[0]
+
+
+def render_with_warnings(
+    documents: Sequence[Mapping],
+    origins: Sequence[str] = (),
+    *,
+    params: Mapping[str, str] | None = None,
+    config: Mapping[str, str] | None = None,
+    output: str = "yaml",
+    uid: str = "",
+) -> tuple[bytes, list[str]]:
+    """`render`, and what is legal but probably not meant (the controller's Warning Events).
+
+    A PipelineRun file's `metadata.uid` (as `kubectl get -o yaml` prints it) is not used: it
+    names a run that already ran, and the run that will really run gets a new uid. Rendering
+    with the copied one would hard-code that old run's uid into the step args, so a new run
+    would read and overwrite the old run's stored states; it stays Tekton's variable instead,
+    with a warning. `uid` (`--uid`) is the way to render for one given run.
+    """
     import asyncio
     import json
 
+    from wrapresolver.convert import conversion_hint
     from wrapresolver.core.params import RunContext, config_key
     from wrapresolver.resolve import resolve, to_yaml
     from wrapresolver.sources import FileSource
@@ -95,7 +126,19 @@ def render(
     config = dict(config or {})
     source = FileSource(documents, origins)
     run_obj = _wrap_pipelinerun(documents)
-    replacements = _replacements(run_obj)
+    if run_obj is None:
+        conversion_hint(documents, origins)  # a PipelineRun not using `resolver: wrap`: what to change
+    warnings: list[str] = []
+    copied_uid = str(((run_obj or {}).get("metadata") or {}).get("uid") or "")
+    if run_obj is not None and copied_uid and not uid:
+        warnings.append(
+            f"PipelineRun {_run_name(run_obj)!r} carries metadata.uid "
+            f"{copied_uid!r} (as `kubectl get -o yaml` prints it); render "
+            f"ignores it and leaves $(context.pipelineRun.uid) for Tekton, since a new run gets a "
+            f"new uid and must not reuse that run's stored states. Remove metadata.uid, "
+            f"resourceVersion, creationTimestamp and status before creating the run from this file"
+        )
+    replacements = _replacements(run_obj, uid)
     request_params = [
         {"name": p.get("name"), "value": _substitute(p.get("value"), replacements)}
         for p in _pipelineref_params(run_obj)
@@ -110,17 +153,19 @@ def render(
     if not has_ref and not config.get(config_key(PARAM_PIPELINEREF)) and len(pipelines) == 1:
         request_params.insert(0, {"name": PARAM_PIPELINEREF, "value": pipelines[0]})
 
-    context = RunContext(namespace=DEFAULT_NAMESPACE)
+    context = RunContext(namespace=DEFAULT_NAMESPACE, uid=uid)
     if run_obj is not None:
         metadata = run_obj.get("metadata") or {}
         context = RunContext(
             name=str(metadata.get("name") or ""),
             namespace=str(metadata.get("namespace") or DEFAULT_NAMESPACE),
-            uid=str(metadata.get("uid") or ""),
+            uid=uid,
             pipelinerun=run_obj,
         )
-    data = asyncio.run(resolve(request_params, config, context, source)).data
-    return data if output == "json" else to_yaml(json.loads(data))
+    resolution = asyncio.run(resolve(request_params, config, context, source, config_name="--config"))
+    warnings += [notice.message for notice in resolution.warnings]
+    data = resolution.data
+    return (data if output == "json" else to_yaml(json.loads(data))), warnings
 
 
 def read_documents(paths: Iterable[str]) -> tuple[list[Mapping], list[str]]:
@@ -202,7 +247,7 @@ def _run_name(run_obj: Mapping) -> str:
     return str(metadata.get("name") or metadata.get("generateName") or "?")
 
 
-def _replacements(run_obj: Mapping | None) -> tuple[dict[str, Any], dict[str, str]]:
+def _replacements(run_obj: Mapping | None, uid: str = "") -> tuple[dict[str, Any], dict[str, str]]:
     """The PipelineRun's params and known context values: Tekton's replacements before resolution.
 
     Pipeline param defaults are not among them: Tekton has not fetched the Pipeline yet.
@@ -218,7 +263,7 @@ def _replacements(run_obj: Mapping | None) -> tuple[dict[str, Any], dict[str, st
     context = {
         "name": str(metadata.get("name") or ""),
         "namespace": str(metadata.get("namespace") or DEFAULT_NAMESPACE),
-        "uid": str(metadata.get("uid") or ""),
+        "uid": uid,  # never the file's own (render_with_warnings)
     }
     return values, context
 

@@ -18,8 +18,15 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from wrapresolver.backends.registry import REGISTRY
-from wrapresolver.core import inline, lifecycle, names, rewrite, safeyaml
-from wrapresolver.core.params import RunContext, check_bases, check_targets, parse_request, wrapped_workspaces
+from wrapresolver.core import checks, inline, lifecycle, names, rewrite, safeyaml
+from wrapresolver.core.params import (
+    CONFIGMAP_NAME,
+    RunContext,
+    check_bases,
+    check_targets,
+    parse_request,
+    wrapped_workspaces,
+)
 from wrapresolver.core.retention import retention_of
 from wrapresolver.core.template import expand_target
 from wrapresolver.errors import RewriteError, SourceError, WrapError
@@ -49,12 +56,17 @@ class Resolution:
     annotations: dict[str, str] = field(default_factory=dict)
     ref_source: dict = field(default_factory=dict)
     """{uri, digest: {sha256}, entryPoint?}: where the Pipeline came from, digest of `data`."""
+    warnings: tuple[checks.Notice, ...] = ()
+    """Legal but probably not meant (core.checks): `render` prints them, the controller makes Events."""
 
 
 async def resolve(
-    params: Sequence[Mapping], config: Mapping[str, str], context: RunContext, source: Source
+    params: Sequence[Mapping], config: Mapping[str, str], context: RunContext, source: Source,
+    *, config_name: str = f"the ConfigMap {CONFIGMAP_NAME}",
 ) -> Resolution:
     """Resolve a `wrap` request: fetch, rewrite, serialise.
+
+    `config_name` is how warnings name where `config` came from (`render` says `--config`).
 
     Raises `WrapError` for anything the author can fix. Exceptions a `Source` raises that
     are not `WrapError`s (an API server hiccup) pass through, so the caller can retry them.
@@ -66,8 +78,11 @@ async def resolve(
     safeyaml.check_tree(pipeline, f"pipelineref {asked!r}")
     _check_pipeline(pipeline, asked)
     names.check_pipeline_task_names(pipeline, _name(pipeline))
+    checks.check_pipeline_bindings(pipeline)
 
     workspaces = wrapped_workspaces(request, pipeline)
+    notices = [*checks.unknown_config_notices(config, _option_names(), config_name),
+               *checks.volume_bound_notices(context, workspaces)]
     backend = REGISTRY.by_name(request.backend)
     check_targets(request, workspaces, backend)
     check_bases(request, workspaces, backend)
@@ -80,6 +95,7 @@ async def resolve(
     except Exception as exc:  # never a bare traceback to the author
         raise _unexpected(pipeline_name, exc) from exc
     task_objects = await _fetch_tasks(source, to_inline, context.namespace)
+    checks.check_task_bindings(pipeline, task_objects)
 
     # No await inside: no other request runs while the collector is off.
     with paused_gc():
@@ -103,7 +119,21 @@ async def resolve(
         ANNOTATION_WORKSPACES: ",".join(workspaces),
         ANNOTATION_BACKEND: request.backend,
     }
-    return Resolution(data=data, annotations=annotations, ref_source=ref_source)
+    return Resolution(data=data, annotations=annotations, ref_source=ref_source, warnings=tuple(notices))
+
+
+def _option_names() -> set[str]:
+    """The options of every installed backend, whose `default-<option>` ConfigMap keys are known.
+
+    A plugin that fails to load is skipped here: it is reported when a request names it.
+    """
+    names: set[str] = set()
+    for backend_name in REGISTRY.names():
+        try:
+            names.update(REGISTRY.by_name(backend_name).options)
+        except WrapError:
+            continue
+    return names
 
 
 def _mark_storage(

@@ -284,7 +284,7 @@ def test_default_workspaces_without_pipelinerun_asks_for_the_param():
 
 def test_default_workspaces_with_no_emptydir_binding_asks_for_the_param():
     run = pipelinerun(sources={"persistentVolumeClaim": {"claimName": "c"}})
-    with pytest.raises(ParamError, match=r"binds none of Pipeline 'build'.* to emptyDir; set param `workspaces`"):
+    with pytest.raises(ParamError, match=r"binds none of the workspaces of Pipeline 'build' to emptyDir; set param `workspaces`"):
         wrapped_workspaces(request(pipelinerun=run), pipeline("sources"))
 
 

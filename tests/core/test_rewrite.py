@@ -20,7 +20,14 @@ import yaml
 from tests import tekton_rules
 from wrapresolver.core.stepspec import WorkspaceTransfer
 from wrapresolver.errors import RewriteError
-from wrapresolver.render import render
+from wrapresolver.render import render as render_files
+
+RUN_UID = "0d9c6a52-1111-4c2e-9e1b-4a0c8a7f0001"
+"""The uid the cases' PipelineRun carries; render uses a uid only when it is given explicitly."""
+
+
+def render(docs, **kwargs):
+    return render_files(docs, uid=RUN_UID, **kwargs)
 
 _INJECTED_RESULT = re.compile(r"^wrap-.+-ARTIFACT_(INPUTS|OUTPUTS)$")
 """The results the injected steps declare (a user result of the same name moves ours aside)."""

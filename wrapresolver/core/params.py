@@ -18,7 +18,13 @@ from wrapresolver.core import safeyaml
 from wrapresolver.core.backend import Backend, Backends
 from wrapresolver.core.limits import shown
 from wrapresolver.core.retention import PARAM_RETENTION, retention_of
-from wrapresolver.core.template import expand_target, has_workspace_placeholder, split_scheme, unknown_placeholders
+from wrapresolver.core.template import (
+    check_variables,
+    expand_target,
+    has_workspace_placeholder,
+    split_scheme,
+    unknown_placeholders,
+)
 from wrapresolver.errors import ParamError
 
 # ---- param names (DESIGN §4.1) ----
@@ -38,6 +44,12 @@ CONFIG_ALLOWED_NAMESPACES = "allowed-namespaces"
 CONFIG_BLOCKED_NAMESPACES = "blocked-namespaces"
 CONFIG_RESOLUTION_TIMEOUT = "resolution-timeout"
 CONFIG_LOG_LEVEL = "log-level"
+CONFIG_KEYS = (
+    CONFIG_STEP_IMAGE, CONFIG_ALLOWED_NAMESPACES, CONFIG_BLOCKED_NAMESPACES, CONFIG_RESOLUTION_TIMEOUT,
+    CONFIG_LOG_LEVEL,
+)
+"""Every ConfigMap key besides `default-<param>`: a key not here is warned about (core.checks).
+A new key goes here too, or every resolution warns that the ConfigMap holds an unknown key."""
 
 DEFAULT_STEP_IMAGE = "ghcr.io/wrapresolver/wrapresolver:0.1.0"
 
@@ -122,6 +134,7 @@ def parse_request(
     target = _string(PARAM_TARGET, _require(values, PARAM_TARGET)).strip()
     if not target:
         raise ParamError(_missing_message(PARAM_TARGET))
+    check_variables(f"param `{PARAM_TARGET}`", target)
     unknown = unknown_placeholders(target)
     if unknown:
         raise ParamError(
@@ -283,6 +296,7 @@ def check_bases(request: WrapRequest, workspaces: Sequence[str], backend: Backen
         base = base_of(request, workspace)
         if not base:
             continue
+        check_variables(f"param `{PARAM_BASE}` of workspace {workspace!r}", base_template(request, workspace))
         unknown = unknown_placeholders(base_template(request, workspace))
         if unknown:
             raise ParamError(
@@ -451,7 +465,14 @@ def _parse_workspaces(value: object) -> tuple[str, ...]:
         )
     out: list[str] = []
     for name in (n.strip() for n in names):
-        if name and name not in out:
+        if name in out:
+            # Tekton refuses a workspace declared or bound twice; a repeated name here is a typo
+            # for another workspace more often than a harmless repeat.
+            raise ParamError(
+                f"param `{PARAM_WORKSPACES}` names workspace {name!r} twice "
+                f"({shown(','.join(n.strip() for n in names), 200)}); name each workspace once"
+            )
+        if name:
             out.append(name)
     if not out:
         raise ParamError(
@@ -511,8 +532,8 @@ def _emptydir_workspaces(context: RunContext, declared: Sequence[str], pipeline:
     if not chosen:
         run_name = context.name or _object_name(run) or "the PipelineRun"
         raise ParamError(
-            f"param `{PARAM_WORKSPACES}` is not set and {run_name} binds none of Pipeline "
-            f"{pipeline!r}'s workspaces to emptyDir; {hint}"
+            f"param `{PARAM_WORKSPACES}` is not set and {run_name} binds none of the workspaces "
+            f"of Pipeline {pipeline!r} to emptyDir; {hint}"
         )
     return chosen
 

@@ -8,8 +8,11 @@ args of steps inside embedded task specs, where Tekton substitutes them at run t
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import TYPE_CHECKING
+
+from wrapresolver.errors import ParamError
 
 if TYPE_CHECKING:  # pragma: no cover - params imports this module
     from wrapresolver.core.params import RunContext
@@ -24,6 +27,60 @@ _PLACEHOLDER_RE = re.compile(r"<<[^<>]*>>|\{\{[^{}]*\}\}")
 
 _CONTEXT_RE = re.compile(r"\$\(context\.pipelineRun\.(name|namespace|uid)\)")
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.DOTALL)
+
+
+RUN_CONTEXT_VARIABLES = (
+    "context.pipelineRun.name", "context.pipelineRun.namespace", "context.pipelineRun.uid", "context.pipeline.name",
+)
+"""The context variables a target may hold: Tekton's list for a Pipeline (`validatePipelineContextVariables`
+in `pkg/apis/pipeline/v1/pipeline_validation.go`) less `context.pipelineTask.retries`, which is one
+task's and is replaced only in pipeline task params. The same for every task of the run, so every
+task stores and fetches at the same place."""
+_PER_TASK_PREFIXES = ("context.taskRun.", "context.task.", "context.pipelineTask.")
+_VARIABLE_RE = re.compile(r"\$\(([^()]*)\)")
+_PARAM_NAME_RE = re.compile(r"""^params(?:\.([^.\[]+)|\[["']([^"']+)["']\])""")
+
+
+def check_variables(what: str, template: str) -> None:
+    """Refuse a `$(...)` in a target or base that the run will not replace with one value.
+
+    Tekton replaces `$(params.x)` in resolver params with the PipelineRun's own params
+    before it asks (tekton-facts §2), so one that arrives here is a param the run does not
+    set: left alone it would reach the steps literally, or be replaced inside each embedded
+    Task by that Task's own param of the same name. `what` names the param in the message.
+    """
+    for match in _VARIABLE_RE.finditer(template):
+        expression = match.group(1).strip()
+        if expression in RUN_CONTEXT_VARIABLES:
+            continue
+        shown_ = match.group(0)
+        param = _PARAM_NAME_RE.match(expression)
+        if param:
+            name = param.group(1) or param.group(2)
+            raise ParamError(
+                f"{what} holds `{shown_}`, but the PipelineRun does not set param {name!r}: Tekton "
+                f"replaces `$(params.x)` in resolver params only with the PipelineRun's own "
+                f"`spec.params` (not the Pipeline's defaults); add {name!r} to the PipelineRun's "
+                f"`spec.params`, or write its value into the {what.split('`')[1]}"
+            )
+        if expression.startswith(_PER_TASK_PREFIXES):
+            raise ParamError(
+                f"{what} holds `{shown_}`, which differs from task to task, so each task would "
+                f"store and fetch the workspace at a different place; use "
+                f"$(context.pipelineRun.name) or $(context.pipelineRun.uid) to make it run-unique"
+            )
+        known = ", ".join(f"$({v})" for v in RUN_CONTEXT_VARIABLES)
+        if expression.startswith("context."):
+            close = difflib.get_close_matches(expression, RUN_CONTEXT_VARIABLES, n=1, cutoff=0.6)
+            hint = f" (did you mean `$({close[0]})`?)" if close else ""
+            raise ParamError(
+                f"{what} holds `{shown_}`, which is not a Tekton context variable{hint}; a target "
+                f"may use {known}"
+            )
+        raise ParamError(
+            f"{what} holds `{shown_}`, which Tekton does not replace in resolver params; a target "
+            f"may use `$(params.x)` of the PipelineRun's params and {known}"
+        )
 
 
 def has_workspace_placeholder(template: str) -> bool:

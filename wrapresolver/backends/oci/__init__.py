@@ -31,6 +31,8 @@ _REPO_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REPOSITORY = re.compile(rf"^{_REPO_COMPONENT}(?:/{_REPO_COMPONENT})*$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_SCHEME_TYPO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):/?(?![0-9])(.+)$")
+"""`s3:/bucket/x` or `gs:bucket/x`: a scheme missing a slash, not a host with a port."""
 _HOST = re.compile(r"^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::[0-9]{1,5})?$")
 
 
@@ -83,6 +85,18 @@ def parse_reference(target: str) -> Reference:
             f"target {target!r} names no repository; write oci://registry.example/ci/<<workspace>>"
         )
     explicit = target.startswith("oci://")  # then `registry/...` is a host, e.g. a Service
+    typo = _SCHEME_TYPO.match(text)
+    if typo and not _HOST.match(host):  # `s3:/bucket/x`: a target of another scheme, mistyped
+        scheme, rest_ = typo.group(1).lower(), typo.group(2).lstrip("/")
+        raise ParamError(
+            f"target {target!r} looks like a `{scheme}://` target with a slash too few: "
+            f"write {scheme}://{rest_}"
+        )
+    if explicit and not _HOST.match(host):
+        raise ParamError(
+            f"target {target!r} starts with {host!r}, which is not a registry host: letters, "
+            f"digits, '.' and '-', and an optional :port, e.g. oci://registry.example:5000/ci/cache"
+        )
     if not _HOST.match(host) or not (explicit or "." in host or ":" in host or host == "localhost"):
         raise ParamError(
             f"target {target!r} does not start with a registry host: write the registry "
