@@ -25,6 +25,7 @@ from wrapresolver.controller import events, metrics
 from wrapresolver.controller.cluster_source import ClusterSource
 from wrapresolver.controller.config import LiveConfig
 from wrapresolver.controller.kube import PIPELINERUNS, RESOLUTION_REQUESTS, Kube, KubeError
+from wrapresolver.core.checks import Notice
 from wrapresolver.core.limits import cap_line
 from wrapresolver.core.params import RunContext
 from wrapresolver.errors import WrapError
@@ -120,8 +121,9 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, (aiohttp.ClientConnectionError, asyncio.TimeoutError))
 
 
-async def compute_status(runtime: Runtime, request: Mapping, deadline: float) -> dict:
-    """The status to write; never raises for bad input, retries transient API errors until the deadline."""
+async def compute_status(runtime: Runtime, request: Mapping, deadline: float) -> tuple[dict, tuple[Notice, ...]]:
+    """The status to write and the resolution's warnings; never raises for bad input, retries
+    transient API errors until the deadline."""
     loop = asyncio.get_running_loop()
     settings = runtime.config.current
     params = (request.get("spec") or {}).get("params") or []
@@ -132,16 +134,16 @@ async def compute_status(runtime: Runtime, request: Mapping, deadline: float) ->
             # The source gives up at the deadline with a precise message; this bound is the backstop.
             resolution = await asyncio.wait_for(core.resolve(params, settings.data, context, source),
                                                 max(deadline - loop.time(), 0.001) + GRACE)
-            return success_status(resolution)
+            return success_status(resolution), resolution.warnings
         except WrapError as exc:
-            return failure_status(exc.reason, str(exc))
+            return failure_status(exc.reason, str(exc)), ()
         except TimeoutError:
             if delay is not None and loop.time() + delay < deadline:  # a slow API call, not our deadline
                 await asyncio.sleep(delay)
                 continue
             return failure_status("ResolutionTimeout",
                                   f"resolution took longer than resolution-timeout "
-                                  f"({settings.resolution_timeout:g}s) of the wrap resolver")
+                                  f"({settings.resolution_timeout:g}s) of the wrap resolver"), ()
         except Exception as exc:  # bad input must never crash the controller
             if _transient(exc) and delay is not None and loop.time() + delay < deadline:
                 log.warning("transient error, retrying in %ss: %r", delay, exc, extra=log_fields(request))
@@ -150,7 +152,7 @@ async def compute_status(runtime: Runtime, request: Mapping, deadline: float) ->
             log.exception("resolution failed unexpectedly", extra=log_fields(request))
             return failure_status("InternalError",
                                   f"the wrap resolver failed unexpectedly ({describe(exc)}); "
-                                  "the controller logs have details")
+                                  "the controller logs have details"), ()
     raise AssertionError("unreachable")
 
 
@@ -211,7 +213,7 @@ async def _answer(runtime: Runtime, request: Mapping) -> str:
     deadline = asyncio.get_running_loop().time() + runtime.config.current.resolution_timeout
     metrics.IN_FLIGHT.inc()
     try:
-        status = await compute_status(runtime, request, deadline)
+        status, notices = await compute_status(runtime, request, deadline)
         written = await write_status(runtime.kube, request, status)
     finally:
         metrics.IN_FLIGHT.dec()
@@ -239,4 +241,15 @@ async def _answer(runtime: Runtime, request: Mapping) -> str:
         log.info("resolved", extra={**fields, "outcome": outcome, "seconds": round(seconds, 4),
                                     **{k.rsplit("/", 1)[-1]: v for k, v in status["annotations"].items()
                                        if k.endswith(("/workspaces", "/backend"))}})
+        await _warn(runtime, request, notices, fields)
     return outcome
+
+
+async def _warn(runtime: Runtime, request: Mapping, notices: tuple[Notice, ...], fields: dict) -> None:
+    """Each warning of a successful resolution: a log line, and a Warning Event on the PipelineRun."""
+    for notice in notices:
+        log.warning("resolution warning: %s", notice.message, extra={**fields, "reason": notice.reason})
+        try:
+            await events.record_warning(runtime.kube, request, notice.reason, notice.message)
+        except Exception as exc:  # an Event is best effort
+            log.warning("could not record an Event: %r", exc, extra=fields)

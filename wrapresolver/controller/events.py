@@ -38,6 +38,15 @@ async def record_failure(kube: Kube, request: Mapping, reason: str, message: str
                 f"ResolutionRequest {meta.get('name')}: {message}")
 
 
+async def record_warning(kube: Kube, request: Mapping, reason: str, message: str) -> None:
+    """A Warning Event for a resolution that succeeded but is probably not what was meant.
+
+    Named after the message too: one request may warn twice for one reason (two workspaces).
+    """
+    meta = request.get("metadata") or {}
+    await _warn(kube, owner_of(request), f"{meta.get('uid')}/{message}", reason, message)
+
+
 async def record_reclaim_failure(kube: Kube, pipelinerun: Mapping, message: str) -> None:
     """A Warning Event on the PipelineRun whose states could not (all) be deleted."""
     meta = pipelinerun.get("metadata") or {}
