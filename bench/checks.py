@@ -28,7 +28,7 @@ from wrapresolver.core import checks, rewrite  # noqa: E402
 from wrapresolver.core.params import PipelineRef, RunContext, WrapRequest  # noqa: E402
 from wrapresolver.core.template import check_variables  # noqa: E402
 from wrapresolver.gcpause import paused_gc  # noqa: E402
-from wrapresolver.resolve import _option_names, to_json  # noqa: E402
+from wrapresolver.resolve import backend_option_names, to_json  # noqa: E402
 
 TARGET = "file:///srv/ci/$(context.pipelineRun.name)-<<workspace>>"
 CONFIG = {"default-target": TARGET, "step-image": "registry.example/wrapresolver:1", "log-level": "info",
@@ -49,7 +49,7 @@ def run_case(case: str, rounds: int, seed: int) -> tuple[float, float]:
         start = time.perf_counter()
         check_variables("param `target`", TARGET)
         checks.check_pipeline_bindings(pipeline)
-        checks.unknown_config_notices(CONFIG, _option_names())
+        checks.unknown_config_notices(CONFIG, backend_option_names())
         checks.volume_bound_notices(context, names)
         checked.append(time.perf_counter() - start)
         start = time.perf_counter()

@@ -210,3 +210,27 @@ def test_a_target_with_a_mistyped_scheme_gets_a_sensible_suggestion(tmp_path):
         assert proc.returncode == 1
         assert "looks like a `s3://` target" in proc.stderr and "write s3://bucket/" in proc.stderr, proc.stderr
         assert "registry.example/s3:" not in proc.stderr
+
+
+def test_a_message_about_a_pipelines_workspaces_names_it_without_a_possessive_after_the_quote(tmp_path):
+    run = RUN.replace("{name: sources, emptyDir: {}}", "{name: sources, persistentVolumeClaim: {claimName: s}}")
+    run = run.replace("{name: reports, emptyDir: {}}", "{name: reports, persistentVolumeClaim: {claimName: r}}")
+    proc = render(tmp_path, run=run)
+    assert proc.returncode == 1
+    assert "binds none of the workspaces of Pipeline 'ci' to emptyDir" in proc.stderr
+    assert "'ci''s" not in proc.stderr
+
+
+def test_a_finally_task_binding_an_undeclared_workspace_is_refused(tmp_path):
+    pipeline = PIPELINE + """
+  finally:
+    - name: report
+      workspaces: [{name: out, workspace: report}]
+      taskSpec:
+        workspaces: [{name: out}]
+        steps: [{name: s, image: alpine, script: "true"}]
+"""
+    proc = render(tmp_path, "--param", "workspaces=sources", pipeline=pipeline)
+    assert proc.returncode == 1
+    assert "pipeline task 'report' binds workspace 'report', which Pipeline 'ci' does not declare" in proc.stderr
+    assert "did you mean 'reports'?" in proc.stderr

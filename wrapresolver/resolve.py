@@ -81,7 +81,7 @@ async def resolve(
     checks.check_pipeline_bindings(pipeline)
 
     workspaces = wrapped_workspaces(request, pipeline)
-    notices = [*checks.unknown_config_notices(config, _option_names(), config_name),
+    notices = [*checks.unknown_config_notices(config, backend_option_names(), config_name),
                *checks.volume_bound_notices(context, workspaces)]
     backend = REGISTRY.by_name(request.backend)
     check_targets(request, workspaces, backend)
@@ -122,7 +122,7 @@ async def resolve(
     return Resolution(data=data, annotations=annotations, ref_source=ref_source, warnings=tuple(notices))
 
 
-def _option_names() -> set[str]:
+def backend_option_names() -> set[str]:
     """The options of every installed backend, whose `default-<option>` ConfigMap keys are known.
 
     A plugin that fails to load is skipped here: it is reported when a request names it.

@@ -51,3 +51,11 @@ def test_an_unknown_configmap_key_is_a_warning_event_naming_the_closest_key(clus
     assert "did you mean 'default-compression'?" in message
     assert wait_for(lambda: any(e.get("reason") == "UnknownConfigKey" and e.get("request") == "with-typo"
                                 for e in controller.logs()), "the unknown key log line")
+
+
+def test_an_unknown_configmap_key_is_logged_when_the_configuration_is_applied(cluster, controller):
+    line = wait_for(lambda: next((e for e in controller.logs()
+                                  if e.get("reason") == "UnknownConfigKey" and e.get("configmap")), None),
+                    "the log line of the applied configuration")
+    assert line["configmap"] == "tekton-pipelines-resolvers/wrapresolver-config"
+    assert "'default-compresion'" in line["message"] and "did you mean 'default-compression'?" in line["message"]

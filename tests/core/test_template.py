@@ -1,11 +1,19 @@
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from wrapresolver.core.params import RunContext
 from wrapresolver.core.template import (
     RUN_UID_VARIABLE,
+    check_variables,
     expand_target,
     has_workspace_placeholder,
     run_id,
     split_scheme,
 )
+from wrapresolver.errors import ParamError
 
 KNOWN = RunContext(name="run-1", namespace="ci", uid="0b1c")
 
@@ -51,3 +59,20 @@ def test_split_scheme():
 def test_run_id_is_the_uid_or_tekton_variable():
     assert run_id(KNOWN) == "0b1c"
     assert run_id(RunContext(name="run-1")) == RUN_UID_VARIABLE == "$(context.pipelineRun.uid)"
+
+
+@given(st.text(alphabet=st.characters(blacklist_characters="$"), max_size=60))
+def test_a_target_without_tekton_variables_passes_the_variable_check(text):
+    check_variables("param `target`", text)
+
+
+@given(st.from_regex(r"[a-z][a-z0-9_-]{0,20}", fullmatch=True), st.sampled_from(["params.{}", "params['{}']", 'params["{}"]']))
+def test_every_spelling_of_a_param_left_in_a_target_is_refused_naming_it(name, spelling):
+    with pytest.raises(ParamError, match=rf"does not set param '{re.escape(name)}'"):
+        check_variables("param `target`", f"oci://registry.example/$({spelling.format(name)})-<<workspace>>")
+
+
+@pytest.mark.parametrize("variable", ["context.pipelineRun.name", "context.pipelineRun.namespace",
+                                      "context.pipelineRun.uid", "context.pipeline.name"])
+def test_the_run_wide_context_variables_pass_the_variable_check(variable):
+    check_variables("param `target`", f"oci://registry.example/$({variable})-<<workspace>>")

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from wrapresolver.controller.kube import CONFIGMAPS, Kube
+from wrapresolver.core.checks import unknown_config_notices
 from wrapresolver.core.params import (
     CONFIG_ALLOWED_NAMESPACES,
     CONFIG_BLOCKED_NAMESPACES,
@@ -20,6 +21,7 @@ from wrapresolver.core.params import (
     CONFIG_RESOLUTION_TIMEOUT,
     CONFIGMAP_NAME,
 )
+from wrapresolver.resolve import backend_option_names
 
 DEFAULT_RESOLUTION_TIMEOUT = 60.0
 """Tekton fails a request after its own global timeout (1 minute by default) anyway."""
@@ -93,8 +95,12 @@ class LiveConfig:
     def apply(self, configmap: Mapping | None) -> None:
         self.current = Settings.from_configmap(configmap)
         logging.getLogger("wrapresolver").setLevel(self.current.log_level)
-        log.info("configuration applied", extra={"configmap": f"{self.namespace}/{self.name}",
-                                                 "resourceVersion": self.current.resource_version or "none"})
+        where = {"configmap": f"{self.namespace}/{self.name}"}
+        log.info("configuration applied", extra={**where, "resourceVersion": self.current.resource_version or "none"})
+        # Said once here, when the admin's change is taken; each resolution says it again
+        # on the PipelineRun (core.checks), where authors look.
+        for notice in unknown_config_notices(self.current.data, backend_option_names()):
+            log.warning("%s", notice.message, extra={**where, "reason": notice.reason})
 
     async def run(self) -> None:
         async for kind, obj in self.kube.watch(CONFIGMAPS, self.namespace, field_selector=f"metadata.name={self.name}"):
