@@ -234,3 +234,12 @@ def test_a_finally_task_binding_an_undeclared_workspace_is_refused(tmp_path):
     assert proc.returncode == 1
     assert "pipeline task 'report' binds workspace 'report', which Pipeline 'ci' does not declare" in proc.stderr
     assert "did you mean 'reports'?" in proc.stderr
+
+
+def test_the_pipeline_name_variable_in_a_resolver_param_is_warned_about_as_tekton_empties_it(tmp_path):
+    proc = render(tmp_path, "--param", "target=oci://registry.example/ci/p$(context.pipeline.name)-<<workspace>>")
+    assert proc.returncode == 0
+    assert "oci://registry.example/ci/p-sources" in proc.stdout, "replaced with an empty string, as Tekton does"
+    assert ("warning: param `target` uses $(context.pipeline.name), which Tekton replaces with an empty string "
+            "in resolver params") in proc.stderr
+    assert "write the Pipeline's name instead" in proc.stderr

@@ -20,6 +20,7 @@ from typing import Any
 from wrapresolver.core.params import PARAM_PIPELINEREF, RESOLVER_NAME
 
 DEFAULT_NAMESPACE = "default"
+PIPELINE_NAME_VARIABLE = "$(context.pipeline.name)"
 
 _PARAM_REF = re.compile(
     r"""\$\(params(?:\.(?P<dot>[A-Za-z0-9_-]+)|\[(?P<q>["'])(?P<br>[^"']+)(?P=q)\])"""
@@ -139,6 +140,13 @@ def render_with_warnings(
             f"resourceVersion, creationTimestamp and status before creating the run from this file"
         )
     replacements = _replacements(run_obj, uid)
+    raw = {**{str(p.get("name")): p.get("value") for p in _pipelineref_params(run_obj)}, **(params or {})}
+    for name in sorted(n for n, v in raw.items() if PIPELINE_NAME_VARIABLE in str(v)):
+        warnings.append(
+            f"param `{name}` uses {PIPELINE_NAME_VARIABLE}, which Tekton replaces with an empty "
+            f"string in resolver params (it has not fetched the Pipeline yet); write the "
+            f"Pipeline's name instead"
+        )
     request_params = [
         {"name": p.get("name"), "value": _substitute(p.get("value"), replacements)}
         for p in _pipelineref_params(run_obj)
