@@ -243,3 +243,8 @@ def test_the_pipeline_name_variable_in_a_resolver_param_is_warned_about_as_tekto
     assert ("warning: param `target` uses $(context.pipeline.name), which Tekton replaces with an empty string "
             "in resolver params") in proc.stderr
     assert "write the Pipeline's name instead" in proc.stderr
+
+
+def test_a_config_key_starting_with_an_underscore_is_not_warned_about(tmp_path):
+    proc = render(tmp_path, "--config", "_example=see the documentation")
+    assert (proc.returncode, proc.stderr) == (0, "")

@@ -147,7 +147,7 @@ def unknown_config_notices(
     known = known_config_keys(option_names)
     notices = []
     for key in sorted(config):
-        if key in known:
+        if key in known or key.startswith("_"):  # `_example`: the Knative convention for a commented block
             continue
         close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.75)
         hint = f"did you mean {close[0]!r}? " if close else ""
