@@ -248,3 +248,10 @@ def test_the_pipeline_name_variable_in_a_resolver_param_is_warned_about_as_tekto
 def test_a_config_key_starting_with_an_underscore_is_not_warned_about(tmp_path):
     proc = render(tmp_path, "--config", "_example=see the documentation")
     assert (proc.returncode, proc.stderr) == (0, "")
+
+
+def test_the_uid_flag_renders_for_that_run_without_a_warning(tmp_path):
+    run = RUN.replace("metadata: {name: ci-run}", "metadata: {name: ci-run, uid: 5d1e2c4a-old-run}")
+    proc = render(tmp_path, "--uid", "7a7a-chosen", run=run)
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert '"run":"7a7a-chosen"' in proc.stdout and "5d1e2c4a-old-run" not in proc.stdout
