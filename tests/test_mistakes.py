@@ -255,3 +255,13 @@ def test_the_uid_flag_renders_for_that_run_without_a_warning(tmp_path):
     proc = render(tmp_path, "--uid", "7a7a-chosen", run=run)
     assert (proc.returncode, proc.stderr) == (0, "")
     assert '"run":"7a7a-chosen"' in proc.stdout and "5d1e2c4a-old-run" not in proc.stdout
+
+
+def test_a_param_in_the_configmaps_default_target_is_refused_naming_the_key(tmp_path):
+    run = yaml.safe_load(RUN)
+    run["spec"]["pipelineRef"]["params"] = [{"name": "pipelineref", "value": "ci"}]
+    proc = render(tmp_path, "--config", "default-target=oci://registry.example/$(params.team)/<<workspace>>",
+                  run=yaml.safe_dump(run))
+    assert proc.returncode == 1
+    assert "`default-target` of the ConfigMap wrapresolver-config holds `$(params.team)`, which nothing replaces" in proc.stderr
+    assert "set `target` in the PipelineRun" in proc.stderr

@@ -134,7 +134,10 @@ def parse_request(
     target = _string(PARAM_TARGET, _require(values, PARAM_TARGET)).strip()
     if not target:
         raise ParamError(_missing_message(PARAM_TARGET))
-    check_variables(f"param `{PARAM_TARGET}`", target)
+    if PARAM_TARGET in given:
+        check_variables(f"param `{PARAM_TARGET}`", target)
+    else:
+        check_variables(f"`{config_key(PARAM_TARGET)}` of the ConfigMap {CONFIGMAP_NAME}", target, from_config=True)
     unknown = unknown_placeholders(target)
     if unknown:
         raise ParamError(

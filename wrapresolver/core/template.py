@@ -41,13 +41,14 @@ _VARIABLE_RE = re.compile(r"\$\(([^()]*)\)")
 _PARAM_NAME_RE = re.compile(r"""^params(?:\.([^.\[]+)|\[["']([^"']+)["']\])""")
 
 
-def check_variables(what: str, template: str) -> None:
+def check_variables(what: str, template: str, *, from_config: bool = False) -> None:
     """Refuse a `$(...)` in a target or base that the run will not replace with one value.
 
     Tekton replaces `$(params.x)` in resolver params with the PipelineRun's own params
     before it asks (tekton-facts §2), so one that arrives here is a param the run does not
     set: left alone it would reach the steps literally, or be replaced inside each embedded
-    Task by that Task's own param of the same name. `what` names the param in the message.
+    Task by that Task's own param of the same name. `what` names the param in the message;
+    `from_config`: the value is a ConfigMap default, which Tekton never substitutes.
     """
     for match in _VARIABLE_RE.finditer(template):
         expression = match.group(1).strip()
@@ -55,6 +56,13 @@ def check_variables(what: str, template: str) -> None:
             continue
         shown_ = match.group(0)
         param = _PARAM_NAME_RE.match(expression)
+        if param and from_config:
+            raise ParamError(
+                f"{what} holds `{shown_}`, which nothing replaces: Tekton replaces `$(params.x)` "
+                f"only in the PipelineRun's own pipelineRef params, and the resolver fills in only "
+                f"the run's context in a ConfigMap default; set `target` in the PipelineRun "
+                f"(where `$(params.x)` works), or remove `{shown_}` from the default"
+            )
         if param:
             name = param.group(1) or param.group(2)
             raise ParamError(
