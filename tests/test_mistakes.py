@@ -265,3 +265,20 @@ def test_a_param_in_the_configmaps_default_target_is_refused_naming_the_key(tmp_
     assert proc.returncode == 1
     assert "`default-target` of the ConfigMap wrapresolver-config holds `$(params.team)`, which nothing replaces" in proc.stderr
     assert "set `target` in the PipelineRun" in proc.stderr
+
+
+def test_an_embedded_spec_bound_under_a_name_it_does_not_declare_is_warned_about(tmp_path):
+    pipeline = PIPELINE.replace("workspaces: [{name: out, workspace: sources}]",
+                                "workspaces: [{name: ou, workspace: sources}]")
+    proc = render(tmp_path, pipeline=pipeline)
+    assert proc.returncode == 0
+    assert ("warning: pipeline task 'clone' binds task workspace 'ou', which its taskSpec does not declare, "
+            "and leaves the declared 'out' unbound") in proc.stderr
+    assert "did you mean 'out'?" in proc.stderr
+
+
+def test_a_pipeline_declaring_a_workspace_twice_is_refused(tmp_path):
+    pipeline = PIPELINE.replace("[{name: sources}, {name: reports}]", "[{name: sources}, {name: reports}, {name: sources}]")
+    proc = render(tmp_path, pipeline=pipeline)
+    assert proc.returncode == 1
+    assert "Pipeline 'ci' declares workspace 'sources' more than once" in proc.stderr

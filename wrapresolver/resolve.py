@@ -82,7 +82,7 @@ async def resolve(
 
     workspaces = wrapped_workspaces(request, pipeline)
     notices = [*checks.unknown_config_notices(config, backend_option_names(), config_name),
-               *checks.volume_bound_notices(context, workspaces)]
+               *checks.volume_bound_notices(context, workspaces), *checks.embedded_binding_notices(pipeline)]
     backend = REGISTRY.by_name(request.backend)
     check_targets(request, workspaces, backend)
     check_bases(request, workspaces, backend)

@@ -37,6 +37,7 @@ from wrapresolver.errors import RewriteError
 
 REASON_VOLUME_BOUND = "WrappedWorkspaceOnVolume"
 REASON_UNKNOWN_CONFIG = "UnknownConfigKey"
+REASON_UNDECLARED_BINDING = "UndeclaredTaskWorkspace"
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,12 @@ def check_pipeline_bindings(pipeline: Mapping) -> None:
     spec = planning.spec_of(pipeline)
     declared = [str(w.get("name")) for w in spec.get("workspaces") or [] if planning.is_map(w)]
     name = _name(pipeline)
+    twice = sorted({ws for ws in declared if declared.count(ws) > 1})
+    if twice:
+        raise RewriteError(
+            f"Pipeline {name!r} declares workspace {twice[0]!r} more than once; Tekton refuses such a "
+            f"Pipeline: keep one declaration"
+        )
     for ptask in planning.all_tasks(spec):
         task = str(ptask.get("name", ""))
         seen: set[str] = set()
@@ -108,6 +115,34 @@ def check_task_bindings(pipeline: Mapping, task_objects: Mapping[str, Mapping]) 
                     f"workspaces are: {', '.join(declared) or 'none'}. Tekton would fail this "
                     f"task's TaskRun; set the binding's `name` to one of the Task's workspaces"
                 )
+
+
+def embedded_binding_notices(pipeline: Mapping) -> list[Notice]:
+    """An embedded spec bound under a name it does not declare while a declared one is unbound.
+
+    Legal: Tekton adds a declaration for the bound name (propagation), and a cluster's
+    `default-task-run-workspace-binding` may bind the declared one. But `name: sr` next to a
+    declared `src` is a typo far more often: the task's steps would use `src`, which is not
+    the pipeline workspace, and their files would be lost to every later task.
+    """
+    notices = []
+    for ptask in planning.all_tasks(planning.spec_of(pipeline)):
+        task_spec = ptask.get("taskSpec")
+        if not planning.is_map(task_spec):
+            continue
+        declared = [d for d in task_spec.get("workspaces") or [] if planning.is_map(d)]
+        bound = [str(b.get("name") or "") for b in ptask.get("workspaces") or [] if planning.is_map(b)]
+        unbound = [str(d.get("name")) for d in declared if not d.get("optional") and d.get("name") not in bound]
+        names = {str(d.get("name")) for d in declared}
+        for name in bound:
+            close = difflib.get_close_matches(name, unbound, n=1, cutoff=0.6) if name not in names else []
+            if close:
+                notices.append(Notice(REASON_UNDECLARED_BINDING, (
+                    f"pipeline task {ptask.get('name')!r} binds task workspace {name!r}, which its "
+                    f"taskSpec does not declare, and leaves the declared {close[0]!r} unbound: Tekton "
+                    f"adds a workspace {name!r} that the steps do not use; did you mean {close[0]!r}?"
+                )))
+    return notices
 
 
 def volume_bound_notices(context: RunContext, workspaces: Sequence[str]) -> list[Notice]:
