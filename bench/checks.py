@@ -6,7 +6,7 @@ bench/rewrite.py.
     python bench/checks.py [--rounds 3] [--seed 1] [--case chain-2000-5 ...]
 
 Timed per round, in the same process and order: the checks alone (every pipeline task's
-bindings, the run's bindings, a ConfigMap of the usual keys plus one typo, the target's
+bindings, against the Pipeline and against its embedded taskSpec, the run's bindings, a ConfigMap of the usual keys plus one typo, the target's
 `$(...)` variables), then `rewrite_pipeline` plus the answer's JSON as bench/rewrite.py
 times them. Printed: the median of each (wall clock) and the checks as a share of both.
 """
@@ -51,6 +51,7 @@ def run_case(case: str, rounds: int, seed: int) -> tuple[float, float]:
         checks.check_pipeline_bindings(pipeline)
         checks.unknown_config_notices(CONFIG, backend_option_names())
         checks.volume_bound_notices(context, names)
+        checks.embedded_binding_notices(pipeline)
         checked.append(time.perf_counter() - start)
         start = time.perf_counter()
         with paused_gc():
