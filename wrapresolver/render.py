@@ -3,7 +3,8 @@
 It runs the same `resolve` the controller runs, over a `FileSource`, after doing what
 Tekton does before it creates a ResolutionRequest: replace `$(params.x)` in the
 PipelineRun's `pipelineRef.params` with the PipelineRun's own `spec.params`, and
-`$(context.pipelineRun.*)` with what its metadata says (tekton-facts §2). So an author can
+`$(context.pipelineRun.name|namespace)` with what its metadata says (tekton-facts §2); the
+uid stays Tekton's variable unless `--uid` gives one (`render_with_warnings` says why). So an author can
 see, and diff, the rewritten Pipeline before anything reaches a cluster. It prints it as
 YAML; `--output json` prints the compact JSON the resolver answers, byte for byte.
 """
