@@ -421,7 +421,7 @@ def _make_client(credentials: Credentials) -> httpx.Client:
     """
     import httpx
 
-    from wrapresolver.core.limits import io_timeout
+    from wrapresolver.backends.base import io_timeout
 
     return httpx.Client(
         auth=(credentials.username, credentials.password) if credentials.given else None,
