@@ -140,6 +140,11 @@ class TestWebdavConformance(BackendConformance):
             new_target=dav_server.fresh_target,
             options={"credentials-secret": "dav-creds"},
             env={USERNAME_ENV: dav_server.username, PASSWORD_ENV: dav_server.password},
+            elsewhere=lambda netloc: ConformanceTarget(
+                backend="webdav", new_target=lambda: f"webdav+http://{netloc}/ci/src",
+                options={"credentials-secret": "dav-creds"}, env={USERNAME_ENV: "ci", PASSWORD_ENV: "pw"},
+            ),
+            refused_env={PASSWORD_ENV: "not-the-password"},
         )
 
 
