@@ -284,3 +284,15 @@ def test_the_pvc_component_moves_the_registry_data_onto_a_claim(tmp_path: Path):
     pod = by_kind(objects, "Deployment")["wrap-registry"]["spec"]["template"]["spec"]
     data = {v["name"]: v for v in pod["volumes"]}["data"]
     assert data == {"name": "data", "persistentVolumeClaim": {"claimName": claim["metadata"]["name"]}}
+
+
+def test_the_controller_probes_readiness_and_liveness_apart_on_the_port_it_serves_them(base):
+    pod = by_kind(base, "Deployment")["wrapresolver"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    args = container["args"]
+    address = args[args.index("--health-address") + 1]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert ports[container[probe]["httpGet"]["port"]] == int(address.rpartition(":")[2])
