@@ -296,3 +296,34 @@ def test_the_controller_probes_readiness_and_liveness_apart_on_the_port_it_serve
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     for probe in ("readinessProbe", "livenessProbe"):
         assert ports[container[probe]["httpGet"]["port"]] == int(address.rpartition(":")[2])
+
+
+def test_the_credentials_component_gives_the_controller_a_docker_config_the_oci_backend_reads(
+    base, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+):
+    import base64
+
+    from wrapresolver.backends.oci.auth import credentials_for
+
+    objects = kustomize(overlay_of(tmp_path, ["config/components/storage-credentials"]))
+    changed = [o for o in objects if o not in base]
+    assert [(o["kind"], o["metadata"]["name"]) for o in changed] == [("Deployment", "wrapresolver")]
+    pod = changed[0]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == env["DOCKER_CONFIG"])
+    secret = volumes[mount["name"]]["secret"]
+    assert secret["optional"] is True and mount["readOnly"] is True  # a Secret not created yet is no outage
+    (item,) = secret["items"]
+    assert item["key"] == ".dockerconfigjson"  # the key of `kubectl create secret docker-registry`
+    # What the kubelet projects there, read by the OCI backend's own lookup.
+    projected = tmp_path / env["DOCKER_CONFIG"].lstrip("/")
+    projected.mkdir(parents=True)
+    auth = base64.b64encode(b"ci-gc:delete-token").decode()
+    (projected / item["path"]).write_text(json.dumps({"auths": {"registry.example.com": {"auth": auth}}}))
+    monkeypatch.setenv("DOCKER_CONFIG", str(projected))
+    creds = credentials_for("registry.example.com")
+    assert (creds.username, creds.password) == ("ci-gc", "delete-token")
+    (source,) = container["envFrom"]
+    assert source["secretRef"]["optional"] is True  # AWS_*, RSYNC_PASSWORD, a plugin's variables
