@@ -89,3 +89,16 @@ def test_a_probe_port_already_taken_is_a_clear_error(cluster):
         done = run_controller(cluster, address)
     assert done.returncode == 2
     assert f"cannot serve the probes on {address}" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_an_api_server_that_keeps_refusing_ends_the_controller_with_what_to_fix(rules_restored, start_controller):
+    cluster = rules_restored
+    cluster.api.rules = NO_LIST  # as installed without its ClusterRole
+    controller = start_controller()
+    assert probe(controller, "/readyz")[0] == 503  # alive from the start, never ready
+    assert controller.proc is not None
+    assert controller.proc.wait(timeout=240) == 1  # kopf gives up after its retries
+    output = controller.log_path.read_text()
+    (said,) = [line for line in output.splitlines() if line.startswith("wrapresolver controller:")]
+    assert "the API server refused the controller" in said and "403 Forbidden" in said
+    assert "config/rbac.yaml" in said and "this is a bug" not in output

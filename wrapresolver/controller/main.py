@@ -51,11 +51,11 @@ def run(args: argparse.Namespace) -> int:
         n.strip() for n in os.environ.get("WRAPRESOLVER_NAMESPACES", "").split(",") if n.strip()]
     config_namespace = (args.config_namespace or os.environ.get("SYSTEM_NAMESPACE")
                         or creds.namespace or DEFAULT_CONFIG_NAMESPACE)
-    metrics.serve(args.metrics_port)
     if args.health_address and not _host_port(args.health_address):
         print(f"wrapresolver controller: --health-address {args.health_address!r} is not host:port "
               f"(for example 0.0.0.0:8080), or '' to serve no probes", file=sys.stderr)
         return 2
+    metrics.serve(args.metrics_port)
     try:
         asyncio.run(handlers.run(creds, config_namespace=config_namespace, namespaces=namespaces,
                                  health_address=args.health_address or None))
@@ -64,7 +64,28 @@ def run(args: argparse.Namespace) -> int:
     except health.ProbeAddressError as exc:
         print(f"wrapresolver controller: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        refused = _refusal(exc)
+        if refused is None:
+            raise
+        print(f"wrapresolver controller: {refused}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _refusal(exc: BaseException) -> str | None:
+    """A 401/403 kopf gave up on (its watch ends the operator then), said as what to fix.
+
+    kopf's API error classes are not public, hence the match by module and name; anything
+    else is left to the last-resort handler.
+    """
+    codes = {"APIForbiddenError": "403 Forbidden", "APIUnauthorizedError": "401 Unauthorized"}
+    kind = type(exc)
+    if not kind.__module__.startswith("kopf.") or kind.__name__ not in codes:
+        return None
+    detail = str(exc.args[0]) if exc.args else str(exc)
+    return (f"the API server refused the controller after kopf's retries ({codes[kind.__name__]}: {detail[:300]}); "
+            f"check its ServiceAccount and the RBAC in config/rbac.yaml, then restart it")
 
 
 def _host_port(address: str) -> bool:
