@@ -413,6 +413,7 @@ class WebdavStore(ObjectStore):
         """Every object whose key starts with `prefix`, walking collections one level at a time."""
         directory = prefix.rpartition("/")[0]
         pending = [tuple(directory.split("/")) if directory else ()]
+        seen = set(pending)  # each collection listed once, whatever hrefs a server sends
         depth = len(self.target.segments)
         while pending:
             parts = pending.pop()
@@ -421,7 +422,8 @@ class WebdavStore(ObjectStore):
                     continue  # not under the target: a server quirk, never ours to list
                 key = "/".join(entry.segments[depth:])
                 if entry.collection:
-                    if f"{key}/".startswith(prefix) or key.startswith(prefix):
+                    if (f"{key}/".startswith(prefix) or key.startswith(prefix)) and entry.segments[depth:] not in seen:
+                        seen.add(entry.segments[depth:])
                         pending.append(entry.segments[depth:])
                 elif key.startswith(prefix):
                     yield KeyInfo(key, entry.size, entry.modified)
