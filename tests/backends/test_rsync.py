@@ -462,6 +462,9 @@ class TestRsyncConformance(BackendConformance):
             new_target=lambda: f"{rsync_daemon.url}/conformance/{uuid.uuid4().hex[:12]}",
             options={},
             env={"RSYNC_PASSWORD": rsync_daemon.password},
+            elsewhere=lambda netloc: ConformanceTarget(
+                backend="rsync", new_target=lambda: f"rsync://user@{netloc}/module/ci/src",
+                env={"RSYNC_PASSWORD": "x"}),
         )
 
 

@@ -442,6 +442,9 @@ class TestS3Conformance(BackendConformance):
             new_target=lambda: f"s3://{bucket}/t-{uuid.uuid4().hex[:12]}/src",
             options=s3_server.options(),
             env=s3_server.env(),
+            elsewhere=lambda netloc: ConformanceTarget(
+                backend="s3", new_target=lambda: f"s3://{bucket}/src",
+                options={**s3_server.options(), "endpoint": f"http://{netloc}"}, env=s3_server.env()),
         )
 
 
@@ -456,6 +459,7 @@ class TestSeaweedFSConformance(BackendConformance):
             new_target=lambda: f"s3://{bucket}/t-{uuid.uuid4().hex[:12]}/src",
             options=seaweedfs.options(),
             env=seaweedfs.env(),
+            refused_env={"AWS_SECRET_ACCESS_KEY": "not-the-secret-key"},
         )
 
 

@@ -12,6 +12,10 @@ A backend is a `Backend` (its resolver half: `validate_target`, `validate_option
   unbound workspace is skipped, a failed fetch leaves an empty directory, the fetch record,
   timing, progress), so the backend writes none of them.
 
+A delete side (`stored_items`, `delete_items`) builds its answer from `StoredItem` and
+`Reclaimed`; an object store's `list_keys` yields `KeyInfo`. Errors are the classes
+re-exported here, and every wait is bounded by `io_timeout()`.
+
 Register the instance under the entry-point groups `wrapresolver.backends` (by name) and
 `wrapresolver.schemes` (by target scheme); see `wrapresolver.backends.registry`.
 Import client libraries (boto3, google-cloud-storage) inside `open`, never at module top,
@@ -26,10 +30,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from wrapresolver.backends.objectstore_gc import KeyInfo
+from wrapresolver.backends.reclaim import Reclaimed, StoredItem
 from wrapresolver.core.backend import Backend
+from wrapresolver.core.limits import io_timeout
 from wrapresolver.core.stepspec import WorkspaceTransfer
 from wrapresolver.core.values import TEKTON_VARIABLE, Artifact, Descriptor, StepRequirements, TransferReport
-from wrapresolver.errors import IntegrityError, TransferError
+from wrapresolver.errors import (
+    AuthError,
+    DiskFullError,
+    IntegrityError,
+    NetworkError,
+    NotFoundError,
+    ParamError,
+    TransferError,
+)
 from wrapresolver.transfer.streams import IteratorReader
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,6 +53,9 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "TEKTON_VARIABLE", "Artifact", "Backend", "BlobStore", "Descriptor", "Input", "Moved",
     "Reader", "StepRequirements", "Tick", "TransferReport", "WorkspaceStore",
+    # The delete side, the errors a backend raises, and the one bound on waiting (plugin-authors.md).
+    "AuthError", "DiskFullError", "IntegrityError", "KeyInfo", "NetworkError", "NotFoundError", "ParamError",
+    "Reclaimed", "StoredItem", "TransferError", "io_timeout",
 ]
 
 Tick = Callable[[int, int], None]

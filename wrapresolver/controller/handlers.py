@@ -21,6 +21,7 @@ import kopf
 from wrapresolver.controller import answer as answering
 from wrapresolver.controller.cluster_source import TYPE_LABEL
 from wrapresolver.controller.config import LiveConfig
+from wrapresolver.controller.health import Health
 from wrapresolver.controller.kube import RESOLUTION_REQUESTS, Credentials, HttpKube
 from wrapresolver.controller.retention import Reaper
 from wrapresolver.core.lifecycle import LABEL_STORAGE, LABEL_STORAGE_VALUE
@@ -70,10 +71,6 @@ def build_registry() -> kopf.OperatorRegistry:
         await memo.reaper.close()
         await memo.runtime.kube.close()
 
-    @kopf.on.probe(id="configResourceVersion", registry=registry)
-    def config_version(memo: kopf.Memo, **_: Any) -> str:
-        return memo.runtime.config.current.resource_version or "none"
-
     @kopf.on.event(group, version, plural, labels={TYPE_LABEL: OUR_TYPE}, registry=registry)
     async def resolution_request(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         if type == "DELETED":
@@ -105,12 +102,19 @@ def peering_identity(environ: Mapping[str, str] | None = None) -> str:
 
 
 async def run(creds: Credentials, *, config_namespace: str, namespaces: list[str],
-              liveness_endpoint: str | None, stop_flag: asyncio.Event | None = None) -> None:
+              health_address: str | None, stop_flag: asyncio.Event | None = None) -> None:
+    """Run until stopped; `health_address` (host:port) serves /healthz and /readyz (controller/health.py)."""
     kube = HttpKube(creds)
     runtime = answering.Runtime(kube=kube, config=LiveConfig(kube, config_namespace))
     memo = kopf.Memo(creds=creds, runtime=runtime, reaper=Reaper(kube))
-    await kopf.operator(
-        registry=build_registry(), memo=memo, standalone=True,
-        identity=peering_identity(),  # type: ignore[arg-type]  # kopf.Identity: a NewType of str
-        clusterwide=not namespaces, namespaces=namespaces,
-        liveness_endpoint=liveness_endpoint, stop_flag=stop_flag)
+    health = Health(kube, runtime.config, namespaces, f"{TYPE_LABEL}={OUR_TYPE}")
+    server = await health.serve(health_address) if health_address else None
+    try:
+        await kopf.operator(
+            registry=build_registry(), memo=memo, standalone=True,
+            identity=peering_identity(),  # type: ignore[arg-type]  # kopf.Identity: a NewType of str
+            clusterwide=not namespaces, namespaces=namespaces,
+            ready_flag=health.started, stop_flag=stop_flag)
+    finally:
+        if server is not None:
+            await server.cleanup()

@@ -202,6 +202,12 @@ class HttpKube:
     async def create(self, res: Resource, namespace: str | None, body: Mapping) -> dict:
         return await self._request("POST", res.path(namespace), body=dict(body))
 
+    async def list_page(self, res: Resource, namespace: str | None, *, label_selector: str = "",
+                        limit: int = 1) -> dict:
+        """One page of a list (the readiness check: can this identity list what it watches?)."""
+        params = {"limit": str(limit), **({"labelSelector": label_selector} if label_selector else {})}
+        return await self._request("GET", res.path(namespace), params=params)
+
     async def patch_status(self, res: Resource, namespace: str, name: str, status: Mapping,
                            *, resource_version: str | None = None) -> dict:
         body: dict = {"status": dict(status)}

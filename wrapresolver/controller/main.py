@@ -27,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="namespace of the ConfigMap wrapresolver-config (default: $SYSTEM_NAMESPACE, the pod's "
                         f"namespace, the kubeconfig context's namespace, else {DEFAULT_CONFIG_NAMESPACE})")
     p.add_argument("--health-address", default="0.0.0.0:8080",
-                   help="host:port of the liveness/readiness endpoint /healthz ('' disables; default %(default)s)")
+                   help="host:port of the probes: /healthz (liveness) and /readyz (readiness: the watch of "
+                        "ResolutionRequests is up) ('' disables; default %(default)s)")
     p.add_argument("--metrics-port", type=int, default=int(os.environ.get("WRAPRESOLVER_METRICS_PORT", "9090")),
                    help="port of the Prometheus /metrics endpoint (0 disables; default %(default)s)")
     p.add_argument("--log-format", choices=("json", "text"), default="json")
@@ -37,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from wrapresolver.controller import handlers, logs, metrics
+    from wrapresolver.controller import handlers, health, logs, metrics
     from wrapresolver.controller.kube import Credentials
 
     logs.setup(args.log_format)
@@ -50,11 +51,43 @@ def run(args: argparse.Namespace) -> int:
         n.strip() for n in os.environ.get("WRAPRESOLVER_NAMESPACES", "").split(",") if n.strip()]
     config_namespace = (args.config_namespace or os.environ.get("SYSTEM_NAMESPACE")
                         or creds.namespace or DEFAULT_CONFIG_NAMESPACE)
+    if args.health_address and not _host_port(args.health_address):
+        print(f"wrapresolver controller: --health-address {args.health_address!r} is not host:port "
+              f"(for example 0.0.0.0:8080), or '' to serve no probes", file=sys.stderr)
+        return 2
     metrics.serve(args.metrics_port)
-    liveness = f"http://{args.health_address}/healthz" if args.health_address else None
     try:
         asyncio.run(handlers.run(creds, config_namespace=config_namespace, namespaces=namespaces,
-                                 liveness_endpoint=liveness))
+                                 health_address=args.health_address or None))
     except KeyboardInterrupt:
         pass
+    except health.ProbeAddressError as exc:
+        print(f"wrapresolver controller: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        refused = _refusal(exc)
+        if refused is None:
+            raise
+        print(f"wrapresolver controller: {refused}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _refusal(exc: BaseException) -> str | None:
+    """A 401/403 kopf gave up on (its watch ends the operator then), said as what to fix.
+
+    kopf's API error classes are not public, hence the match by module and name; anything
+    else is left to the last-resort handler.
+    """
+    codes = {"APIForbiddenError": "403 Forbidden", "APIUnauthorizedError": "401 Unauthorized"}
+    kind = type(exc)
+    if not kind.__module__.startswith("kopf.") or kind.__name__ not in codes:
+        return None
+    detail = str(exc.args[0]) if exc.args else str(exc)
+    return (f"the API server refused the controller after kopf's retries ({codes[kind.__name__]}: {detail[:300]}); "
+            f"check its ServiceAccount and the RBAC in config/rbac.yaml, then restart it")
+
+
+def _host_port(address: str) -> bool:
+    host, sep, port = address.rpartition(":")
+    return bool(sep) and port.isdigit() and 0 < int(port) < 65536

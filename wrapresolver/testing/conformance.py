@@ -30,6 +30,8 @@ sub-paths, publishing to the exact target, isolation of two runs sharing one tar
 clear `NotFoundError` for a missing target, and that an interrupted store leaves no
 reference behind; and the delete side: reclaiming one run deletes exactly its states while
 another run on the same target carries on, and the published target is never listed.
+Failures (conformance_errors.py, inherited): each lands in its documented error class and
+exit code, and a server that never answers fails the step after `io_timeout()`.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from wrapresolver.backends.registry import get_backend
 from wrapresolver.core.refs import producer_ref
 from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
 from wrapresolver.errors import NotFoundError
+from wrapresolver.testing.conformance_errors import ErrorConformance
 from wrapresolver.transfer.steps import Steps, open_steps
 
 __all__ = ["BackendConformance", "ConformanceTarget", "tree_of", "write_tricky_tree"]
@@ -71,6 +74,13 @@ class ConformanceTarget:
     """Backend options as the resolver would pass them (strings)."""
     env: Mapping[str, str] = field(default_factory=dict)
     """Environment the injected steps would see (credentials, emulator hosts)."""
+    elsewhere: Callable[[str], ConformanceTarget] | None = None
+    """The same backend pointed at another server, given its `host:port` (a target, options
+    or env that reach that address only): the suite points it at a closed port and at a
+    server that accepts and never answers. None skips those two checks."""
+    refused_env: Mapping[str, str] | None = None
+    """Environment, over `env`, with credentials the live server refuses (a wrong password):
+    the suite expects an AuthError that shows none of these values. None skips that check."""
 
 
 # ---- trees ----
@@ -170,7 +180,7 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-class BackendConformance:
+class BackendConformance(ErrorConformance):
     """Subclass and provide the `conformance_target` fixture; see the module docstring."""
 
     @pytest.fixture

@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from wrapresolver.backends.reclaim import STATE, reclaim_run, stored_items
 from wrapresolver.backends.registry import backend_for_scheme, get_backend
-from wrapresolver.errors import AuthError, DiskFullError, NetworkError, NotFoundError, ParamError
+from wrapresolver.core.refs import producer_ref
+from wrapresolver.errors import AuthError, DiskFullError, NetworkError, NotFoundError, ParamError, TransferError
 from wrapresolver.testing.conformance import BackendConformance, ConformanceTarget
 from wrapresolver.transfer import engine
 from wrapresolver_webdav import (
@@ -23,6 +25,7 @@ from wrapresolver_webdav import (
     WebdavTarget,
     parse_target,
 )
+from wrapresolver_webdav.listing import Entry, parse_multistatus
 
 if TYPE_CHECKING:
     from conftest import DavServer
@@ -137,6 +140,11 @@ class TestWebdavConformance(BackendConformance):
             new_target=dav_server.fresh_target,
             options={"credentials-secret": "dav-creds"},
             env={USERNAME_ENV: dav_server.username, PASSWORD_ENV: dav_server.password},
+            elsewhere=lambda netloc: ConformanceTarget(
+                backend="webdav", new_target=lambda: f"webdav+http://{netloc}/ci/src",
+                options={"credentials-secret": "dav-creds"}, env={USERNAME_ENV: "ci", PASSWORD_ENV: "pw"},
+            ),
+            refused_env={PASSWORD_ENV: "not-the-password"},
         )
 
 
@@ -223,3 +231,83 @@ def test_a_stopped_server_is_a_network_error(private_dav_server: DavServer) -> N
     with store_for(private_dav_server, target) as store:
         with pytest.raises(NetworkError, match=private_dav_server.netloc):
             store.get_manifest("latest")
+
+
+# ---- the delete side ----
+
+def test_reclaiming_a_run_deletes_its_states_and_their_blobs_and_keeps_the_published_target(
+    dav_server: DavServer, tmp_path: Path,
+) -> None:
+    (tmp_path / "a.txt").write_text("published\n")
+    target = dav_server.fresh_target()
+    run = "3f2b9c1e-run"
+    state = producer_ref(run, "build")
+    with store_for(dav_server, target) as store:
+        engine.push(store, tmp_path)  # the published target
+        own = store.put_blob(io.BytesIO(b"only the state names this"), "application/octet-stream")
+        manifest = json.dumps({"layers": [{"digest": own.digest, "size": own.size}],
+                               "annotations": {"dev.wrapresolver.run": run}}).encode()
+        store.put_manifest(state, manifest, MANIFEST)
+        items = stored_items(store)
+        assert {i.name for i in items if i.kind == STATE} == {state}
+        reclaimed = reclaim_run(store, run, ("build",))
+        assert reclaimed.deleted == [state] and not reclaimed.failures
+        assert not store.blob_exists(own.digest)
+        assert {i.name for i in stored_items(store) if i.kind == STATE} == set()
+    out = tmp_path / "pulled"
+    with store_for(dav_server, target) as store:
+        engine.pull(store, out)
+    assert (out / "a.txt").read_text() == "published\n"
+
+
+def test_listing_walks_nested_collections_and_decodes_names(dav_server: DavServer) -> None:
+    target = dav_server.fresh_target()
+    with store_for(dav_server, target) as store:
+        store.prepare()
+        store.write("refs/wrap-x", b"{}", MANIFEST)
+        deep = dav_server.root.joinpath(*parse_target(target).segments, "uploads", "deep", "er")
+        deep.mkdir(parents=True)  # as another client may have left it
+        (deep / "odd name %41.bin").write_bytes(b"12345")
+        keys = {k.key: k for k in store.list_keys("uploads/")}
+        assert set(keys) == {"uploads/deep/er/odd name %41.bin"}
+        assert keys["uploads/deep/er/odd name %41.bin"].size == 5
+        assert keys["uploads/deep/er/odd name %41.bin"].modified
+        assert {k.key for k in store.list_keys("refs/wrap")} == {"refs/wrap-x"}
+        assert {k.key for k in store.list_keys("")} >= {"refs/wrap-x", "uploads/deep/er/odd name %41.bin"}
+
+
+def test_listing_a_target_never_written_finds_nothing_and_deleting_a_missing_object_is_fine(
+    dav_server: DavServer,
+) -> None:
+    with store_for(dav_server) as store:
+        assert list(store.list_keys("refs/")) == []
+        store.delete("refs/never-there")
+
+
+def test_a_listing_with_absolute_url_hrefs_and_properties_missing_is_read() -> None:
+    body = b"""<?xml version="1.0"?>
+    <d:multistatus xmlns:d="DAV:">
+      <d:response><d:href>https://dav.example.com/ci/src/refs/</d:href>
+        <d:propstat><d:prop><d:resourcetype><d:collection/></d:resourcetype></d:prop>
+        <d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response>
+      <d:response><d:href>/ci/src/refs/wrap-a%20b</d:href>
+        <d:propstat><d:prop><d:resourcetype/><d:getcontentlength>7</d:getcontentlength>
+          <d:getlastmodified>Mon, 07 Dec 2026 10:00:00 GMT</d:getlastmodified></d:prop>
+        <d:status>HTTP/1.1 200 OK</d:status></d:propstat>
+        <d:propstat><d:prop><d:quota/></d:prop><d:status>HTTP/1.1 404 Not Found</d:status></d:propstat>
+      </d:response>
+      <d:response><d:href>/ci/src/refs/latest</d:href>
+        <d:propstat><d:prop><d:resourcetype/></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat>
+      </d:response>
+    </d:multistatus>"""
+    entries = parse_multistatus(body, "https://dav.example.com/ci/src/refs/")
+    assert entries[0] == Entry(("ci", "src", "refs"), True, None, None)
+    assert entries[1].segments == ("ci", "src", "refs", "wrap-a b") and entries[1].size == 7
+    assert entries[1].modified == 1796637600.0 and not entries[1].collection
+    assert entries[2] == Entry(("ci", "src", "refs", "latest"), False, None, None)
+
+
+@pytest.mark.parametrize("body", [b"<not xml", b"<html><body>login</body></html>"])
+def test_a_listing_that_is_not_a_multistatus_is_a_transfer_error_naming_the_url(body: bytes) -> None:
+    with pytest.raises(TransferError, match="dav.example.com/ci/refs/"):
+        parse_multistatus(body, "https://dav.example.com/ci/refs/")

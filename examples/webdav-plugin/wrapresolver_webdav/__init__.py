@@ -17,8 +17,12 @@ half a blob or half a manifest under its final name.
 Credentials (HTTP basic auth) come from WEBDAV_USERNAME / WEBDAV_PASSWORD, which the
 resolver fills from the Secret named by the `credentials-secret` option.
 
-One module on purpose (a little over 400 lines, most of them target parsing and error
-messages): it is the example a plugin author reads top to bottom.
+The delete side (the controller reclaiming a finished run's states, `wrapresolver gc`) is
+`ObjectStore`'s, given two transport methods: `list_keys` (PROPFIND, parsed in `listing.py`)
+and `delete` (DELETE).
+
+One module on purpose, but for the listing's XML (a little over 400 lines, most of them
+target parsing and error messages): it is the example a plugin author reads top to bottom.
 """
 
 from __future__ import annotations
@@ -32,16 +36,20 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from wrapresolver.backends.base import TEKTON_VARIABLE, Backend, StepRequirements
-from wrapresolver.backends.objectstore import ObjectStore
-from wrapresolver.errors import (
+from wrapresolver.backends.base import (
+    TEKTON_VARIABLE,
     AuthError,
+    Backend,
     DiskFullError,
+    KeyInfo,
     NetworkError,
     NotFoundError,
     ParamError,
+    StepRequirements,
     TransferError,
 )
+from wrapresolver.backends.objectstore import ObjectStore
+from wrapresolver_webdav.listing import MAX_LISTING, PROPFIND_BODY, Entry, parse_multistatus
 
 if TYPE_CHECKING:  # pragma: no cover
     import httpx
@@ -400,6 +408,56 @@ class WebdavStore(ObjectStore):
         except Exception:  # cleanup must not replace the error being raised
             pass
 
+    # ---- the delete side: ObjectStore's, over these two ----
+    def list_keys(self, prefix: str) -> Iterator[KeyInfo]:
+        """Every object whose key starts with `prefix`, walking collections one level at a time."""
+        directory = prefix.rpartition("/")[0]
+        pending = [tuple(directory.split("/")) if directory else ()]
+        seen = set(pending)  # each collection listed once, whatever hrefs a server sends
+        depth = len(self.target.segments)
+        while pending:
+            parts = pending.pop()
+            for entry in self._members(parts):
+                if entry.segments[:depth] != self.target.segments:
+                    continue  # not under the target: a server quirk, never ours to list
+                key = "/".join(entry.segments[depth:])
+                if entry.collection:
+                    if (f"{key}/".startswith(prefix) or key.startswith(prefix)) and entry.segments[depth:] not in seen:
+                        seen.add(entry.segments[depth:])
+                        pending.append(entry.segments[depth:])
+                elif key.startswith(prefix):
+                    yield KeyInfo(key, entry.size, entry.modified)
+
+    def _members(self, parts: tuple[str, ...]) -> list[Entry]:
+        """The members of one collection (PROPFIND, Depth: 1); none when it does not exist."""
+        import httpx
+
+        url = self.target.url(*parts, collection=True)
+        response = self._send(
+            "PROPFIND", url, "listing", ok=(207, 404), stream=True, content=PROPFIND_BODY,
+            headers={"Depth": "1", "Content-Type": "application/xml; charset=utf-8"},
+        )
+        try:
+            if response.status_code == 404:
+                return []
+            body = bytearray()
+            for chunk in response.iter_bytes(CHUNK):
+                body += chunk
+                if len(body) > MAX_LISTING:
+                    raise TransferError(
+                        f"the WebDAV server's listing of {url} is over {MAX_LISTING >> 20} MiB; "
+                        f"run `wrapresolver gc` on a target with fewer states")
+        except httpx.TransportError as exc:
+            raise self._network_error(exc, "listing", url) from exc
+        finally:
+            response.close()
+        own = (*self.target.segments, *parts)
+        return [e for e in parse_multistatus(bytes(body), url) if e.segments != own]
+
+    def delete(self, key: str) -> None:
+        """A missing object is not an error: another reclaim may have got there first."""
+        self._send("DELETE", self._url(key), "deleting", ok=(200, 204, 404)).close()
+
     def close(self) -> None:
         self.client.close()
 
@@ -421,7 +479,7 @@ def _make_client(credentials: Credentials) -> httpx.Client:
     """
     import httpx
 
-    from wrapresolver.core.limits import io_timeout
+    from wrapresolver.backends.base import io_timeout
 
     return httpx.Client(
         auth=(credentials.username, credentials.password) if credentials.given else None,

@@ -44,7 +44,10 @@ def write(path: Path, text: str) -> None:
 class TestOciConformance(BackendConformance):
     @pytest.fixture
     def conformance_target(self, registry: Registry) -> ConformanceTarget:
-        return ConformanceTarget(backend="oci", new_target=lambda: "oci://" + registry.repo("conf"))
+        return ConformanceTarget(
+            backend="oci", new_target=lambda: "oci://" + registry.repo("conf"),
+            elsewhere=lambda netloc: ConformanceTarget(backend="oci", new_target=lambda: f"oci://{netloc}/ci/src"),
+        )
 
 
 class TestOciGzipConformance(BackendConformance):
