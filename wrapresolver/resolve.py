@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from wrapresolver.backends.registry import REGISTRY
-from wrapresolver.core import inline, lifecycle, names, rewrite, safeyaml
-from wrapresolver.core.params import RunContext, check_bases, check_targets, parse_request, wrapped_workspaces
+from wrapresolver.core import inline, lifecycle, locations, names, rewrite, safeyaml
+from wrapresolver.core.params import RunContext, base_of, check_bases, check_targets, parse_request, wrapped_workspaces
 from wrapresolver.core.retention import retention_of
 from wrapresolver.core.template import expand_target
 from wrapresolver.errors import RewriteError, SourceError, WrapError
@@ -71,6 +71,7 @@ async def resolve(
     backend = REGISTRY.by_name(request.backend)
     check_targets(request, workspaces, backend)
     check_bases(request, workspaces, backend)
+    _check_allowed(config, request, workspaces, backend)
 
     pipeline_name = _name(pipeline)
     try:
@@ -104,6 +105,14 @@ async def resolve(
         ANNOTATION_BACKEND: request.backend,
     }
     return Resolution(data=data, annotations=annotations, ref_source=ref_source)
+
+
+def _check_allowed(config: Mapping[str, str], request: Any, workspaces: Sequence[str], backend: Any) -> None:
+    """`allowed-targets`: every concrete target and base inside the admin's prefixes."""
+    scheme = backend.schemes[0] if backend.schemes else backend.name
+    targets = {ws: expand_target(request.target, ws, request.context) for ws in workspaces}
+    bases = {ws: base_of(request, ws) for ws in workspaces if base_of(request, ws)}
+    locations.check_locations(config, scheme, targets, bases)
 
 
 def _mark_storage(

@@ -36,6 +36,9 @@ STATE = "state"
 """A run's stored state under its producer reference."""
 UPLOAD = "upload"
 """A blob or object left in staging by a killed or failed store."""
+PUBLISHED = "published"
+"""A published result (its manifest says `dev.wrapresolver.published`): listed only by
+`published_items()`, deleted only when asked for by name (publish-retention, `gc --published`)."""
 PARTIAL = "partial"
 """An rsync state directory that no reference names (a killed or retried store)."""
 
@@ -139,6 +142,29 @@ def delete_items(store: object, items: Sequence[StoredItem]) -> Reclaimed:
         return Reclaimed()
     result: Reclaimed = method(items)
     return result
+
+
+def published_items(store: object) -> list[StoredItem]:
+    """The published results at this target; `ReclaimUnsupported` for a store without them."""
+    method = getattr(store, "published_items", None)
+    if method is None:
+        raise unsupported(store, "published_items")
+    return list(method())
+
+
+def reclaim_published(store: object, run: str) -> Reclaimed:
+    """Delete what run `run` published here, if it is still its: a later run's result stays.
+
+    The published manifest records its run (`dev.wrapresolver.run`); a target tag that a
+    later run published again names that run, so it is never chosen.
+    """
+    return delete_items(store, [i for i in published_items(store) if i.run == run])
+
+
+def target_exists(store: object) -> bool | None:
+    """Whether the target exists; None when the store cannot tell."""
+    method = getattr(store, "target_exists", None)
+    return None if method is None else bool(method())
 
 
 def reclaim_run(store: object, run: str, tasks: Sequence[str] = ()) -> Reclaimed:

@@ -38,6 +38,8 @@ CONFIG_ALLOWED_NAMESPACES = "allowed-namespaces"
 CONFIG_BLOCKED_NAMESPACES = "blocked-namespaces"
 CONFIG_RESOLUTION_TIMEOUT = "resolution-timeout"
 CONFIG_LOG_LEVEL = "log-level"
+CONFIG_ALLOWED_TARGETS = "allowed-targets"
+"""Comma-separated location prefixes states may go to (core.locations); unset: anywhere."""
 
 DEFAULT_STEP_IMAGE = "ghcr.io/wrapresolver/wrapresolver:0.1.0"
 

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING
 from urllib.parse import urljoin
 
 from wrapresolver.backends.objectstore_gc import annotations_of, blobs_of, created_of
-from wrapresolver.backends.reclaim import STATE, Reclaimed, StoredItem
+from wrapresolver.backends.reclaim import PUBLISHED, STATE, Reclaimed, StoredItem
 from wrapresolver.core.values import sha256_digest
+from wrapresolver.errors import NotFoundError
 from wrapresolver.transfer import oci_image
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -49,6 +50,13 @@ class RegistryReclaim:
 
     def tags(self) -> list[str]:
         """Every tag of the repository (paginated by `Link`); none when it does not exist."""
+        return self._tags(missing_ok=True)
+
+    def target_exists(self) -> bool:
+        """Whether the repository exists (a registry answers 404 NAME_UNKNOWN otherwise)."""
+        return self._tags(missing_ok=False) is not None
+
+    def _tags(self, missing_ok: bool) -> list[str]:
         url: str | None = self.client.url("tags/list") + "?n=1000"
         found: list[str] = []
         for _ in range(MAX_PAGES):
@@ -56,7 +64,11 @@ class RegistryReclaim:
                 break
             response = self.client.request("GET", url, scopes=self._scopes())
             if response.status_code == 404:
-                return []
+                if missing_ok:
+                    return []
+                raise NotFoundError(
+                    f"repository {self.client.ref.repository!r} does not exist at registry "
+                    f"{self.client.ref.registry} (tags/list answered 404): check the target's spelling")
             if response.status_code != 200:
                 self.client.raise_for(response, f"the tags of {self.client.ref.repository}", "list")
             found += response.json().get("tags") or []
@@ -79,18 +91,31 @@ class RegistryReclaim:
             notes = annotations_of(data)
             if oci_image.ANNOTATION_RUN not in notes and not tag.startswith("wrap-"):
                 continue  # not written by wrapresolver: someone else's image in the repository
+            if notes.get(oci_image.ANNOTATION_PUBLISHED):
+                continue  # a published result under another tag (a run-unique target tag)
             items.append(StoredItem(
                 tag, STATE, notes.get(oci_image.ANNOTATION_RUN, ""), sum(blobs_of(data).values()),
                 created_of(notes),
             ))
         return items
 
+    def published_items(self) -> list[StoredItem]:
+        """Every published result in the repository (the target tag and other run-unique ones)."""
+        items = []
+        for tag, data in self._manifests().items():
+            notes = annotations_of(data)
+            if notes.get(oci_image.ANNOTATION_PUBLISHED):
+                items.append(StoredItem(tag, PUBLISHED, notes.get(oci_image.ANNOTATION_RUN, ""),
+                                        sum(blobs_of(data).values()), created_of(notes)))
+        return items
+
     def delete_items(self, items: Sequence[StoredItem]) -> Reclaimed:
         result = Reclaimed()
         manifests = self._manifests()
-        going = {i.name for i in items if i.kind == STATE and i.name != self.target_ref and i.name in manifests}
+        going = {i.name for i in items if i.name in manifests and (
+            (i.kind == STATE and i.name != self.target_ref) or i.kind == PUBLISHED)}
         for item in items:
-            if item.kind != STATE:
+            if item.kind not in (STATE, PUBLISHED):
                 result.kept.append(f"{item.name}: a registry's upload sessions expire on their own")
         staying = {tag: data for tag, data in manifests.items() if tag not in going}
         staying_digests = {sha256_digest(data): tag for tag, data in staying.items()}
