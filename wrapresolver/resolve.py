@@ -20,7 +20,7 @@ import yaml
 from wrapresolver.backends.registry import REGISTRY
 from wrapresolver.core import inline, lifecycle, locations, names, rewrite, safeyaml
 from wrapresolver.core.params import RunContext, base_of, check_bases, check_targets, parse_request, wrapped_workspaces
-from wrapresolver.core.retention import retention_of
+from wrapresolver.core.retention import publish_retention_of, retention_of
 from wrapresolver.core.template import expand_target
 from wrapresolver.errors import RewriteError, SourceError, WrapError
 from wrapresolver.gcpause import paused_gc
@@ -52,9 +52,13 @@ class Resolution:
 
 
 async def resolve(
-    params: Sequence[Mapping], config: Mapping[str, str], context: RunContext, source: Source
+    params: Sequence[Mapping], config: Mapping[str, str], context: RunContext, source: Source,
+    signing_key: bytes = b"",
 ) -> Resolution:
     """Resolve a `wrap` request: fetch, rewrite, serialise.
+
+    `signing_key` signs the storage annotations for the controller (core.lifecycle); the
+    controller passes its own, `render` none.
 
     Raises `WrapError` for anything the author can fix. Exceptions a `Source` raises that
     are not `WrapError`s (an API server hiccup) pass through, so the caller can retry them.
@@ -90,7 +94,7 @@ async def resolve(
             raise
         except Exception as exc:
             raise _unexpected(pipeline_name, exc) from exc
-        _mark_storage(rewritten, params, config, request, workspaces, pipeline)
+        _mark_storage(rewritten, params, config, request, workspaces, pipeline, signing_key, backend)
         data = to_json(rewritten, pipeline_name)
     check_answer_size(data, pipeline_name)
     ref_source: dict[str, Any] = {
@@ -117,12 +121,25 @@ def _check_allowed(config: Mapping[str, str], request: Any, workspaces: Sequence
 
 def _mark_storage(
     rewritten: dict, params: Sequence[Mapping], config: Mapping[str, str], request: Any,
-    workspaces: Sequence[str], pipeline: Mapping,
+    workspaces: Sequence[str], pipeline: Mapping, signing_key: bytes = b"", backend: Any = None,
 ) -> None:
     """Labels and annotations Tekton merges into the PipelineRun, for the retention controller."""
     targets = {ws: expand_target(request.target, ws, request.context) for ws in workspaces}
-    entries = lifecycle.storage_entries(workspaces, targets, request.backend, request.options, pipeline)
-    lifecycle.mark(rewritten, retention_of(params, config), entries)
+    scheme = backend.schemes[0] if backend is not None and backend.schemes else request.backend
+    carried = [ws for ws in workspaces if _same_repository(base_of(request, ws), targets[ws], scheme)]
+    entries = lifecycle.storage_entries(workspaces, targets, request.backend, request.options, pipeline, carried)
+    lifecycle.mark(rewritten, retention_of(params, config), entries, publish_retention_of(params, config),
+                   signing_key, request.context.uid)
+
+
+def _same_repository(base: str, target: str, scheme: str) -> bool:
+    """A carried workspace: its base is in its target's repository (tags aside). Unsure: yes."""
+    if not base:
+        return False
+    try:
+        return locations.parse_location(base, scheme) == locations.parse_location(target, scheme)
+    except locations.LocationError:
+        return True
 
 
 def check_answer_size(data: bytes, pipeline: str) -> None:

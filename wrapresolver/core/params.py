@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from wrapresolver.core import safeyaml
 from wrapresolver.core.backend import Backend, Backends
 from wrapresolver.core.limits import shown
-from wrapresolver.core.retention import PARAM_RETENTION, retention_of
+from wrapresolver.core.retention import PARAM_PUBLISH_RETENTION, PARAM_RETENTION, publish_retention_of, retention_of
 from wrapresolver.core.template import expand_target, has_workspace_placeholder, split_scheme, unknown_placeholders
 from wrapresolver.errors import ParamError
 
@@ -91,6 +91,7 @@ class WrapRequest:
 
 CORE_PARAMS = (
     PARAM_PIPELINEREF, PARAM_WORKSPACES, PARAM_TARGET, PARAM_BACKEND, PARAM_BASE, PARAM_RETENTION, PARAM_BASE_MISSING,
+    PARAM_PUBLISH_RETENTION,
 )
 """Params the resolver itself reads; every other param is a backend option."""
 
@@ -140,6 +141,7 @@ def parse_request(
     backend = _select_backend(given, config, target, backends)
     options = _backend_options(backend, given, config)
     retention_of(params, config)  # validated here; carried out by the controller (core.retention)
+    publish_retention_of(params, config)
     for workspace in workspaces or ("workspace",):
         validate_target(backend, expand_target(target, workspace, context))
 
