@@ -7,6 +7,7 @@ The controller and `wrapresolver render` both call `resolve`; they differ only i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import hashlib
 import io
@@ -21,8 +22,8 @@ from wrapresolver.backends.registry import REGISTRY
 from wrapresolver.core import inline, lifecycle, locations, names, rewrite, safeyaml
 from wrapresolver.core.params import RunContext, base_of, check_bases, check_targets, parse_request, wrapped_workspaces
 from wrapresolver.core.retention import publish_retention_of, retention_of
-from wrapresolver.core.template import expand_target
-from wrapresolver.errors import RewriteError, SourceError, WrapError
+from wrapresolver.core.template import PIPELINE_PLACEHOLDER, expand_target
+from wrapresolver.errors import ParamError, RewriteError, SourceError, WrapError
 from wrapresolver.gcpause import paused_gc
 from wrapresolver.sources import Fetched, Source
 
@@ -70,6 +71,7 @@ async def resolve(
     safeyaml.check_tree(pipeline, f"pipelineref {asked!r}")
     _check_pipeline(pipeline, asked)
     names.check_pipeline_task_names(pipeline, _name(pipeline))
+    request = _with_pipeline_name(request, _name(pipeline))
 
     workspaces = wrapped_workspaces(request, pipeline)
     backend = REGISTRY.by_name(request.backend)
@@ -109,6 +111,16 @@ async def resolve(
         ANNOTATION_BACKEND: request.backend,
     }
     return Resolution(data=data, annotations=annotations, ref_source=ref_source)
+
+
+def _with_pipeline_name(request: Any, name: str) -> Any:
+    """The request with the Pipeline's name in its context, for `<<pipeline>>` in target and base."""
+    uses = PIPELINE_PLACEHOLDER in request.target or PIPELINE_PLACEHOLDER in request.base or any(
+        PIPELINE_PLACEHOLDER in b for b in (request.bases or {}).values())
+    if uses and not name:
+        raise ParamError(f"param `target` or `base` holds {PIPELINE_PLACEHOLDER}, but the Pipeline has no "
+                         f"metadata.name to put there; name the Pipeline or write the name in the target")
+    return dataclasses.replace(request, context=dataclasses.replace(request.context, pipeline=name))
 
 
 def _check_allowed(config: Mapping[str, str], request: Any, workspaces: Sequence[str], backend: Any) -> None:

@@ -37,9 +37,9 @@ def test_a_signed_annotation_verifies_for_its_run_only() -> None:
 
 
 def test_without_a_key_or_a_uid_nothing_is_signed_and_nothing_verifies() -> None:
-    for annotations in (signed(key=b""), signed(uid="")):
-        assert lifecycle.ANNOTATION_SIGNATURE not in annotations
-        assert "is missing" in lifecycle.signature_problem(KEY, UID, annotations)
+    for notes in (signed(key=b""), signed(uid="")):
+        assert lifecycle.ANNOTATION_SIGNATURE not in notes
+        assert "is missing" in lifecycle.signature_problem(KEY, UID, notes)
 
 
 @given(st.sampled_from(lifecycle.SIGNED), st.text(min_size=0, max_size=40))

@@ -63,6 +63,8 @@ class RunContext:
     uid: str = ""
     pipelinerun: Mapping | None = None
     """The owning PipelineRun object when it could be read (for default workspaces)."""
+    pipeline: str = ""
+    """The resolved Pipeline's name, for `<<pipeline>>` in targets; set once it is fetched."""
 
 
 @dataclass(frozen=True)
@@ -129,8 +131,8 @@ def parse_request(
     if unknown:
         raise ParamError(
             f"param `{PARAM_TARGET}` {shown(target)} holds {', '.join(shown(u, 40) for u in unknown[:3])}, "
-            f"which is not a placeholder the wrap resolver knows; the only one is `<<workspace>>` "
-            f"(or `{{{{workspace}}}}`)"
+            f"which is not a placeholder the wrap resolver knows; the known ones are `<<workspace>>` "
+            f"(or `{{{{workspace}}}}`) and `<<pipeline>>`"
         )
     workspaces: tuple[str, ...] = ()
     if PARAM_WORKSPACES in values:
@@ -292,7 +294,7 @@ def check_bases(request: WrapRequest, workspaces: Sequence[str], backend: Backen
             raise ParamError(
                 f"param `{PARAM_BASE}` of workspace {workspace!r} holds "
                 f"{', '.join(shown(u, 40) for u in unknown[:3])}, which is not a placeholder the wrap "
-                f"resolver knows; the only one is `<<workspace>>` (or `{{{{workspace}}}}`)"
+                f"resolver knows; the known ones are `<<workspace>>` (or `{{{{workspace}}}}`) and `<<pipeline>>`"
             )
         try:
             backend.validate_target(base)
