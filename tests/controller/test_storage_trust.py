@@ -209,3 +209,26 @@ def test_publish_retention_delete_with_run_removes_only_what_the_run_published(
     wait_for(lambda: "run-pub-first" not in published(allowed), "the deleted run's published result to go")
     assert published(allowed).get("run-pub-second") == second_uid
     assert refs_of(second_uid) <= states(allowed)
+
+
+def test_publish_retention_keeps_a_result_a_later_run_published_over_and_a_carried_workspaces(tmp_path: Path) -> None:
+    from wrapresolver.controller.retention import collect_published
+
+    root = tmp_path / "storage"
+    first, second = "5e6f7081-0a51-4d38-9d7d-3c1b0f2a9e01", "6f708192-1b62-4e49-8e8e-4d2c1a3b0f02"
+    store_states(root, first, tmp_path)
+    store_states(root, second, tmp_path)  # publishes `latest` again, over the first run's
+    entry = {"workspace": "src", "backend": "file", "target": f"file://{root}/src", "options": {}, "tasks": []}
+    assert collect_published(first, [entry]).deleted == 0
+    assert published(root) == {"latest": second}
+    assert collect_published(second, [{**entry, "carried": True}]).deleted == 0
+    assert published(root) == {"latest": second}
+    assert collect_published(second, [entry]).deleted == 1
+    assert published(root) == {}
+
+
+def test_an_allowed_targets_entry_that_is_not_a_prefix_is_logged_when_the_configmap_is_applied(caplog) -> None:
+    from wrapresolver.controller.config import Settings
+
+    Settings.from_configmap({"data": {"allowed-targets": "registry.internal/ci,oci://registry.internal/ci"}})
+    assert any("`allowed-targets`" in r.getMessage() and "has no scheme" in r.getMessage() for r in caplog.records)

@@ -13,8 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from wrapresolver.controller.kube import CONFIGMAPS, Kube
+from wrapresolver.core.locations import parse_allowed_targets
 from wrapresolver.core.params import (
     CONFIG_ALLOWED_NAMESPACES,
+    CONFIG_ALLOWED_TARGETS,
     CONFIG_BLOCKED_NAMESPACES,
     CONFIG_LOG_LEVEL,
     CONFIG_RESOLUTION_TIMEOUT,
@@ -63,6 +65,8 @@ class Settings:
                 timeout = parse_duration(data[CONFIG_RESOLUTION_TIMEOUT])
             except ValueError as exc:
                 log.warning("%s: %s; using %ss", CONFIG_RESOLUTION_TIMEOUT, exc, timeout)
+        for problem in parse_allowed_targets(data.get(CONFIG_ALLOWED_TARGETS))[1]:
+            log.warning("%s", problem)
         level = data.get(CONFIG_LOG_LEVEL, "").strip().upper() or "INFO"
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             log.warning("%s: %r is not one of debug, info, warning, error; using info", CONFIG_LOG_LEVEL, level)
