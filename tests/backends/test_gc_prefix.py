@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.registry import Registry
+from tests.fixtures.registry import Registry, TokenRegistry
 from tests.fixtures.s3server import S3Server
 from wrapresolver.backends import reclaim
 from wrapresolver.backends.registry import get_backend
@@ -134,3 +134,13 @@ def test_published_results_under_other_tags_are_kept_unless_gc_is_asked_for_them
     assert main(["gc", "--target", target, "--older-than", "7d", "--published"]) == 0
     assert f"deleting published {published}" in capsys.readouterr().out
     assert names("oci", target) == set()
+
+
+def test_a_registry_that_will_not_show_its_catalog_is_an_error_that_says_so(
+    token_registry: TokenRegistry, capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The token service grants pull and push, never `registry:catalog:*`: the catalog answers 401.
+    host = token_registry.registry.host
+    assert main(["gc", "--target", f"oci://{host}/t/", "--older-than", "7d"]) != 0
+    err = capsys.readouterr().err
+    assert f"registry {host} has no catalog" in err and "once per repository" in err

@@ -51,7 +51,7 @@ def targets_under(backend: Any, prefix: str, options: Mapping[str, str]) -> list
 
 def _registry_targets(prefix: str, options: Mapping[str, str]) -> list[str]:
     from wrapresolver.backends.oci import Reference
-    from wrapresolver.backends.oci.gc import _next_page
+    from wrapresolver.backends.oci.gc import next_page
     from wrapresolver.backends.oci.store import RegistryStore
 
     text = prefix[len("oci://"):] if prefix.startswith("oci://") else prefix
@@ -77,7 +77,7 @@ def _registry_targets(prefix: str, options: Mapping[str, str]) -> list[str]:
             if response.status_code != 200:
                 client.raise_for(response, f"the catalog of {host}", "list")
             found += [str(r) for r in response.json().get("repositories") or []]
-            url = _next_page(client.base, response.headers.get("link", ""))
+            url = next_page(client.base, response.headers.get("link", ""))
     finally:
         store.close()
     chosen = sorted(r for r in set(found) if not path or r == path or r.startswith(path + "/"))

@@ -72,7 +72,7 @@ class RegistryReclaim:
             if response.status_code != 200:
                 self.client.raise_for(response, f"the tags of {self.client.ref.repository}", "list")
             found += response.json().get("tags") or []
-            url = _next_page(self.client.base, response.headers.get("link", ""))
+            url = next_page(self.client.base, response.headers.get("link", ""))
         return found
 
     def _manifests(self) -> dict[str, bytes]:
@@ -182,7 +182,7 @@ class RegistryReclaim:
         return response.status_code
 
 
-def _next_page(base: str, link: str) -> str | None:
+def next_page(base: str, link: str) -> str | None:
     """The `Link: </v2/...?last=x&n=1000>; rel="next"` header's URL, absolute."""
     if 'rel="next"' not in link:
         return None
