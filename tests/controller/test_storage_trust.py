@@ -232,3 +232,27 @@ def test_an_allowed_targets_entry_that_is_not_a_prefix_is_logged_when_the_config
 
     Settings.from_configmap({"data": {"allowed-targets": "registry.internal/ci,oci://registry.internal/ci"}})
     assert any("`allowed-targets`" in r.getMessage() and "has no scheme" in r.getMessage() for r in caplog.records)
+
+
+def test_a_controller_that_may_not_read_its_key_still_answers_unsigned_and_says_why(
+    cluster, roots, start_controller,
+) -> None:
+    import yaml
+
+    from tests.fixtures.kubeapi import rules_from_manifests
+
+    config = Path(__file__).resolve().parents[2] / "config"
+    docs = list(yaml.safe_load_all((config / "rbac.yaml").read_text()))
+    rules = [r for r in rules_from_manifests(docs, "wrapresolver") if "secrets" not in r.resources]
+    secret = cluster.api.get("v1", "secrets", SYSTEM_NS, "wrapresolver-signing-key")
+    cluster.api.delete("v1", "secrets", SYSTEM_NS, "wrapresolver-signing-key")
+    cluster.api.rules = rules
+    try:
+        ctl = start_controller()
+        _, _, annotations = resolve_and_merge(cluster, "no-key")
+        assert "wrapresolver.dev/signature" not in annotations
+        assert any("no signing key" in str(line.get("message")) for line in ctl.logs())
+    finally:
+        cluster.api.rules = None
+        cluster.api.create("v1", "secrets", SYSTEM_NS, {"metadata": {"name": secret["metadata"]["name"]},
+                                                         "data": secret["data"]})
