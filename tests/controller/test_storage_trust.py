@@ -256,3 +256,26 @@ def test_a_controller_that_may_not_read_its_key_still_answers_unsigned_and_says_
         cluster.api.rules = None
         cluster.api.create("v1", "secrets", SYSTEM_NS, {"metadata": {"name": secret["metadata"]["name"]},
                                                          "data": secret["data"]})
+
+
+def test_a_list_narrowed_while_a_collection_waits_is_honoured_when_it_runs(tmp_path: Path) -> None:
+    """A keep-for delay runs long: the allow list is read again when the delete is due."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from wrapresolver.controller.config import Settings
+    from wrapresolver.controller.retention import STATES, Reaper
+
+    root, uid = tmp_path / "storage", "708192a3-0a51-4d38-9d7d-3c1b0f2a9e01"
+    store_states(root, uid, tmp_path)
+    live = SimpleNamespace(current=Settings.from_configmap({"data": {"allowed-targets": f"file://{root}/"}}))
+    reaper = Reaper(kube=None, runtime=SimpleNamespace(signing_key=b"k" * 32, config=live))
+    entry = {"workspace": "src", "backend": "file", "target": f"file://{root}/src", "options": {},
+             "tasks": ["clone", "build"]}
+    live.current = Settings.from_configmap({"data": {"allowed-targets": "oci://registry.internal/ci/"}})
+    body = {"metadata": {"uid": uid, "name": "run", "namespace": NS}}
+    asyncio.run(reaper._collect_at(0.0, STATES, uid, [entry], body, deleted=True))
+    assert refs_of(uid) <= states(root)
+    live.current = Settings.from_configmap({"data": {"allowed-targets": f"file://{root}/"}})
+    asyncio.run(reaper._collect_at(0.0, STATES, uid, [entry], body, deleted=True))
+    assert not refs_of(uid) & states(root)

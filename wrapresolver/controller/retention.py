@@ -146,6 +146,12 @@ def trusted_entries(annotations: Mapping[str, str], uid: str, key: bytes, config
     problem = signature_problem(key, uid, annotations)
     if problem:
         return [], [problem]
+    return allowed_entries(entries, uid, config)
+
+
+def allowed_entries(entries: list[dict[str, Any]], uid: str, config: Mapping[str, str],
+                    ) -> tuple[list[dict[str, Any]], list[str]]:
+    """The entries inside `allowed-targets` of `config`, and why each other one is left out."""
     allowed, _ = parse_allowed_targets(config.get(CONFIG_ALLOWED_TARGETS))
     kept, reasons = [], []
     for entry in entries:
@@ -240,6 +246,10 @@ class Reaper:
 
         await asyncio.sleep(max(0.0, when - time.time()))
         meta = body.get("metadata") or {}
+        if self.runtime is not None:  # the list may have been narrowed during a keep-for delay
+            entries, ignored = allowed_entries(entries, uid, self.runtime.config.current.data)
+            if ignored:
+                await self._ignore(body, ignored, deleted)
         try:
             out = await asyncio.to_thread(collect if what == STATES else collect_published, uid, entries)
         finally:
