@@ -83,9 +83,20 @@ class RegistryReclaim:
                 found[tag] = data
         return found
 
+    def _listed(self) -> dict[str, bytes]:
+        """Every tag's manifest, kept for the `delete_items` that follows a listing.
+
+        Listing and deleting each read every manifest of the repository, one request per tag:
+        with many tags (a repository per Pipeline keeps every run's published result) that
+        doubled the cost of a reclaim (docs/performance.md, "Reclaiming one run"). The
+        delete judges shared digests on this snapshot, taken just before it.
+        """
+        self._snapshot: dict[str, bytes] | None = self._manifests()
+        return self._snapshot
+
     def stored_items(self) -> list[StoredItem]:
         items = []
-        for tag, data in self._manifests().items():
+        for tag, data in self._listed().items():
             if tag == self.target_ref:
                 continue
             notes = annotations_of(data)
@@ -102,7 +113,7 @@ class RegistryReclaim:
     def published_items(self) -> list[StoredItem]:
         """Every published result in the repository (the target tag and other run-unique ones)."""
         items = []
-        for tag, data in self._manifests().items():
+        for tag, data in self._listed().items():
             notes = annotations_of(data)
             if notes.get(oci_image.ANNOTATION_PUBLISHED):
                 items.append(StoredItem(tag, PUBLISHED, notes.get(oci_image.ANNOTATION_RUN, ""),
@@ -111,7 +122,8 @@ class RegistryReclaim:
 
     def delete_items(self, items: Sequence[StoredItem]) -> Reclaimed:
         result = Reclaimed()
-        manifests = self._manifests()
+        manifests = getattr(self, "_snapshot", None) or self._manifests()
+        self._snapshot = None
         going = {i.name for i in items if i.name in manifests and (
             (i.kind == STATE and i.name != self.target_ref) or i.kind == PUBLISHED)}
         for item in items:
