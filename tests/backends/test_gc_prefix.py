@@ -144,3 +144,18 @@ def test_a_registry_that_will_not_show_its_catalog_is_an_error_that_says_so(
     assert main(["gc", "--target", f"oci://{host}/t/", "--older-than", "7d"]) != 0
     err = capsys.readouterr().err
     assert f"registry {host} has no catalog" in err and "once per repository" in err
+
+
+def test_gc_of_a_gcs_prefix_collects_every_layout_under_it(
+    gcs_server, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gcs_server.use(monkeypatch)
+    bucket = gcs_server.new_bucket()
+    under = [f"gs://{bucket}/ci/a", f"gs://{bucket}/ci/team/b"]
+    beside = f"gs://{bucket}/ci-other/c"
+    for target in [*under, beside]:
+        write_state("gcs", target, OLD_RUN, timedelta(days=30))
+    assert main(["gc", "--target", f"gs://{bucket}/ci/", "--older-than", "7d"]) == 0
+    assert "2 target(s) under" in capsys.readouterr().out
+    assert all(names("gcs", t) == set() for t in under)
+    assert names("gcs", beside) == {producer_ref(OLD_RUN, "build")}

@@ -9,6 +9,12 @@ step half (`BlobStore` or `WorkspaceStore`):
   (never the published target: it is not listed at all);
 * `delete_items(items)`: delete exactly those, and say what was reclaimed (`Reclaimed`).
 
+Two more are optional: `published_items()` (the published results, each with the run that
+wrote it: what `publish-retention` and `gc --published` choose from; `delete_items` must then
+accept `PUBLISHED` items) and `target_exists()` (so `gc` of a target that is not there is an
+error naming it). A store without them gets `ReclaimUnsupported` for the first and no
+existence check for the second.
+
 Everything else (which items belong to one run, which are old enough) is decided here,
 once, over those two methods, so the controller and `wrapresolver gc` choose the same way.
 A backend without them raises `ReclaimUnsupported` with a message that names it.
