@@ -7,6 +7,7 @@ The controller and `wrapresolver render` both call `resolve`; they differ only i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import hashlib
 import io
@@ -18,18 +19,19 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from wrapresolver.backends.registry import REGISTRY
-from wrapresolver.core import checks, inline, lifecycle, names, rewrite, safeyaml
+from wrapresolver.core import checks, inline, lifecycle, locations, names, rewrite, safeyaml
 from wrapresolver.core.params import (
     CONFIGMAP_NAME,
     RunContext,
+    base_of,
     check_bases,
     check_targets,
     parse_request,
     wrapped_workspaces,
 )
-from wrapresolver.core.retention import retention_of
-from wrapresolver.core.template import expand_target
-from wrapresolver.errors import RewriteError, SourceError, WrapError
+from wrapresolver.core.retention import publish_retention_of, retention_of
+from wrapresolver.core.template import PIPELINE_PLACEHOLDER, expand_target
+from wrapresolver.errors import ParamError, RewriteError, SourceError, WrapError
 from wrapresolver.gcpause import paused_gc
 from wrapresolver.sources import Fetched, Source
 
@@ -62,11 +64,13 @@ class Resolution:
 
 async def resolve(
     params: Sequence[Mapping], config: Mapping[str, str], context: RunContext, source: Source,
-    *, config_name: str = f"the ConfigMap {CONFIGMAP_NAME}",
+    *, config_name: str = f"the ConfigMap {CONFIGMAP_NAME}", signing_key: bytes = b"",
 ) -> Resolution:
     """Resolve a `wrap` request: fetch, rewrite, serialise.
 
     `config_name` is how warnings name where `config` came from (`render` says `--config`).
+    `signing_key` signs the storage annotations for the controller (core.lifecycle); the
+    controller passes its own, `render` none.
 
     Raises `WrapError` for anything the author can fix. Exceptions a `Source` raises that
     are not `WrapError`s (an API server hiccup) pass through, so the caller can retry them.
@@ -79,6 +83,7 @@ async def resolve(
     _check_pipeline(pipeline, asked)
     names.check_pipeline_task_names(pipeline, _name(pipeline))
     checks.check_pipeline_bindings(pipeline)
+    request = _with_pipeline_name(request, _name(pipeline))
 
     workspaces = wrapped_workspaces(request, pipeline)
     notices = [*checks.unknown_config_notices(config, backend_option_names(), config_name),
@@ -86,6 +91,7 @@ async def resolve(
     backend = REGISTRY.by_name(request.backend)
     check_targets(request, workspaces, backend)
     check_bases(request, workspaces, backend)
+    _check_allowed(config, request, workspaces, backend)
 
     pipeline_name = _name(pipeline)
     try:
@@ -105,7 +111,7 @@ async def resolve(
             raise
         except Exception as exc:
             raise _unexpected(pipeline_name, exc) from exc
-        _mark_storage(rewritten, params, config, request, workspaces, pipeline)
+        _mark_storage(rewritten, params, config, request, workspaces, pipeline, signing_key, backend)
         data = to_json(rewritten, pipeline_name)
     check_answer_size(data, pipeline_name)
     ref_source: dict[str, Any] = {
@@ -136,14 +142,45 @@ def backend_option_names() -> set[str]:
     return names
 
 
+def _with_pipeline_name(request: Any, name: str) -> Any:
+    """The request with the Pipeline's name in its context, for `<<pipeline>>` in target and base."""
+    uses = PIPELINE_PLACEHOLDER in request.target or PIPELINE_PLACEHOLDER in request.base or any(
+        PIPELINE_PLACEHOLDER in b for b in (request.bases or {}).values())
+    if uses and not name:
+        raise ParamError(f"param `target` or `base` holds {PIPELINE_PLACEHOLDER}, but the Pipeline has no "
+                         f"metadata.name to put there; name the Pipeline or write the name in the target")
+    return dataclasses.replace(request, context=dataclasses.replace(request.context, pipeline=name))
+
+
+def _check_allowed(config: Mapping[str, str], request: Any, workspaces: Sequence[str], backend: Any) -> None:
+    """`allowed-targets`: every concrete target and base inside the admin's prefixes."""
+    scheme = backend.schemes[0] if backend.schemes else backend.name
+    targets = {ws: expand_target(request.target, ws, request.context) for ws in workspaces}
+    bases = {ws: base_of(request, ws) for ws in workspaces if base_of(request, ws)}
+    locations.check_locations(config, scheme, targets, bases)
+
+
 def _mark_storage(
     rewritten: dict, params: Sequence[Mapping], config: Mapping[str, str], request: Any,
-    workspaces: Sequence[str], pipeline: Mapping,
+    workspaces: Sequence[str], pipeline: Mapping, signing_key: bytes = b"", backend: Any = None,
 ) -> None:
     """Labels and annotations Tekton merges into the PipelineRun, for the retention controller."""
     targets = {ws: expand_target(request.target, ws, request.context) for ws in workspaces}
-    entries = lifecycle.storage_entries(workspaces, targets, request.backend, request.options, pipeline)
-    lifecycle.mark(rewritten, retention_of(params, config), entries)
+    scheme = backend.schemes[0] if backend is not None and backend.schemes else request.backend
+    carried = [ws for ws in workspaces if _same_repository(base_of(request, ws), targets[ws], scheme)]
+    entries = lifecycle.storage_entries(workspaces, targets, request.backend, request.options, pipeline, carried)
+    lifecycle.mark(rewritten, retention_of(params, config), entries, publish_retention_of(params, config),
+                   signing_key, request.context.uid)
+
+
+def _same_repository(base: str, target: str, scheme: str) -> bool:
+    """A carried workspace: its base is in its target's repository (tags aside). Unsure: yes."""
+    if not base:
+        return False
+    try:
+        return locations.parse_location(base, scheme) == locations.parse_location(target, scheme)
+    except locations.LocationError:
+        return True
 
 
 def check_answer_size(data: bytes, pipeline: str) -> None:

@@ -19,13 +19,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from wrapresolver.backends.reclaim import STATE, UPLOAD, Reclaimed, StoredItem, unsupported
+from wrapresolver.backends.reclaim import PUBLISHED, STATE, UPLOAD, Reclaimed, StoredItem, unsupported
 from wrapresolver.core.values import is_sha256_digest, sha256_digest
 from wrapresolver.errors import WrapError
 from wrapresolver.transfer import oci_image
 
 RUN_ANNOTATION = oci_image.ANNOTATION_RUN
 CREATED_ANNOTATION = oci_image.ANNOTATION_CREATED
+PUBLISHED_ANNOTATION = oci_image.ANNOTATION_PUBLISHED
 
 
 @dataclass(frozen=True)
@@ -124,10 +125,27 @@ class ObjectStoreReclaim:
         times = self.ref_times()
         for name, data in self._manifests([n for n in times if n != self.target_ref]).items():
             notes = annotations_of(data)
+            if notes.get(PUBLISHED_ANNOTATION):
+                continue  # a published result under another reference
             size = sum(blobs_of(data).values())
             created = created_of(notes) or times.get(name)
             items.append(StoredItem(name, STATE, notes.get(RUN_ANNOTATION, ""), size, created))
         return items + self.staging_items()
+
+    def published_items(self) -> list[StoredItem]:
+        """Every published result at the target (the target reference and any other)."""
+        items = []
+        times = self.ref_times()
+        for name, data in self._manifests(list(times)).items():
+            notes = annotations_of(data)
+            if notes.get(PUBLISHED_ANNOTATION):
+                items.append(StoredItem(name, PUBLISHED, notes.get(RUN_ANNOTATION, ""), sum(blobs_of(data).values()),
+                                        created_of(notes) or times.get(name)))
+        return items
+
+    def target_exists(self) -> bool:
+        """Whether a layout is stored at the target: a reference or a blob of its own."""
+        return bool(self.ref_names()) or next(iter(self.list_keys("blobs/sha256/")), None) is not None
 
     def _kept_blobs(self, going: set[str]) -> set[str]:
         stay = [n for n in self.ref_names() if n not in going]
@@ -138,7 +156,7 @@ class ObjectStoreReclaim:
 
     def delete_items(self, items: Sequence[StoredItem]) -> Reclaimed:
         result = Reclaimed()
-        states = {i.name for i in items if i.kind == STATE and i.name != self.target_ref}
+        states = {i.name for i in items if (i.kind == STATE and i.name != self.target_ref) or i.kind == PUBLISHED}
         named: dict[str, int] = {}
         for name, data in self._manifests(sorted(states)).items():
             named.update(blobs_of(data))
@@ -160,7 +178,7 @@ class ObjectStoreReclaim:
                 continue
             result.bytes += size
         for item in items:
-            if item.kind != STATE:
+            if item.kind not in (STATE, PUBLISHED):
                 if not item.name.startswith(self.staging_prefix):
                     result.kept.append(f"{item.name}: not a staging object of this layout")
                     continue

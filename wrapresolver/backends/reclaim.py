@@ -9,6 +9,12 @@ step half (`BlobStore` or `WorkspaceStore`):
   (never the published target: it is not listed at all);
 * `delete_items(items)`: delete exactly those, and say what was reclaimed (`Reclaimed`).
 
+Two more are optional: `published_items()` (the published results, each with the run that
+wrote it: what `publish-retention` and `gc --published` choose from; `delete_items` must then
+accept `PUBLISHED` items) and `target_exists()` (so `gc` of a target that is not there is an
+error naming it). A store without them gets `ReclaimUnsupported` for the first and no
+existence check for the second.
+
 Everything else (which items belong to one run, which are old enough) is decided here,
 once, over those two methods, so the controller and `wrapresolver gc` choose the same way.
 A backend without them raises `ReclaimUnsupported` with a message that names it.
@@ -36,6 +42,9 @@ STATE = "state"
 """A run's stored state under its producer reference."""
 UPLOAD = "upload"
 """A blob or object left in staging by a killed or failed store."""
+PUBLISHED = "published"
+"""A published result (its manifest says `dev.wrapresolver.published`): listed only by
+`published_items()`, deleted only when asked for by name (publish-retention, `gc --published`)."""
 PARTIAL = "partial"
 """An rsync state directory that no reference names (a killed or retried store)."""
 
@@ -139,6 +148,29 @@ def delete_items(store: object, items: Sequence[StoredItem]) -> Reclaimed:
         return Reclaimed()
     result: Reclaimed = method(items)
     return result
+
+
+def published_items(store: object) -> list[StoredItem]:
+    """The published results at this target; `ReclaimUnsupported` for a store without them."""
+    method = getattr(store, "published_items", None)
+    if method is None:
+        raise unsupported(store, "published_items")
+    return list(method())
+
+
+def reclaim_published(store: object, run: str) -> Reclaimed:
+    """Delete what run `run` published here, if it is still its: a later run's result stays.
+
+    The published manifest records its run (`dev.wrapresolver.run`); a target tag that a
+    later run published again names that run, so it is never chosen.
+    """
+    return delete_items(store, [i for i in published_items(store) if i.run == run])
+
+
+def target_exists(store: object) -> bool | None:
+    """Whether the target exists; None when the store cannot tell."""
+    method = getattr(store, "target_exists", None)
+    return None if method is None else bool(method())
 
 
 def reclaim_run(store: object, run: str, tasks: Sequence[str] = ()) -> Reclaimed:

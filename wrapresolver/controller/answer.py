@@ -42,6 +42,8 @@ class Runtime:
 
     kube: Kube
     config: LiveConfig
+    signing_key: bytes = b""
+    """Signs the storage annotations of each answer (controller.signing); empty: unsigned."""
     answered: OrderedDict = field(default_factory=OrderedDict)
     """uids this replica answered recently: a later event for them needs no API call."""
 
@@ -132,7 +134,8 @@ async def compute_status(runtime: Runtime, request: Mapping, deadline: float) ->
             context = await run_context(runtime.kube, request)
             source = ClusterSource(runtime.kube, request, settings, deadline)
             # The source gives up at the deadline with a precise message; this bound is the backstop.
-            resolution = await asyncio.wait_for(core.resolve(params, settings.data, context, source),
+            resolution = await asyncio.wait_for(core.resolve(params, settings.data, context, source,
+                                                             signing_key=runtime.signing_key),
                                                 max(deadline - loop.time(), 0.001) + GRACE)
             return success_status(resolution), resolution.warnings
         except WrapError as exc:

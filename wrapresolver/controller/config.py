@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 
 from wrapresolver.controller.kube import CONFIGMAPS, Kube
 from wrapresolver.core.checks import unknown_config_notices
+from wrapresolver.core.locations import parse_allowed_targets
 from wrapresolver.core.params import (
     CONFIG_ALLOWED_NAMESPACES,
+    CONFIG_ALLOWED_TARGETS,
     CONFIG_BLOCKED_NAMESPACES,
     CONFIG_LOG_LEVEL,
     CONFIG_RESOLUTION_TIMEOUT,
@@ -65,6 +67,8 @@ class Settings:
                 timeout = parse_duration(data[CONFIG_RESOLUTION_TIMEOUT])
             except ValueError as exc:
                 log.warning("%s: %s; using %ss", CONFIG_RESOLUTION_TIMEOUT, exc, timeout)
+        for problem in parse_allowed_targets(data.get(CONFIG_ALLOWED_TARGETS))[1]:
+            log.warning("%s", problem)
         level = data.get(CONFIG_LOG_LEVEL, "").strip().upper() or "INFO"
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             log.warning("%s: %r is not one of debug, info, warning, error; using info", CONFIG_LOG_LEVEL, level)

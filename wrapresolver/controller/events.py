@@ -75,3 +75,12 @@ async def _warn(kube: Kube, involved: Mapping, key: str, reason: str, message: s
     except KubeError as exc:
         if exc.status != 409:
             log.warning("could not record an Event for %s/%s: %s", namespace, involved.get("name"), exc)
+
+
+async def record_ignored_storage(kube: Kube, pipelinerun: Mapping, message: str) -> None:
+    """A Warning Event on a PipelineRun whose storage annotation the controller will not act on."""
+    meta = pipelinerun.get("metadata") or {}
+    involved = {"apiVersion": pipelinerun.get("apiVersion", "tekton.dev/v1"), "kind": "PipelineRun",
+                "name": meta.get("name"), "uid": meta.get("uid"), "namespace": meta.get("namespace")}
+    await _warn(kube, involved, str(meta.get("uid")), "StorageAnnotationIgnored",
+                f"the wrap controller reclaims nothing here: {message}")

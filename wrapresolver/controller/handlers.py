@@ -19,6 +19,7 @@ from typing import Any
 import kopf
 
 from wrapresolver.controller import answer as answering
+from wrapresolver.controller import signing
 from wrapresolver.controller.cluster_source import TYPE_LABEL
 from wrapresolver.controller.config import LiveConfig
 from wrapresolver.controller.health import Health
@@ -50,6 +51,7 @@ def build_registry() -> kopf.OperatorRegistry:
         settings.queueing.batch_window = 0.01
         settings.watching.label_selectors["tekton.dev", "pipelineruns"] = f"{LABEL_STORAGE}={LABEL_STORAGE_VALUE}"
         runtime = memo.runtime
+        runtime.signing_key = await signing.load_key(runtime.kube, runtime.config.namespace)
         memo.config_task = asyncio.create_task(runtime.config.run(), name="wrapresolver-config-watch")
 
     @kopf.on.login(registry=registry)
@@ -106,7 +108,7 @@ async def run(creds: Credentials, *, config_namespace: str, namespaces: list[str
     """Run until stopped; `health_address` (host:port) serves /healthz and /readyz (controller/health.py)."""
     kube = HttpKube(creds)
     runtime = answering.Runtime(kube=kube, config=LiveConfig(kube, config_namespace))
-    memo = kopf.Memo(creds=creds, runtime=runtime, reaper=Reaper(kube))
+    memo = kopf.Memo(creds=creds, runtime=runtime, reaper=Reaper(kube, runtime))
     health = Health(kube, runtime.config, namespaces, f"{TYPE_LABEL}={OUR_TYPE}")
     server = await health.serve(health_address) if health_address else None
     try:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from wrapresolver.core import safeyaml
 from wrapresolver.core.backend import Backend, Backends
 from wrapresolver.core.limits import shown
-from wrapresolver.core.retention import PARAM_RETENTION, retention_of
+from wrapresolver.core.retention import PARAM_PUBLISH_RETENTION, PARAM_RETENTION, publish_retention_of, retention_of
 from wrapresolver.core.template import (
     check_variables,
     expand_target,
@@ -44,9 +44,11 @@ CONFIG_ALLOWED_NAMESPACES = "allowed-namespaces"
 CONFIG_BLOCKED_NAMESPACES = "blocked-namespaces"
 CONFIG_RESOLUTION_TIMEOUT = "resolution-timeout"
 CONFIG_LOG_LEVEL = "log-level"
+CONFIG_ALLOWED_TARGETS = "allowed-targets"
+"""Comma-separated location prefixes states may go to (core.locations); unset: anywhere."""
 CONFIG_KEYS = (
     CONFIG_STEP_IMAGE, CONFIG_ALLOWED_NAMESPACES, CONFIG_BLOCKED_NAMESPACES, CONFIG_RESOLUTION_TIMEOUT,
-    CONFIG_LOG_LEVEL,
+    CONFIG_LOG_LEVEL, CONFIG_ALLOWED_TARGETS,
 )
 """Every ConfigMap key besides `default-<param>`: a key not here is warned about (core.checks).
 A new key goes here too, or every resolution warns that the ConfigMap holds an unknown key."""
@@ -73,6 +75,8 @@ class RunContext:
     uid: str = ""
     pipelinerun: Mapping | None = None
     """The owning PipelineRun object when it could be read (for default workspaces)."""
+    pipeline: str = ""
+    """The resolved Pipeline's name, for `<<pipeline>>` in targets; set once it is fetched."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,7 @@ class WrapRequest:
 
 CORE_PARAMS = (
     PARAM_PIPELINEREF, PARAM_WORKSPACES, PARAM_TARGET, PARAM_BACKEND, PARAM_BASE, PARAM_RETENTION, PARAM_BASE_MISSING,
+    PARAM_PUBLISH_RETENTION,
 )
 """Params the resolver itself reads; every other param is a backend option."""
 
@@ -142,8 +147,8 @@ def parse_request(
     if unknown:
         raise ParamError(
             f"param `{PARAM_TARGET}` {shown(target)} holds {', '.join(shown(u, 40) for u in unknown[:3])}, "
-            f"which is not a placeholder the wrap resolver knows; the only one is `<<workspace>>` "
-            f"(or `{{{{workspace}}}}`)"
+            f"which is not a placeholder the wrap resolver knows; the known ones are `<<workspace>>` "
+            f"(or `{{{{workspace}}}}`) and `<<pipeline>>`"
         )
     workspaces: tuple[str, ...] = ()
     if PARAM_WORKSPACES in values:
@@ -154,6 +159,7 @@ def parse_request(
     backend = _select_backend(given, config, target, backends)
     options = _backend_options(backend, given, config)
     retention_of(params, config)  # validated here; carried out by the controller (core.retention)
+    publish_retention_of(params, config)
     for workspace in workspaces or ("workspace",):
         validate_target(backend, expand_target(target, workspace, context))
 
@@ -305,7 +311,7 @@ def check_bases(request: WrapRequest, workspaces: Sequence[str], backend: Backen
             raise ParamError(
                 f"param `{PARAM_BASE}` of workspace {workspace!r} holds "
                 f"{', '.join(shown(u, 40) for u in unknown[:3])}, which is not a placeholder the wrap "
-                f"resolver knows; the only one is `<<workspace>>` (or `{{{{workspace}}}}`)"
+                f"resolver knows; the known ones are `<<workspace>>` (or `{{{{workspace}}}}`) and `<<pipeline>>`"
             )
         try:
             backend.validate_target(base)

@@ -12,7 +12,16 @@ result) is meant to outlive the run. The policy is the `retention` param, defaul
                            PipelineRun is deleted), e.g. `keep-for 12h`, `keep-for 7d`
     keep                   never by the controller; `wrapresolver gc` can still remove them
 
-The published target is never deleted by any policy. Pure: parsing only.
+The published target is never deleted by that policy. What a run published has its own,
+`publish-retention` (default `default-publish-retention`, else `keep`), in the same words:
+
+    keep                   (the default) never by the controller
+    keep-for <duration>    that long after the run finishes, or when its PipelineRun is deleted
+    delete-with-run        when its PipelineRun is deleted (by a user, or Tekton's pruner)
+
+It deletes only results the run itself published and no later run has published over,
+and never the result of a carried workspace (one whose base is in its target's repository).
+Pure: parsing only.
 """
 
 from __future__ import annotations
@@ -30,6 +39,10 @@ DELETE_ON_COMPLETION = "delete-on-completion"
 DELETE_ON_SUCCESS = "delete-on-success"
 KEEP_FOR = "keep-for"
 KEEP = "keep"
+DELETE_WITH_RUN = "delete-with-run"
+PARAM_PUBLISH_RETENTION = "publish-retention"
+CONFIG_DEFAULT_PUBLISH_RETENTION = "default-publish-retention"
+PUBLISH_POLICIES = (KEEP, KEEP_FOR, DELETE_WITH_RUN)
 DEFAULT_RETENTION = DELETE_ON_COMPLETION
 POLICIES = (DELETE_ON_COMPLETION, DELETE_ON_SUCCESS, KEEP_FOR, KEEP)
 
@@ -68,6 +81,8 @@ class Retention:
         """
         if self.policy == KEEP:
             return None
+        if self.policy == DELETE_WITH_RUN:
+            return 0.0 if deleted else None
         if deleted:
             return 0.0
         if outcome == "running":
@@ -109,6 +124,38 @@ def retention_of(params: Sequence[Mapping], config: Mapping[str, str]) -> Retent
     if default is not None and str(default).strip():
         return parse_retention(str(default), f"`{CONFIG_DEFAULT_RETENTION}` in the ConfigMap")
     return Retention()
+
+
+def parse_publish_retention(value: object, where: str = f"param `{PARAM_PUBLISH_RETENTION}`") -> Retention:
+    """The policy of what a run publishes: keep (default), `keep-for <duration>`, delete-with-run."""
+    if not isinstance(value, str):
+        raise ParamError(f"{where} must be a string, one of: {_publish_choices()}")
+    words = value.split()
+    if not words:
+        return Retention(KEEP)
+    if words[0] == KEEP_FOR:
+        return parse_retention(value, where)
+    if words[0] in PUBLISH_POLICIES and len(words) == 1:
+        return Retention(words[0])
+    hint = ""
+    if words[0] in (DELETE_ON_COMPLETION, DELETE_ON_SUCCESS):
+        hint = " (that would delete the result as soon as the run wrote it)"
+    raise ParamError(f"{where} is {value!r}{hint}; write one of: {_publish_choices()}")
+
+
+def publish_retention_of(params: Sequence[Mapping], config: Mapping[str, str]) -> Retention:
+    """The run's publish policy: the param, else the ConfigMap default, else keep."""
+    for param in params:
+        if isinstance(param, Mapping) and param.get("name") == PARAM_PUBLISH_RETENTION:
+            return parse_publish_retention(param.get("value"))
+    default = config.get(CONFIG_DEFAULT_PUBLISH_RETENTION)
+    if default is not None and str(default).strip():
+        return parse_publish_retention(str(default), f"`{CONFIG_DEFAULT_PUBLISH_RETENTION}` in the ConfigMap")
+    return Retention(KEEP)
+
+
+def _publish_choices() -> str:
+    return f"{KEEP} (default), `{KEEP_FOR} <duration>` (e.g. 30d), {DELETE_WITH_RUN}"
 
 
 def _choices() -> str:

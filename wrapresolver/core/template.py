@@ -19,6 +19,13 @@ if TYPE_CHECKING:  # pragma: no cover - params imports this module
 
 WORKSPACE_PLACEHOLDERS = ("<<workspace>>", "{{workspace}}")
 """`<<workspace>>` is ours; `{{workspace}}` is the spelling of the earlier wrap resolver."""
+PIPELINE_PLACEHOLDER = "<<pipeline>>"
+"""The resolved Pipeline's `metadata.name`. Tekton replaces `$(context.pipeline.name)` in
+resolver params with "" (the Pipeline is not fetched yet: tekton-facts §2), so a target
+stable per Pipeline needs the resolver to fill it in."""
+PIPELINE_STAND_IN = "pipeline"
+"""What `<<pipeline>>` is checked as before the Pipeline is known (a valid path component)."""
+KNOWN_PLACEHOLDERS = (*WORKSPACE_PLACEHOLDERS, PIPELINE_PLACEHOLDER)
 
 RUN_UID_VARIABLE = "$(context.pipelineRun.uid)"
 
@@ -95,16 +102,22 @@ def has_workspace_placeholder(template: str) -> bool:
     return any(p in template for p in WORKSPACE_PLACEHOLDERS)
 
 
-def unknown_placeholders(template: str, known: tuple[str, ...] = WORKSPACE_PLACEHOLDERS) -> list[str]:
+def unknown_placeholders(template: str, known: tuple[str, ...] = KNOWN_PLACEHOLDERS) -> list[str]:
     """Placeholder-like parts of `template` that are not ours (`<<wrkspace>>`), in order."""
     return [m.group(0) for m in _PLACEHOLDER_RE.finditer(template) if m.group(0) not in known]
 
 
 def expand_target(template: str, workspace: str, context: RunContext) -> str:
-    """The storage location of `workspace`; unknown Tekton variables are left for Tekton."""
+    """The storage location of `workspace`; unknown Tekton variables are left for Tekton.
+
+    `<<pipeline>>` becomes the context's Pipeline name, or a stand-in while it is not known
+    (the params are checked before the Pipeline is fetched; resolve fills it in after).
+    """
     out = template
     for placeholder in WORKSPACE_PLACEHOLDERS:
         out = out.replace(placeholder, workspace)
+    # Known once the Pipeline is fetched (resolve sets it); before, only shapes are checked.
+    out = out.replace(PIPELINE_PLACEHOLDER, getattr(context, "pipeline", "") or PIPELINE_STAND_IN)
 
     def context_value(match: re.Match[str]) -> str:
         value = getattr(context, match.group(1))

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING
 from urllib.parse import urljoin
 
 from wrapresolver.backends.objectstore_gc import annotations_of, blobs_of, created_of
-from wrapresolver.backends.reclaim import STATE, Reclaimed, StoredItem
+from wrapresolver.backends.reclaim import PUBLISHED, STATE, Reclaimed, StoredItem
 from wrapresolver.core.values import sha256_digest
+from wrapresolver.errors import NotFoundError
 from wrapresolver.transfer import oci_image
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -49,6 +50,13 @@ class RegistryReclaim:
 
     def tags(self) -> list[str]:
         """Every tag of the repository (paginated by `Link`); none when it does not exist."""
+        return self._tags(missing_ok=True)
+
+    def target_exists(self) -> bool:
+        """Whether the repository exists (a registry answers 404 NAME_UNKNOWN otherwise)."""
+        return self._tags(missing_ok=False) is not None
+
+    def _tags(self, missing_ok: bool) -> list[str]:
         url: str | None = self.client.url("tags/list") + "?n=1000"
         found: list[str] = []
         for _ in range(MAX_PAGES):
@@ -56,11 +64,15 @@ class RegistryReclaim:
                 break
             response = self.client.request("GET", url, scopes=self._scopes())
             if response.status_code == 404:
-                return []
+                if missing_ok:
+                    return []
+                raise NotFoundError(
+                    f"repository {self.client.ref.repository!r} does not exist at registry "
+                    f"{self.client.ref.registry} (tags/list answered 404): check the target's spelling")
             if response.status_code != 200:
                 self.client.raise_for(response, f"the tags of {self.client.ref.repository}", "list")
             found += response.json().get("tags") or []
-            url = _next_page(self.client.base, response.headers.get("link", ""))
+            url = next_page(self.client.base, response.headers.get("link", ""))
         return found
 
     def _manifests(self) -> dict[str, bytes]:
@@ -71,26 +83,51 @@ class RegistryReclaim:
                 found[tag] = data
         return found
 
+    def _listed(self) -> dict[str, bytes]:
+        """Every tag's manifest, kept for the `delete_items` that follows a listing.
+
+        Listing and deleting each read every manifest of the repository, one request per tag:
+        with many tags (a repository per Pipeline keeps every run's published result) that
+        doubled the cost of a reclaim (docs/performance.md, "Reclaiming one run"). The
+        delete judges shared digests on this snapshot, taken just before it.
+        """
+        self._snapshot: dict[str, bytes] | None = self._manifests()
+        return self._snapshot
+
     def stored_items(self) -> list[StoredItem]:
         items = []
-        for tag, data in self._manifests().items():
+        for tag, data in self._listed().items():
             if tag == self.target_ref:
                 continue
             notes = annotations_of(data)
             if oci_image.ANNOTATION_RUN not in notes and not tag.startswith("wrap-"):
                 continue  # not written by wrapresolver: someone else's image in the repository
+            if notes.get(oci_image.ANNOTATION_PUBLISHED):
+                continue  # a published result under another tag (a run-unique target tag)
             items.append(StoredItem(
                 tag, STATE, notes.get(oci_image.ANNOTATION_RUN, ""), sum(blobs_of(data).values()),
                 created_of(notes),
             ))
         return items
 
+    def published_items(self) -> list[StoredItem]:
+        """Every published result in the repository (the target tag and other run-unique ones)."""
+        items = []
+        for tag, data in self._listed().items():
+            notes = annotations_of(data)
+            if notes.get(oci_image.ANNOTATION_PUBLISHED):
+                items.append(StoredItem(tag, PUBLISHED, notes.get(oci_image.ANNOTATION_RUN, ""),
+                                        sum(blobs_of(data).values()), created_of(notes)))
+        return items
+
     def delete_items(self, items: Sequence[StoredItem]) -> Reclaimed:
         result = Reclaimed()
-        manifests = self._manifests()
-        going = {i.name for i in items if i.kind == STATE and i.name != self.target_ref and i.name in manifests}
+        manifests = getattr(self, "_snapshot", None) or self._manifests()
+        self._snapshot = None
+        going = {i.name for i in items if i.name in manifests and (
+            (i.kind == STATE and i.name != self.target_ref) or i.kind == PUBLISHED)}
         for item in items:
-            if item.kind != STATE:
+            if item.kind not in (STATE, PUBLISHED):
                 result.kept.append(f"{item.name}: a registry's upload sessions expire on their own")
         staying = {tag: data for tag, data in manifests.items() if tag not in going}
         staying_digests = {sha256_digest(data): tag for tag, data in staying.items()}
@@ -157,7 +194,7 @@ class RegistryReclaim:
         return response.status_code
 
 
-def _next_page(base: str, link: str) -> str | None:
+def next_page(base: str, link: str) -> str | None:
     """The `Link: </v2/...?last=x&n=1000>; rel="next"` header's URL, absolute."""
     if 'rel="next"' not in link:
         return None
