@@ -61,12 +61,16 @@ def run(args: argparse.Namespace) -> int:
     from wrapresolver.core.limits import cap_line
     from wrapresolver.errors import WrapError
 
+    warnings: list[str] = []
     try:
         documents, origins = read_documents(args.files)
-        data = render(documents, origins, params=dict(args.params), config=dict(args.config), output=args.output)
+        data = render(documents, origins, params=dict(args.params), config=dict(args.config), output=args.output,
+                      warnings=warnings)
     except WrapError as exc:
         print(cap_line(f"error: {exc}"), file=sys.stderr)
         return 1
+    for warning in warnings:
+        print(cap_line(f"warning: {warning}"), file=sys.stderr)
     sys.stdout.write(data.decode("utf-8"))
     sys.stdout.flush()
     return 0
@@ -79,11 +83,13 @@ def render(
     params: Mapping[str, str] | None = None,
     config: Mapping[str, str] | None = None,
     output: str = "yaml",
+    warnings: list[str] | None = None,
 ) -> bytes:
     """The rewritten Pipeline as YAML bytes; raises `WrapError` like the controller would.
 
     The resolver answers compact JSON; `output="json"` gives those exact bytes, the default
-    the same object as YAML, key order kept, which is what a person reads and diffs.
+    the same object as YAML, key order kept, which is what a person reads and diffs. The
+    resolution's warnings are appended to `warnings` when given.
     """
     import asyncio
     import json
@@ -119,7 +125,10 @@ def render(
             uid=str(metadata.get("uid") or ""),
             pipelinerun=run_obj,
         )
-    data = asyncio.run(resolve(request_params, config, context, source)).data
+    resolution = asyncio.run(resolve(request_params, config, context, source))
+    if warnings is not None:
+        warnings.extend(resolution.warnings)
+    data = resolution.data
     return data if output == "json" else to_yaml(json.loads(data))
 
 

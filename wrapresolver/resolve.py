@@ -49,6 +49,9 @@ class Resolution:
     annotations: dict[str, str] = field(default_factory=dict)
     ref_source: dict = field(default_factory=dict)
     """{uri, digest: {sha256}, entryPoint?}: where the Pipeline came from, digest of `data`."""
+    warnings: tuple[str, ...] = ()
+    """What the answer cannot make work although Tekton accepts it (an injected step the
+    kubelet would not start, ...): `render` prints each on stderr, the controller logs it."""
 
 
 async def resolve(
@@ -82,9 +85,10 @@ async def resolve(
     task_objects = await _fetch_tasks(source, to_inline, context.namespace)
 
     # No await inside: no other request runs while the collector is off.
+    warnings: list[str] = []
     with paused_gc():
         try:
-            rewritten = rewrite.rewrite_pipeline(pipeline, task_objects, request, workspaces, backend)
+            rewritten = rewrite.rewrite_pipeline(pipeline, task_objects, request, workspaces, backend, warnings)
         except WrapError:
             raise
         except Exception as exc:
@@ -103,7 +107,7 @@ async def resolve(
         ANNOTATION_WORKSPACES: ",".join(workspaces),
         ANNOTATION_BACKEND: request.backend,
     }
-    return Resolution(data=data, annotations=annotations, ref_source=ref_source)
+    return Resolution(data=data, annotations=annotations, ref_source=ref_source, warnings=tuple(warnings))
 
 
 def _mark_storage(

@@ -132,6 +132,8 @@ async def compute_status(runtime: Runtime, request: Mapping, deadline: float) ->
             # The source gives up at the deadline with a precise message; this bound is the backstop.
             resolution = await asyncio.wait_for(core.resolve(params, settings.data, context, source),
                                                 max(deadline - loop.time(), 0.001) + GRACE)
+            for warning in resolution.warnings:
+                log.warning("%s", warning, extra=log_fields(request))
             return success_status(resolution)
         except WrapError as exc:
             return failure_status(exc.reason, str(exc))
