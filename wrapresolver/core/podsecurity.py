@@ -20,11 +20,9 @@ steps, it gives the injected ones too.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-from wrapresolver.core.plan import is_map
+from typing import Any, TypeGuard
 
 VALID_SECCOMP = ("RuntimeDefault", "Localhost")
 """seccompProfile types `restricted` allows (check_seccompProfile_baseline.go, validSeccomp)."""
@@ -44,6 +42,12 @@ class PodContext:
     """False when the PipelineRun was not seen: pod-level fields are then unknown, not unset."""
 
 
+def _is_map(value: Any) -> TypeGuard[Mapping]:
+    """plan.is_map, with scalars answered before the Mapping ABC (most values here are)."""
+    return type(value) is dict or (
+        value is not None and not isinstance(value, (str, bool, int, float, list)) and isinstance(value, Mapping))
+
+
 def pod_context(pipelinerun: Mapping | None, task: str) -> PodContext:
     """What Tekton makes the pod template of `task`'s TaskRun (`PipelineRun.GetTaskRunSpec`).
 
@@ -52,21 +56,21 @@ def pod_context(pipelinerun: Mapping | None, task: str) -> PodContext:
     runs name them `podTemplate` and `taskRunSpecs[].taskPodTemplate`. The cluster's
     `default-pod-template` (config-defaults) is not visible here.
     """
-    if not is_map(pipelinerun) or not is_map(pipelinerun.get("spec")):
+    if not _is_map(pipelinerun) or not _is_map(pipelinerun.get("spec")):
         return PodContext()
     spec = pipelinerun["spec"]
     run_template = spec.get("taskRunTemplate")
-    default = (run_template.get("podTemplate") if is_map(run_template) else None) or spec.get("podTemplate")
-    templates = [default] if is_map(default) else []
+    default = (run_template.get("podTemplate") if _is_map(run_template) else None) or spec.get("podTemplate")
+    templates = [default] if _is_map(default) else []
     for item in spec.get("taskRunSpecs") or []:
-        if is_map(item) and item.get("pipelineTaskName") == task:
+        if _is_map(item) and item.get("pipelineTaskName") == task:
             own = item.get("podTemplate") or item.get("taskPodTemplate")
-            if is_map(own):
+            if _is_map(own):
                 templates.insert(0, own)
     security: Mapping = {}
     host_users: bool | None = None
     for template in reversed(templates):  # the default first, the task's own over it
-        if is_map(template.get("securityContext")):
+        if _is_map(template.get("securityContext")):
             security = template["securityContext"]
         if isinstance(template.get("hostUsers"), bool):
             host_users = template["hostUsers"]
@@ -77,9 +81,9 @@ def container_context(step_template: Any, step: Any) -> dict:
     """A step's `securityContext` as its container gets it: the stepTemplate's, with the
     step's fields over it. Tekton merges them as a strategic merge patch of a Container
     (`v1.MergeStepsWithStepTemplate`): nested objects field by field, lists whole."""
-    base = step_template.get("securityContext") if is_map(step_template) else None
-    own = step.get("securityContext") if is_map(step) else None
-    return merge(base if is_map(base) else {}, own if is_map(own) else {})
+    base = step_template.get("securityContext") if _is_map(step_template) else None
+    own = step.get("securityContext") if _is_map(step) else None
+    return merge(base if _is_map(base) else {}, own if _is_map(own) else {})
 
 
 def merge(base: Mapping, over: Mapping) -> dict:
@@ -87,7 +91,7 @@ def merge(base: Mapping, over: Mapping) -> dict:
     for key, value in over.items():
         if value is None:
             continue
-        if is_map(value) and is_map(out.get(key)):
+        if _is_map(value) and _is_map(out.get(key)):
             out[key] = merge(out[key], value)
         else:
             out[key] = value
@@ -96,63 +100,65 @@ def merge(base: Mapping, over: Mapping) -> dict:
 
 def drops_all(context: Mapping) -> bool:
     capabilities = context.get("capabilities")
-    return is_map(capabilities) and "ALL" in (capabilities.get("drop") or [])
+    return _is_map(capabilities) and "ALL" in (capabilities.get("drop") or [])
 
 
 def seccomp_type(context: Mapping | None) -> str | None:
-    profile = context.get("seccompProfile") if is_map(context) else None
-    return str(profile.get("type")) if is_map(profile) and profile.get("type") is not None else None
+    profile = context.get("seccompProfile") if _is_map(context) else None
+    return str(profile.get("type")) if _is_map(profile) and profile.get("type") is not None else None
 
 
 def restricted_problems(containers: Sequence[tuple[str, Mapping]], pod: PodContext) -> list[str]:
     """What `restricted` would refuse in these containers (name, merged securityContext),
-    in the words of the admission controller's messages; [] when it would admit them."""
-    problems: list[str] = []
+    in the words of the admission controller's messages; [] when it would admit them.
+
+    One pass over the containers (a Pipeline may have thousands of tasks), each container's
+    failures filed under the message of the check it fails."""
     user_namespace = pod.host_users is False
-
-    def report(names: Iterable[str], text: str) -> None:
-        names = list(names)
-        if names:
-            noun = "container" if len(names) == 1 else "containers"
-            problems.append(f"{noun} {', '.join(repr(n) for n in names)} {text}")
-
-    # check_allowPrivilegeEscalation.go
-    report((n for n, c in containers if c.get("allowPrivilegeEscalation") is not False),
-           "must set securityContext.allowPrivilegeEscalation=false")
-    # check_capabilities_restricted.go
-    report((n for n, c in containers if not drops_all(c)), 'must set securityContext.capabilities.drop=["ALL"]')
-    report((n for n, c in containers if _added_capabilities(c) - {ALLOWED_ADDED_CAPABILITY}),
-           f"must not add capabilities other than {ALLOWED_ADDED_CAPABILITY}")
-    # check_privileged.go, check_procMount_restricted.go
-    report((n for n, c in containers if c.get("privileged") is True), "must not set securityContext.privileged=true")
-    report((n for n, c in containers if c.get("procMount") not in (None, "Default")),
-           "must not set securityContext.procMount other than Default")
-    if not user_namespace:
-        # check_runAsNonRoot.go: the container's value, else the pod's; never false anywhere.
-        pod_non_root = pod.security.get("runAsNonRoot")
-        if pod_non_root is False:
-            problems.append("pod must not set securityContext.runAsNonRoot=false")
-        report((n for n, c in containers if c.get("runAsNonRoot") is False),
-               "must not set securityContext.runAsNonRoot=false")
-        if pod_non_root is not True and pod.known:
-            report((n for n, c in containers if c.get("runAsNonRoot") is None),
-                   "(or the pod) must set securityContext.runAsNonRoot=true")
-        # check_runAsUser.go
-        if pod.security.get("runAsUser") == 0:
-            problems.append("pod must not set runAsUser=0")
-        report((n for n, c in containers if c.get("runAsUser") == 0), "must not set runAsUser=0")
-    # check_seccompProfile_restricted.go: the container's profile, else the pod's.
+    pod_non_root = pod.security.get("runAsNonRoot")
     pod_seccomp = seccomp_type(pod.security)
+    problems: list[str] = []
+    if not user_namespace and pod_non_root is False:
+        problems.append("pod must not set securityContext.runAsNonRoot=false")
+    if not user_namespace and pod.security.get("runAsUser") == 0:
+        problems.append("pod must not set runAsUser=0")
     if pod_seccomp is not None and pod_seccomp not in VALID_SECCOMP:
         problems.append(f"pod must not set securityContext.seccompProfile.type to {pod_seccomp!r}")
-    report((n for n, c in containers if seccomp_type(c) not in (None, *VALID_SECCOMP)),
-           "must not set securityContext.seccompProfile.type other than RuntimeDefault or Localhost")
-    if pod_seccomp is None and pod.known:
-        report((n for n, c in containers if seccomp_type(c) is None),
-               '(or the pod) must set securityContext.seccompProfile.type to "RuntimeDefault" or "Localhost"')
+    failing: dict[str, list[str]] = {}
+    for name, c in containers:
+        found = []
+        if c.get("allowPrivilegeEscalation") is not False:  # check_allowPrivilegeEscalation.go
+            found.append("must set securityContext.allowPrivilegeEscalation=false")
+        if not drops_all(c):  # check_capabilities_restricted.go
+            found.append('must set securityContext.capabilities.drop=["ALL"]')
+        if _added_capabilities(c) - {ALLOWED_ADDED_CAPABILITY}:
+            found.append(f"must not add capabilities other than {ALLOWED_ADDED_CAPABILITY}")
+        if c.get("privileged") is True:  # check_privileged.go
+            found.append("must not set securityContext.privileged=true")
+        if c.get("procMount") not in (None, "Default"):  # check_procMount_restricted.go
+            found.append("must not set securityContext.procMount other than Default")
+        if not user_namespace:
+            # check_runAsNonRoot.go: the container's value, else the pod's; never false anywhere.
+            if c.get("runAsNonRoot") is False:
+                found.append("must not set securityContext.runAsNonRoot=false")
+            elif c.get("runAsNonRoot") is None and pod_non_root is not True and pod.known:
+                found.append("(or the pod) must set securityContext.runAsNonRoot=true")
+            if c.get("runAsUser") == 0:  # check_runAsUser.go
+                found.append("must not set runAsUser=0")
+        # check_seccompProfile_restricted.go: the container's profile, else the pod's.
+        own = seccomp_type(c)
+        if own is not None and own not in VALID_SECCOMP:
+            found.append("must not set securityContext.seccompProfile.type other than RuntimeDefault or Localhost")
+        elif own is None and pod_seccomp is None and pod.known:
+            found.append('(or the pod) must set securityContext.seccompProfile.type to "RuntimeDefault" or "Localhost"')
+        for text in found:
+            failing.setdefault(text, []).append(name)
+    for text, names in failing.items():
+        noun = "container" if len(names) == 1 else "containers"
+        problems.append(f"{noun} {', '.join(repr(n) for n in names)} {text}")
     return problems
 
 
 def _added_capabilities(context: Mapping) -> set[str]:
     capabilities = context.get("capabilities")
-    return {str(c) for c in capabilities.get("add") or []} if is_map(capabilities) else set()
+    return {str(c) for c in capabilities.get("add") or []} if _is_map(capabilities) else set()

@@ -62,6 +62,9 @@ class InjectedSecurity:
 def for_task(task: str, task_spec: Mapping, pod: psa.PodContext, injected: Sequence[str]) -> InjectedSecurity:
     """The injected steps (`injected`: their names) of pipeline task `task`."""
     template = task_spec.get("stepTemplate")
+    if not _states_security(template) and not any(_states_security(s) for s in task_spec.get("steps") or []):
+        # Nothing to follow (most tasks): only the pod can say something worth a warning.
+        return InjectedSecurity(None, {}, tuple(_identity_warnings(f"task {task!r}", [], {}, pod)))
     base = psa.container_context(template, None)
     steps = [
         (f"step-{s.get('name') or f'unnamed-{i}'}", psa.container_context(template, s))  # Tekton's StepName
@@ -72,6 +75,9 @@ def for_task(task: str, task_spec: Mapping, pod: psa.PodContext, injected: Seque
     ours = [(f"step-{name}", effective) for name in injected]
     where = f"task {task!r}"
     warnings = _identity_warnings(where, steps, effective, pod)
+    # Only a task meant for restricted is judged by it (and only such a task can pass it).
+    if not any(c.get("allowPrivilegeEscalation") is False or psa.drops_all(c) for _, c in steps):
+        return InjectedSecurity(context or None, effective, tuple(warnings))
     sidecars = [
         (f"sidecar-{s.get('name')}", psa.container_context(None, s)) for s in task_spec.get("sidecars") or [] if is_map(s)
     ]
@@ -84,7 +90,7 @@ def for_task(task: str, task_spec: Mapping, pod: psa.PodContext, injected: Seque
                 f"would not be ({'; '.join(mine)}); set these fields in the task's stepTemplate.securityContext "
                 f"so that every step, the injected ones included, has them"
             )
-    elif any(c.get("allowPrivilegeEscalation") is False or psa.drops_all(c) for _, c in steps):
+    else:
         warnings.append(
             f"{where}: its own steps are not admissible under Pod Security \"restricted\" "
             f"({'; '.join(theirs)}), so a namespace enforcing it refuses the task's Pod, wrapped or not; "
@@ -92,6 +98,10 @@ def for_task(task: str, task_spec: Mapping, pod: psa.PodContext, injected: Seque
             f"PipelineRun's taskRunTemplate.podTemplate.securityContext) and the injected steps follow"
         )
     return InjectedSecurity(context or None, effective, tuple(warnings))
+
+
+def _states_security(container: Any) -> bool:
+    return is_map(container) and bool(container.get("securityContext"))
 
 
 def for_publish(task: str, wrapped: Sequence[InjectedSecurity], pod: psa.PodContext) -> InjectedSecurity:
@@ -148,6 +158,8 @@ def _identity_warnings(
     non_root = ours.get("runAsNonRoot", pod.security.get("runAsNonRoot")) is True
     users = {name: c.get("runAsUser", pod_user) for name, c in steps}
     differ = len(set(map(str, users.values()))) > 1
+    if not (non_root and uid is None) and not (differ and uid not in (None, 0)):
+        return []
     listed = ", ".join(f"{'image user' if u is None else u} in {n!r}" for n, u in users.items())
     if non_root and uid is None:
         if publish:
