@@ -353,7 +353,7 @@ def _inject(
         if isolated:
             out["workspaces"] = [{"name": w} for w in task_workspaces]
         if security is not None:
-            out["securityContext"] = copy.deepcopy(security)
+            out["securityContext"] = _copy_tree(dict(security))
         return out
 
     fetch_name = _unique(FETCH_STEP, names)
@@ -378,7 +378,7 @@ def _publish_task(
     if requirements.volume_mounts:
         step["volumeMounts"] = [dict(copy.deepcopy(m)) for m in requirements.volume_mounts]
     if security is not None:
-        step["securityContext"] = copy.deepcopy(dict(security))
+        step["securityContext"] = _copy_tree(dict(security))
     task_spec: dict = {"steps": [step]}
     if results:
         task_spec["results"] = list(results)
