@@ -429,3 +429,16 @@ def test_a_user_namespace_relaxes_run_as_non_root_and_run_as_user_only():
                "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}}, "hostUsers": False,
                "volumes": [{"name": "h", "hostPath": {"path": "/"}}]}
     assert psa.failing_checks(subject) == {"restrictedVolumes"}
+
+
+@pytest.mark.parametrize("context", [
+    {"capabilities": {"drop": 5, "add": "SYS_ADMIN"}, "allowPrivilegeEscalation": False},
+    {"capabilities": "ALL", "seccompProfile": "RuntimeDefault", "allowPrivilegeEscalation": False},
+    {"runAsUser": "1000", "runAsNonRoot": "yes", "seLinuxOptions": [1]},
+])
+def test_malformed_security_settings_are_never_an_unexpected_error(context):
+    """Tekton's validation refuses these; the resolution must not fail with a "bug" message."""
+    docs = documents(three_tasks(lambda name: [step("a", context), step("b", HARDENED)]), {"runAsNonRoot": 1})
+    docs[1]["spec"]["taskRunSpecs"] = 7
+    out, _ = rendered(docs)
+    assert out["kind"] == "Pipeline"

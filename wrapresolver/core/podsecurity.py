@@ -62,7 +62,7 @@ def pod_context(pipelinerun: Mapping | None, task: str) -> PodContext:
     run_template = spec.get("taskRunTemplate")
     default = (run_template.get("podTemplate") if _is_map(run_template) else None) or spec.get("podTemplate")
     templates = [default] if _is_map(default) else []
-    for item in spec.get("taskRunSpecs") or []:
+    for item in as_list(spec.get("taskRunSpecs")):
         if _is_map(item) and item.get("pipelineTaskName") == task:
             own = item.get("podTemplate") or item.get("taskPodTemplate")
             if _is_map(own):
@@ -75,6 +75,11 @@ def pod_context(pipelinerun: Mapping | None, task: str) -> PodContext:
         if isinstance(template.get("hostUsers"), bool):
             host_users = template["hostUsers"]
     return PodContext(security=security, host_users=host_users, known=True)
+
+
+def as_list(value: Any) -> list:
+    """A list field, or [] for anything else (Tekton's validation refuses it)."""
+    return value if isinstance(value, list) else []
 
 
 def container_context(step_template: Any, step: Any) -> dict:
@@ -100,7 +105,7 @@ def merge(base: Mapping, over: Mapping) -> dict:
 
 def drops_all(context: Mapping) -> bool:
     capabilities = context.get("capabilities")
-    return _is_map(capabilities) and "ALL" in (capabilities.get("drop") or [])
+    return _is_map(capabilities) and "ALL" in _strings(capabilities.get("drop"))
 
 
 def seccomp_type(context: Mapping | None) -> str | None:
@@ -161,4 +166,9 @@ def restricted_problems(containers: Sequence[tuple[str, Mapping]], pod: PodConte
 
 def _added_capabilities(context: Mapping) -> set[str]:
     capabilities = context.get("capabilities")
-    return {str(c) for c in capabilities.get("add") or []} if _is_map(capabilities) else set()
+    return set(_strings(capabilities.get("add"))) if _is_map(capabilities) else set()
+
+
+def _strings(value: Any) -> list[str]:
+    """A list field as strings; anything else (Tekton's validation refuses it) as empty."""
+    return [str(v) for v in value] if isinstance(value, list) else []

@@ -62,13 +62,13 @@ class InjectedSecurity:
 def for_task(task: str, task_spec: Mapping, pod: psa.PodContext, injected: Sequence[str]) -> InjectedSecurity:
     """The injected steps (`injected`: their names) of pipeline task `task`."""
     template = task_spec.get("stepTemplate")
-    if not _states_security(template) and not any(_states_security(s) for s in task_spec.get("steps") or []):
+    if not _states_security(template) and not any(_states_security(s) for s in psa.as_list(task_spec.get("steps"))):
         # Nothing to follow (most tasks): only the pod can say something worth a warning.
         return InjectedSecurity(None, {}, tuple(_identity_warnings(f"task {task!r}", [], {}, pod)))
     base = psa.container_context(template, None)
     steps = [
         (f"step-{s.get('name') or f'unnamed-{i}'}", psa.container_context(template, s))  # Tekton's StepName
-        for i, s in enumerate(task_spec.get("steps") or []) if is_map(s) and "ref" not in s
+        for i, s in enumerate(psa.as_list(task_spec.get("steps"))) if is_map(s) and "ref" not in s
     ]
     context = _needed(_shared([c for _, c in steps]), base)
     effective = psa.merge(base, context)
@@ -79,7 +79,7 @@ def for_task(task: str, task_spec: Mapping, pod: psa.PodContext, injected: Seque
     if not any(c.get("allowPrivilegeEscalation") is False or psa.drops_all(c) for _, c in steps):
         return InjectedSecurity(context or None, effective, tuple(warnings))
     sidecars = [
-        (f"sidecar-{s.get('name')}", psa.container_context(None, s)) for s in task_spec.get("sidecars") or [] if is_map(s)
+        (f"sidecar-{s.get('name')}", psa.container_context(None, s)) for s in psa.as_list(task_spec.get("sidecars")) if is_map(s)
     ]
     theirs = psa.restricted_problems(steps + sidecars, pod)
     if not theirs:
