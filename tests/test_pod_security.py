@@ -262,8 +262,19 @@ def test_steps_differing_in_user_under_run_as_non_root_without_a_pod_user_are_wa
     assert any("'wrap-publish'" in w and "set runAsUser" in w for w in warnings), warnings
 
 
-def test_steps_differing_in_user_with_a_pod_user_are_warned_that_restored_files_belong_to_that_user():
-    _, warnings = rendered(documents(three_tasks(CASES["differing-users-pod-user"][0]), RESTRICTED_POD))
+@pytest.mark.parametrize("shape", ["v1", "v1beta1", "v1beta1-task-pod-template"])
+def test_steps_differing_in_user_with_a_pod_user_are_warned_that_restored_files_belong_to_that_user(shape):
+    docs = documents(three_tasks(CASES["differing-users-pod-user"][0]), RESTRICTED_POD)
+    if shape != "v1":  # v1beta1 names the run's pod template `podTemplate`, a task's `taskPodTemplate`
+        spec = docs[1]["spec"]
+        docs[1]["apiVersion"] = "tekton.dev/v1beta1"
+        template = spec.pop("taskRunTemplate")["podTemplate"]
+        if shape == "v1beta1":
+            spec["podTemplate"] = template
+        else:
+            spec["taskRunSpecs"] = [{"pipelineTaskName": t, "taskPodTemplate": template}
+                                    for t in ("make", "left", "right")]
+    _, warnings = rendered(docs)
     make = [w for w in warnings if w.startswith("task 'make'")]
     assert len(make) == 1, warnings
     for words in ("different users", "1000 in 'step-a'", "2000 in 'step-b'", "run as 1000", "belongs to 1000",
