@@ -171,8 +171,9 @@ def _identity_warnings(
         unseen = "" if pod.known else " (the PipelineRun was not seen: ignore this if its pod template sets runAsUser)"
         fix = ("the PipelineRun's taskRunTemplate.podTemplate.securityContext" if publish else
                "the task's stepTemplate.securityContext or in the PipelineRun's taskRunTemplate.podTemplate.securityContext")
+        subject = "its step" if publish else "the injected steps"
         return [
-            f"{where}: the injected steps must run as non-root (runAsNonRoot) but nothing says which user: "
+            f"{where}: {subject} must run as non-root (runAsNonRoot) but nothing says which user: "
             f"{why}, and the step image's default user is root, so the kubelet would refuse to start them; "
             f"set runAsUser in {fix}{unseen}"
         ]
