@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Time and answer size of planning and rewriting large generated Pipelines.
 
-    python bench/rewrite.py [--rounds 3] [--seed 1] [--case chain-2000-1 ...]
+    python bench/rewrite.py [--rounds 3] [--seed 1] [--case chain-2000-1 ...] [--restricted]
 
 Each case is a generated Pipeline, `<shape>-<tasks>-<workspaces>`:
 - `chain`: task i runs after task i-1;
@@ -17,6 +17,13 @@ figures mean when other work shares the cores), the answer's size, its bytes per
 what the rewrite added per task (against the input Pipeline as the same JSON), whether a
 ResolutionRequest could hold it, and, untimed, the size of the same answer as block YAML
 (what `wrapresolver render` prints).
+
+`--restricted` gives every task a second step and both steps the settings Pod Security
+"restricted" needs, differing between them (one has a read-only root), and the request a
+PipelineRun whose pod template sets `runAsNonRoot` and `seccompProfile`: the most work the
+injected steps' securityContext takes (core/stepsecurity.py). The column "securityContext"
+is the CPU time of deciding it for every task alone (median of the rounds, included in the
+time above; "-" for a version without core/stepsecurity.py).
 """
 
 from __future__ import annotations
@@ -36,7 +43,13 @@ from wrapresolver.resolve import check_answer_size, to_json, to_yaml
 CASES = [f"{shape}-{tasks}-{ws}" for shape in ("chain", "random") for tasks in (200, 2000) for ws in (1, 5)]
 
 
-def generate(shape: str, tasks: int, workspaces: int, seed: int) -> dict:
+HARDENED = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsUser": 1000}
+RESTRICTED_RUN = {"apiVersion": "tekton.dev/v1", "kind": "PipelineRun", "metadata": {"name": "bench"}, "spec": {
+    "taskRunTemplate": {"podTemplate": {"securityContext": {"runAsNonRoot": True,
+                                                            "seccompProfile": {"type": "RuntimeDefault"}}}}}}
+
+
+def generate(shape: str, tasks: int, workspaces: int, seed: int, restricted: bool = False) -> dict:
     rng = random.Random(seed)
     names = [f"ws{i}" for i in range(workspaces)]
     out = []
@@ -63,6 +76,10 @@ def generate(shape: str, tasks: int, workspaces: int, seed: int) -> dict:
             "workspaces": [{"name": w, "readOnly": rng.random() < 0.33} for w in bound],
             "steps": [{"name": "work", "image": "alpine", "script": f"echo {i} > $(results.out.path)"}],
         }
+        if restricted:
+            t["taskSpec"]["steps"][0]["securityContext"] = dict(HARDENED)
+            t["taskSpec"]["steps"].append({"name": "check", "image": "alpine", "script": "true",
+                                           "securityContext": {**HARDENED, "readOnlyRootFilesystem": True}})
         out.append(t)
     final = [
         {"name": f"final{j}", "workspaces": [{"name": names[j % workspaces], "workspace": names[j % workspaces]}],
@@ -77,15 +94,16 @@ def generate(shape: str, tasks: int, workspaces: int, seed: int) -> dict:
     }
 
 
-def run_case(case: str, rounds: int, seed: int) -> dict:
+def run_case(case: str, rounds: int, seed: int, restricted: bool = False) -> dict:
     shape, tasks, workspaces = case.split("-")
-    pipeline = generate(shape, int(tasks), int(workspaces), seed)
+    pipeline = generate(shape, int(tasks), int(workspaces), seed, restricted)
     names = tuple(w["name"] for w in pipeline["spec"]["workspaces"])
     backend = get_backend("file")
     request = WrapRequest(
         pipelineref=PipelineRef(name="big"), workspaces=names,
         target="file:///srv/ci/$(context.pipelineRun.name)-<<workspace>>", backend="file",
-        context=RunContext(name="bench", namespace="ci", uid="0000-bench"),
+        context=RunContext(name="bench", namespace="ci", uid="0000-bench",
+                           pipelinerun=RESTRICTED_RUN if restricted else None),
     )
     times, cpu = [], []
     data = b""
@@ -96,6 +114,7 @@ def run_case(case: str, rounds: int, seed: int) -> dict:
             data = to_json(out)
         times.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
+    security = _security_cpu(pipeline, request.context.pipelinerun, rounds)
     try:
         check_answer_size(data, "big")
         fits = "yes"
@@ -108,8 +127,24 @@ def run_case(case: str, rounds: int, seed: int) -> dict:
         "case": case, "median": statistics.median(times), "max": max(times), "cpu": statistics.median(cpu),
         "bytes": len(data),
         "per_task": len(data) / count, "added_per_task": (len(data) - given) / count, "fits": fits,
-        "yaml": as_yaml,
+        "yaml": as_yaml, "security": security,
     }
+
+
+def _security_cpu(pipeline: dict, run: dict | None, rounds: int) -> float | None:
+    try:
+        from wrapresolver.core import podsecurity, stepsecurity
+    except ImportError:  # a version before it
+        return None
+    tasks = pipeline["spec"]["tasks"] + pipeline["spec"]["finally"]
+    cpu = []
+    for _ in range(rounds):
+        start = time.process_time()
+        for t in tasks:
+            stepsecurity.for_task(t["name"], t["taskSpec"], podsecurity.pod_context(run, t["name"]),
+                                  ["wrap-fetch", "wrap-store"])
+        cpu.append(time.process_time() - start)
+    return statistics.median(cpu)
 
 
 def main() -> None:
@@ -117,16 +152,19 @@ def main() -> None:
     parser.add_argument("--case", action="append", choices=CASES, help="one case (repeatable); default: all")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--restricted", action="store_true", help="steps hardened for Pod Security restricted")
     args = parser.parse_args()
-    print(f"seed {args.seed}, {args.rounds} rounds; time = rewrite_pipeline + JSON of the answer")
+    print(f"seed {args.seed}, {args.rounds} rounds{', restricted' if args.restricted else ''}; "
+          f"time = rewrite_pipeline + JSON of the answer")
     print("| case | median | max | CPU (median) | answer | bytes/task | added by the rewrite/task "
-          "| fits a ResolutionRequest | as YAML |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| fits a ResolutionRequest | as YAML | securityContext (CPU) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for case in args.case or CASES:
-        r = run_case(case, args.rounds, args.seed)
+        r = run_case(case, args.rounds, args.seed, args.restricted)
         print(f"| {r['case']} | {r['median'] * 1000:.0f} ms | {r['max'] * 1000:.0f} ms | {r['cpu'] * 1000:.0f} ms | "
               f"{r['bytes'] / 1024:.0f} KiB | {r['per_task']:.0f} | {r['added_per_task']:.0f} | {r['fits']} | "
-              f"{r['yaml'] / 1024:.0f} KiB |",
+              f"{r['yaml'] / 1024:.0f} KiB | "
+              f"{'-' if r['security'] is None else format(r['security'] * 1000, '.0f') + ' ms'} |",
               flush=True)
 
 

@@ -91,13 +91,18 @@ def render(
     config: Mapping[str, str] | None = None,
     output: str = "yaml",
     uid: str = "",
+    warnings: list[str] | None = None,
 ) -> bytes:
     """The rewritten Pipeline as YAML bytes; raises `WrapError` like the controller would.
 
     The resolver answers compact JSON; `output="json"` gives those exact bytes, the default
-    the same object as YAML, key order kept, which is what a person reads and diffs.
+    the same object as YAML, key order kept, which is what a person reads and diffs. The
+    resolution's warnings are appended to `warnings` when given.
     """
-    return render_with_warnings(documents, origins, params=params, config=config, output=output, uid=uid)[0]
+    data, said = render_with_warnings(documents, origins, params=params, config=config, output=output, uid=uid)
+    if warnings is not None:
+        warnings.extend(said)
+    return data
 
 
 def render_with_warnings(

@@ -104,9 +104,10 @@ async def resolve(
     checks.check_task_bindings(pipeline, task_objects)
 
     # No await inside: no other request runs while the collector is off.
+    warnings: list[str] = []
     with paused_gc():
         try:
-            rewritten = rewrite.rewrite_pipeline(pipeline, task_objects, request, workspaces, backend)
+            rewritten = rewrite.rewrite_pipeline(pipeline, task_objects, request, workspaces, backend, warnings)
         except WrapError:
             raise
         except Exception as exc:
@@ -125,6 +126,7 @@ async def resolve(
         ANNOTATION_WORKSPACES: ",".join(workspaces),
         ANNOTATION_BACKEND: request.backend,
     }
+    notices += [checks.Notice(checks.REASON_POD_SECURITY, warning) for warning in warnings]
     return Resolution(data=data, annotations=annotations, ref_source=ref_source, warnings=tuple(notices))
 
 

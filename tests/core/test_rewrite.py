@@ -191,6 +191,17 @@ def test_step_template_security_context_is_inherited_not_overridden():
         assert step["securityContext"] == {"runAsUser": 65532}
 
 
+def test_restricted_injected_steps_get_what_every_step_has_and_the_step_template_does_not_give():
+    out = rendered("restricted")
+    t = tasks_of(out)
+    for step in wrap_steps(t["build"]):  # allowPrivilegeEscalation comes from the stepTemplate
+        assert step["securityContext"] == {"capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+    for step in wrap_steps(t["test"]):
+        assert step["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    (publish,) = t["wrap-publish"]["taskSpec"]["steps"]  # seccomp: only build's steps state one; the pod's applies
+    assert publish["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
 def test_matrix_task_may_read_a_wrapped_workspace():
     t = tasks_of(rendered("matrix-readonly"))
     assert [s["name"] for s in wrap_steps(t["test"])] == ["wrap-fetch"]

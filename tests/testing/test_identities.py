@@ -219,3 +219,25 @@ def test_under_run_as_non_root_without_any_run_as_user_the_root_step_image_is_re
                     target, run_dir, foreign_python, pod_security_context={"runAsNonRoot": True})
     assert result.tasks["make"].status != SUCCEEDED
     assert "runAsNonRoot and image will run as root (container: wrap-fetch)" in result.tasks["make"].log
+
+
+def test_steps_hardened_differently_but_sharing_one_user_get_injected_steps_as_that_user(
+        target, run_dir, foreign_python):
+    """Restricted-style steps rarely have identical securityContexts (one binds a low port,
+    one has a read-only root): the user they share is still the task's, and the injected
+    steps run as it, so they start under runAsNonRoot and what they restore is the task's."""
+    hardened = {"runAsUser": 1000, "runAsGroup": 1000, "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"]}}
+    change = {"name": "change", "spec": {"steps": [
+        {**step("edit", CHANGE), "securityContext": {**hardened, "readOnlyRootFilesystem": True}},
+        {**step("list", "ls -la >/dev/null\n"),
+         "securityContext": {**hardened, "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}}},
+    ]}}
+    result, rewritten = run(pipeline({"name": "make", "spec": {"steps": [step("s", WRITE, user=2000)]}}, change,
+                                     {"name": "check", "spec": {"steps": [step("s", CHECK, user=1000)]}}),
+                            target, run_dir, foreign_python, pod_security_context={"runAsNonRoot": True})
+    assert result.status == SUCCEEDED, result.log()
+    for s in injected(rewritten, "change"):
+        assert s["securityContext"] == {"runAsUser": 1000, "runAsGroup": 1000, "allowPrivilegeEscalation": False,
+                                        "capabilities": {"drop": ["ALL"]}}
+    assert {uid for uid, _, _ in owners(result.tasks["check"].workspaces["src"]).values()} == {1000}

@@ -38,6 +38,8 @@ from wrapresolver.errors import RewriteError
 REASON_VOLUME_BOUND = "WrappedWorkspaceOnVolume"
 REASON_UNKNOWN_CONFIG = "UnknownConfigKey"
 REASON_UNDECLARED_BINDING = "UndeclaredTaskWorkspace"
+REASON_POD_SECURITY = "PodSecurityRestricted"
+"""An injected step, or the task itself, would not be admitted under Pod Security `restricted`."""
 
 
 @dataclass(frozen=True)

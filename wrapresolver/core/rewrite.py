@@ -12,7 +12,7 @@ For every pipeline task that binds a wrapped workspace:
 
 When no producer's store can publish the final state to the user's exact target, a
 `finally` task `wrap-publish` does it (see plan.py for who publishes). Embedding Tasks is inline.py's; the results the
-injected steps report for Tekton Chains are results.py's.
+injected steps report for Tekton Chains are results.py's; the injected steps' `securityContext` is stepsecurity.py's.
 
 Everything else in the Pipeline comes out exactly as it went in, key order included.
 """
@@ -25,10 +25,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from wrapresolver.core import inline, results
+from wrapresolver.core import inline, results, stepsecurity
 from wrapresolver.core import plan as planning
 from wrapresolver.core.backend import Backend
 from wrapresolver.core.params import WrapRequest, base_of
+from wrapresolver.core.podsecurity import pod_context
 from wrapresolver.core.stepspec import STATE_DIR, WorkspaceTransfer
 from wrapresolver.core.template import expand_target, run_id
 from wrapresolver.core.values import StepRequirements
@@ -61,11 +62,13 @@ def rewrite_pipeline(
     request: WrapRequest,
     workspaces: Sequence[str],
     backend: Backend,
+    warnings: list[str] | None = None,
 ) -> dict:
     """The rewritten Pipeline. `task_objects` maps pipeline task names to fetched Task objects.
 
     Four phases: inline and find the wrapped bindings, plan each workspace, inject the
-    steps, add the publish task where no store step can publish.
+    steps, add the publish task where no store step can publish. What the answer cannot
+    make work but Tekton would accept (see stepsecurity.py) is appended to `warnings`.
     """
     out = _copy_tree(dict(pipeline))
     spec = out["spec"]
@@ -75,8 +78,12 @@ def rewrite_pipeline(
     plans = _plan_workspaces(spec, dag, workspaces, task_bindings)
     transfers = _Transfers.of(request, workspaces, plans)
     requirements = backend.step_requirements(request.options)
-    _inject_steps(spec, task_bindings, plans, transfers, request.step_image, requirements)
-    _add_publish_task(spec, workspaces, plans, transfers, request.step_image, requirements)
+    run = request.context.pipelinerun
+    security = _inject_steps(spec, task_bindings, plans, transfers, request.step_image, requirements, run)
+    publisher = _add_publish_task(spec, workspaces, plans, transfers, request.step_image, requirements,
+                                  list(security.values()), run)
+    if warnings is not None:
+        warnings.extend(w for s in [*security.values(), *([publisher] if publisher else [])] for w in s.warnings)
     return out
 
 
@@ -202,17 +209,25 @@ def _inject_steps(
     transfers: _Transfers,
     image: str,
     requirements: StepRequirements,
-) -> None:
-    """Phase 3: a fetch step first in every consumer, a store step last in every producer."""
+    run: Mapping | None = None,
+) -> dict[str, stepsecurity.InjectedSecurity]:
+    """Phase 3: a fetch step first in every consumer, a store step last in every producer.
+
+    Returns each task's injected securityContext (for the publish task, and its warnings)."""
     by_name = {str(t.get("name")): t for t in planning.all_tasks(spec)}
+    security: dict[str, stepsecurity.InjectedSecurity] = {}
     for task, found in task_bindings.items():
         fetches = [transfers.fetch(b, task) for b in found]
         stores = [transfers.store(b, task) for b in found if task in plans[b.workspace].graph]  # graph: by producer
         if not by_name[task].get("matrix"):  # a matrixed task may only have string results
             fetches, stores = results.declare_results(by_name[task]["taskSpec"], fetches, stores)
-        _inject(by_name[task]["taskSpec"], fetches, stores, [b.task_workspace for b in found], image, requirements)
+        names = [FETCH_STEP, STORE_STEP] if stores else [FETCH_STEP]
+        security[task] = stepsecurity.for_task(task, by_name[task]["taskSpec"], pod_context(run, task), names)
+        _inject(by_name[task]["taskSpec"], fetches, stores, [b.task_workspace for b in found], image, requirements,
+                security[task].context)
         for b in found:
             b.declaration.pop("readOnly", None)
+    return security
 
 
 def _add_publish_task(
@@ -222,18 +237,23 @@ def _add_publish_task(
     transfers: _Transfers,
     image: str,
     requirements: StepRequirements,
-) -> None:
-    """Phase 4: publish the final state where no store step can."""
+    wrapped: Sequence[stepsecurity.InjectedSecurity] = (),
+    run: Mapping | None = None,
+) -> stepsecurity.InjectedSecurity | None:
+    """Phase 4: publish the final state where no store step can; its step's securityContext
+    is what the `wrapped` tasks' injected steps share."""
     needing = [ws for ws in workspaces if plans[ws].needs_publish_task]
     if not needing:
-        return
+        return None
     task_name = _unique(PUBLISH_TASK, {str(t.get("name")) for t in planning.all_tasks(spec)})
+    publisher = stepsecurity.for_publish(task_name, wrapped, pod_context(run, task_name))
     publishing = [transfers.publish(ws, task_name) for ws in needing]
     declared: dict = {}
     _, publishing = results.declare_results(declared, [], publishing, publish_task=True)
     spec.setdefault("finally", []).append(
-        _publish_task(task_name, publishing, image, requirements, declared.get("results"))
+        _publish_task(task_name, publishing, image, requirements, declared.get("results"), publisher.context)
     )
+    return publisher
 
 
 # ---- bindings ----
@@ -293,6 +313,7 @@ def _inject(
     task_workspaces: Sequence[str],
     image: str,
     requirements: StepRequirements,
+    security: Mapping | None = None,
 ) -> None:
     steps = task_spec.setdefault("steps", [])
     names = {str(s.get("name")) for s in steps if planning.is_map(s) and s.get("name")}
@@ -308,7 +329,6 @@ def _inject(
         if volume.get("name") not in volume_names:
             volumes.append(dict(copy.deepcopy(volume)))
     isolated = _uses_isolated_workspaces(task_spec)
-    security = _shared_security_context(task_spec)
 
     # The step command's default state dir and the image's own working directory need no
     # words; `/` is written only against a stepTemplate `workingDir` (it may name a directory
@@ -333,7 +353,7 @@ def _inject(
         if isolated:
             out["workspaces"] = [{"name": w} for w in task_workspaces]
         if security is not None:
-            out["securityContext"] = copy.deepcopy(security)
+            out["securityContext"] = _copy_tree(dict(security))
         return out
 
     fetch_name = _unique(FETCH_STEP, names)
@@ -346,6 +366,7 @@ def _inject(
 def _publish_task(
     name: str, specs: Sequence[WorkspaceTransfer], image: str, requirements: StepRequirements,
     results: Sequence[Mapping] | None = None,
+    security: Mapping | None = None,
 ) -> dict:
     args = ["publish"]
     for s in specs:
@@ -356,6 +377,8 @@ def _publish_task(
         step["env"] = [dict(copy.deepcopy(e)) for e in requirements.env]
     if requirements.volume_mounts:
         step["volumeMounts"] = [dict(copy.deepcopy(m)) for m in requirements.volume_mounts]
+    if security is not None:
+        step["securityContext"] = _copy_tree(dict(security))
     task_spec: dict = {"steps": [step]}
     if results:
         task_spec["results"] = list(results)
@@ -388,24 +411,6 @@ def _mount_paths(task_spec: Mapping) -> set[str]:
 def _uses_isolated_workspaces(task_spec: Mapping) -> bool:
     containers = list(task_spec.get("steps") or []) + list(task_spec.get("sidecars") or [])
     return any(planning.is_map(c) and c.get("workspaces") for c in containers)
-
-
-def _shared_security_context(task_spec: Mapping) -> Mapping | None:
-    """The securityContext every user step has, when the stepTemplate does not set one.
-
-    Files the fetch step writes must belong to the user the task's steps run as. With a
-    stepTemplate securityContext our steps inherit it; without, copy the one all steps share.
-    """
-    template = task_spec.get("stepTemplate")
-    if isinstance(template, Mapping) and template.get("securityContext"):
-        return None
-    contexts = [
-        s.get("securityContext") for s in task_spec.get("steps") or []
-        if isinstance(s, Mapping) and "ref" not in s
-    ]
-    if contexts and all(c == contexts[0] for c in contexts) and contexts[0]:
-        return contexts[0]
-    return None
 
 
 # ---- helpers ----
