@@ -49,7 +49,7 @@ def documents(tasks: list[dict], pod: dict | None = None, task_pods: dict[str, d
     pipeline = {"apiVersion": "tekton.dev/v1", "kind": "Pipeline", "metadata": {"name": "ci"},
                 "spec": {"workspaces": [{"name": "src"}], "tasks": tasks}}
     run: dict[str, Any] = {
-        "apiVersion": "tekton.dev/v1", "kind": "PipelineRun", "metadata": {"name": "ci-run", "uid": "u-1"},
+        "apiVersion": "tekton.dev/v1", "kind": "PipelineRun", "metadata": {"name": "ci-run"},
         "spec": {"pipelineRef": {"resolver": "wrap", "params": [
             {"name": "pipelineref", "value": "ci"}, {"name": "workspaces", "value": "src"},
             {"name": "target", "value": "oci://registry.example/ci/<<workspace>>"}]},
@@ -394,7 +394,7 @@ def test_corpus_pipelines_hardened_for_restricted_are_admitted_wrapped_wherever_
         spec["pipelineRef"] = {"resolver": "wrap", "params": [
             {"name": "pipelineref", "value": pipeline["metadata"]["name"]},
             {"name": "workspaces", "value": ",".join(wrap)}, {"name": "target", "value": "file:///srv/<<workspace>>"}]}
-        wrap_run = {"apiVersion": "tekton.dev/v1", "kind": "PipelineRun", "metadata": {"name": "r", "uid": "u"},
+        wrap_run = {"apiVersion": "tekton.dev/v1", "kind": "PipelineRun", "metadata": {"name": "r"},
                     "spec": spec}
         try:
             out, _ = rendered([pipeline, wrap_run] + tasks)
