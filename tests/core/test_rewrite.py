@@ -218,8 +218,8 @@ def test_fill_mount_path_avoids_a_path_the_task_already_mounts():
     scan["steps"][0]["volumeMounts"] = [{"name": "tools", "mountPath": "/wrap-fill/src"}]
     out = yaml.safe_load(render(docs))
     t = tasks_of(out)
-    assert fetch_of(t["scan"]).fill == "/wrap-fill/src-2"
-    assert {"name": "$(workspaces.src.volume)", "mountPath": "/wrap-fill/src-2"} in wrap_steps(t["scan"])[0]["volumeMounts"]
+    assert fetch_of(t["scan"]).fill == "/wrap-fill-2/src"
+    assert {"name": "$(workspaces.src.volume)", "mountPath": "/wrap-fill-2/src"} in wrap_steps(t["scan"])[0]["volumeMounts"]
     assert tekton_rules.problems(out) == []
 
 
@@ -540,3 +540,18 @@ def test_many_workspaces_in_one_task_stay_within_the_results_budget_outputs_firs
     written = [n for s in stores for n in result_names(s)]
     read = [n for s in fetches for n in result_names(s)]
     assert len(written) >= len(read)  # outputs are granted first
+
+
+@pytest.mark.parametrize("mounted, fill", [
+    ("/wrap-fill", "/wrap-fill-2/src"),
+    ("/", "/wrap-fill/src"),
+    ("/wrap-fill/src/cache", "/wrap-fill-2/src"),
+    ("/wrap-fill-2", "/wrap-fill/src"),  # a sibling, not a parent
+])
+def test_fill_mount_is_never_inside_or_around_another_mount_of_the_task(mounted, fill):
+    docs = documents("readonly")
+    pipeline = next(d for d in docs if d["kind"] == "Pipeline")
+    scan = pipeline["spec"]["tasks"][1]["taskSpec"]
+    scan["volumes"] = [{"name": "tools", "emptyDir": {}}]
+    scan["steps"][0]["volumeMounts"] = [{"name": "tools", "mountPath": mounted}]
+    assert fetch_of(tasks_of(yaml.safe_load(render(docs)))["scan"]).fill == fill

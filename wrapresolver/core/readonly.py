@@ -42,15 +42,29 @@ def take_binding_read_only(binding: Mapping, declaration: MutableMapping) -> boo
 
 
 def fill_paths(task_workspaces: Iterable[str], taken: set[str]) -> dict[str, str]:
-    """Task workspace -> where the fetch step mounts its volume writable: a path not in `taken`."""
+    """Task workspace -> where the fetch step mounts its volume writable.
+
+    Neither a path in `taken` nor inside one nor around one: a mount nested in another
+    volume's mount would depend on the order the runtime mounts them in.
+    """
     fills: dict[str, str] = {}
     for ws in task_workspaces:
         path, n = f"{FILL_DIR}/{ws}", 2
-        while path in taken:
-            path, n = f"{FILL_DIR}/{ws}-{n}", n + 1
+        while _overlaps(path, taken):  # ends: each try has a parent of its own, `taken` is finite
+            path, n = f"{FILL_DIR}-{n}/{ws}", n + 1
         taken.add(path)
         fills[ws] = path
     return fills
+
+
+def _overlaps(path: str, taken: Iterable[str]) -> bool:
+    for other in taken:
+        other = "/" + other.strip("/")
+        if other == "/":  # no container mounts a volume over its root
+            continue
+        if path == other or path.startswith(other + "/") or other.startswith(path + "/"):
+            return True
+    return False
 
 
 def fill_mount(task_workspace: str, path: str) -> dict:
