@@ -7,7 +7,9 @@ a cluster; the data comes through a real registry.
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.fixtures.identities import ForeignPython, shared_dir
+from tests.fixtures.identities import NOBODY_UID, ForeignPython, shared_dir
 from wrapresolver.render import render
 from wrapresolver.testing.executor import FAILED, SKIPPED, SUCCEEDED, LocalExecutor, PipelineRunResult
 
@@ -194,3 +196,24 @@ def test_executor_mounts_a_read_only_workspace_read_only_and_its_volume_where_a_
     assert "[read] exit 0" not in only.log and "written-here: Read-only file system" in only.log, only.log
     assert (only.workspaces["in"] / "seen").read_text() == "via-volume\n"
     assert not (only.workspaces["in"] / "written-here").exists()
+
+
+def test_executor_not_running_as_root_still_mounts_read_only_in_a_user_namespace(
+        run_dir: Path, foreign_python: ForeignPython) -> None:
+    probe = subprocess.run(["unshare", "--map-root-user", "--mount", "true"], user=NOBODY_UID, group=NOBODY_UID,
+                           extra_groups=[], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"unprivileged user namespaces are not available here: {probe.stderr.strip()}")
+    (run_dir / "pipeline.yaml").write_text(PLAIN)
+    code = (
+        "import sys, yaml; from pathlib import Path; from wrapresolver.testing.executor import LocalExecutor\n"
+        "root = Path(sys.argv[1])\n"
+        "r = LocalExecutor(yaml.safe_load((root / 'pipeline.yaml').read_text()), workdir=root / 'run').run()\n"
+        "print(r.tasks['only'].log)\n"
+    )
+    done = subprocess.run([*foreign_python.argv, "-c", code, str(run_dir)], user=NOBODY_UID, group=NOBODY_UID,
+                          extra_groups=[], env={"PATH": os.environ["PATH"]}, cwd="/", capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "[through-the-volume] exit 0" in done.stdout, done.stdout
+    assert "written-here: Read-only file system" in done.stdout, done.stdout
