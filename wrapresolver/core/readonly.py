@@ -31,9 +31,11 @@ def take_binding_read_only(binding: Mapping, declaration: MutableMapping) -> boo
     """Whether the task workspace is read-only; a binding's `readOnly: true` moves onto the declaration.
 
     Tekton's pipeline task bindings have no `readOnly` (`WorkspacePipelineTaskBinding`:
-    name, workspace, subPath) and drop it without a word. The author's intent is plain, so
-    it is made the embedded declaration's, which Tekton honours, and removed from the
-    binding (the rewrite's own copy), which then has only Tekton's fields.
+    name, workspace, subPath): the API server prunes it from a Pipeline stored in the
+    cluster, and Tekton drops it without a word from a resolver's answer. Where it reaches
+    the resolver (git, bundles, render) the author's intent is plain, so it is made the
+    embedded declaration's, which Tekton honours, and removed from the binding (the
+    rewrite's own copy), which then has only Tekton's fields.
     """
     if binding.get("readOnly") is True and isinstance(binding, MutableMapping):
         del binding["readOnly"]

@@ -269,6 +269,9 @@ class LocalExecutor:
             name = decl["name"]
             volume = _emptydir(root / "workspaces" / name)
             sub_path = _substitute(str((bindings.get(name) or {}).get("subPath") or ""), pipeline_vars).strip("/")
+            if ".." in sub_path.split("/"):
+                raise ValueError(f"task {task['name']!r}: workspace {name!r} has subPath {sub_path!r}, "
+                                 f"which Kubernetes refuses (no '..')")
             ws = _emptydir(volume / sub_path) if sub_path else volume  # the volume is mounted at its subPath
             run.workspaces[name] = ws
             variables[f"workspaces.{name}.path"] = str(ws)
