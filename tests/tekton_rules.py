@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 TASK_REF = re.compile(r"\$\(tasks\.([^.)\s]+)\.")
 WS_REF = re.compile(r"\$\(workspaces\.([^.)\s]+)\.(path|bound|claim|volume)\)")
+WS_VOLUME = re.compile(r"\$\(workspaces\.([^.)\s]+)\.volume\)")
+"""A step's name for a workspace's generated pod volume (Tekton substitutes it in volumeMounts)."""
 RESULT_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 RESULT_PATH = re.compile(r"\$\(results\.([^.)\s]+)\.path\)")
 
@@ -106,6 +108,9 @@ def task_spec_problems(spec: Mapping, ptask: Mapping, pipeline_workspaces: set =
                 out.append(f"volumeMount {m.get('name')!r} names no volume of the task")
             if mp in paths:
                 out.append(f"volumeMount {mp} clashes with a workspace mountPath")
+            volume_of = WS_VOLUME.fullmatch(str(m.get("name", "")))
+            if volume_of and volume_of.group(1) not in declared:
+                out.append(f"volumeMount names the volume of {volume_of.group(1)!r}, which the task does not declare")
     for s in steps:
         if "ref" in s:
             for forbidden in ("image", "command", "args", "script", "workingDir", "env", "volumeMounts"):

@@ -141,12 +141,93 @@ def test_finally_writer_sees_the_dag_and_publishes():
     assert "wrap-publish" not in t
 
 
-def test_read_only_workspace_is_fetched_writable_and_never_stored():
+def test_read_only_workspace_stays_read_only_and_is_never_stored():
     t = tasks_of(rendered("readonly"))
     decl = t["scan"]["taskSpec"]["workspaces"][0]
-    assert decl == {"name": "src", "description": "Scanned, never changed."}
+    assert decl == {"name": "src", "readOnly": True, "description": "Scanned, never changed."}
     assert [s["name"] for s in wrap_steps(t["scan"])] == ["wrap-fetch"]
     assert store_of(t["write"]).publish  # the only producer
+
+
+def test_fetch_fills_a_read_only_workspace_through_a_writable_mount_of_its_volume_only_it_has():
+    t = tasks_of(rendered("readonly"))
+    fetch_step, *user_steps = t["scan"]["taskSpec"]["steps"]
+    spec = fetch_of(t["scan"])
+    assert spec.path == "$(workspaces.src.path)"  # the read-only view the task sees
+    assert spec.fill == "/wrap-fill/src"
+    assert {"name": "$(workspaces.src.volume)", "mountPath": "/wrap-fill/src"} in fetch_step["volumeMounts"]
+    assert "$(workspaces" not in json.dumps([s.get("volumeMounts") for s in user_steps])
+    assert "stepTemplate" not in t["scan"]["taskSpec"]
+    assert fetch_of(t["write"]).fill == ""  # a writable workspace is fetched where it is mounted
+
+
+def test_read_only_pipeline_task_binding_makes_the_workspace_read_only():
+    docs = documents("readonly")
+    pipeline = next(d for d in docs if d["kind"] == "Pipeline")
+    scan = pipeline["spec"]["tasks"][1]
+    scan["taskSpec"]["workspaces"][0].pop("readOnly")
+    scan["workspaces"] = [{"name": "src", "workspace": "src", "readOnly": True}]
+    out = yaml.safe_load(render(docs))
+    t = tasks_of(out)
+    assert t["scan"]["taskSpec"]["workspaces"][0]["readOnly"] is True
+    assert t["scan"]["workspaces"] == [{"name": "src", "workspace": "src"}]  # not a field Tekton keeps
+    assert fetch_of(t["scan"]).fill == "/wrap-fill/src"
+    assert store_of(t["scan"]) is None and store_of(t["write"]).publish
+    assert tekton_rules.problems(out) == []
+
+
+def test_read_only_pipeline_task_binding_lets_a_matrix_task_read_a_wrapped_workspace():
+    docs = documents("matrix-readonly")
+    pipeline = next(d for d in docs if d["kind"] == "Pipeline")
+    test = pipeline["spec"]["tasks"][1]
+    test["taskSpec"]["workspaces"] = [{"name": "src"}]
+    test["workspaces"] = [{"name": "src", "workspace": "src", "readOnly": True}]
+    t = tasks_of(yaml.safe_load(render(docs)))
+    assert [s["name"] for s in wrap_steps(t["test"])] == ["wrap-fetch"]
+
+
+def test_read_only_workspace_of_an_optional_pipeline_workspace_is_checked_by_a_store_step_instead():
+    docs = documents("readonly")
+    pipeline = next(d for d in docs if d["kind"] == "Pipeline")
+    pipeline["spec"]["workspaces"] = [{"name": "src", "optional": True}]
+    out = yaml.safe_load(render(docs))
+    t = tasks_of(out)
+    steps = t["scan"]["taskSpec"]["steps"]
+    assert "readOnly" not in t["scan"]["taskSpec"]["workspaces"][0]  # the fetch step writes into it
+    assert "$(workspaces" not in json.dumps([s.get("volumeMounts") for s in steps])  # no volume it may lack
+    assert fetch_of(t["scan"]).fill == ""
+    check = store_of(t["scan"])
+    assert check.read_only and not check.publish and check.path == "$(workspaces.src.path)"
+    assert [s["name"] for s in steps] == ["wrap-fetch", "scan", "wrap-store"]
+    assert not store_of(t["write"]).read_only
+    assert tekton_rules.problems(out) == []
+
+
+def test_an_isolated_read_only_workspace_is_listed_by_the_fetch_step_which_also_mounts_its_volume():
+    docs = documents("isolated")
+    pipeline = next(d for d in docs if d["kind"] == "Pipeline")
+    push = pipeline["spec"]["tasks"][0]["taskSpec"]
+    push["workspaces"][0]["readOnly"] = True
+    push["steps"][1]["workspaces"] = [{"name": "src", "mountPath": "/src"}]
+    out = yaml.safe_load(render(docs))
+    (fetch_step,) = wrap_steps(tasks_of(out)["push"])
+    assert fetch_step["workspaces"] == [{"name": "src"}]  # Tekton mounts the read-only view it looks for
+    assert {"name": "$(workspaces.src.volume)", "mountPath": "/wrap-fill/src"} in fetch_step["volumeMounts"]
+    assert tasks_of(out)["push"]["taskSpec"]["steps"][2]["workspaces"] == [{"name": "src", "mountPath": "/src"}]
+    assert tekton_rules.problems(out) == []
+
+
+def test_fill_mount_path_avoids_a_path_the_task_already_mounts():
+    docs = documents("readonly")
+    pipeline = next(d for d in docs if d["kind"] == "Pipeline")
+    scan = pipeline["spec"]["tasks"][1]["taskSpec"]
+    scan["volumes"] = [{"name": "tools", "emptyDir": {}}]
+    scan["steps"][0]["volumeMounts"] = [{"name": "tools", "mountPath": "/wrap-fill/src"}]
+    out = yaml.safe_load(render(docs))
+    t = tasks_of(out)
+    assert fetch_of(t["scan"]).fill == "/wrap-fill-2/src"
+    assert {"name": "$(workspaces.src.volume)", "mountPath": "/wrap-fill-2/src"} in wrap_steps(t["scan"])[0]["volumeMounts"]
+    assert tekton_rules.problems(out) == []
 
 
 def test_sub_path_binding_limits_fetch_and_store_to_the_prefix():
@@ -379,8 +460,7 @@ def strip_rewrite(out: dict, original: dict) -> dict:
                 was = src_decls.get(d["name"])
                 if was is None:
                     continue  # added for a propagated workspace
-                without_read_only = {k: v for k, v in was.items() if k != "readOnly"}
-                kept.append(was if d == without_read_only else d)
+                kept.append(d)
             ts["workspaces"] = kept
             if not kept and "workspaces" not in src.get("taskSpec", {}):
                 del ts["workspaces"]
@@ -478,3 +558,18 @@ def test_many_workspaces_in_one_task_stay_within_the_results_budget_outputs_firs
     written = [n for s in stores for n in result_names(s)]
     read = [n for s in fetches for n in result_names(s)]
     assert len(written) >= len(read)  # outputs are granted first
+
+
+@pytest.mark.parametrize("mounted, fill", [
+    ("/wrap-fill", "/wrap-fill-2/src"),
+    ("/", "/wrap-fill/src"),
+    ("/wrap-fill/src/cache", "/wrap-fill-2/src"),
+    ("/wrap-fill-2", "/wrap-fill/src"),  # a sibling, not a parent
+])
+def test_fill_mount_is_never_inside_or_around_another_mount_of_the_task(mounted, fill):
+    docs = documents("readonly")
+    pipeline = next(d for d in docs if d["kind"] == "Pipeline")
+    scan = pipeline["spec"]["tasks"][1]["taskSpec"]
+    scan["volumes"] = [{"name": "tools", "emptyDir": {}}]
+    scan["steps"][0]["volumeMounts"] = [{"name": "tools", "mountPath": mounted}]
+    assert fetch_of(tasks_of(yaml.safe_load(render(docs)))["scan"]).fill == fill

@@ -95,3 +95,16 @@ def test_a_state_uri_names_the_reference_the_way_its_backend_pulls_it(backend, t
     from wrapresolver.core.refs import state_uri
 
     assert state_uri(backend, target, "wrap-u-build") == uri
+
+
+def test_fill_and_read_only_round_trip_are_left_out_when_unset_and_a_wrong_type_is_refused():
+    plain = spec()
+    assert "fill" not in plain.to_json() and "read_only" not in plain.to_json()
+    fetch = spec(fill="/wrap-fill/src")
+    check = spec(read_only=True)
+    assert WorkspaceTransfer.from_json(fetch.to_json()) == fetch
+    assert WorkspaceTransfer.from_json(check.to_json()) == check
+    with pytest.raises(ValueError, match="`read_only` must be true or false"):
+        WorkspaceTransfer.from_json(check.to_json().replace("true", '"yes"'))
+    with pytest.raises(ValueError, match="`fill` must be a string"):
+        WorkspaceTransfer.from_json(fetch.to_json().replace('"/wrap-fill/src"', "1"))

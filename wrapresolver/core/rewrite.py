@@ -6,8 +6,9 @@ For every pipeline task that binds a wrapped workspace:
   `$(workspaces.x.path)` inside embedded specs, which the step args rely on);
 - a `wrap-fetch` step is put first and, for producers, a `wrap-store` step last, both
   `wrapresolver` with the JSON `WorkspaceTransfer` of each workspace as args;
-- `readOnly` is cleared on the wrapped task workspaces, since Tekton would mount them
-  read-only for the fetch step too (the task still never stores them);
+- a `readOnly` wrapped task workspace (declared so by the Task, or by the pipeline task's
+  binding) stays read-only for the task's steps and sidecars, as Tekton mounts it; the fetch
+  step alone also mounts its volume writable and fills it from there (readonly.py);
 - an `emptyDir` volume `wrap-state` carries what fetch saw to store.
 
 When no producer's store can publish the final state to the user's exact target, a
@@ -25,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from wrapresolver.core import inline, results, stepsecurity
+from wrapresolver.core import inline, readonly, results, stepsecurity
 from wrapresolver.core import plan as planning
 from wrapresolver.core.backend import Backend
 from wrapresolver.core.params import WrapRequest, base_of
@@ -54,6 +55,8 @@ class TaskBinding:
     declaration: dict
     implicit: bool = False
     """Tekton would propagate it: an embedded spec uses `$(workspaces.W...)` without a binding."""
+    read_only: bool = False
+    """The Task declares it `readOnly`, or the pipeline task's binding says `readOnly: true`."""
 
 
 def rewrite_pipeline(
@@ -139,7 +142,7 @@ def _plan_workspaces(
                 task=task,
                 task_workspace=b.task_workspace,
                 sub_path=b.sub_path,
-                read_only=bool(b.declaration.get("readOnly")),
+                read_only=b.read_only,
                 is_finally=task in finally_names,
                 matrix=bool(by_name[task].get("matrix")),
             )
@@ -181,12 +184,16 @@ class _Transfers:
             base_required=bool(self.bases[ws]) and self.request.base_required, **fields,
         )
 
-    def fetch(self, b: TaskBinding, task: str) -> WorkspaceTransfer:
+    def fetch(self, b: TaskBinding, task: str, fill: str = "") -> WorkspaceTransfer:
         p = self.plans[b.workspace]
-        return self._make(b.workspace, task, inputs=p.inputs[task], graph=p.fallback_graph(task), **_mount(b))
+        return self._make(
+            b.workspace, task, inputs=p.inputs[task], graph=p.fallback_graph(task), fill=fill, **_mount(b),
+        )
 
-    def store(self, b: TaskBinding, task: str) -> WorkspaceTransfer:
+    def store(self, b: TaskBinding, task: str, read_only: bool = False) -> WorkspaceTransfer:
         # A store starts from what its own fetch recorded: it needs no inputs.
+        if read_only:
+            return self._make(b.workspace, task, read_only=True, **_mount(b))
         return self._make(b.workspace, task, publish=self.plans[b.workspace].publisher == task, **_mount(b))
 
     def publish(self, ws: str, task: str) -> WorkspaceTransfer:
@@ -216,17 +223,25 @@ def _inject_steps(
     Returns each task's injected securityContext (for the publish task, and its warnings)."""
     by_name = {str(t.get("name")): t for t in planning.all_tasks(spec)}
     security: dict[str, stepsecurity.InjectedSecurity] = {}
+    optional = {str(w.get("name")) for w in spec.get("workspaces") or [] if planning.is_map(w) and w.get("optional")}
     for task, found in task_bindings.items():
-        fetches = [transfers.fetch(b, task) for b in found]
+        task_spec = by_name[task]["taskSpec"]
+        checked = [b for b in found if b.read_only and b.workspace in optional]
+        fills = readonly.fill_paths(
+            [b.task_workspace for b in found if b.read_only and b not in checked], _mount_paths(task_spec),
+        )
+        fetches = [transfers.fetch(b, task, fills.get(b.task_workspace, "")) for b in found]
         stores = [transfers.store(b, task) for b in found if task in plans[b.workspace].graph]  # graph: by producer
         if not by_name[task].get("matrix"):  # a matrixed task may only have string results
-            fetches, stores = results.declare_results(by_name[task]["taskSpec"], fetches, stores)
-        names = [FETCH_STEP, STORE_STEP] if stores else [FETCH_STEP]
-        security[task] = stepsecurity.for_task(task, by_name[task]["taskSpec"], pod_context(run, task), names)
-        _inject(by_name[task]["taskSpec"], fetches, stores, [b.task_workspace for b in found], image, requirements,
-                security[task].context)
-        for b in found:
+            fetches, stores = results.declare_results(task_spec, fetches, stores)
+        for b in checked:  # no volume to name when the run leaves it unbound: checked instead
             b.declaration.pop("readOnly", None)
+            stores.append(transfers.store(b, task, read_only=True))
+        names = [FETCH_STEP, STORE_STEP] if stores else [FETCH_STEP]
+        security[task] = stepsecurity.for_task(task, task_spec, pod_context(run, task), names)
+        fill_mounts = [readonly.fill_mount(ws, path) for ws, path in fills.items()]
+        _inject(task_spec, fetches, stores, [b.task_workspace for b in found], image, requirements,
+                security[task].context, fill_mounts)
     return security
 
 
@@ -289,7 +304,8 @@ def _wrapped_bindings(ptask: dict, workspaces: Sequence[str]) -> list[TaskBindin
             decl = {"name": task_ws}
             task_spec.setdefault("workspaces", []).append(decl)
             declarations[task_ws] = decl
-        found.append(TaskBinding(ws, task_ws, str(binding.get("subPath") or ""), decl))
+        read_only = readonly.take_binding_read_only(binding, decl)
+        found.append(TaskBinding(ws, task_ws, str(binding.get("subPath") or ""), decl, read_only=read_only))
     # Propagated: an embedded spec that uses $(workspaces.W.*) of a pipeline workspace it
     # neither declares nor binds gets it bound by Tekton. Make that explicit.
     text = json.dumps(task_spec)
@@ -314,6 +330,7 @@ def _inject(
     image: str,
     requirements: StepRequirements,
     security: Mapping | None = None,
+    fill_mounts: Sequence[Mapping] = (),
 ) -> None:
     steps = task_spec.setdefault("steps", [])
     names = {str(s.get("name")) for s in steps if planning.is_map(s) and s.get("name")}
@@ -337,7 +354,7 @@ def _inject(
     template = task_spec.get("stepTemplate")
     working_dir = planning.is_map(template) and bool(template.get("workingDir"))
 
-    def step(name: str, verb: str, specs: Sequence[WorkspaceTransfer]) -> dict:
+    def step(name: str, verb: str, specs: Sequence[WorkspaceTransfer], extra_mounts: Sequence[Mapping] = ()) -> dict:
         args = [verb, *state_args]
         for s in specs:
             args += ["--workspace", s.to_json()]
@@ -349,7 +366,7 @@ def _inject(
             out["env"] = [dict(copy.deepcopy(e)) for e in requirements.env]
         out["volumeMounts"] = [{"name": state_volume, "mountPath": state_dir}] + [
             dict(copy.deepcopy(m)) for m in requirements.volume_mounts
-        ]
+        ] + [dict(m) for m in extra_mounts]
         if isolated:
             out["workspaces"] = [{"name": w} for w in task_workspaces]
         if security is not None:
@@ -358,7 +375,7 @@ def _inject(
 
     fetch_name = _unique(FETCH_STEP, names)
     names.add(fetch_name)
-    steps.insert(0, step(fetch_name, "fetch", fetches))
+    steps.insert(0, step(fetch_name, "fetch", fetches, fill_mounts))
     if stores:
         steps.append(step(_unique(STORE_STEP, names), "store", stores))
 

@@ -37,7 +37,9 @@ T = TypeVar("T")
 SPEC_VERSION = 2
 STATE_DIR = "/wrap-state"
 """Where the fetch step leaves its record for the store step (an emptyDir both mount)."""
-_DEFAULTS: dict[str, Any] = {"base": "", "bound": "true", "sub_path": "", "path": "", "base_required": False}
+_DEFAULTS: dict[str, Any] = {
+    "base": "", "bound": "true", "sub_path": "", "path": "", "base_required": False, "fill": "",
+}
 _SPEC_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -68,7 +70,7 @@ class Inputs(Generic[T]):
 
 
 _REQUIRED = ("workspace", "target", "run", "task", "backend")
-_STRINGS = ("workspace", "target", "run", "task", "backend", "path", "bound", "sub_path", "base")
+_STRINGS = ("workspace", "target", "run", "task", "backend", "path", "bound", "sub_path", "base", "fill")
 
 
 def _string_tuple(value: Any, field_name: str) -> tuple[str, ...]:
@@ -115,6 +117,16 @@ class WorkspaceTransfer:
     """Files (`$(results.<name>.path)`) to write the states this step consumed (fetch, in
     merge order) or stored (store, publish) to, one `Artifact` each; empty: none. Older
     step images ignore it and write nothing, which Tekton accepts."""
+    fill: str = ""
+    """Fetch of a `readOnly` task workspace: where the fetch step alone mounts the workspace's
+    volume writable (`$(workspaces.<task-ws>.volume)`), since Tekton mounts `path` read-only
+    in every container. Fetch writes into the directory of that volume which `path` shows.
+    Empty: write into `path`. An older step image ignores it and fails on the read-only
+    `path`, loudly."""
+    read_only: bool = False
+    """Store of a `readOnly` task workspace the rewrite could not keep read-only (its pipeline
+    workspace is optional, so its volume may not exist): store nothing, and fail the task,
+    naming what it wrote, if it changed anything since fetch. Written only when set."""
 
     def to_json(self) -> str:
         """Compact, key-sorted JSON without default values: the same plan always gives the same bytes."""
@@ -136,6 +148,8 @@ class WorkspaceTransfer:
             data["options"] = dict(self.options)
         if self.publish:
             data["publish"] = True
+        if self.read_only:
+            data["read_only"] = True
         if self.results:
             data["results"] = list(self.results)
         return _SPEC_JSON.encode(data)
@@ -182,7 +196,7 @@ class WorkspaceTransfer:
         for name in _STRINGS:
             if name in data and not isinstance(data[name], str):
                 raise ValueError(f"--workspace field `{name}` must be a string, got {shown(data[name], 40)}")
-        for name in ("publish", "base_required"):
+        for name in ("publish", "base_required", "read_only"):
             if name in data and not isinstance(data[name], bool):
                 raise ValueError(f"--workspace field `{name}` must be true or false, got {shown(data[name], 40)}")
         data["inputs"] = _string_tuple(data.get("inputs", []), "inputs")

@@ -22,6 +22,14 @@ it really switches to that UID/GID (no supplementary groups, no `HOME`), and the
 directories standing in for emptyDir volumes are world-writable, as an emptyDir is. Not
 running as root, it refuses a step that must run as someone else rather than pretend.
 
+Workspaces are mounted as Tekton mounts them where it decides what a step can change: a
+binding's `subPath` is a directory of the workspace's volume, a workspace the Task declares
+`readOnly` is read-only in every step (a write fails with EROFS, as on a cluster), and a
+`volumeMounts` entry naming `$(workspaces.<ws>.volume)` mounts that volume, whole, at its
+`mountPath` (writable unless it says `readOnly`). A step that needs either runs in a mount
+namespace of its own (`unshare`): as root, before switching to its UID; otherwise in a user
+namespace, as the executor's own user mapped to root.
+
 Images, resources, other security settings and sidecars are ignored. This is a test tool,
 not a Tekton: it exists so tests can prove a file written by one task is read by the next
 one through a real storage backend.
@@ -37,7 +45,7 @@ import sys
 import tempfile
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -254,14 +262,25 @@ class LocalExecutor:
             variables[f"params.{param['name']}"] = _substitute(_as_text(param.get("value", "")), pipeline_vars)
         for key in ("context.pipelineRun.name", "context.pipelineRun.namespace", "context.pipelineRun.uid", "context.pipeline.name"):
             variables[key] = pipeline_vars[key]
-        bound = {b["name"] for b in task.get("workspaces") or []}
+        bindings = {b["name"]: b for b in task.get("workspaces") or []}
+        volumes: dict[str, Path] = {}
+        read_only: list[Path] = []
         for decl in spec.get("workspaces") or []:
-            ws = _emptydir(root / "workspaces" / decl["name"])
-            run.workspaces[decl["name"]] = ws
-            variables[f"workspaces.{decl['name']}.path"] = str(ws)
-            variables[f"workspaces.{decl['name']}.bound"] = "true" if decl["name"] in bound else "false"
-            variables[f"workspaces.{decl['name']}.claim"] = ""
-        volumes = {}
+            name = decl["name"]
+            volume = _emptydir(root / "workspaces" / name)
+            sub_path = _substitute(str((bindings.get(name) or {}).get("subPath") or ""), pipeline_vars).strip("/")
+            if ".." in sub_path.split("/"):
+                raise ValueError(f"task {task['name']!r}: workspace {name!r} has subPath {sub_path!r}, "
+                                 f"which Kubernetes refuses (no '..')")
+            ws = _emptydir(volume / sub_path) if sub_path else volume  # the volume is mounted at its subPath
+            run.workspaces[name] = ws
+            variables[f"workspaces.{name}.path"] = str(ws)
+            variables[f"workspaces.{name}.bound"] = "true" if name in bindings else "false"
+            variables[f"workspaces.{name}.claim"] = ""
+            variables[f"workspaces.{name}.volume"] = _workspace_volume(name)
+            volumes[_workspace_volume(name)] = volume
+            if decl.get("readOnly") is True:
+                read_only.append(ws)
         for volume in spec.get("volumes") or []:
             volumes[volume["name"]] = _emptydir(root / "volumes" / volume["name"])
         results_dir = _emptydir(root / "results")
@@ -270,7 +289,8 @@ class LocalExecutor:
         logs: list[str] = []
         status = SUCCEEDED
         for index, step in enumerate(spec.get("steps") or []):
-            code, output = self._step(step, spec.get("stepTemplate"), variables, volumes, root / "steps" / str(index))
+            code, output = self._step(step, spec.get("stepTemplate"), variables, volumes, root / "steps" / str(index),
+                                      read_only)
             logs.append(f"[{step.get('name', index)}] exit {code}\n{output}")
             if code != 0:
                 status = FAILED
@@ -284,9 +304,23 @@ class LocalExecutor:
         return run
 
     def _step(self, step: Mapping, template: Mapping | None, variables: Mapping[str, str],
-              volumes: Mapping[str, Path], scratch: Path) -> tuple[int, str]:
+              volumes: Mapping[str, Path], scratch: Path, read_only: Sequence[Path] = ()) -> tuple[int, str]:
         _emptydir(scratch)
-        mounts = {m["mountPath"]: str(volumes[m["name"]]) for m in step.get("volumeMounts") or [] if m.get("name") in volumes}
+        mounts: dict[str, str] = {}
+        binds: list[tuple[str, str]] = []  # (volume, mount point): a mount of its own
+        ro = [str(p) for p in read_only]
+        for i, m in enumerate(step.get("volumeMounts") or []):
+            name = _substitute(str(m.get("name", "")), variables)
+            if name not in volumes:
+                continue
+            if name.startswith(_WORKSPACE_VOLUME):
+                point = _emptydir(scratch / "mounts" / str(i))
+                binds.append((str(volumes[name]), str(point)))
+                mounts[m["mountPath"]] = str(point)
+            else:
+                mounts[m["mountPath"]] = str(volumes[name])
+            if m.get("readOnly") is True:
+                ro.append(mounts[m["mountPath"]])
 
         def local(text: str) -> str:
             text = _substitute(text, variables)
@@ -328,12 +362,55 @@ class LocalExecutor:
             for name in ("HOME", "USER", "LOGNAME"):  # a container UID has no passwd entry, Tekton sets no HOME
                 if not any(item.get("name") == name for item in step.get("env") or []):
                     env.pop(name, None)
+        if binds or ro:
+            argv, cwd = _in_mount_namespace(argv, cwd, binds, ro, switch), "/"
+            switch = {}
         try:
             done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=self.step_timeout,
                                   **switch)
         except subprocess.TimeoutExpired:
             return 124, f"timed out after {self.step_timeout} s"
         return done.returncode, done.stdout + done.stderr
+
+
+_WORKSPACE_VOLUME = "ws."
+"""Prefix of the executor's names for workspace volumes: not a valid volume name, so no
+volume of the task can take it (Tekton's are `ws-<random>`)."""
+
+_MOUNT_SCRIPT = """set -e
+while [ "$1" != -- ]; do
+  if [ "$1" = bind ]; then mount --bind "$2" "$3"; shift 3
+  else mount --bind "$2" "$2"; mount -o remount,bind,ro "$2"; shift 2; fi
+done
+cd "$2"
+shift 2
+exec "$@"
+"""
+"""Make the mounts, enter the working directory (only now: one under a read-only mount must
+be the read-only one), run the step. Binds come first, so a read-only mount made after
+never shows through a writable mount of the same volume."""
+
+
+def _workspace_volume(workspace: str) -> str:
+    return f"{_WORKSPACE_VOLUME}{workspace}"
+
+
+def _in_mount_namespace(argv: list[str], cwd: str, binds: Sequence[tuple[str, str]], read_only: Sequence[str],
+                        switch: Mapping[str, Any]) -> list[str]:
+    """`argv` run in a mount namespace of its own, with `binds` and `read_only` mounted, as `switch` says."""
+    ops: list[str] = []
+    for source, point in binds:
+        ops += ["bind", source, point]
+    for path in read_only:
+        ops += ["ro", path]
+    if os.geteuid() == 0:
+        unshare = ["unshare", "--mount", "--propagation", "private"]
+    else:  # no other way to mount: the step runs as root of a user namespace, mapped to us
+        unshare = ["unshare", "--map-root-user", "--mount", "--propagation", "private"]
+    become: list[str] = []
+    if switch:
+        become = ["setpriv", f"--reuid={switch['user']}", f"--regid={switch['group']}", "--clear-groups", "--"]
+    return [*unshare, "sh", "-c", _MOUNT_SCRIPT, "sh", *ops, "--", cwd, *become, *argv]
 
 
 def _emptydir(path: Path) -> Path:

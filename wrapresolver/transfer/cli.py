@@ -34,6 +34,7 @@ from wrapresolver.core.limits import cap_line, shown
 from wrapresolver.core.stepspec import STATE_DIR, WorkspaceTransfer
 from wrapresolver.core.values import TransferReport
 from wrapresolver.errors import ParamError, TransferError, WrapError
+from wrapresolver.transfer import fill
 
 USAGE_ERROR = 2
 _print_lock = threading.Lock()
@@ -134,7 +135,7 @@ def transfer(
     state = Path(state_dir or STATE_DIR)
     with open_steps(backend, spec.target, spec.options) as steps:
         if action == "fetch":
-            return steps.fetch(spec, Path(spec.path), state, progress)
+            return steps.fetch(spec, fill.fetch_destination(spec), state, progress)
         if action == "store":
             return steps.store(spec, Path(spec.path), state, progress)
         return steps.publish(spec, progress)

@@ -24,6 +24,7 @@ from typing import Any
 from wrapresolver.backends.base import Moved, Tick, WorkspaceStore
 from wrapresolver.core.stepspec import WorkspaceTransfer
 from wrapresolver.core.values import TransferReport
+from wrapresolver.errors import TransferError
 from wrapresolver.gcpause import paused_gc
 from wrapresolver.transfer import snapshot
 from wrapresolver.transfer.apply import empty_directory
@@ -149,6 +150,8 @@ def store(
     if spec.bound == "false":
         report.detail = NOT_BOUND
         return report
+    if spec.read_only:
+        return _check_unchanged(spec, src, state_dir, report)
     clock = Clock(report, progress)
     store.warm_up()  # a registry's TLS and first request overlap the walk below
     with os_errors("storing", spec.workspace, src):
@@ -178,6 +181,37 @@ def store(
     if unreadable:
         note = f"{unreadable}: stored the whole tree"
     report.detail = note + ("; published to the target" if spec.publish else "")
+    return report
+
+
+SHOWN_CHANGES = 10
+"""Paths a readOnly violation names; the count says how many more."""
+
+
+def _check_unchanged(spec: WorkspaceTransfer, src: Path, state_dir: Path, report: TransferReport) -> TransferReport:
+    """A readOnly workspace Tekton could not mount read-only for the task: refuse its writes now.
+
+    On a shared volume each write would have failed at once; here the task has run, so the
+    least this step can do is fail the task, naming what was written, before any later task
+    starts without it.
+    """
+    with os_errors("checking", spec.workspace, src), paused_gc():
+        try:
+            found = read_record(state_dir, spec)
+        except UnreadableRecord:
+            found = None
+        after = snapshot.take(src)
+        changes = snapshot.diff(found[1], after) if found is not None else whole_tree(after)
+    if changes:
+        paths = [*changes.changed, *(f"{p} (deleted)" for p in changes.deleted)]
+        more = f" and {len(paths) - SHOWN_CHANGES} more" if len(paths) > SHOWN_CHANGES else ""
+        raise TransferError(
+            f"task {spec.task!r} wrote into workspace {spec.workspace!r}, which it declares readOnly: "
+            f"{', '.join(paths[:SHOWN_CHANGES])}{more} (under {src}). On a shared volume the write would "
+            f"have failed; nothing is stored. Write into a workspace the task does not declare readOnly, "
+            f"or remove readOnly from it"
+        )
+    report.detail = "readOnly: unchanged, nothing stored"
     return report
 
 
