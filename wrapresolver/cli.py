@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "wrapresolver.transfer.cli",       # fetch, store, publish
     "wrapresolver.controller.main",    # controller
     "wrapresolver.collect",            # gc
+    "wrapresolver.localrun",           # run
 )
 
 

@@ -1,0 +1,388 @@
+"""`wrapresolver run`: a wrapped PipelineRun run on this machine, each step a local process.
+
+    wrapresolver run -f pipeline.yaml -f pipelinerun.yaml [--target T] [--param NAME=VALUE]
+
+The PipelineRun in the files (its `resolver: wrap` params, its own params) is resolved as
+`render` resolves it, then run by the local executor (`wrapresolver.testing.executor`):
+every task in fresh empty directories, the injected steps moving the workspaces through the
+real backend. It exists so a pipeline author can see the data flow of a Pipeline, and debug
+it, without a cluster.
+
+What this module adds to the executor is the user-facing layer: run identity (a fresh UID
+per run, so two runs never share states), Tasks named by `taskRef` taken from the files,
+the identity the steps run as, one line per task as it starts and ends, the failed task's
+logs, a summary table, and every failure as a message (never a traceback). It follows the
+executor by overriding its per-attempt and per-step methods rather than changing it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import re
+import shutil
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wrapresolver.core.limits import cap_line
+from wrapresolver.render import _key_value
+
+DEFAULT_LOCAL_DIR = ".wrapresolver"
+"""Where a run keeps its task directories and, when nothing names a target, its states."""
+DEFAULT_STEP_TIMEOUT = 3600.0
+_REPORT = re.compile(r"^wrap (fetch|store|publish) [^:]*: \d+ files, (\d+) bytes", re.MULTILINE)
+_IDENTITY_KEYS = ("runAsUser", "runAsGroup")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run a wrapped PipelineRun from local YAML files, each step a local process",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "-f", "--filename", dest="files", action="append", required=True, metavar="FILE",
+        help="YAML file with the PipelineRun, its Pipeline and Tasks; `-` reads stdin (repeatable)",
+    )
+    parser.add_argument(
+        "--target", help="the storage target for this run, instead of the PipelineRun's `target` param",
+    )
+    parser.add_argument(
+        "--param", dest="params", action="append", default=[], type=_key_value, metavar="NAME=VALUE",
+        help="a resolver param, overriding the PipelineRun's (repeatable)",
+    )
+    parser.add_argument(
+        "--config", dest="config", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
+        help="a wrapresolver-config ConfigMap entry, e.g. default-target=... (repeatable)",
+    )
+    parser.add_argument(
+        "--local-dir", type=Path, default=Path(DEFAULT_LOCAL_DIR),
+        help=f"task directories (kept when the run fails) and the default file:// states (default {DEFAULT_LOCAL_DIR})",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the task directories after a successful run too")
+    parser.add_argument("--step-timeout", type=float, default=DEFAULT_STEP_TIMEOUT, metavar="SECONDS",
+                        help=f"a step running longer fails (default {DEFAULT_STEP_TIMEOUT:.0f})")
+    parser.set_defaults(func=run)
+
+
+# ---- what runs ----
+
+@dataclass
+class LocalRun:
+    """Everything decided before the first step starts."""
+
+    pipeline: dict
+    """The rewritten Pipeline, every task with its `taskSpec`."""
+    name: str
+    namespace: str
+    uid: str
+    target: str
+    params: dict[str, str] = field(default_factory=dict)
+    """The PipelineRun's params (the Pipeline's declared defaults fill the rest)."""
+    pod_security_context: Mapping | None = None
+    as_root: bool = True
+
+
+def prepare(
+    files: Sequence[str], *, target: str | None = None, params: Mapping[str, str] | None = None,
+    config: Mapping[str, str] | None = None, local_dir: Path = Path(DEFAULT_LOCAL_DIR),
+    uid: str | None = None, as_root: bool | None = None,
+) -> LocalRun:
+    """Resolve the run as the controller would; raise `WrapError` for what cannot run here."""
+    from wrapresolver.core.params import PARAM_TARGET, config_key
+    from wrapresolver.render import DEFAULT_NAMESPACE, _pipelineref_params, _wrap_pipelinerun, read_documents, render
+    from wrapresolver.sources import FileSource
+
+    documents, origins = read_documents(files)
+    run_obj = _wrap_pipelinerun(documents)
+    uid = uid or str(uuid.uuid4())
+    metadata = dict((run_obj or {}).get("metadata") or {})
+    name = str(metadata.get("name") or "")
+    if not name:
+        name = f"{metadata.get('generateName') or 'local-run-'}{uid[:5]}"
+    namespace = str(metadata.get("namespace") or DEFAULT_NAMESPACE)
+    if run_obj is not None:
+        # The run's identity, as the API server would have given it: context variables in
+        # the resolver params ($(context.pipelineRun.uid) in a target) resolve to this run.
+        local = copy.deepcopy(dict(run_obj))
+        local["metadata"] = {**metadata, "name": name, "namespace": namespace, "uid": uid}
+        documents = [local if doc is run_obj else doc for doc in documents]
+    params = dict(params or {})
+    config = dict(config or {})
+    if target:
+        params[PARAM_TARGET] = target
+    named = {p.get("name") for p in _pipelineref_params(run_obj)} | set(params)
+    if PARAM_TARGET not in named and not config.get(config_key(PARAM_TARGET)):
+        states = (local_dir / "states").resolve()
+        params[PARAM_TARGET] = f"file://{states}/<<workspace>>"
+    answer = render(documents, origins, params=params, config=config, output="json")
+    pipeline = json.loads(answer)
+    spec = pipeline.setdefault("spec", {})
+    source = FileSource(documents, origins)
+    declared = [str(p.get("name")) for p in spec.get("params") or [] if isinstance(p, Mapping)]
+    for task in [*(spec.get("tasks") or []), *(spec.get("finally") or [])]:
+        _embed_task(task, source)
+        _propagate_params(task, declared)
+    spec_of_run = (run_obj or {}).get("spec") or {}
+    run_params = {
+        str(p["name"]): p["value"] if isinstance(p.get("value"), str) else json.dumps(p.get("value"))
+        for p in spec_of_run.get("params") or [] if isinstance(p, Mapping) and "name" in p
+    }
+    pod = ((spec_of_run.get("taskRunTemplate") or {}).get("podTemplate") or {}).get("securityContext")
+    as_root = os.geteuid() == 0 if as_root is None else as_root
+    if not as_root:
+        _drop_identities(pipeline)
+        pod = None
+    if not isinstance(pod, Mapping):
+        pod = None
+    return LocalRun(pipeline, name, namespace, uid, _shown_target(params, config, run_obj, documents),
+                    run_params, pod, as_root)
+
+
+def _shown_target(params: Mapping[str, str], config: Mapping[str, str], run_obj: Mapping | None,
+                  documents: Sequence[Mapping]) -> str:
+    """The `target` param this run uses, its context variables replaced, for the start line."""
+    from wrapresolver.core.params import PARAM_TARGET, config_key
+    from wrapresolver.render import _pipelineref_params, _replacements, _substitute, _wrap_pipelinerun
+
+    value = params.get(PARAM_TARGET)
+    for p in _pipelineref_params(run_obj):
+        if value is None and p.get("name") == PARAM_TARGET:
+            value = p.get("value")
+    if value is None:
+        value = config.get(config_key(PARAM_TARGET), "")
+    return str(_substitute(value, _replacements(_wrap_pipelinerun(documents))))
+
+
+def workspace_targets(pipeline: Mapping) -> dict[str, str]:
+    """Each wrapped workspace's concrete target, read from the injected steps' arguments."""
+    found: dict[str, str] = {}
+    spec = pipeline.get("spec") or {}
+    for task in [*(spec.get("tasks") or []), *(spec.get("finally") or [])]:
+        for step in (task.get("taskSpec") or {}).get("steps") or []:
+            args = [str(a) for a in step.get("args") or []]
+            for flag, value in zip(args, args[1:], strict=False):
+                if flag != "--workspace":
+                    continue
+                try:
+                    transfer = json.loads(value)
+                except ValueError:
+                    continue
+                if isinstance(transfer, dict) and transfer.get("workspace") and transfer.get("target"):
+                    found.setdefault(str(transfer["workspace"]), str(transfer["target"]))
+    return found
+
+
+def _embed_task(task: dict, source: Any) -> None:
+    """Put the Task a `taskRef` names in its place, as Tekton would fetch it; only from the files."""
+    import asyncio
+
+    from wrapresolver.errors import SourceError
+
+    name = task.get("name")
+    if "taskSpec" in task:
+        return
+    if "pipelineRef" in task or "pipelineSpec" in task:
+        raise SourceError(f"task {name!r} runs a Pipeline in a Pipeline; `wrapresolver run` runs Tasks only")
+    ref = task.get("taskRef")
+    if not isinstance(ref, Mapping):
+        raise SourceError(f"task {name!r} has neither taskSpec nor taskRef; give it one")
+    if ref.get("resolver"):
+        raise SourceError(
+            f"task {name!r} refers to its Task through resolver {ref.get('resolver')!r}, which cannot be "
+            f"followed locally; pass the Task with -f and refer to it by name (taskRef: {{name: ...}})"
+        )
+    fetched = asyncio.run(source.task(ref, ""))
+    task["taskSpec"] = copy.deepcopy(dict(fetched.obj.get("spec") or {}))
+    del task["taskRef"]
+
+
+def _propagate_params(task: dict, names: Sequence[str]) -> None:
+    """Tekton's propagated params: a Pipeline param a task does not pass is still `$(params.x)` in it."""
+    passed = {p.get("name") for p in task.get("params") or [] if isinstance(p, Mapping)}
+    extra = [{"name": name, "value": f"$(params.{name})"} for name in names if name not in passed]
+    if extra:
+        task["params"] = [*(task.get("params") or []), *extra]
+
+
+def _drop_identities(pipeline: dict) -> None:
+    """Not root, the steps can only run as this user: the UIDs the Pipeline asks for are dropped."""
+    spec = pipeline.get("spec") or {}
+    for task in [*(spec.get("tasks") or []), *(spec.get("finally") or [])]:
+        task_spec = task.get("taskSpec") or {}
+        holders = [*(task_spec.get("steps") or []), task_spec.get("stepTemplate") or {}]
+        for holder in holders:
+            context = holder.get("securityContext") if isinstance(holder, dict) else None
+            if isinstance(context, dict):
+                for key in _IDENTITY_KEYS:
+                    context.pop(key, None)
+
+
+# ---- running it, with a line per task ----
+
+def _transferred(log: str) -> tuple[int, int]:
+    """(bytes fetched, bytes stored or published) from the injected steps' report lines."""
+    fetched = stored = 0
+    for action, nbytes in _REPORT.findall(log):
+        if action == "fetch":
+            fetched += int(nbytes)
+        else:
+            stored += int(nbytes)
+    return fetched, stored
+
+
+@dataclass
+class TaskLine:
+    """One task's row in the summary."""
+
+    name: str
+    status: str = "Skipped"
+    seconds: float = 0.0
+    fetched: int = 0
+    stored: int = 0
+    attempts: int = 0
+    note: str = ""
+
+
+def _executor_class() -> type:
+    from wrapresolver.testing.executor import FAILED, SKIPPED, LocalExecutor, TaskRun
+
+    class ReportingExecutor(LocalExecutor):
+        """The executor, saying what each task does as it happens."""
+
+        def __init__(self, *args: Any, say: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.say = say
+            self.lines: dict[str, TaskLine] = {}
+            self._lines_lock = threading.Lock()
+
+        def _line(self, name: str) -> TaskLine:
+            with self._lines_lock:
+                return self.lines.setdefault(name, TaskLine(name))
+
+        def _attempt(self, task: Mapping, pipeline_vars: Mapping[str, str], attempt: int) -> TaskRun:
+            name = str(task["name"])
+            line = self._line(name)
+            self.say(f"[{name}] started" + (f" (retry {attempt})" if attempt else ""))
+            start = time.monotonic()
+            try:
+                result = super()._attempt(task, pipeline_vars, attempt)
+            except Exception as exc:  # a task the executor cannot start: its failure, not the command's
+                result = TaskRun(name, FAILED, attempts=attempt + 1, log=f"cannot run the task here: {exc}")
+            seconds = time.monotonic() - start
+            fetched, stored = _transferred(result.log)
+            line.status, line.attempts = result.status, attempt + 1
+            line.seconds += seconds
+            line.fetched, line.stored = fetched, stored
+            self.say(f"[{name}] {result.status.lower()} in {seconds:.1f}s, "
+                     f"{fetched} bytes fetched, {stored} bytes stored")
+            if result.status == FAILED:
+                self.say(f"[{name}] logs:\n" + _indent(result.log))
+            return result
+
+        def _step(self, step: Mapping, template: Mapping | None, variables: Mapping[str, str],
+                  volumes: Mapping[str, Path], scratch: Path) -> tuple[int, str]:
+            try:
+                return super()._step(step, template, variables, volumes, scratch)
+            except OSError as exc:  # no such command or working directory on this machine
+                what = exc.filename or ""
+                return 127, (f"step {step.get('name')!r} cannot start here: {exc.strerror or exc}"
+                             + (f" ({what})" if what else "")
+                             + "; images are not used locally, so its command must exist on this machine")
+
+        def _record(self, run: TaskRun) -> None:
+            super()._record(run)
+            if run.status == SKIPPED and run.name not in self.lines:
+                why = {"when": "its when expressions are false",
+                       "blocked": "a task it depends on failed or was skipped for that"}.get(run.reason, run.reason)
+                line = self._line(run.name)
+                line.note = run.reason
+                self.say(f"[{run.name}] skipped: {why}")
+
+    return ReportingExecutor
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + line for line in text.rstrip("\n").splitlines())
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("kB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def summary(lines: Sequence[TaskLine]) -> str:
+    rows = [("TASK", "STATUS", "SECONDS", "FETCHED", "STORED", "NOTE")]
+    for line in lines:
+        status = line.status if line.status != "None" else "Skipped"
+        note = line.note or (f"{line.attempts} attempts" if line.attempts > 1 else "")
+        rows.append((line.name, status, f"{line.seconds:.1f}", _size(line.fetched), _size(line.stored), note))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def limits_line(plan: LocalRun) -> str:
+    """What a local run does not do, in one line, so nobody mistakes it for a cluster."""
+    who = ("as the UIDs the Pipeline names (running as root)" if plan.as_root else
+           f"as this user (uid {os.geteuid()}; not root, so runAsUser/runAsGroup are ignored)")
+    return ("local run: each step a process on this machine, " + who + "; not done locally: images (commands must "
+            "exist here), sidecars, resources, pod settings other than the user, volumes other than emptyDir, "
+            "Tasks from resolvers (only Tasks in the files)")
+
+
+def execute(plan: LocalRun, workdir: Path, step_timeout: float, say: Any) -> tuple[str, list[TaskLine]]:
+    executor = _executor_class()(
+        plan.pipeline, params=plan.params, name=plan.name, namespace=plan.namespace, uid=plan.uid,
+        workdir=workdir, step_timeout=step_timeout, pod_security_context=plan.pod_security_context, say=say,
+    )
+    result = executor.run()
+    order = [t["name"] for t in [*(plan.pipeline["spec"].get("tasks") or []),
+                                 *(plan.pipeline["spec"].get("finally") or [])]]
+    lines = [executor.lines.get(name) or TaskLine(name, note=result.tasks[name].reason if name in result.tasks else "")
+             for name in order]
+    return result.status, lines
+
+
+def run(args: argparse.Namespace) -> int:
+    from wrapresolver.errors import WrapError
+
+    lock = threading.Lock()
+
+    def say(text: str, stream: Any = None) -> None:
+        with lock:
+            out = stream or sys.stdout
+            print(text if "\n" in text else cap_line(text), file=out, flush=True)
+
+    try:
+        plan = prepare(args.files, target=args.target, params=dict(args.params), config=dict(args.config),
+                       local_dir=args.local_dir)
+    except WrapError as exc:
+        say(cap_line(f"wrapresolver run: error: {exc}"), sys.stderr)
+        return 1
+    workdir = (args.local_dir / "runs" / plan.uid).resolve()
+    say(f"wrapresolver run: PipelineRun {plan.name} (uid {plan.uid}), target {plan.target}")
+    say(limits_line(plan))
+    status, lines = execute(plan, workdir, args.step_timeout, say)
+    say("")
+    say(summary(lines))
+    failed = [line.name for line in lines if line.status == "Failed"]
+    if status == "Succeeded":
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+        say(f"wrapresolver run: {plan.name} succeeded")
+        for workspace, target in sorted(workspace_targets(plan.pipeline).items()):
+            say(f"  {workspace}: wrapresolver inspect --target {target} --run {plan.uid}")
+        return 0
+    say(f"wrapresolver run: {plan.name} failed: task(s) {', '.join(failed) or '?'} failed; "
+        f"their directories are kept in {workdir}", sys.stderr)
+    return 1
