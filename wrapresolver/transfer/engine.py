@@ -274,7 +274,7 @@ class LayeredStore(WorkspaceStore):
             # state could not be reclaimed if the published target shared its manifest.
             published = {**_annotations(spec), oci_image.ANNOTATION_PUBLISHED: "true"}
             target_digest = put_manifest(self.blobs, config, layers, published, [self.blobs.target_ref])
-            moved.artifacts += (Artifact(spec.target, target_digest),)
+            moved.artifacts += (Artifact(spec.target, target_digest, build_artifact=True),)
         moved.layers = len(layers)
         return moved
 
@@ -286,7 +286,7 @@ class LayeredStore(WorkspaceStore):
         _ensure_blobs(self.blobs, spec, res.layers)
         digest = put_state(self.blobs, res.layers, _annotations(spec), [self.blobs.target_ref])
         return Moved(0, 0, len(res.layers), f"{res.detail}; to {self.blobs.target_ref}",
-                     artifacts=(Artifact(spec.target, digest),))
+                     artifacts=(Artifact(spec.target, digest, build_artifact=True),))
 
     def pull(self, dest: Path, sub_path: str, tick: Tick) -> Moved:
         return self.pull_ref(self.blobs.target_ref, dest, sub_path, tick)
