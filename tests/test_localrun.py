@@ -217,15 +217,16 @@ def test_run_names_the_failed_task_shows_its_logs_skips_by_when_and_runs_finally
     uid = (out / "uid").read_text().strip()
     assert uuid.UUID(uid) and (out / "name").read_text().startswith("flow-")
     assert str(tmp_path / "local" / "runs" / uid) in done.stderr
+    assert f"  src: wrapresolver inspect --target file://{tmp_path}/states/src --run {uid}" in done.stdout
 
 
-def test_each_run_gets_a_fresh_uid_so_two_runs_on_one_target_never_share_states(tmp_path: Path) -> None:
+def test_each_run_gets_a_fresh_uid_so_two_runs_on_one_target_never_share_states_and_p_sets_a_run_param(tmp_path: Path) -> None:
     out = shared_dir("wrap-run-out-")
     target = f"file://{tmp_path}/states/<<workspace>>"
-    args = files(tmp_path, FLOW, pipelinerun("flow", target, out, lint="true"))
+    args = files(tmp_path, FLOW, pipelinerun("flow", target, out, lint="false"))
     uids = []
     for _ in range(2):
-        wrapresolver("run", *args, "--local-dir", str(tmp_path / "local"))
+        wrapresolver("run", *args, "-p", "lint=true", "--local-dir", str(tmp_path / "local"))
         uids.append((out / "uid").read_text().strip())
         # lint ran (when true), and test, a fresh run, sees this run's states only.
         assert sorted((out / "test.seen").read_text().split()) == ["app", "lint.txt"]

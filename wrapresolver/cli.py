@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "wrapresolver.controller.main",    # controller
     "wrapresolver.collect",            # gc
     "wrapresolver.localrun",           # run
+    "wrapresolver.inspection",         # inspect
 )
 
 

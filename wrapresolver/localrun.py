@@ -1,6 +1,6 @@
 """`wrapresolver run`: a wrapped PipelineRun run on this machine, each step a local process.
 
-    wrapresolver run -f pipeline.yaml -f pipelinerun.yaml [--target T] [--param NAME=VALUE]
+    wrapresolver run -f pipeline.yaml -f pipelinerun.yaml [--target T] [-p NAME=VALUE] [--param NAME=VALUE]
 
 The PipelineRun in the files (its `resolver: wrap` params, its own params) is resolved as
 `render` resolves it, then run by the local executor (`wrapresolver.testing.executor`):
@@ -60,6 +60,10 @@ def register(subparsers: Any) -> None:
         help="a resolver param, overriding the PipelineRun's (repeatable)",
     )
     parser.add_argument(
+        "-p", "--pipeline-param", dest="run_params", action="append", default=[], type=_key_value,
+        metavar="NAME=VALUE", help="a PipelineRun param (spec.params), overriding the file's (repeatable)",
+    )
+    parser.add_argument(
         "--config", dest="config", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
         help="a wrapresolver-config ConfigMap entry, e.g. default-target=... (repeatable)",
     )
@@ -94,7 +98,7 @@ class LocalRun:
 def prepare(
     files: Sequence[str], *, target: str | None = None, params: Mapping[str, str] | None = None,
     config: Mapping[str, str] | None = None, local_dir: Path = Path(DEFAULT_LOCAL_DIR),
-    uid: str | None = None, as_root: bool | None = None,
+    uid: str | None = None, as_root: bool | None = None, run_params_given: Mapping[str, str] | None = None,
 ) -> LocalRun:
     """Resolve the run as the controller would; raise `WrapError` for what cannot run here."""
     from wrapresolver.core.params import PARAM_TARGET, config_key
@@ -136,6 +140,7 @@ def prepare(
         str(p["name"]): p["value"] if isinstance(p.get("value"), str) else json.dumps(p.get("value"))
         for p in spec_of_run.get("params") or [] if isinstance(p, Mapping) and "name" in p
     }
+    run_params.update(run_params_given or {})
     pod = ((spec_of_run.get("taskRunTemplate") or {}).get("podTemplate") or {}).get("securityContext")
     as_root = os.geteuid() == 0 if as_root is None else as_root
     if not as_root:
@@ -365,7 +370,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         plan = prepare(args.files, target=args.target, params=dict(args.params), config=dict(args.config),
-                       local_dir=args.local_dir)
+                       local_dir=args.local_dir, run_params_given=dict(args.run_params))
     except WrapError as exc:
         say(cap_line(f"wrapresolver run: error: {exc}"), sys.stderr)
         return 1
@@ -380,8 +385,9 @@ def run(args: argparse.Namespace) -> int:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
         say(f"wrapresolver run: {plan.name} succeeded")
-        for workspace, target in sorted(workspace_targets(plan.pipeline).items()):
-            say(f"  {workspace}: wrapresolver inspect --target {target} --run {plan.uid}")
+    for workspace, target in sorted(workspace_targets(plan.pipeline).items()):
+        say(f"  {workspace}: wrapresolver inspect --target {target} --run {plan.uid}")
+    if status == "Succeeded":
         return 0
     say(f"wrapresolver run: {plan.name} failed: task(s) {', '.join(failed) or '?'} failed; "
         f"their directories are kept in {workdir}", sys.stderr)
