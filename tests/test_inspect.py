@@ -212,3 +212,24 @@ def test_a_store_without_a_listing_side_is_refused_with_the_reason() -> None:
         list_states(OldPlugin())
     message = str(caught.value)
     assert "OldPlugin" in message and "stored_items" in message and "cannot be inspected" in message
+
+
+def test_inspect_of_a_run_with_a_failed_and_a_skipped_task_shows_the_fallback_each_task_took(tmp_path: Path) -> None:
+    from tests.fixtures.identities import shared_dir
+    from tests.test_localrun import FLOW, files
+    from tests.test_localrun import pipelinerun as flow_run
+
+    target = f"file://{tmp_path}/states/<<workspace>>"
+    args = files(tmp_path, FLOW, flow_run("flow", target, shared_dir("wrap-inspect-out-")))
+    done = wrapresolver("run", *args, "--local-dir", str(tmp_path / "local"))
+    assert done.returncode == 1, done.stdout + done.stderr
+    uid = RUN_UID.search(done.stdout).group(1)  # type: ignore[union-attr]
+    listing = json.loads(inspect(target.replace("<<workspace>>", "src"), {}, {}, "-o", "json").stdout)
+    (group,) = listing["runs"]
+    assert group["run"] == uid
+    states = {(s["task"], s["published"]): s for s in group["states"]}
+    # lint was skipped and test failed: neither stored a state; report (finally) fell back to build.
+    assert set(states) == {("build", False), ("report", False), ("report", True)}
+    assert states[("report", False)]["inputs"] == ["build"]
+    _, nodes, edges = parse_dot(inspect(target.replace("<<workspace>>", "src"), {}, {}, "--format", "dot").stdout)
+    assert edges == {("build", "report"), ("report", "published")}

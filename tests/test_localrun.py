@@ -124,6 +124,13 @@ spec:
         workspaces: [{name: src}]
         stepTemplate: {securityContext: {runAsUser: 4321, runAsGroup: 4321}}
         steps: [{name: make, image: alpine, script: "id -u > $(params.out)/uid; echo x > $(workspaces.src.path)/x"}]
+    - name: check
+      runAfter: [make]
+      workspaces: [{name: src, workspace: src}]
+      taskSpec:
+        workspaces: [{name: src}]
+        stepTemplate: {securityContext: {runAsUser: 4321, runAsGroup: 4321}}
+        steps: [{name: check, image: alpine, script: "stat -c %u $(workspaces.src.path)/x > $(params.out)/owner"}]
 """
 
 
@@ -296,3 +303,18 @@ def test_the_readme_run_command_works_as_written_from_a_copy_of_the_examples(tmp
     assert done.returncode == 0, done.stdout + done.stderr
     assert re.search(r"^build\s+Succeeded", done.stdout, re.MULTILINE)
     assert (tmp_path / "wrap-states" / "cache").is_dir()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch users")
+def test_as_root_the_steps_switch_to_the_pipelines_uids_and_the_next_task_finds_their_owner(tmp_path: Path) -> None:
+    out = shared_dir("wrap-run-out-")
+    args = files(tmp_path, AS_UID, pipelinerun("as-uid", f"file://{tmp_path}/states/<<workspace>>", out))
+    # The pytest directory is private to root: the step as uid 4321 cannot reach its script there.
+    private = wrapresolver("run", *args, "--local-dir", str(tmp_path / "local"))
+    assert private.returncode == 1
+    assert "permission denied" in private.stdout and "--local-dir" in private.stdout
+    done = wrapresolver("run", *args, "--local-dir", str(shared_dir("wrap-run-local-")))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "your steps as the UIDs the Pipeline names, the injected wrapresolver steps as root" in done.stdout
+    assert (out / "uid").read_text().strip() == "4321"
+    assert (out / "owner").read_text().strip() == "4321"

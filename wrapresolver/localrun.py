@@ -146,6 +146,8 @@ def prepare(
     if not as_root:
         _drop_identities(pipeline)
         pod = None
+    else:
+        _injected_as_root(pipeline)
     if not isinstance(pod, Mapping):
         pod = None
     return LocalRun(pipeline, name, namespace, uid, _shown_target(params, config, run_obj, documents),
@@ -216,6 +218,24 @@ def _propagate_params(task: dict, names: Sequence[str]) -> None:
     extra = [{"name": name, "value": f"$(params.{name})"} for name in names if name not in passed]
     if extra:
         task["params"] = [*(task.get("params") or []), *extra]
+
+
+def _injected_as_root(pipeline: dict) -> None:
+    """As root, the injected `wrapresolver` steps stay root, whatever UID the Pipeline gives them.
+
+    They run this process's interpreter, which another UID may not be able to reach (a
+    Python under /root or a private home); as root they read every file the task wrote
+    and restore each file's recorded owner, so the user's steps, which do switch, find
+    their files as they would on a cluster.
+    """
+    spec = pipeline.get("spec") or {}
+    for task in [*(spec.get("tasks") or []), *(spec.get("finally") or [])]:
+        for step in (task.get("taskSpec") or {}).get("steps") or []:
+            if isinstance(step, dict) and (step.get("command") or [None])[0] == "wrapresolver":
+                context = dict(step.get("securityContext") or {})
+                context.pop("runAsNonRoot", None)
+                context.update(runAsUser=0, runAsGroup=0)
+                step["securityContext"] = context
 
 
 def _drop_identities(pipeline: dict) -> None:
@@ -297,6 +317,10 @@ def _executor_class() -> type:
                   volumes: Mapping[str, Path], scratch: Path) -> tuple[int, str]:
             try:
                 return super()._step(step, template, variables, volumes, scratch)
+            except PermissionError as exc:  # a switched UID cannot reach the script or the command
+                return 126, (f"step {step.get('name')!r} cannot start here: permission denied on "
+                             f"{exc.filename or 'its command'} for the UID it runs as; every directory above "
+                             f"--local-dir (and the command) must be reachable by that UID")
             except OSError as exc:  # no such command or working directory on this machine
                 what = exc.filename or ""
                 return 127, (f"step {step.get('name')!r} cannot start here: {exc.strerror or exc}"
@@ -338,7 +362,7 @@ def summary(lines: Sequence[TaskLine]) -> str:
 
 def limits_line(plan: LocalRun) -> str:
     """What a local run does not do, in one line, so nobody mistakes it for a cluster."""
-    who = ("as the UIDs the Pipeline names (running as root)" if plan.as_root else
+    who = ("your steps as the UIDs the Pipeline names, the injected wrapresolver steps as root" if plan.as_root else
            f"as this user (uid {os.geteuid()}; not root, so runAsUser/runAsGroup are ignored)")
     return ("local run: each step a process on this machine, " + who + "; not done locally: images (commands must "
             "exist here), sidecars, resources, pod settings other than the user, volumes other than emptyDir, "
