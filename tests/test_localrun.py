@@ -318,3 +318,13 @@ def test_as_root_the_steps_switch_to_the_pipelines_uids_and_the_next_task_finds_
     assert "your steps as the UIDs the Pipeline names, the injected wrapresolver steps as root" in done.stdout
     assert (out / "uid").read_text().strip() == "4321"
     assert (out / "owner").read_text().strip() == "4321"
+
+
+def test_an_unwritable_local_dir_is_one_error_line_naming_the_option(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    done = wrapresolver("run", *[a for f in EXAMPLE for a in ("-f", f)], "--target", f"file://{tmp_path}/s/<<workspace>>",
+                        "--local-dir", str(blocker / "local"))
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "--local-dir" in done.stderr and str(blocker) in done.stderr
