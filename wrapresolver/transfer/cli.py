@@ -10,6 +10,7 @@ a fast registry). By hand, a person can look at what a run stored or seed a `bas
 
     wrapresolver fetch --target oci://registry.example/ci/run-src --path ./src
     wrapresolver store --path ./seed --target oci://registry.example/ci/base:v1
+    wrapresolver fetch --target oci://registry.example/ci/run-src --run UID --task build [--input] --path ./b
 
 Output: one line per workspace (files, bytes, layers, seconds, MB/s), progress lines every
 few seconds on long transfers, and on failure one `error:` line per workspace with the
