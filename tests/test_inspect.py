@@ -233,3 +233,12 @@ def test_inspect_of_a_run_with_a_failed_and_a_skipped_task_shows_the_fallback_ea
     assert states[("report", False)]["inputs"] == ["build"]
     _, nodes, edges = parse_dot(inspect(target.replace("<<workspace>>", "src"), {}, {}, "--format", "dot").stdout)
     assert edges == {("build", "report"), ("report", "published")}
+
+
+def test_fetch_by_task_on_a_whole_tree_backend_says_it_needs_a_layered_one(tmp_path: Path, rsync_daemon) -> None:
+    target = f"{rsync_daemon.url}/i/{uuid.uuid4().hex[:8]}-src"
+    env = {"RSYNC_PASSWORD": rsync_daemon.password}
+    done = wrapresolver("fetch", "--target", target, "--run", str(uuid.uuid4()), "--task", "build",
+                        "--path", str(tmp_path / "x"), env=env)
+    assert done.returncode != 0
+    assert "'rsync'" in done.stderr and "layered backend" in done.stderr and "Traceback" not in done.stderr
