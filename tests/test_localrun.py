@@ -328,3 +328,17 @@ def test_an_unwritable_local_dir_is_one_error_line_naming_the_option(tmp_path: P
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert "--local-dir" in done.stderr and str(blocker) in done.stderr
+
+
+def test_pipeline_params_reach_embedded_task_specs_only_as_tekton_propagates_them(tmp_path: Path) -> None:
+    from wrapresolver.localrun import prepare
+
+    pipeline = NOTIFY.replace("params: [{name: out, type: string}]",
+                              "params: [{name: out, type: string}, {name: extra, type: string, default: x}]", 1)
+    args = files(tmp_path, pipeline, pipelinerun("with-ref", f"file://{tmp_path}/s/<<workspace>>", tmp_path))
+    plan = prepare(args[1::2], local_dir=tmp_path / "local")
+    params = {t["name"]: [p["name"] for p in t.get("params") or []] for t in plan.pipeline["spec"]["tasks"]}
+    assert params["make"] == ["out", "extra"]  # embedded: sees the Pipeline's params without passing them
+    assert params["notify"] == ["out"]  # from a taskRef: only what the Pipeline passes
+    make = next(t for t in plan.pipeline["spec"]["tasks"] if t["name"] == "make")
+    assert make["params"][1] == {"name": "extra", "value": "$(params.extra)"}

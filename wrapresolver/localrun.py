@@ -131,9 +131,11 @@ def prepare(
     spec = pipeline.setdefault("spec", {})
     source = FileSource(documents, origins)
     declared = [str(p.get("name")) for p in spec.get("params") or [] if isinstance(p, Mapping)]
+    embedded = _embedded_in(documents, str((pipeline.get("metadata") or {}).get("name") or ""))
     for task in [*(spec.get("tasks") or []), *(spec.get("finally") or [])]:
         _embed_task(task, source)
-        _propagate_params(task, declared)
+        if task.get("name") in embedded:
+            _propagate_params(task, declared)
     spec_of_run = (run_obj or {}).get("spec") or {}
     run_params = {
         str(p["name"]): p["value"] if isinstance(p.get("value"), str) else json.dumps(p.get("value"))
@@ -209,6 +211,16 @@ def _embed_task(task: dict, source: Any) -> None:
     fetched = asyncio.run(source.task(ref, ""))
     task["taskSpec"] = copy.deepcopy(dict(fetched.obj.get("spec") or {}))
     del task["taskRef"]
+
+
+def _embedded_in(documents: Sequence[Mapping], name: str) -> set[str]:
+    """The tasks the Pipeline in the files embeds (`taskSpec`): only they see its params unpassed."""
+    for doc in documents:
+        if doc.get("kind") == "Pipeline" and (doc.get("metadata") or {}).get("name") == name:
+            spec = doc.get("spec") or {}
+            tasks = [*(spec.get("tasks") or []), *(spec.get("finally") or [])]
+            return {str(t.get("name")) for t in tasks if isinstance(t, Mapping) and "taskSpec" in t}
+    return set()
 
 
 def _propagate_params(task: dict, names: Sequence[str]) -> None:
