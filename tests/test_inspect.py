@@ -242,3 +242,9 @@ def test_fetch_by_task_on_a_whole_tree_backend_says_it_needs_a_layered_one(tmp_p
                         "--path", str(tmp_path / "x"), env=env)
     assert done.returncode != 0
     assert "'rsync'" in done.stderr and "layered backend" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_inspect_of_a_target_template_asks_for_one_workspaces_target(tmp_path: Path) -> None:
+    done = inspect(f"file://{tmp_path}/store/<<workspace>>", {}, {})
+    assert done.returncode == 2
+    assert "<<workspace>>" in done.stderr and "one workspace" in done.stderr

@@ -49,10 +49,16 @@ def run(args: argparse.Namespace) -> int:
 
 def _inspect(args: argparse.Namespace) -> int:
     from wrapresolver.backends.registry import REGISTRY
-    from wrapresolver.core.template import split_scheme
+    from wrapresolver.core.template import split_scheme, unknown_placeholders
     from wrapresolver.transfer import taskstates
     from wrapresolver.transfer.cli import option_flags
 
+    placeholders = unknown_placeholders(args.target, known=())
+    if placeholders:
+        raise ParamError(
+            f"--target still holds {placeholders[0]}; a target here is one workspace's: write it with the "
+            f"workspace's name in place (`wrapresolver run` prints each one)"
+        )
     backend = REGISTRY.for_target(split_scheme(args.target)[0], args.backend or "")
     backend.validate_target(args.target)
     options = backend.validate_options(option_flags(args.options))
