@@ -342,3 +342,14 @@ def test_pipeline_params_reach_embedded_task_specs_only_as_tekton_propagates_the
     assert params["notify"] == ["out"]  # from a taskRef: only what the Pipeline passes
     make = next(t for t in plan.pipeline["spec"]["tasks"] if t["name"] == "make")
     assert make["params"][1] == {"name": "extra", "value": "$(params.extra)"}
+
+
+def test_a_run_param_given_with_p_is_substituted_in_the_resolver_params_too(tmp_path: Path) -> None:
+    out = shared_dir("wrap-run-out-")
+    target = f"file://{tmp_path}/states/$(params.dest)-<<workspace>>"
+    run = json.loads(pipelinerun("with-ref", target, out, dest="from-file"))
+    args = files(tmp_path, NOTIFY, json.dumps(run))
+    done = wrapresolver("run", *args, "-p", "dest=from-p", "--local-dir", str(tmp_path / "local"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"target file://{tmp_path}/states/from-p-<<workspace>>" in done.stdout
+    assert (tmp_path / "states" / "from-p-src").is_dir() and not (tmp_path / "states" / "from-file-src").exists()

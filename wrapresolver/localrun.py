@@ -117,7 +117,12 @@ def prepare(
         # the resolver params ($(context.pipelineRun.uid) in a target) resolve to this run.
         local = copy.deepcopy(dict(run_obj))
         local["metadata"] = {**metadata, "name": name, "namespace": namespace, "uid": uid}
+        if run_params_given:  # before resolving: `$(params.x)` in the resolver params sees them too
+            given = dict(run_params_given)
+            kept = [p for p in local["spec"].get("params") or [] if not isinstance(p, Mapping) or p.get("name") not in given]
+            local["spec"] = {**local["spec"], "params": kept + [{"name": k, "value": v} for k, v in given.items()]}
         documents = [local if doc is run_obj else doc for doc in documents]
+        run_obj = local
     params = dict(params or {})
     config = dict(config or {})
     if target:
