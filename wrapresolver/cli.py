@@ -19,6 +19,8 @@ COMMAND_MODULES = (
     "wrapresolver.controller.main",    # controller
     "wrapresolver.collect",            # gc
     "wrapresolver.convert",            # convert
+    "wrapresolver.localrun",           # run
+    "wrapresolver.inspection",         # inspect
 )
 
 

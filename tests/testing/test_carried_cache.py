@@ -108,7 +108,8 @@ def test_the_first_run_starts_empty_and_publishes_the_cache_the_second_run_start
     assert second.status == SUCCEEDED, second.log()
     assert status_of(second) == "cache hit"
     # Provenance links the runs: run 2 consumed exactly the state run 1 published.
-    assert cache_result(second, "INPUTS") == published
+    # (Only the publishing result carries Chains' isBuildArtifact mark: an input never does.)
+    assert cache_result(second, "INPUTS") == {"uri": published["uri"], "digest": published["digest"]}
     assert runs.cache() == {"example.com/dep@v1.0.0": "downloaded\n", "warmed-by": "run-1\nrun-2\n"}
     # `sources` is not carried: run 2's checkout started from nothing although run 1 published it.
     assert "wrap fetch sources: 0 files" in second.tasks["checkout"].log

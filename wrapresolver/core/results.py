@@ -5,8 +5,11 @@ results, declared here in the task's own spec: `wrap-<W>-ARTIFACT_INPUTS` (one p
 a fetch may merge, `wrap-<W>-<i>-ARTIFACT_INPUTS` after the first) and
 `wrap-<W>-ARTIFACT_OUTPUTS` (what a store or publish wrote; a store that publishes writes
 the published target, a manifest of its own, to `wrap-<W>-published-ARTIFACT_OUTPUTS`).
-Nothing references them, so they add no edge to the DAG and a skipped producer skips no one. All results of a pod
-share Tekton's 4096-byte termination message with the user's results and Tekton's own
+The published target's value also carries `isBuildArtifact: "true"` (not a declared
+property: Tekton requires the declared keys of an object result and keeps any other), the
+mark Chains' slsa/v2alpha4 reads to make it a subject. Nothing references them, so they
+add no edge to the DAG and a skipped producer skips no one. All results of a pod share
+Tekton's 4096-byte termination message with the user's results and Tekton's own
 data: ours get at most RESULTS_BUDGET bytes per task, outputs first, and what does not
 fit is not declared (the step then writes nothing for it).
 """
@@ -27,6 +30,8 @@ RESULTS_BUDGET = 2048
 _RESULT_OVERHEAD = 140
 """Per result in the termination message besides name and uri: the digest (71), the JSON
 object (escaped inside a string) and Tekton's `{"key", "value", "type"}` entry around it."""
+_BUILD_ARTIFACT_OVERHEAD = 30
+"""The published target's `,"isBuildArtifact":"true"`, escaped inside the termination message."""
 _UID_LENGTH = 36
 _UNSAFE_RESULT = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -64,6 +69,8 @@ def declare_results(
         if name in taken:
             name = _result_name(stem, suffix, taken)
         cost = len(name) + len(uri) + _RESULT_OVERHEAD
+        if kind == "store" and (slot == 1 or publish_task):
+            cost += _BUILD_ARTIFACT_OVERHEAD
         if cost > budget:
             continue
         budget -= cost

@@ -84,9 +84,15 @@ class Artifact:
 
     uri: str
     digest: str
+    build_artifact: bool = False
+    """The state a Pipeline publishes (its exact target): marked `isBuildArtifact: "true"`, so
+    Chains' slsa/v2alpha4 makes it a subject; every other state stays a byproduct."""
 
     def to_result(self) -> str:
-        return json.dumps({"digest": self.digest, "uri": self.uri}, sort_keys=True, separators=(",", ":"))
+        value = {"digest": self.digest, "uri": self.uri}
+        if self.build_artifact:
+            value["isBuildArtifact"] = "true"  # a string: Tekton object results hold strings only
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ a fast registry). By hand, a person can look at what a run stored or seed a `bas
 
     wrapresolver fetch --target oci://registry.example/ci/run-src --path ./src
     wrapresolver store --path ./seed --target oci://registry.example/ci/base:v1
+    wrapresolver fetch --target oci://registry.example/ci/run-src --run UID --task build [--input] --path ./b
 
 Output: one line per workspace (files, bytes, layers, seconds, MB/s), progress lines every
 few seconds on long transfers, and on failure one `error:` line per workspace with the
@@ -65,6 +66,11 @@ def register(subparsers: Any) -> None:
             parser.add_argument("--option", dest="options", action="append", default=[], metavar="NAME=VALUE",
                                 help="by hand: a backend option, e.g. compression=gzip (repeatable)")
             parser.add_argument("--sub-path", default="", help="by hand, fetch: only this directory of the state")
+            if action == "fetch":
+                parser.add_argument("--run", default="", help="by hand: a run's state instead of the target's (its UID)")
+                parser.add_argument("--task", default="", help="by hand, with --run: the state this task stored")
+                parser.add_argument("--input", action="store_true",
+                                    help="with --run/--task: what the task started from (its merged input), not what it stored")
         parser.set_defaults(func=run, action=action)
 
 
@@ -172,6 +178,8 @@ def run_by_hand(args: argparse.Namespace) -> int:
     path: Path = args.path
     if os.path.lexists(path) and not path.is_dir():
         raise ParamError(f"--path {shown(str(path))} is not a directory; {args.action} by hand needs one")
+    if args.action == "fetch" and (getattr(args, "run", "") or getattr(args, "task", "") or getattr(args, "input", False)):
+        return _fetch_task(args, backend, options, path)
     with open_steps(backend, args.target, options) as store:
         if args.action == "fetch":
             if path.exists() and any(path.iterdir()):
@@ -181,5 +189,28 @@ def run_by_hand(args: argparse.Namespace) -> int:
             if not path.is_dir():
                 raise TransferError(f"--path {path} is not a directory", exit_code=4)
             report = store.push(path, options)
+    say(report.line())
+    return 0
+
+
+def _fetch_task(args: argparse.Namespace, backend: Any, options: dict[str, str], path: Path) -> int:
+    """`fetch --run UID --task NAME [--input]`: what one task of a run stored, or started from."""
+    from wrapresolver.backends.base import BlobStore
+    from wrapresolver.transfer.taskstates import fetch_task
+
+    if not args.run or not args.task:
+        raise ParamError("fetch by task needs both --run UID and --task NAME (--input: what the task started from)")
+    if path.exists() and any(path.iterdir()):
+        raise ParamError(f"--path {path} is not empty; fetch restores into an empty directory")
+    store = backend.open(args.target, options)
+    try:
+        if not isinstance(store, BlobStore):
+            raise TransferError(
+                f"backend {backend.name!r} stores whole trees, not layered states: fetch --run/--task needs a "
+                f"layered backend (oci, s3, gcs, file); look at the run's directories on the server instead"
+            )
+        report = fetch_task(store, args.run, args.task, args.input, path, args.sub_path)
+    finally:
+        store.close()
     say(report.line())
     return 0

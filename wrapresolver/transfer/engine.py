@@ -81,6 +81,8 @@ class Resolution:
     detail: str = ""
     artifacts: tuple[Artifact, ...] = ()
     """The states merged, as provenance names them."""
+    producers: tuple[str, ...] = ()
+    """The producers merged, in merge order; ("base",) for a task started from its base."""
 
 
 def open_base(spec: WorkspaceTransfer) -> BlobStore:
@@ -107,7 +109,8 @@ def resolve_inputs(store: BlobStore, spec: WorkspaceTransfer) -> Resolution:
             Artifact(state_uri(spec.backend, spec.target, producer_ref(spec.run, producer)), state.digest)
             for producer, state in inputs.states
         )
-        return Resolution(layers, {layer.descriptor.digest: store for layer in layers}, None, detail, artifacts)
+        return Resolution(layers, {layer.descriptor.digest: store for layer in layers}, None, detail, artifacts,
+                          tuple(order))
     if spec.base:
         base_store = open_base(spec)
         try:
@@ -126,7 +129,7 @@ def resolve_inputs(store: BlobStore, spec: WorkspaceTransfer) -> Resolution:
             return Resolution(detail="; ".join([f"empty: base {spec.base} does not exist yet", *notes]))
         detail = "; ".join([f"from base {spec.base}", *notes])
         return Resolution(state.layers, {layer.descriptor.digest: base_store for layer in state.layers}, base_store,
-                          detail, (Artifact(spec.base, state.digest),))
+                          detail, (Artifact(spec.base, state.digest),), ("base",))
     return Resolution(detail="; ".join(["empty", *notes]))
 
 
@@ -208,17 +211,32 @@ def put_manifest(
     return sha256_digest(manifest)
 
 
-def _annotations(spec: WorkspaceTransfer) -> dict[str, str]:
-    return {
+def _annotations(spec: WorkspaceTransfer, producers: tuple[str, ...] | None = None,
+                 own_layer: str = "") -> dict[str, str]:
+    annotations = {
         oci_image.ANNOTATION_WORKSPACE: spec.workspace,
         oci_image.ANNOTATION_RUN: spec.run,
         oci_image.ANNOTATION_TASK: spec.task,
         oci_image.ANNOTATION_CREATED: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+    if producers is not None:  # unknown without a fetch record (the task did not fetch)
+        annotations[oci_image.ANNOTATION_INPUTS] = ",".join(producers)
+    if own_layer:
+        annotations[oci_image.ANNOTATION_OWN_LAYER] = own_layer
+    return annotations
 
 
-def _layer_record(layers: tuple[Layer, ...]) -> dict[str, Any]:
-    return {"layers": [{"descriptor": lay.descriptor.to_dict(), "diff_id": lay.diff_id} for lay in layers]}
+def _layer_record(layers: tuple[Layer, ...], producers: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {"layers": [{"descriptor": lay.descriptor.to_dict(), "diff_id": lay.diff_id} for lay in layers],
+            "producers": list(producers)}
+
+
+def _producers_of(record: Mapping[str, Any] | None) -> tuple[str, ...] | None:
+    """The producers a fetch record names; None without a record or from an older step image."""
+    names = record.get("producers") if record is not None else None
+    if not isinstance(names, list):
+        return None
+    return tuple(str(name) for name in names)
 
 
 def _layers_of(record: Mapping[str, Any]) -> tuple[Layer, ...]:
@@ -238,7 +256,8 @@ class LayeredStore(WorkspaceStore):
 
     def resolve(self, spec: WorkspaceTransfer) -> Input:
         res = resolve_inputs(self.blobs, spec)
-        inputs = Input(_layer_record(res.layers), len(res.layers), res.detail, res, artifacts=res.artifacts)
+        inputs = Input(_layer_record(res.layers, res.producers), len(res.layers), res.detail, res,
+                       artifacts=res.artifacts)
         if res.base_store is not None:
             inputs.close = res.base_store.close
         return inputs
@@ -255,11 +274,13 @@ class LayeredStore(WorkspaceStore):
         inputs = _layers_of(record) if record is not None else ()
         _ensure_blobs(self.blobs, spec, inputs)
         layers, moved = inputs, Moved(0, 0, detail="no changes, no new layer")
+        own_layer = ""
         if changes:
             media_type = oci_image.layer_media_type(spec.options.get("compression", ""))
             written = store_layer(self.blobs, src, changes, spec.sub_path, media_type,
                                   lambda s: tick(s.files, s.bytes), after)
             layers = inputs + (written.layer,)
+            own_layer = written.layer.descriptor.digest
             moved = Moved(
                 written.stats.files, written.layer.descriptor.size,
                 detail=f"{len(changes.changed)} changed, {len(changes.deleted)} deleted, "
@@ -267,14 +288,15 @@ class LayeredStore(WorkspaceStore):
             )
         ref = producer_ref(spec.run, spec.task)
         config = put_config(self.blobs, layers, may_exist=not changes)
-        digest = put_manifest(self.blobs, config, layers, _annotations(spec), [ref])
+        annotations = _annotations(spec, _producers_of(record), own_layer)
+        digest = put_manifest(self.blobs, config, layers, annotations, [ref])
         moved.artifacts = (Artifact(state_uri(spec.backend, spec.target, ref), digest),)
         if spec.publish:
             # A manifest of its own (DESIGN §6a): a registry deletes by digest, so the run's
             # state could not be reclaimed if the published target shared its manifest.
-            published = {**_annotations(spec), oci_image.ANNOTATION_PUBLISHED: "true"}
+            published = {**annotations, oci_image.ANNOTATION_PUBLISHED: "true"}
             target_digest = put_manifest(self.blobs, config, layers, published, [self.blobs.target_ref])
-            moved.artifacts += (Artifact(spec.target, target_digest),)
+            moved.artifacts += (Artifact(spec.target, target_digest, build_artifact=True),)
         moved.layers = len(layers)
         return moved
 
@@ -284,9 +306,9 @@ class LayeredStore(WorkspaceStore):
         if res.base_store is not None:
             res.base_store.close()
         _ensure_blobs(self.blobs, spec, res.layers)
-        digest = put_state(self.blobs, res.layers, _annotations(spec), [self.blobs.target_ref])
+        digest = put_state(self.blobs, res.layers, _annotations(spec, res.producers), [self.blobs.target_ref])
         return Moved(0, 0, len(res.layers), f"{res.detail}; to {self.blobs.target_ref}",
-                     artifacts=(Artifact(spec.target, digest),))
+                     artifacts=(Artifact(spec.target, digest, build_artifact=True),))
 
     def pull(self, dest: Path, sub_path: str, tick: Tick) -> Moved:
         return self.pull_ref(self.blobs.target_ref, dest, sub_path, tick)
@@ -370,3 +392,11 @@ def push(
 ) -> TransferReport:
     """The whole tree `src` to the store's exact target, with the options it was opened with."""
     return runner.push(LayeredStore(store), src, options, progress)
+
+
+def fetch_state(
+    store: BlobStore, state: State, dest: Path, where: str, sub_path: str = "", progress: Progress | None = None,
+) -> TransferReport:
+    """Extract a state already read (or a state made of some of its layers) into `dest`, by hand."""
+    sources = {lay.descriptor.digest: store for lay in state.layers}
+    return runner.pull_with(lambda tick: _extract(state.layers, sources, dest, sub_path, where, tick), dest, progress)

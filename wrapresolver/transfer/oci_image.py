@@ -39,6 +39,12 @@ ANNOTATION_RUN = "dev.wrapresolver.run"
 ANNOTATION_TASK = "dev.wrapresolver.task"
 ANNOTATION_PUBLISHED = "dev.wrapresolver.published"
 """On the published target's manifest only, so it never shares a digest with a run's state."""
+ANNOTATION_INPUTS = "dev.wrapresolver.inputs"
+"""The producers whose states the task fetched and merged, comma-separated in merge order
+(`base` for a task that started from the base): what `wrapresolver inspect` draws."""
+ANNOTATION_OWN_LAYER = "dev.wrapresolver.own-layer"
+"""The digest of the layer the task itself added (absent when it changed nothing): the
+state's layers without it are exactly what the task fetched."""
 ANNOTATION_CREATED = "org.opencontainers.image.created"
 """When a state was stored (RFC 3339): what `wrapresolver gc --older-than` reads its age from."""
 
