@@ -22,7 +22,7 @@ def test_render_refuses_a_target_outside_allowed_targets_naming_the_key_and_acce
     assert "param `target` of workspace 'sources'" in err
     assert "outside `allowed-targets`" in err and "oci://registry.internal/ci/" in err
     code, out, err = render(capsys, "--config", "allowed-targets=oci://registry.example/ci")
-    assert (code, err) == (0, "") and "registry.example/ci/build-and-test-run-sources" in out
+    assert (code, err) == (0, "") and "registry.example/ci/build-and-test-sources:build-and-test-run" in out
 
 
 def test_render_refuses_a_base_outside_allowed_targets(capsys) -> None:

@@ -43,8 +43,8 @@ def test_examples_render_with_steps_injected(capsys):
     assert any(s["name"].startswith("wrap-store") for s in fetch_sources["taskSpec"]["steps"])
     assert any(s["name"].startswith("wrap-fetch") for s in build["taskSpec"]["steps"])
     # $(context.pipelineRun.name) came from the PipelineRun's metadata, as Tekton would do.
-    assert "registry.example/ci/build-and-test-run-sources" in all_args(build)
-    assert "registry.example/ci/build-and-test-run-cache" in all_args(build)
+    assert "registry.example/ci/build-and-test-sources:build-and-test-run" in all_args(build)
+    assert "registry.example/ci/build-and-test-cache:build-and-test-run" in all_args(build)
 
 
 def test_output_json_prints_the_resolvers_exact_answer_and_yaml_the_same_pipeline(capsys):
@@ -65,7 +65,7 @@ def test_output_json_prints_the_resolvers_exact_answer_and_yaml_the_same_pipelin
 def test_default_workspaces_are_the_pipelineruns_emptydirs(capsys):
     code, out, _ = render(capsys, "-f", PIPELINE, "-f", PIPELINERUN)
     assert code == 0
-    assert "build-and-test-run-sources" in out and "build-and-test-run-cache" in out
+    assert "build-and-test-sources:build-and-test-run" in out and "build-and-test-cache:build-and-test-run" in out
 
 
 def test_param_flag_wins_over_the_pipelinerun(capsys):
@@ -101,7 +101,7 @@ def test_array_param_expands_in_place_like_tekton(tmp_path, capsys):
     path.write_text(yaml.safe_dump(run))
     code, out, err = render(capsys, "-f", PIPELINE, "-f", str(path))
     assert (code, err) == (0, "")
-    assert "build-and-test-run-cache" in out and "build-and-test-run-sources" not in out
+    assert "build-and-test-cache:build-and-test-run" in out and "build-and-test-sources" not in out
 
 
 def test_unknown_run_name_is_left_for_tekton(tmp_path, capsys):
@@ -111,7 +111,7 @@ def test_unknown_run_name_is_left_for_tekton(tmp_path, capsys):
     path.write_text(yaml.safe_dump(run))
     code, out, err = render(capsys, "-f", PIPELINE, "-f", str(path))
     assert (code, err) == (0, "")
-    assert "registry.example/ci/$(context.pipelineRun.name)-sources" in out
+    assert "registry.example/ci/build-and-test-sources:$(context.pipelineRun.name)" in out
 
 
 def test_single_pipeline_is_used_without_pipelineref(capsys):
@@ -127,7 +127,7 @@ def test_reads_documents_from_stdin(monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdin", io.StringIO(text))
     code, out, err = render(capsys, "-f", "-")
     assert (code, err) == (0, "")
-    assert "build-and-test-run-sources" in out
+    assert "build-and-test-sources:build-and-test-run" in out
 
 
 def test_config_flag_supplies_defaults(capsys):
