@@ -2,12 +2,17 @@
 
 Every dotted `wrapresolver...` name in backticks imports (a module, or an attribute of
 one) or is an entry-point group `pyproject.toml` declares, every `from wrapresolver... import ...` line of a code block runs, and every path
-of this repository in backticks exists.
+of this repository in backticks exists. Across docs/*.md and README.md, every module path
+`wrapresolver/...py` exists and every `wrapresolver <command>` shown as code is a subcommand
+of `wrapresolver --help`; the configuration reference lists exactly the ConfigMap keys
+core.checks.known_config_keys accepts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import re
 from pathlib import Path
 
@@ -75,3 +80,56 @@ def test_what_a_plugin_imports_comes_from_the_base_module() -> None:
         assert getattr(base, name) is getattr(errors, name)
         assert name in base.__all__
     assert {"io_timeout", "KeyInfo", "StoredItem", "Reclaimed"} <= set(base.__all__)
+
+
+USER_DOCS = sorted([*(ROOT / "docs").glob("*.md"), ROOT / "README.md"])
+"""Every page a reader follows: a module or command named anywhere there must be real."""
+
+
+def code_text(text: str) -> list[str]:
+    """The fenced code blocks and the inline code spans: where a name is meant to be copied."""
+    blocks = re.findall(r"^```[^\n]*\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+    prose = re.sub(r"^```[^\n]*\n.*?^```", "", text, flags=re.MULTILINE | re.DOTALL)
+    return [*blocks, *re.findall(r"``?([^`\n]+)``?", prose)]
+
+
+def subcommands() -> set[str]:
+    """The COMMANDs `wrapresolver --help` lists."""
+    from wrapresolver.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        main(["--help"])
+    listing = out.getvalue().split("positional arguments:", 1)[1].split("options:", 1)[0]
+    return set(re.findall(r"^ {4}(\w[\w-]*)", listing, re.MULTILINE))
+
+
+@pytest.mark.parametrize("doc", USER_DOCS, ids=lambda p: p.name)
+def test_every_module_path_the_doc_names_exists(doc: Path) -> None:
+    paths = set(re.findall(r"\bwrapresolver/[\w/]+\.py\b", doc.read_text()))
+    missing = sorted(p for p in paths if not (ROOT / p).is_file())
+    assert not missing, f"{doc.name} names modules that do not exist: {missing}"
+
+
+@pytest.mark.parametrize("doc", USER_DOCS, ids=lambda p: p.name)
+def test_every_wrapresolver_command_the_doc_shows_is_a_subcommand(doc: Path) -> None:
+    named = {m.group(1) for code in code_text(doc.read_text())
+             for m in re.finditer(r"(?:^|[\s;&|(\[`$])wrapresolver ([a-z][\w-]*)", code, re.MULTILINE)}
+    unknown = sorted(named - subcommands())
+    assert not unknown, f"{doc.name} shows `wrapresolver <command>` for commands that do not exist: {unknown}"
+
+
+def test_the_configuration_reference_lists_exactly_the_keys_the_resolver_reads() -> None:
+    from wrapresolver.core.checks import known_config_keys
+    from wrapresolver.core.params import CONFIG_KEYS, CORE_PARAMS, config_key
+    from wrapresolver.resolve import backend_option_names
+
+    text = (ROOT / "docs" / "cluster-admins.md").read_text()
+    section = text.split("## Configuration reference", 1)[1].split("\n## ", 1)[0]
+    keys = set(re.findall(r"^\| `([a-z<>-]+)` \|", section, re.MULTILINE))
+    listed = {k for k in keys if "<" not in k}
+    unknown = sorted(listed - known_config_keys(backend_option_names()))
+    assert not unknown, f"the configuration reference lists keys the resolver does not read: {unknown}"
+    absent = sorted({*CONFIG_KEYS, *(config_key(p) for p in CORE_PARAMS)} - listed)
+    assert not absent, f"the configuration reference leaves out keys the resolver reads: {absent}"
+    assert "default-<option>" in keys, "the backend options' defaults are described too"
