@@ -5,7 +5,8 @@ one) or is an entry-point group `pyproject.toml` declares, every `from wrapresol
 of this repository in backticks exists, every module path
 `wrapresolver/...py` exists and every `wrapresolver <command>` shown as code is a subcommand
 of `wrapresolver --help`; the configuration reference lists exactly the ConfigMap keys
-core.checks.known_config_keys accepts.
+core.checks.known_config_keys accepts, and its Events table every reason the controller can
+emit.
 """
 
 from __future__ import annotations
@@ -133,3 +134,23 @@ def test_the_configuration_reference_lists_exactly_the_keys_the_resolver_reads()
     absent = sorted({*CONFIG_KEYS, *(config_key(p) for p in CORE_PARAMS)} - listed)
     assert not absent, f"the configuration reference leaves out keys the resolver reads: {absent}"
     assert "default-<option>" in keys, "the backend options' defaults are described too"
+
+
+def test_the_events_table_lists_every_reason_the_controller_can_emit() -> None:
+    from wrapresolver import errors
+    from wrapresolver.core import checks, limits
+
+    reasons = {v for k, v in vars(checks).items() if k.startswith("REASON_")}
+    reasons |= {c.reason for c in (errors.WrapError, errors.ParamError, errors.SourceError, errors.RewriteError,
+                                   limits.LimitError)}
+    sources = [*(ROOT / "wrapresolver" / "controller").glob("*.py"), ROOT / "wrapresolver" / "resolve.py"]
+    for path in sources:
+        text = path.read_text()
+        reasons |= set(re.findall(r'reason\s*=\s*"([A-Z]\w+)"', text))
+        reasons |= set(re.findall(r'failure_status\(\s*"([A-Z]\w+)"', text))
+        reasons |= set(re.findall(r'_warn\(kube, [^\n]*"([A-Z][a-z]\w+)",', text))
+    assert {"PodSecurityRestricted", "StorageAnnotationIgnored", "StatesNotReclaimed", "NotFound"} <= reasons
+    text = (ROOT / "docs" / "cluster-admins.md").read_text()
+    table = text.split("- **Events**", 1)[1].split("\n- **", 1)[0]
+    missing = sorted(r for r in reasons if f"`{r}`" not in table)
+    assert not missing, f"cluster-admins.md's Events table leaves out reasons the controller emits: {missing}"
