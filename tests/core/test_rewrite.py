@@ -460,3 +460,12 @@ def test_many_workspaces_in_one_task_stay_within_the_results_budget_outputs_firs
     written = [n for s in stores for n in result_names(s)]
     read = [n for s in fetches for n in result_names(s)]
     assert len(written) >= len(read)  # outputs are granted first
+
+
+def test_max_layers_goes_only_to_the_steps_that_publish():
+    t = tasks_of(rendered("fan-in", **{"max-layers": "4"}))
+    (spec,) = transfers(t["wrap-publish"]["taskSpec"]["steps"][0])
+    assert spec.max_layers == 4
+    assert all('max_layers' not in json.dumps(step["args"]) for n in ("clone", "unit", "package") for step in wrap_steps(t[n]))
+    linear = tasks_of(rendered("finally", **{"max-layers": "4"}))
+    assert store_of(linear["report"]).max_layers == 4 and store_of(linear["report"]).publish

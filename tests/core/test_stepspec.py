@@ -95,3 +95,17 @@ def test_a_state_uri_names_the_reference_the_way_its_backend_pulls_it(backend, t
     from wrapresolver.core.refs import state_uri
 
     assert state_uri(backend, target, "wrap-u-build") == uri
+
+
+def test_max_layers_round_trips_and_is_left_out_at_its_default():
+    assert '"max_layers"' not in spec(publish=True).to_json()
+    assert WorkspaceTransfer.from_json(spec(publish=True).to_json()).max_layers == 16
+    assert WorkspaceTransfer.from_json(spec(publish=True, max_layers=0).to_json()).max_layers == 0
+
+
+@pytest.mark.parametrize("value", ["3", -1, True, 2.5])
+def test_a_max_layers_that_is_not_a_whole_number_is_refused_naming_the_field(value):
+    data = json.loads(spec(publish=True).to_json())
+    data["max_layers"] = value
+    with pytest.raises(ValueError, match="max_layers"):
+        WorkspaceTransfer.from_json(json.dumps(data))

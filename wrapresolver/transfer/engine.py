@@ -5,7 +5,8 @@ merge their layers, extract them safely, and record what the workspace looked li
 store: diff the workspace against that record, stream one layer of the changes, then write
 the config and the manifest, the reference last so a reader never sees a half state.
 publish: write the merge of the leaf producers' states to the user's exact target,
-manifest and config only.
+manifest and config only. A published state past its `max_layers` is squashed into one
+layer first, by the publishing store or the publish task (`squash.py`).
 
 `LayeredStore` wraps a store (the store never calls back into this module); the rules every
 step follows (unbound workspaces, the fetch record, cleanup, timing, progress) are the
@@ -16,6 +17,7 @@ one action on a bare `BlobStore`, for tools and tests.
 from __future__ import annotations
 
 import io
+import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -32,6 +34,7 @@ from wrapresolver.transfer import oci_image, runner, snapshot
 from wrapresolver.transfer.apply import Extractor
 from wrapresolver.transfer.layers import store_layer, whole_tree
 from wrapresolver.transfer.runner import Progress
+from wrapresolver.transfer.squash import squash_layers, squash_tree, too_many
 
 MAX_CONFIG = 4 << 20
 
@@ -255,8 +258,17 @@ class LayeredStore(WorkspaceStore):
         inputs = _layers_of(record) if record is not None else ()
         _ensure_blobs(self.blobs, spec, inputs)
         layers, moved = inputs, Moved(0, 0, detail="no changes, no new layer")
-        if changes:
-            media_type = oci_image.layer_media_type(spec.options.get("compression", ""))
+        media_type = oci_image.layer_media_type(spec.options.get("compression", ""))
+        count = len(inputs) + (1 if changes else 0)
+        squash = spec.publish and too_many(count, spec.max_layers)
+        if squash and not spec.sub_path:
+            # The task saw the whole workspace: what is on disk now is the state, so the
+            # squashed layer is written from it, with no layer downloaded.
+            written = squash_tree(self.blobs, src, media_type, lambda s: tick(s.files, s.bytes))
+            layers = (written.layer,)
+            moved = Moved(written.stats.files, written.layer.descriptor.size,
+                          detail=f"{len(changes.changed)} changed, {len(changes.deleted)} deleted")
+        elif changes:
             written = store_layer(self.blobs, src, changes, spec.sub_path, media_type,
                                   lambda s: tick(s.files, s.bytes), after)
             layers = inputs + (written.layer,)
@@ -265,14 +277,25 @@ class LayeredStore(WorkspaceStore):
                 detail=f"{len(changes.changed)} changed, {len(changes.deleted)} deleted, "
                 f"{written.stats.bytes} bytes before compression",
             )
+        if squash and spec.sub_path:
+            # The task saw only its subPath: the rest of the state is in the layers.
+            sources = {lay.descriptor.digest: self.blobs for lay in layers}
+            written = squash_layers(layers, sources, self.blobs, scratch, media_type,
+                                    f"workspace {spec.workspace!r}", lambda s: tick(s.files, s.bytes))
+            layers = (written.layer,)
+            moved.files, moved.bytes = written.stats.files, moved.bytes + written.layer.descriptor.size
+        annotations = _annotations(spec)
+        if squash:
+            annotations[oci_image.ANNOTATION_COMPACTED] = str(count)
+            moved.detail += f"; compacted: {count} layers squashed into one (max-layers {spec.max_layers})"
         ref = producer_ref(spec.run, spec.task)
-        config = put_config(self.blobs, layers, may_exist=not changes)
-        digest = put_manifest(self.blobs, config, layers, _annotations(spec), [ref])
+        config = put_config(self.blobs, layers, may_exist=not (changes or squash))
+        digest = put_manifest(self.blobs, config, layers, annotations, [ref])
         moved.artifacts = (Artifact(state_uri(spec.backend, spec.target, ref), digest),)
         if spec.publish:
             # A manifest of its own (DESIGN §6a): a registry deletes by digest, so the run's
             # state could not be reclaimed if the published target shared its manifest.
-            published = {**_annotations(spec), oci_image.ANNOTATION_PUBLISHED: "true"}
+            published = {**annotations, oci_image.ANNOTATION_PUBLISHED: "true"}
             target_digest = put_manifest(self.blobs, config, layers, published, [self.blobs.target_ref])
             moved.artifacts += (Artifact(spec.target, target_digest),)
         moved.layers = len(layers)
@@ -284,9 +307,24 @@ class LayeredStore(WorkspaceStore):
         if res.base_store is not None:
             res.base_store.close()
         _ensure_blobs(self.blobs, spec, res.layers)
-        digest = put_state(self.blobs, res.layers, _annotations(spec), [self.blobs.target_ref])
-        return Moved(0, 0, len(res.layers), f"{res.detail}; to {self.blobs.target_ref}",
-                     artifacts=(Artifact(spec.target, digest),))
+        layers, annotations, detail = res.layers, _annotations(spec), res.detail
+        moved = Moved(0, 0)
+        if too_many(len(layers), spec.max_layers):
+            # No task's tree is at hand here: the merged layers are extracted into scratch
+            # space of this step's own container (as large as the workspace) and stored again.
+            media_type = oci_image.layer_media_type(spec.options.get("compression", ""))
+            sources = {lay.descriptor.digest: self.blobs for lay in layers}
+            with tempfile.TemporaryDirectory(prefix="wrap-squash-") as scratch:
+                written = squash_layers(layers, sources, self.blobs, Path(scratch), media_type,
+                                        f"workspace {spec.workspace!r}", lambda s: tick(s.files, s.bytes))
+            annotations[oci_image.ANNOTATION_COMPACTED] = str(len(layers))
+            detail += f"; compacted: {len(layers)} layers squashed into one (max-layers {spec.max_layers})"
+            layers = (written.layer,)
+            moved = Moved(written.stats.files, written.layer.descriptor.size)
+        digest = put_state(self.blobs, layers, annotations, [self.blobs.target_ref])
+        moved.layers, moved.detail = len(layers), f"{detail}; to {self.blobs.target_ref}"
+        moved.artifacts = (Artifact(spec.target, digest),)
+        return moved
 
     def pull(self, dest: Path, sub_path: str, tick: Tick) -> Moved:
         return self.pull_ref(self.blobs.target_ref, dest, sub_path, tick)

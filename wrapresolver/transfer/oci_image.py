@@ -39,6 +39,8 @@ ANNOTATION_RUN = "dev.wrapresolver.run"
 ANNOTATION_TASK = "dev.wrapresolver.task"
 ANNOTATION_PUBLISHED = "dev.wrapresolver.published"
 """On the published target's manifest only, so it never shares a digest with a run's state."""
+ANNOTATION_COMPACTED = "dev.wrapresolver.compacted"
+"""On a state stored as one squashed layer: how many layers that one replaced (docs/transfer.md)."""
 ANNOTATION_CREATED = "org.opencontainers.image.created"
 """When a state was stored (RFC 3339): what `wrapresolver gc --older-than` reads its age from."""
 

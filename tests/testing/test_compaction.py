@@ -1,0 +1,204 @@
+"""A carried cache over a hundred runs stays a bounded number of layers and loses nothing.
+
+Each run does what the injected steps of a carried workspace do, through a real backend
+(`file://` and Debian's docker-registry): fetch from the published state (the `base`),
+change the workspace, store with `publish`. The same changes go to a directory that is
+never stored, the shared volume this models; every fetch must give exactly that tree
+(kinds, contents, modes, mtimes, link targets, hard-link groups), deletions included,
+while the published state never has more than `max_layers` layers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.transfer.test_squash import PATHS, apply_op, tree
+from wrapresolver.backends.registry import get_backend
+from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
+from wrapresolver.transfer import oci_image
+from wrapresolver.transfer.steps import open_steps
+
+CONTENTS = [b"", b"one", b"two\n", b"three" * 50, os.urandom(3000)]
+
+
+@dataclass
+class Place:
+    backend: str
+    target: str
+
+
+@pytest.fixture(params=["file", "oci"])
+def place(request, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Place]:
+    if request.param == "oci":
+        registry = request.getfixturevalue("registry")
+        monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "no-docker-config"))
+        yield Place("oci", f"oci://{registry.host}/compact/{uuid.uuid4().hex[:8]}-cache")
+    else:
+        yield Place("file", f"file://{tmp_path}/store/cache")
+
+
+def random_ops(rng: random.Random, paths: list[str]) -> list[tuple]:
+    ops: list[tuple] = []
+    for _ in range(rng.randint(1, 5)):
+        kind = rng.choice(["write", "write", "write", "delete", "mkdir", "symlink", "hardlink", "chmod"])
+        path = rng.choice(paths)
+        if kind == "write":
+            mtime = rng.randint(10**9, 2 * 10**9) * 10**9 + rng.randint(0, 10**9 - 1)
+            ops.append((kind, path, rng.choice(CONTENTS), rng.choice([0o644, 0o600, 0o755]), mtime))
+        elif kind == "delete":
+            ops.append((kind, path))
+        elif kind == "mkdir":
+            ops.append((kind, path, rng.choice([0o755, 0o700])))
+        elif kind == "symlink":
+            ops.append((kind, path, rng.choice(["a", "../b", "c/a", "dangling"])))
+        elif kind == "hardlink":
+            ops.append((kind, path, rng.choice(paths)))
+        else:
+            ops.append((kind, path, rng.choice([0o600, 0o755])))
+    return ops
+
+
+def settle_times(root: Path, run: int, under: str = "") -> None:
+    """Directories and symlinks (only those at or under `under`) get a time of this run: the
+    shared volume and the fetched workspace then agree on them although their changes
+    happened at different moments."""
+    when = (1_500_000_000 + run) * 10**9
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, root)
+            if under and rel != under and not rel.startswith(under + "/"):
+                continue
+            if os.path.islink(full) or os.path.isdir(full):
+                os.utime(full, ns=(when, when), follow_symlinks=False)
+
+
+class Carrier:
+    """Runs of one carried workspace at one place, with the shared volume they model."""
+
+    def __init__(self, place: Place, tmp: Path, max_layers: int) -> None:
+        self.place, self.tmp, self.max_layers = place, tmp, max_layers
+        self.volume = tmp / "volume"
+        self.volume.mkdir()
+
+    def spec(self, run: str, task: str, **kw) -> WorkspaceTransfer:
+        return WorkspaceTransfer(workspace="cache", target=self.place.target, run=run, task=task,
+                                 backend=self.place.backend, base=self.place.target, **kw)
+
+    def steps(self):
+        return open_steps(get_backend(self.place.backend), self.place.target, {})
+
+    def fetch(self, spec: WorkspaceTransfer, name: str) -> tuple[Path, Path]:
+        ws, state = self.tmp / f"ws-{name}", self.tmp / f"state-{name}"
+        for d in (ws, state):
+            shutil.rmtree(d, ignore_errors=True)
+        with self.steps() as steps:
+            steps.fetch(spec, ws, state)
+        return ws, state
+
+    def published(self) -> dict:
+        with get_backend(self.place.backend).open(self.place.target, {}) as blobs:
+            data = blobs.get_manifest(blobs.target_ref)
+        assert data is not None
+        return json.loads(data)
+
+
+def test_a_hundred_carried_runs_stay_within_max_layers_and_equal_the_shared_volume(place: Place, tmp_path: Path) -> None:
+    carrier = Carrier(place, tmp_path, max_layers=8)
+    rng = random.Random(27)
+    counts: list[int] = []
+    for number in range(100):
+        run = f"run{number}-{uuid.uuid4().hex[:6]}"
+        ws, state = carrier.fetch(carrier.spec(run, "build"), "build")
+        assert tree(ws) == tree(carrier.volume), f"run {number}: the fetched cache differs from the volume"
+        for op in random_ops(rng, PATHS):
+            apply_op(ws, op)
+            apply_op(carrier.volume, op)
+        settle_times(ws, number)
+        settle_times(carrier.volume, number)
+        with carrier.steps() as steps:
+            report = steps.store(carrier.spec(run, "build", publish=True, max_layers=8), ws, state)
+        manifest = carrier.published()
+        counts.append(len(manifest["layers"]))
+        assert counts[-1] <= 8, f"run {number}: {counts[-1]} layers published"
+        compacted = manifest.get("annotations", {}).get(oci_image.ANNOTATION_COMPACTED)
+        assert (compacted is not None) == ("compacted" in report.detail), report.detail
+    final, _ = carrier.fetch(carrier.spec("last", "look"), "look")
+    assert tree(final) == tree(carrier.volume)
+    # It really was compacted again and again, not merely a short chain.
+    assert counts.count(1) >= 10 and max(counts) == 8
+
+
+def test_without_compaction_the_same_runs_grow_one_layer_each(place: Place, tmp_path: Path) -> None:
+    carrier = Carrier(place, tmp_path, max_layers=0)
+    for number in range(20):
+        run = f"run{number}"
+        ws, state = carrier.fetch(carrier.spec(run, "build"), "build")
+        (ws / f"file-{number}").write_text(str(number))
+        with carrier.steps() as steps:
+            steps.store(carrier.spec(run, "build", publish=True, max_layers=0), ws, state)
+    assert len(carrier.published()["layers"]) == 20
+
+
+def test_fan_in_runs_published_by_the_publish_task_stay_bounded_and_lose_no_branch(place: Place, tmp_path: Path) -> None:
+    """Two branches change the cache in parallel; the publish task merges and squashes."""
+    carrier = Carrier(place, tmp_path, max_layers=5)
+    rng = random.Random(3)
+    left = [p for p in PATHS if p.startswith("a")]
+    right = [p for p in PATHS if p.startswith("b")]
+    graph = {"left": ProducerNode(order=0), "right": ProducerNode(order=1)}
+    counts = []
+    for number in range(40):
+        run = f"fan{number}-{uuid.uuid4().hex[:6]}"
+        for task, paths, under in (("left", left, "a"), ("right", right, "b")):
+            ws, state = carrier.fetch(carrier.spec(run, task), task)
+            ops = random_ops(rng, paths)
+            for op in ops:
+                apply_op(ws, op)
+                apply_op(carrier.volume, op)
+            settle_times(ws, number, under)
+            with carrier.steps() as steps:
+                steps.store(carrier.spec(run, task), ws, state)
+        settle_times(carrier.volume, number)
+        with carrier.steps() as steps:
+            steps.publish(carrier.spec(run, "wrap-publish", inputs=("left", "right"), graph=graph,
+                                       publish=True, max_layers=5))
+        counts.append(len(carrier.published()["layers"]))
+        assert counts[-1] <= 5
+        view, _ = carrier.fetch(carrier.spec(f"check{number}", "look"), "look")
+        assert tree(view) == tree(carrier.volume), f"run {number}: the published cache lost a change"
+    assert counts.count(1) >= 5
+
+
+def test_a_publishing_store_that_sees_only_its_subpath_squashes_the_whole_state(place: Place, tmp_path: Path) -> None:
+    carrier = Carrier(place, tmp_path, max_layers=2)
+    with carrier.steps() as steps:  # a first state with content outside the subPath
+        outside = tmp_path / "outside"
+        (outside / "other").mkdir(parents=True)
+        (outside / "other" / "kept").write_text("outside")
+        (outside / "sub").mkdir()
+        steps.push(outside)
+    details = []
+    for number in range(5):
+        run = f"sub{number}"
+        ws, state = carrier.fetch(carrier.spec(run, "build", sub_path="sub"), "build")
+        (ws / f"file-{number}").write_text(str(number))
+        if number:
+            (ws / f"file-{number - 1}").unlink()
+        with carrier.steps() as steps:
+            report = steps.store(carrier.spec(run, "build", sub_path="sub", publish=True, max_layers=2), ws, state)
+        details.append(report.detail)
+        assert len(carrier.published()["layers"]) <= 2
+    assert sum("compacted: 3 layers squashed into one" in d for d in details) == 2, details
+    whole, _ = carrier.fetch(carrier.spec("look", "look"), "look")
+    assert (whole / "other" / "kept").read_text() == "outside"
+    assert sorted(p.name for p in (whole / "sub").iterdir()) == ["file-4"]
