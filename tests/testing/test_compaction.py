@@ -10,6 +10,7 @@ while the published state never has more than `max_layers` layers.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -20,10 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
+from tests.testing.test_carried_cache import CacheRuns, cache_result
 from tests.transfer.test_squash import PATHS, apply_op, tree
 from wrapresolver.backends.registry import get_backend
 from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
+from wrapresolver.render import render
+from wrapresolver.testing.executor import SUCCEEDED, LocalExecutor
 from wrapresolver.transfer import oci_image
 from wrapresolver.transfer.steps import open_steps
 
@@ -43,7 +48,7 @@ def place(request, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
         monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "no-docker-config"))
         yield Place("oci", f"oci://{registry.host}/compact/{uuid.uuid4().hex[:8]}-cache")
     else:
-        yield Place("file", f"file://{tmp_path}/store/cache")
+        yield Place("file", f"file://{tmp_path}/store/carried-cache")
 
 
 def random_ops(rng: random.Random, paths: list[str]) -> list[tuple]:
@@ -202,3 +207,37 @@ def test_a_publishing_store_that_sees_only_its_subpath_squashes_the_whole_state(
     whole, _ = carrier.fetch(carrier.spec("look", "look"), "look")
     assert (whole / "other" / "kept").read_text() == "outside"
     assert sorted(p.name for p in (whole / "sub").iterdir()) == ["file-4"]
+
+
+def test_the_cache_example_with_max_layers_2_publishes_a_squashed_cache_on_its_third_run(
+    place: Place, tmp_path: Path,
+) -> None:
+    """From the PipelineRun's param to the store step's log, through render and real steps."""
+    prefix = place.target.removesuffix("-cache")
+    runs = CacheRuns(f"{prefix}-<<workspace>>", f"{prefix}-cache", place.backend,
+                     {"DOCKER_CONFIG": os.environ.get("DOCKER_CONFIG", str(tmp_path / "none"))}, tmp_path)
+    layers = []
+    for number in (1, 2, 3):
+        documents = runs.documents(f"run-{number}")
+        documents[1]["spec"]["pipelineRef"]["params"].append({"name": "max-layers", "value": "2"})
+        rewritten = yaml.safe_load(render(documents))
+        result = LocalExecutor(rewritten, name=f"run-{number}", workdir=tmp_path / f"run-{number}",
+                               env=runs.env).run()
+        assert result.status == SUCCEEDED, result.log()
+        layers.append(len(carrier_manifest(place)["layers"]))
+    assert layers == [1, 2, 1]
+    assert "compacted: 3 layers squashed into one (max-layers 2)" in result.tasks["build"].log
+    assert carrier_manifest(place)["annotations"][oci_image.ANNOTATION_COMPACTED] == "3"
+    assert runs.cache() == {"example.com/dep@v1.0.0": "downloaded\n", "warmed-by": "run-1\nrun-2\nrun-3\n"}
+    # Provenance: the digest the store reports as published is the squashed manifest's.
+    with get_backend(place.backend).open(place.target, {}) as blobs:
+        manifest = blobs.get_manifest(blobs.target_ref)
+    assert manifest is not None
+    assert cache_result(result, "published")["digest"] == "sha256:" + hashlib.sha256(manifest).hexdigest()
+
+
+def carrier_manifest(place: Place) -> dict:
+    with get_backend(place.backend).open(place.target, {}) as blobs:
+        data = blobs.get_manifest(blobs.target_ref)
+    assert data is not None
+    return json.loads(data)

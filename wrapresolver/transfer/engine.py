@@ -33,6 +33,7 @@ from wrapresolver.errors import IntegrityError, NotFoundError, TransferError
 from wrapresolver.transfer import oci_image, runner, snapshot
 from wrapresolver.transfer.apply import Extractor
 from wrapresolver.transfer.layers import store_layer, whole_tree
+from wrapresolver.transfer.localdisk import os_errors
 from wrapresolver.transfer.runner import Progress
 from wrapresolver.transfer.squash import squash_layers, squash_tree, too_many
 
@@ -256,11 +257,12 @@ class LayeredStore(WorkspaceStore):
         tick: Tick,
     ) -> Moved:
         inputs = _layers_of(record) if record is not None else ()
-        _ensure_blobs(self.blobs, spec, inputs)
-        layers, moved = inputs, Moved(0, 0, detail="no changes, no new layer")
-        media_type = oci_image.layer_media_type(spec.options.get("compression", ""))
         count = len(inputs) + (1 if changes else 0)
         squash = spec.publish and too_many(count, spec.max_layers)
+        if not (squash and not spec.sub_path):  # a state squashed from disk names none of them
+            _ensure_blobs(self.blobs, spec, inputs)
+        layers, moved = inputs, Moved(0, 0, detail="no changes, no new layer")
+        media_type = oci_image.layer_media_type(spec.options.get("compression", ""))
         if squash and not spec.sub_path:
             # The task saw the whole workspace: what is on disk now is the state, so the
             # squashed layer is written from it, with no layer downloaded.
@@ -314,7 +316,8 @@ class LayeredStore(WorkspaceStore):
             # space of this step's own container (as large as the workspace) and stored again.
             media_type = oci_image.layer_media_type(spec.options.get("compression", ""))
             sources = {lay.descriptor.digest: self.blobs for lay in layers}
-            with tempfile.TemporaryDirectory(prefix="wrap-squash-") as scratch:
+            with tempfile.TemporaryDirectory(prefix="wrap-squash-") as scratch, \
+                    os_errors("squashing", spec.workspace, Path(scratch)):
                 written = squash_layers(layers, sources, self.blobs, Path(scratch), media_type,
                                         f"workspace {spec.workspace!r}", lambda s: tick(s.files, s.bytes))
             annotations[oci_image.ANNOTATION_COMPACTED] = str(len(layers))
