@@ -17,7 +17,6 @@ one action on a bare `BlobStore`, for tools and tests.
 from __future__ import annotations
 
 import io
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -33,9 +32,8 @@ from wrapresolver.errors import IntegrityError, NotFoundError, TransferError
 from wrapresolver.transfer import oci_image, runner, snapshot
 from wrapresolver.transfer.apply import Extractor
 from wrapresolver.transfer.layers import store_layer, whole_tree
-from wrapresolver.transfer.localdisk import os_errors
 from wrapresolver.transfer.runner import Progress
-from wrapresolver.transfer.squash import squash_layers, squash_tree, too_many
+from wrapresolver.transfer.squash import squash_in_temp, squash_layers, squash_tree, too_many
 
 MAX_CONFIG = 4 << 20
 
@@ -266,7 +264,7 @@ class LayeredStore(WorkspaceStore):
         if squash and not spec.sub_path:
             # The task saw the whole workspace: what is on disk now is the state, so the
             # squashed layer is written from it, with no layer downloaded.
-            written = squash_tree(self.blobs, src, media_type, lambda s: tick(s.files, s.bytes))
+            written = squash_tree(self.blobs, src, media_type, lambda s: tick(s.files, s.bytes), after)
             layers = (written.layer,)
             moved = Moved(written.stats.files, written.layer.descriptor.size,
                           detail=f"{len(changes.changed)} changed, {len(changes.deleted)} deleted")
@@ -304,7 +302,8 @@ class LayeredStore(WorkspaceStore):
         return moved
 
     def publish(self, spec: WorkspaceTransfer, tick: Tick) -> Moved:
-        """The merged final state to the exact target: manifest and config, no layer data."""
+        """The merged final state to the exact target: manifest and config only, unless it is
+        past `max_layers`; then one squashed layer too (`squash_in_temp`)."""
         res = resolve_inputs(self.blobs, spec)
         if res.base_store is not None:
             res.base_store.close()
@@ -312,14 +311,8 @@ class LayeredStore(WorkspaceStore):
         layers, annotations, detail = res.layers, _annotations(spec), res.detail
         moved = Moved(0, 0)
         if too_many(len(layers), spec.max_layers):
-            # No task's tree is at hand here: the merged layers are extracted into scratch
-            # space of this step's own container (as large as the workspace) and stored again.
             media_type = oci_image.layer_media_type(spec.options.get("compression", ""))
-            sources = {lay.descriptor.digest: self.blobs for lay in layers}
-            with tempfile.TemporaryDirectory(prefix="wrap-squash-") as scratch, \
-                    os_errors("squashing", spec.workspace, Path(scratch)):
-                written = squash_layers(layers, sources, self.blobs, Path(scratch), media_type,
-                                        f"workspace {spec.workspace!r}", lambda s: tick(s.files, s.bytes))
+            written = squash_in_temp(layers, self.blobs, media_type, spec.workspace, lambda s: tick(s.files, s.bytes))
             annotations[oci_image.ANNOTATION_COMPACTED] = str(len(layers))
             detail += f"; compacted: {len(layers)} layers squashed into one (max-layers {spec.max_layers})"
             layers = (written.layer,)

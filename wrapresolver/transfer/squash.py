@@ -20,6 +20,7 @@ Two sources of that tree:
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from wrapresolver.core.values import Layer
 from wrapresolver.transfer import snapshot
 from wrapresolver.transfer.apply import Extractor
 from wrapresolver.transfer.layers import LayerStats, WrittenLayer, store_layer, whole_tree
+from wrapresolver.transfer.localdisk import os_errors
 
 
 def too_many(layers: int, max_layers: int) -> bool:
@@ -37,9 +39,13 @@ def too_many(layers: int, max_layers: int) -> bool:
 
 def squash_tree(
     store: BlobStore, root: Path, media_type: str, tick: Callable[[LayerStats], None] = lambda s: None,
+    entries: Mapping[str, snapshot.Entry] | None = None,
 ) -> WrittenLayer:
-    """Every entry under `root` as one layer in `store`: a state with nothing below it."""
-    entries = snapshot.take(root)
+    """Every entry under `root` as one layer in `store`: a state with nothing below it.
+
+    `entries`: a walk of `root` just taken (the store step's), so it is not walked twice."""
+    if entries is None:
+        entries = snapshot.take(root)
     return store_layer(store, root, whole_tree(entries), "", media_type, tick, entries)
 
 
@@ -62,3 +68,15 @@ def squash_layers(
         extractor.apply(source.open_blob(layer.descriptor.digest), layer, where)
     extractor.finish()
     return squash_tree(store, tree, media_type, tick)
+
+
+def squash_in_temp(
+    layers: tuple[Layer, ...], store: BlobStore, media_type: str, workspace: str,
+    tick: Callable[[LayerStats], None] = lambda s: None,
+) -> WrittenLayer:
+    """`squash_layers` of blobs all in `store`, for a step with no workspace of its own (the
+    publish task): the tree is built in a temporary directory of the container (`$TMPDIR`),
+    which needs room for the whole workspace; a full disk is a message naming it."""
+    sources = {layer.descriptor.digest: store for layer in layers}
+    with tempfile.TemporaryDirectory(prefix="wrap-squash-") as scratch, os_errors("squashing", workspace, Path(scratch)):
+        return squash_layers(layers, sources, store, Path(scratch), media_type, f"workspace {workspace!r}", tick)
