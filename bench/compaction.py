@@ -9,17 +9,18 @@ them; `max-layers` bounds that by squashing the published state, at the price of
 that uploads the whole cache once every `max-layers` runs. This shows both sides, to
 choose the default.
 
-How: one cache per (backend, max-layers): `--files` files (about 6 KiB each on average,
+How: one cache per (backend, max-layers): `--files` files (about 4 KiB each on average,
 module-cache-like: a few directories deep, 10% incompressible) stored as the first run's
 state; then each run does what the injected steps do, in this process: fetch from the
 published state (`base`), change the cache (rewrite 2% of the files, add 1%, delete 1%),
 store with `publish` and the given `max_layers` (0: never squash). After the runs named in
 `--at`, the published cache is fetched `--rounds` times into a fresh directory (the page
 cache warm, no `sync` between: on a machine shared with other jobs a sync waits for their
-writes too) and the median is shown with its layer count and the bytes the
-fetch downloaded. The store column is the median and the slowest store over all runs: the
-slowest is a compacting one where compaction happened. `file://` needs no server;
-`oci://` gets a local `docker-registry` started by `bench/transfer.py`'s helper.
+writes too). Shown: the layer count, the bytes the fetch downloads, the medians of its
+wall-clock and CPU time (this process and the fetch's writer process), and the median and
+slowest store over all runs so far (the slowest is a compacting one where compaction
+happened). `file://` needs no server; `oci://` gets a local `docker-registry` started by
+`bench/transfer.py`'s helper.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -89,6 +91,13 @@ def spec(remote: Remote, target: str, run: str, **kw) -> WorkspaceTransfer:
                              base=target, options=remote.options, **kw)
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its children that ended (the fetch's writer process):
+    on a machine other jobs load, a steadier measure of the work than the wall clock."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def published(remote: Remote, target: str) -> tuple[int, int]:
     """Layers and their total size in the published state."""
     with get_backend(remote.backend).open(target, remote.options) as blobs:
@@ -117,16 +126,18 @@ def series(remote: Remote, target: str, work: Path, args, max_layers: int) -> It
         steps.store(spec(remote, target, run, publish=True, max_layers=max_layers), ws, state)
         stores.append(time.perf_counter() - start)
         if number in at:
-            times = []
+            times, cpus = [], []
             for _ in range(args.rounds):
                 dest = work / "measure"
                 shutil.rmtree(dest, ignore_errors=True)
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), cpu_seconds()
                 steps.pull(dest)
                 times.append(time.perf_counter() - start)
+                cpus.append(cpu_seconds() - cpu)
             layers, size = published(remote, target)
             yield {"backend": remote.backend, "max_layers": max_layers, "runs": number, "layers": layers,
                    "fetched_mb": size / 1e6, "fetch_s": statistics.median(times),
+                   "fetch_cpu_s": statistics.median(cpus),
                    "store_median_s": statistics.median(stores), "store_max_s": max(stores)}
     steps.close()
 
@@ -145,8 +156,8 @@ def main() -> None:
     work_root = Path(tempfile.mkdtemp(prefix="wrap-compaction-", dir=args.workdir or None))
     fs = subprocess.run(["stat", "-f", "-c", "%T", str(work_root)], capture_output=True, text=True).stdout.strip()
     print(f"# {args.files} files, {args.runs} runs, median of {args.rounds} fetches; work dir on {fs}", flush=True)
-    print("| backend | max-layers | after runs | layers | fetched MB | fetch s (median) | store s median / slowest |")
-    print("|---|---|---|---|---|---|---|", flush=True)
+    print("| backend | max-layers | after runs | layers | fetched MB | fetch s | fetch CPU s | store s median / slowest |")
+    print("|---|---|---|---|---|---|---|---|", flush=True)
     try:
         for backend in args.backends.split(","):
             for max_layers in (int(x) for x in args.max_layers.split(",")):
@@ -158,7 +169,7 @@ def main() -> None:
                         target = remote.targets[1]
                         for row in series(remote, target, place, args, max_layers):
                             print(f"| {row['backend']} | {row['max_layers'] or 'off'} | {row['runs']} | "
-                                  f"{row['layers']} | {row['fetched_mb']:.1f} | {row['fetch_s']:.2f} | "
+                                  f"{row['layers']} | {row['fetched_mb']:.1f} | {row['fetch_s']:.2f} | {row['fetch_cpu_s']:.2f} | "
                                   f"{row['store_median_s']:.2f} / {row['store_max_s']:.2f} |", flush=True)
                 except Unavailable as exc:
                     print(f"| {backend} | skipped: {exc} |")

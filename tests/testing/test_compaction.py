@@ -25,7 +25,9 @@ import yaml
 
 from tests.testing.test_carried_cache import CacheRuns, cache_result
 from tests.transfer.test_squash import PATHS, apply_op, tree
+from wrapresolver.backends.reclaim import reclaim_run
 from wrapresolver.backends.registry import get_backend
+from wrapresolver.core.refs import producer_ref
 from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
 from wrapresolver.render import render
 from wrapresolver.testing.executor import SUCCEEDED, LocalExecutor
@@ -241,3 +243,29 @@ def carrier_manifest(place: Place) -> dict:
         data = blobs.get_manifest(blobs.target_ref)
     assert data is not None
     return json.loads(data)
+
+
+def test_reclaiming_the_run_that_compacted_frees_the_layers_the_squash_replaced(tmp_path: Path) -> None:
+    """The run's own state keeps its layers; only the published state is squashed, so the
+    usual reclaim of the run's states frees what nothing names any more (file://)."""
+    place = Place("file", f"file://{tmp_path}/store/carried-cache")
+    carrier = Carrier(place, tmp_path, max_layers=2)
+    for number in range(3):
+        run = f"r{number}"
+        ws, state = carrier.fetch(carrier.spec(run, "build"), "build")
+        (ws / f"file-{number}").write_text(str(number))
+        with carrier.steps() as steps:
+            steps.store(carrier.spec(run, "build", publish=True, max_layers=2), ws, state)
+        if number < 2:  # the runs before the compacting one are reclaimed as they end
+            with get_backend("file").open(place.target, {}) as blobs:
+                reclaim_run(blobs, run, ["build"])
+    with get_backend("file").open(place.target, {}) as blobs:
+        own = json.loads(blobs.get_manifest(producer_ref("r2", "build")) or b"{}")
+        replaced = {layer["digest"] for layer in own["layers"]}
+        assert len(replaced) == 3  # the run's state is the chain, not the squash
+        reclaim_run(blobs, "r2", ["build"])
+        left = {p.name for p in (tmp_path / "store" / "carried-cache" / "blobs" / "sha256").iterdir()}
+    assert not {d.removeprefix("sha256:") for d in replaced} & left
+    assert [layer["digest"] for layer in carrier.published()["layers"]][0].removeprefix("sha256:") in left
+    final, _ = carrier.fetch(carrier.spec("look", "look"), "look")
+    assert sorted(p.name for p in final.iterdir()) == ["file-0", "file-1", "file-2"]

@@ -31,7 +31,7 @@ from wrapresolver.core.values import Artifact, Descriptor, Layer, State, Transfe
 from wrapresolver.errors import IntegrityError, NotFoundError, TransferError
 from wrapresolver.transfer import oci_image, runner, snapshot
 from wrapresolver.transfer.apply import Extractor
-from wrapresolver.transfer.layers import store_layer, whole_tree
+from wrapresolver.transfer.layers import LayerStats, store_layer, whole_tree
 from wrapresolver.transfer.runner import Progress
 from wrapresolver.transfer.squash import squash_in_temp, squash_layers, squash_tree, too_many
 
@@ -255,20 +255,10 @@ class LayeredStore(WorkspaceStore):
         tick: Tick,
     ) -> Moved:
         inputs = _layers_of(record) if record is not None else ()
-        count = len(inputs) + (1 if changes else 0)
-        squash = spec.publish and too_many(count, spec.max_layers)
-        if not (squash and not spec.sub_path):  # a state squashed from disk names none of them
-            _ensure_blobs(self.blobs, spec, inputs)
+        _ensure_blobs(self.blobs, spec, inputs)
         layers, moved = inputs, Moved(0, 0, detail="no changes, no new layer")
         media_type = oci_image.layer_media_type(spec.options.get("compression", ""))
-        if squash and not spec.sub_path:
-            # The task saw the whole workspace: what is on disk now is the state, so the
-            # squashed layer is written from it, with no layer downloaded.
-            written = squash_tree(self.blobs, src, media_type, lambda s: tick(s.files, s.bytes), after)
-            layers = (written.layer,)
-            moved = Moved(written.stats.files, written.layer.descriptor.size,
-                          detail=f"{len(changes.changed)} changed, {len(changes.deleted)} deleted")
-        elif changes:
+        if changes:
             written = store_layer(self.blobs, src, changes, spec.sub_path, media_type,
                                   lambda s: tick(s.files, s.bytes), after)
             layers = inputs + (written.layer,)
@@ -277,29 +267,43 @@ class LayeredStore(WorkspaceStore):
                 detail=f"{len(changes.changed)} changed, {len(changes.deleted)} deleted, "
                 f"{written.stats.bytes} bytes before compression",
             )
-        if squash and spec.sub_path:
-            # The task saw only its subPath: the rest of the state is in the layers.
-            sources = {lay.descriptor.digest: self.blobs for lay in layers}
-            written = squash_layers(layers, sources, self.blobs, scratch, media_type,
-                                    f"workspace {spec.workspace!r}", lambda s: tick(s.files, s.bytes))
-            layers = (written.layer,)
-            moved.files, moved.bytes = written.stats.files, moved.bytes + written.layer.descriptor.size
-        annotations = _annotations(spec)
-        if squash:
-            annotations[oci_image.ANNOTATION_COMPACTED] = str(count)
-            moved.detail += f"; compacted: {count} layers squashed into one (max-layers {spec.max_layers})"
         ref = producer_ref(spec.run, spec.task)
-        config = put_config(self.blobs, layers, may_exist=not (changes or squash))
-        digest = put_manifest(self.blobs, config, layers, annotations, [ref])
+        config = put_config(self.blobs, layers, may_exist=not changes)
+        digest = put_manifest(self.blobs, config, layers, _annotations(spec), [ref])
         moved.artifacts = (Artifact(state_uri(spec.backend, spec.target, ref), digest),)
+        moved.layers = len(layers)
         if spec.publish:
             # A manifest of its own (DESIGN §6a): a registry deletes by digest, so the run's
             # state could not be reclaimed if the published target shared its manifest.
-            published = {**annotations, oci_image.ANNOTATION_PUBLISHED: "true"}
+            published = {**_annotations(spec), oci_image.ANNOTATION_PUBLISHED: "true"}
+            if too_many(len(layers), spec.max_layers):
+                # Only the published state is squashed: the run's own state above keeps
+                # naming the layers it replaces, so reclaiming the run frees them.
+                squashed = self._squash(spec, src, scratch, after, layers, media_type, tick)
+                published[oci_image.ANNOTATION_COMPACTED] = str(len(layers))
+                moved.detail += f"; compacted: {len(layers)} layers squashed into one (max-layers {spec.max_layers})"
+                moved.bytes += squashed.descriptor.size
+                layers = (squashed,)
+                config = put_config(self.blobs, layers, may_exist=False)
             target_digest = put_manifest(self.blobs, config, layers, published, [self.blobs.target_ref])
             moved.artifacts += (Artifact(spec.target, target_digest),)
-        moved.layers = len(layers)
         return moved
+
+    def _squash(
+        self, spec: WorkspaceTransfer, src: Path, scratch: Path, after: Mapping[str, snapshot.Entry],
+        layers: tuple[Layer, ...], media_type: str, tick: Tick,
+    ) -> Layer:
+        """The state of `layers` as one layer. A task that saw the whole workspace left the
+        state itself on disk: it is stored from there, with nothing downloaded. One that saw
+        only its subPath has the rest in the layers: they are extracted into `scratch`."""
+        def progress(stats: LayerStats) -> None:
+            tick(stats.files, stats.bytes)
+
+        if not spec.sub_path:
+            return squash_tree(self.blobs, src, media_type, progress, after).layer
+        sources = {lay.descriptor.digest: self.blobs for lay in layers}
+        return squash_layers(layers, sources, self.blobs, scratch, media_type,
+                             f"workspace {spec.workspace!r}", progress).layer
 
     def publish(self, spec: WorkspaceTransfer, tick: Tick) -> Moved:
         """The merged final state to the exact target: manifest and config only, unless it is
