@@ -9,19 +9,18 @@ them; `max-layers` bounds that by squashing the published state, at the price of
 that uploads the whole cache once every `max-layers` runs. This shows both sides, to
 choose the default.
 
-How: one cache per (backend, max-layers), a backend's side by side on one server, each
-given the same changes (the same paths and sizes) in the same order: `--files` files (about
-4 KiB each on average, module-cache-like: a few directories deep, 10% incompressible)
-stored as the first run's state; then each run does what the injected steps do, in this
-process: fetch from the published state (`base`), change the cache (rewrite 2% of the
-files, add 1%, delete 1%), store with `publish` and the given `max_layers` (0: never
-squash). After the runs named in `--at`, each published cache is fetched `--rounds` times
-into a fresh directory, the caches taking turns, the page cache warm (no `sync` between:
-on a machine shared with other jobs a sync waits for their writes too). Shown: the layer
-count, the bytes the fetch downloads, the medians of its wall-clock and CPU time (this
-process and the fetch's writer process), and the median and slowest store over all runs so
-far (the slowest is a compacting one where compaction happened). `file://` needs no
-server; `oci://` gets a local `docker-registry` started by `bench/transfer.py`'s helper.
+How: one cache per (backend, max-layers): `--files` files (about 4 KiB each on average,
+module-cache-like: a few directories deep, 10% incompressible) stored as the first run's
+state; then each run does what the injected steps do, in this process: fetch from the
+published state (`base`), change the cache (rewrite 2% of the files, add 1%, delete 1%),
+store with `publish` and the given `max_layers` (0: never squash). After the runs named in
+`--at`, the published cache is fetched `--rounds` times into a fresh directory (the page
+cache warm, no `sync` between: on a machine shared with other jobs a sync waits for their
+writes too). Shown: the layer count, the bytes the fetch downloads, the medians of its
+wall-clock and CPU time (this process and the fetch's writer process), and the median and
+slowest store over all runs so far (the slowest is a compacting one where compaction
+happened). `file://` needs no server; `oci://` gets a local `docker-registry` started by
+`bench/transfer.py`'s helper.
 """
 
 from __future__ import annotations
@@ -107,65 +106,40 @@ def published(remote: Remote, target: str) -> tuple[int, int]:
     return len(layers), sum(layer["size"] for layer in layers)
 
 
-class Chain:
-    """One carried cache with one `max_layers`; every chain of a backend gets the same changes."""
-
-    def __init__(self, remote: Remote, target: str, work: Path, args, max_layers: int) -> None:
-        self.remote, self.target, self.work, self.max_layers = remote, target, work, max_layers
-        self.rng = random.Random(27)
-        self.steps = open_steps(get_backend(remote.backend), target, remote.options)
-        first = work / "first"
-        first.mkdir(parents=True)
-        self.names = generate(first, args.files, self.rng)
-        self.steps.push(first)
-        self.stores: list[float] = []
-        self.times: list[float] = []
-        self.cpus: list[float] = []
-
-    def run(self, number: int) -> None:
+def series(remote: Remote, target: str, work: Path, args, max_layers: int) -> Iterator[dict]:
+    rng = random.Random(27)
+    steps = open_steps(get_backend(remote.backend), target, remote.options)
+    first = work / "first"
+    first.mkdir()
+    names = generate(first, args.files, rng)
+    steps.push(first)
+    stores: list[float] = []
+    at = set(args.at)
+    for number in range(1, args.runs + 1):
         run = f"run{number}"
-        ws, state = self.work / "ws", self.work / "state"
+        ws, state = work / "ws", work / "state"
         for d in (ws, state):
             shutil.rmtree(d, ignore_errors=True)
-        self.steps.fetch(spec(self.remote, self.target, run), ws, state)
-        change(ws, self.names, self.rng, number)
+        steps.fetch(spec(remote, target, run), ws, state)
+        change(ws, names, rng, number)
         start = time.perf_counter()
-        self.steps.store(spec(self.remote, self.target, run, publish=True, max_layers=self.max_layers), ws, state)
-        self.stores.append(time.perf_counter() - start)
-
-    def measure(self) -> None:
-        dest = self.work / "measure"
-        shutil.rmtree(dest, ignore_errors=True)
-        start, cpu = time.perf_counter(), cpu_seconds()
-        self.steps.pull(dest)
-        self.times.append(time.perf_counter() - start)
-        self.cpus.append(cpu_seconds() - cpu)
-
-    def row(self, number: int) -> dict:
-        layers, size = published(self.remote, self.target)
-        row = {"backend": self.remote.backend, "max_layers": self.max_layers, "runs": number, "layers": layers,
-               "fetched_mb": size / 1e6, "fetch_s": statistics.median(self.times),
-               "fetch_cpu_s": statistics.median(self.cpus),
-               "store_median_s": statistics.median(self.stores), "store_max_s": max(self.stores)}
-        self.times, self.cpus = [], []
-        return row
-
-
-def series(remote: Remote, work: Path, args, settings: list[int]) -> Iterator[dict]:
-    """Every chain runs its run N before any runs N+1; at a checkpoint each is fetched
-    `--rounds` times, the chains taking turns (a different one first each round), so a
-    change of load on the machine falls on all of them alike."""
-    chains = [Chain(remote, f"{remote.targets[1]}-{m}", work / f"chain-{m}", args, m) for m in settings]
-    for number in range(1, args.runs + 1):
-        for chain in chains:
-            chain.run(number)
-        if number in args.at:
-            for turn in range(args.rounds):
-                for chain in chains[turn % len(chains):] + chains[:turn % len(chains)]:
-                    chain.measure()
-            yield from (chain.row(number) for chain in chains)
-    for chain in chains:
-        chain.steps.close()
+        steps.store(spec(remote, target, run, publish=True, max_layers=max_layers), ws, state)
+        stores.append(time.perf_counter() - start)
+        if number in at:
+            times, cpus = [], []
+            for _ in range(args.rounds):
+                dest = work / "measure"
+                shutil.rmtree(dest, ignore_errors=True)
+                start, cpu = time.perf_counter(), cpu_seconds()
+                steps.pull(dest)
+                times.append(time.perf_counter() - start)
+                cpus.append(cpu_seconds() - cpu)
+            layers, size = published(remote, target)
+            yield {"backend": remote.backend, "max_layers": max_layers, "runs": number, "layers": layers,
+                   "fetched_mb": size / 1e6, "fetch_s": statistics.median(times),
+                   "fetch_cpu_s": statistics.median(cpus),
+                   "store_median_s": statistics.median(stores), "store_max_s": max(stores)}
+    steps.close()
 
 
 def main() -> None:
@@ -185,21 +159,21 @@ def main() -> None:
     print("| backend | max-layers | after runs | layers | fetched MB | fetch s | fetch CPU s | store s median / slowest |")
     print("|---|---|---|---|---|---|---|---|", flush=True)
     try:
-        settings = [int(x) for x in args.max_layers.split(",")]
         for backend in args.backends.split(","):
-            place = work_root / backend
-            place.mkdir()
-            try:
-                context: AbstractContextManager[Remote] = REMOTES[backend](place / "server")
-                with context as remote:
-                    for row in series(remote, place, args, settings):
-                        print(f"| {row['backend']} | {row['max_layers'] or 'off'} | {row['runs']} | "
-                              f"{row['layers']} | {row['fetched_mb']:.1f} | {row['fetch_s']:.2f} | "
-                              f"{row['fetch_cpu_s']:.2f} | {row['store_median_s']:.2f} / {row['store_max_s']:.2f} |",
-                              flush=True)
-            except Unavailable as exc:
-                print(f"| {backend} | skipped: {exc} |")
-            shutil.rmtree(place, ignore_errors=True)
+            for max_layers in (int(x) for x in args.max_layers.split(",")):
+                place = work_root / f"{backend}-{max_layers}"
+                place.mkdir()
+                try:
+                    context: AbstractContextManager[Remote] = REMOTES[backend](place / "server")
+                    with context as remote:
+                        target = remote.targets[1]
+                        for row in series(remote, target, place, args, max_layers):
+                            print(f"| {row['backend']} | {row['max_layers'] or 'off'} | {row['runs']} | "
+                                  f"{row['layers']} | {row['fetched_mb']:.1f} | {row['fetch_s']:.2f} | {row['fetch_cpu_s']:.2f} | "
+                                  f"{row['store_median_s']:.2f} / {row['store_max_s']:.2f} |", flush=True)
+                except Unavailable as exc:
+                    print(f"| {backend} | skipped: {exc} |")
+                shutil.rmtree(place, ignore_errors=True)
     finally:
         shutil.rmtree(work_root, ignore_errors=True)
 
