@@ -15,6 +15,7 @@ import json
 import os
 import random
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from wrapresolver.backends.reclaim import reclaim_run
 from wrapresolver.backends.registry import get_backend
 from wrapresolver.core.refs import producer_ref
 from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
+from wrapresolver.errors import TransferError
 from wrapresolver.render import render
 from wrapresolver.testing.executor import SUCCEEDED, LocalExecutor
 from wrapresolver.transfer import oci_image
@@ -269,3 +271,25 @@ def test_reclaiming_the_run_that_compacted_frees_the_layers_the_squash_replaced(
     assert [layer["digest"] for layer in carrier.published()["layers"]][0].removeprefix("sha256:") in left
     final, _ = carrier.fetch(carrier.spec("look", "look"), "look")
     assert sorted(p.name for p in final.iterdir()) == ["file-0", "file-1", "file-2"]
+
+
+def test_a_publish_task_that_cannot_make_its_scratch_directory_fails_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    place = Place("file", f"file://{tmp_path}/store/carried-cache")
+    carrier = Carrier(place, tmp_path, max_layers=1)
+    for task in ("left", "right"):
+        ws, state = carrier.fetch(carrier.spec("r1", task), task)
+        (ws / task).write_text(task)
+        with carrier.steps() as steps:
+            steps.store(carrier.spec("r1", task), ws, state)
+    not_a_directory = tmp_path / "tmp-is-a-file"
+    not_a_directory.write_text("")
+    monkeypatch.setattr(tempfile, "tempdir", str(not_a_directory))
+    graph = {"left": ProducerNode(order=0), "right": ProducerNode(order=1)}
+    with carrier.steps() as steps, pytest.raises(TransferError) as raised:
+        steps.publish(carrier.spec("r1", "wrap-publish", inputs=("left", "right"), graph=graph,
+                                   publish=True, max_layers=1))
+    assert "squashing workspace 'cache'" in str(raised.value) and str(not_a_directory) in str(raised.value)
+    with get_backend("file").open(place.target, {}) as blobs:
+        assert blobs.get_manifest(blobs.target_ref) is None  # nothing half published

@@ -78,5 +78,6 @@ def squash_in_temp(
     publish task): the tree is built in a temporary directory of the container (`$TMPDIR`),
     which needs room for the whole workspace; a full disk is a message naming it."""
     sources = {layer.descriptor.digest: store for layer in layers}
-    with tempfile.TemporaryDirectory(prefix="wrap-squash-") as scratch, os_errors("squashing", workspace, Path(scratch)):
-        return squash_layers(layers, sources, store, Path(scratch), media_type, f"workspace {workspace!r}", tick)
+    with os_errors("squashing", workspace, Path(tempfile.gettempdir())):
+        with tempfile.TemporaryDirectory(prefix="wrap-squash-") as scratch:
+            return squash_layers(layers, sources, store, Path(scratch), media_type, f"workspace {workspace!r}", tick)
