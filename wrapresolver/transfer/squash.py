@@ -3,8 +3,8 @@
 A carried cache gains a layer every run (each store adds the task's changes on top of what
 it fetched), so without this its fetch would download and apply ever more layers, most of
 them holding files later layers replaced or deleted. When a published state would pass its
-`max_layers`, the store writes the whole tree as one layer instead (docs/transfer.md,
-"Compaction").
+`max_layers`, the step that publishes (the publisher's store, or the publish task) writes
+the whole tree as one layer for the exact target instead (docs/transfer.md, "Compaction").
 
 The squashed layer is made from a real tree, never by merging tar streams: the tree on disk
 is exactly what applying the chain in order gives (the same `Extractor` every fetch uses),
