@@ -385,3 +385,22 @@ def test_a_wrong_retention_fails_the_request_naming_the_choices():
         parse(pipelineref="build", target="oci://reg/ci/app", retention="forever")
     with pytest.raises(ParamError, match="`default-retention` in the ConfigMap"):
         parse(config={"default-retention": "soon"}, pipelineref="build", target="oci://reg/ci/app")
+
+
+def test_max_layers_defaults_to_16_and_comes_from_the_param_or_the_configmap():
+    target = "oci://reg.example/ci/x"
+    assert parse(pipelineref="build", target=target).max_layers == 16
+    assert parse(pipelineref="build", target=target, **{"max-layers": "4"}).max_layers == 4
+    assert parse({"default-max-layers": "0"}, pipelineref="build", target=target).max_layers == 0
+    # The run's own param wins over the admin's default.
+    assert parse({"default-max-layers": "0"}, pipelineref="build", target=target, **{"max-layers": "8"}).max_layers == 8
+    # Not a backend option: a backend that validates its options strictly never sees it.
+    assert "max-layers" not in parse(pipelineref="build", target=target, **{"max-layers": "4"}).options
+
+
+@pytest.mark.parametrize("value", ["-1", "many", "1001", "2.5", ""])
+def test_a_max_layers_that_is_not_a_whole_number_in_range_is_refused_naming_the_key(value):
+    with pytest.raises(ParamError) as raised:
+        parse(pipelineref="build", target="oci://reg.example/ci/x", **{"max-layers": value})
+    assert "max-layers" in str(raised.value) and "0 to 1000" in str(raised.value)
+    assert "default-max-layers" in str(raised.value)

@@ -573,3 +573,12 @@ def test_fill_mount_is_never_inside_or_around_another_mount_of_the_task(mounted,
     scan["volumes"] = [{"name": "tools", "emptyDir": {}}]
     scan["steps"][0]["volumeMounts"] = [{"name": "tools", "mountPath": mounted}]
     assert fetch_of(tasks_of(yaml.safe_load(render(docs)))["scan"]).fill == fill
+
+
+def test_max_layers_goes_only_to_the_steps_that_publish():
+    t = tasks_of(rendered("fan-in", **{"max-layers": "4"}))
+    (spec,) = transfers(t["wrap-publish"]["taskSpec"]["steps"][0])
+    assert spec.max_layers == 4
+    assert all('max_layers' not in json.dumps(step["args"]) for n in ("clone", "unit", "package") for step in wrap_steps(t[n]))
+    linear = tasks_of(rendered("finally", **{"max-layers": "4"}))
+    assert store_of(linear["report"]).max_layers == 4 and store_of(linear["report"]).publish

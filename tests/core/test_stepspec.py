@@ -108,3 +108,17 @@ def test_fill_and_read_only_round_trip_are_left_out_when_unset_and_a_wrong_type_
         WorkspaceTransfer.from_json(check.to_json().replace("true", '"yes"'))
     with pytest.raises(ValueError, match="`fill` must be a string"):
         WorkspaceTransfer.from_json(fetch.to_json().replace('"/wrap-fill/src"', "1"))
+
+
+def test_max_layers_round_trips_and_is_left_out_at_its_default():
+    assert '"max_layers"' not in spec(publish=True).to_json()
+    assert WorkspaceTransfer.from_json(spec(publish=True).to_json()).max_layers == 16
+    assert WorkspaceTransfer.from_json(spec(publish=True, max_layers=0).to_json()).max_layers == 0
+
+
+@pytest.mark.parametrize("value", ["3", -1, True, 2.5])
+def test_a_max_layers_that_is_not_a_whole_number_is_refused_naming_the_field(value):
+    data = json.loads(spec(publish=True).to_json())
+    data["max_layers"] = value
+    with pytest.raises(ValueError, match="max_layers"):
+        WorkspaceTransfer.from_json(json.dumps(data))

@@ -18,6 +18,7 @@ from wrapresolver.core import safeyaml
 from wrapresolver.core.backend import Backend, Backends
 from wrapresolver.core.limits import shown
 from wrapresolver.core.retention import PARAM_PUBLISH_RETENTION, PARAM_RETENTION, publish_retention_of, retention_of
+from wrapresolver.core.stepspec import DEFAULT_MAX_LAYERS
 from wrapresolver.core.template import (
     check_variables,
     expand_target,
@@ -36,6 +37,8 @@ PARAM_BASE = "base"
 PARAM_BASE_MISSING = "base-missing"
 BASE_MISSING_EMPTY = "empty"
 BASE_MISSING_FAIL = "fail"
+PARAM_MAX_LAYERS = "max-layers"
+MAX_MAX_LAYERS = 1000
 
 # ---- ConfigMap keys (wrapresolver-config) ----
 CONFIG_DEFAULT_PREFIX = "default-"  # default-<param> is the default of any param
@@ -101,11 +104,13 @@ class WrapRequest:
     it does not name starts empty. None when `base` is one reference for all."""
     base_required: bool = False
     """`base-missing: fail`: a base that does not exist fails the fetch instead of starting empty."""
+    max_layers: int = DEFAULT_MAX_LAYERS
+    """`max-layers`: the most layers a published state keeps before it is squashed; 0 never."""
 
 
 CORE_PARAMS = (
     PARAM_PIPELINEREF, PARAM_WORKSPACES, PARAM_TARGET, PARAM_BACKEND, PARAM_BASE, PARAM_RETENTION, PARAM_BASE_MISSING,
-    PARAM_PUBLISH_RETENTION,
+    PARAM_PUBLISH_RETENTION, PARAM_MAX_LAYERS,
 )
 """Params the resolver itself reads; every other param is a backend option."""
 
@@ -155,6 +160,7 @@ def parse_request(
         workspaces = _parse_workspaces(values[PARAM_WORKSPACES])
     base, bases = parse_base(values.get(PARAM_BASE, ""))
     base_required = _parse_base_missing(values.get(PARAM_BASE_MISSING, BASE_MISSING_EMPTY))
+    max_layers = parse_max_layers(values.get(PARAM_MAX_LAYERS, str(DEFAULT_MAX_LAYERS)))
 
     backend = _select_backend(given, config, target, backends)
     options = _backend_options(backend, given, config)
@@ -174,6 +180,7 @@ def parse_request(
         context=context,
         bases=bases,
         base_required=base_required,
+        max_layers=max_layers,
     )
 
 
@@ -277,6 +284,19 @@ def _parse_base_missing(value: object) -> bool:
             f"yet starts the workspace empty) or {BASE_MISSING_FAIL!r}, not {text!r}"
         )
     return text == BASE_MISSING_FAIL
+
+
+def parse_max_layers(value: object) -> int:
+    """`max-layers` as an integer from 0 (never squash) to MAX_MAX_LAYERS."""
+    text = _string(PARAM_MAX_LAYERS, value).strip()
+    if not re.fullmatch(r"[0-9]{1,9}", text) or int(text) > MAX_MAX_LAYERS:
+        raise ParamError(
+            f"param `{PARAM_MAX_LAYERS}` must be a whole number from 0 to {MAX_MAX_LAYERS}, not {shown(text, 40)}: "
+            f"the most layers a published state keeps before the next store squashes it into one "
+            f"(default {DEFAULT_MAX_LAYERS}; 0 never squashes); the ConfigMap key "
+            f"`{config_key(PARAM_MAX_LAYERS)}` sets it for every run"
+        )
+    return int(text)
 
 
 def base_template(request: WrapRequest, workspace: str) -> str:

@@ -194,11 +194,14 @@ class _Transfers:
         # A store starts from what its own fetch recorded: it needs no inputs.
         if read_only:
             return self._make(b.workspace, task, read_only=True, **_mount(b))
-        return self._make(b.workspace, task, publish=self.plans[b.workspace].publisher == task, **_mount(b))
+        if self.plans[b.workspace].publisher == task:
+            return self._make(b.workspace, task, publish=True, max_layers=self.request.max_layers, **_mount(b))
+        return self._make(b.workspace, task, **_mount(b))
 
     def publish(self, ws: str, task: str) -> WorkspaceTransfer:
         p = self.plans[ws]
-        return self._make(ws, task, inputs=p.publish_inputs, graph=p.publish_graph(), publish=True)
+        return self._make(ws, task, inputs=p.publish_inputs, graph=p.publish_graph(), publish=True,
+                          max_layers=self.request.max_layers)
 
 
 def _mount(b: TaskBinding) -> dict[str, str]:

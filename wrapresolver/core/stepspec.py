@@ -35,10 +35,15 @@ from wrapresolver.errors import NotFoundError
 T = TypeVar("T")
 
 SPEC_VERSION = 2
+DEFAULT_MAX_LAYERS = 16
+"""The most layers a published state keeps before a store squashes it into one (the
+`max-layers` param's default; docs/transfer.md "Compaction" says how it was chosen). A spec
+without `max_layers`, from the resolver of an older release, gets it too."""
 STATE_DIR = "/wrap-state"
 """Where the fetch step leaves its record for the store step (an emptyDir both mount)."""
 _DEFAULTS: dict[str, Any] = {
     "base": "", "bound": "true", "sub_path": "", "path": "", "base_required": False, "fill": "",
+    "max_layers": DEFAULT_MAX_LAYERS,
 }
 _SPEC_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
@@ -113,6 +118,10 @@ class WorkspaceTransfer:
     base_required: bool = False
     """A `base` that does not exist fails the fetch; by default the workspace starts empty
     (the first run of a carried cache). Written only when set: older step images fail then."""
+    max_layers: int = DEFAULT_MAX_LAYERS
+    """With `publish`: when the published state would have more layers than this, the step
+    stores the whole state as one layer instead (its chain squashed); 0 never squashes.
+    Written only when not the default."""
     results: tuple[str, ...] = ()
     """Files (`$(results.<name>.path)`) to write the states this step consumed (fetch, in
     merge order) or stored (store, publish) to, one `Artifact` each; empty: none. Older
@@ -199,6 +208,9 @@ class WorkspaceTransfer:
         for name in ("publish", "base_required", "read_only"):
             if name in data and not isinstance(data[name], bool):
                 raise ValueError(f"--workspace field `{name}` must be true or false, got {shown(data[name], 40)}")
+        max_layers = data.get("max_layers", DEFAULT_MAX_LAYERS)
+        if not isinstance(max_layers, int) or isinstance(max_layers, bool) or max_layers < 0:
+            raise ValueError(f"--workspace field `max_layers` must be a whole number, got {shown(max_layers, 40)}")
         data["inputs"] = _string_tuple(data.get("inputs", []), "inputs")
         if version >= 2:
             fallback = data.pop("fallback", {})

@@ -5,7 +5,8 @@ merge their layers, extract them safely, and record what the workspace looked li
 store: diff the workspace against that record, stream one layer of the changes, then write
 the config and the manifest, the reference last so a reader never sees a half state.
 publish: write the merge of the leaf producers' states to the user's exact target,
-manifest and config only.
+manifest and config only. A published state past its `max_layers` is squashed into one
+layer first, by the publishing store or the publish task (`squash.py`).
 
 `LayeredStore` wraps a store (the store never calls back into this module); the rules every
 step follows (unbound workspaces, the fetch record, cleanup, timing, progress) are the
@@ -30,8 +31,9 @@ from wrapresolver.core.values import Artifact, Descriptor, Layer, State, Transfe
 from wrapresolver.errors import IntegrityError, NotFoundError, TransferError
 from wrapresolver.transfer import oci_image, runner, snapshot
 from wrapresolver.transfer.apply import Extractor
-from wrapresolver.transfer.layers import store_layer, whole_tree
+from wrapresolver.transfer.layers import LayerStats, store_layer, whole_tree
 from wrapresolver.transfer.runner import Progress
+from wrapresolver.transfer.squash import squash_in_temp, squash_layers, squash_tree, too_many
 
 MAX_CONFIG = 4 << 20
 
@@ -275,8 +277,8 @@ class LayeredStore(WorkspaceStore):
         _ensure_blobs(self.blobs, spec, inputs)
         layers, moved = inputs, Moved(0, 0, detail="no changes, no new layer")
         own_layer = ""
+        media_type = oci_image.layer_media_type(spec.options.get("compression", ""))
         if changes:
-            media_type = oci_image.layer_media_type(spec.options.get("compression", ""))
             written = store_layer(self.blobs, src, changes, spec.sub_path, media_type,
                                   lambda s: tick(s.files, s.bytes), after)
             layers = inputs + (written.layer,)
@@ -291,24 +293,61 @@ class LayeredStore(WorkspaceStore):
         annotations = _annotations(spec, _producers_of(record), own_layer)
         digest = put_manifest(self.blobs, config, layers, annotations, [ref])
         moved.artifacts = (Artifact(state_uri(spec.backend, spec.target, ref), digest),)
+        moved.layers = len(layers)
         if spec.publish:
             # A manifest of its own (DESIGN §6a): a registry deletes by digest, so the run's
             # state could not be reclaimed if the published target shared its manifest.
             published = {**annotations, oci_image.ANNOTATION_PUBLISHED: "true"}
+            if too_many(len(layers), spec.max_layers):
+                # Only the published state is squashed: the run's own state above keeps
+                # naming the layers it replaces, so reclaiming the run frees them.
+                squashed = self._squash(spec, src, scratch, after, layers, media_type, tick)
+                published[oci_image.ANNOTATION_COMPACTED] = str(len(layers))
+                published.pop(oci_image.ANNOTATION_OWN_LAYER, None)  # no longer a layer of its own
+                moved.detail += f"; compacted: {len(layers)} layers squashed into one (max-layers {spec.max_layers})"
+                moved.bytes += squashed.descriptor.size
+                layers = (squashed,)
+                config = put_config(self.blobs, layers, may_exist=False)
             target_digest = put_manifest(self.blobs, config, layers, published, [self.blobs.target_ref])
             moved.artifacts += (Artifact(spec.target, target_digest, build_artifact=True),)
-        moved.layers = len(layers)
         return moved
 
+    def _squash(
+        self, spec: WorkspaceTransfer, src: Path, scratch: Path, after: Mapping[str, snapshot.Entry],
+        layers: tuple[Layer, ...], media_type: str, tick: Tick,
+    ) -> Layer:
+        """The state of `layers` as one layer. A task that saw the whole workspace left the
+        state itself on disk: it is stored from there, with nothing downloaded. One that saw
+        only its subPath has the rest in the layers: they are extracted into `scratch`."""
+        def progress(stats: LayerStats) -> None:
+            tick(stats.files, stats.bytes)
+
+        if not spec.sub_path:
+            return squash_tree(self.blobs, src, media_type, progress, after).layer
+        sources = {lay.descriptor.digest: self.blobs for lay in layers}
+        return squash_layers(layers, sources, self.blobs, scratch, media_type,
+                             f"workspace {spec.workspace!r}", progress).layer
+
     def publish(self, spec: WorkspaceTransfer, tick: Tick) -> Moved:
-        """The merged final state to the exact target: manifest and config, no layer data."""
+        """The merged final state to the exact target: manifest and config only, unless it is
+        past `max_layers`; then one squashed layer too (`squash_in_temp`)."""
         res = resolve_inputs(self.blobs, spec)
         if res.base_store is not None:
             res.base_store.close()
         _ensure_blobs(self.blobs, spec, res.layers)
-        digest = put_state(self.blobs, res.layers, _annotations(spec, res.producers), [self.blobs.target_ref])
-        return Moved(0, 0, len(res.layers), f"{res.detail}; to {self.blobs.target_ref}",
-                     artifacts=(Artifact(spec.target, digest, build_artifact=True),))
+        layers, annotations, detail = res.layers, _annotations(spec, res.producers), res.detail
+        moved = Moved(0, 0)
+        if too_many(len(layers), spec.max_layers):
+            media_type = oci_image.layer_media_type(spec.options.get("compression", ""))
+            written = squash_in_temp(layers, self.blobs, media_type, spec.workspace, lambda s: tick(s.files, s.bytes))
+            annotations[oci_image.ANNOTATION_COMPACTED] = str(len(layers))
+            detail += f"; compacted: {len(layers)} layers squashed into one (max-layers {spec.max_layers})"
+            layers = (written.layer,)
+            moved = Moved(written.stats.files, written.layer.descriptor.size)
+        digest = put_state(self.blobs, layers, annotations, [self.blobs.target_ref])
+        moved.layers, moved.detail = len(layers), f"{detail}; to {self.blobs.target_ref}"
+        moved.artifacts = (Artifact(spec.target, digest, build_artifact=True),)
+        return moved
 
     def pull(self, dest: Path, sub_path: str, tick: Tick) -> Moved:
         return self.pull_ref(self.blobs.target_ref, dest, sub_path, tick)

@@ -45,6 +45,8 @@ ANNOTATION_INPUTS = "dev.wrapresolver.inputs"
 ANNOTATION_OWN_LAYER = "dev.wrapresolver.own-layer"
 """The digest of the layer the task itself added (absent when it changed nothing): the
 state's layers without it are exactly what the task fetched."""
+ANNOTATION_COMPACTED = "dev.wrapresolver.compacted"
+"""On a state stored as one squashed layer: how many layers that one replaced (docs/transfer.md)."""
 ANNOTATION_CREATED = "org.opencontainers.image.created"
 """When a state was stored (RFC 3339): what `wrapresolver gc --older-than` reads its age from."""
 
