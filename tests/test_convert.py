@@ -10,7 +10,7 @@ import yaml
 
 from tests.fixtures.cli import wrapresolver
 from wrapresolver.convert import convert
-from wrapresolver.render import render_with_warnings
+from wrapresolver.render import render
 
 TARGET = "oci://registry.example/ci/$(context.pipelineRun.name)-<<workspace>>"
 
@@ -92,7 +92,8 @@ def test_an_embedded_pipeline_spec_becomes_a_pipeline_and_a_wrapped_run_keeping_
 
 def test_the_converted_output_renders_without_a_warning(tmp_path):
     proc = run_convert(tmp_path, EMBEDDED, "--target", TARGET)
-    data, warnings = render_with_warnings(documents(proc.stdout))
+    warnings: list[str] = []
+    data = render(documents(proc.stdout), warnings=warnings)
     assert warnings == []
     tasks = {t["name"]: t for t in yaml.safe_load(data)["spec"]["tasks"]}
     assert tasks["test"]["taskSpec"]["steps"][0]["name"] == "wrap-fetch"
@@ -160,7 +161,7 @@ def test_every_corpus_run_with_an_embedded_spec_converts_and_renders_or_fails_de
             tasks = [d for d in docs if d.get("kind") == "Task"] + [
                 t for t in catalog if t["metadata"]["name"] not in names]
             try:
-                render_with_warnings(out + tasks, params={"workspaces": ",".join(
+                render(out + tasks, params={"workspaces": ",".join(
                     w["name"] for w in out[0]["spec"].get("workspaces") or [])} if out[0]["spec"].get("workspaces") else {})
             except WrapError as exc:
                 if not any(s in str(exc) for s in (*EXPECTED_ERRORS.values(), "declares no workspaces",

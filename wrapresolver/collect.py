@@ -28,8 +28,7 @@ import time
 from typing import Any
 
 from wrapresolver.errors import NotFoundError, ParamError, WrapError
-
-USAGE_ERROR = 2
+from wrapresolver.storagecli import add_backend_arguments, run_reporting
 
 
 def register(subparsers: Any) -> None:
@@ -45,21 +44,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--published", action="store_true",
                         help="also published results (run-unique target tags) of that age or run; never by default")
     parser.add_argument("--dry-run", action="store_true", help="print what would be deleted, delete nothing")
-    parser.add_argument("--backend", help="the backend, when the target's scheme does not say")
-    parser.add_argument("--option", dest="options", action="append", default=[], metavar="NAME=VALUE",
-                        help="a backend option, e.g. endpoint=https://minio.example (repeatable)")
+    add_backend_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        return _collect(args)
-    except (ParamError, ValueError) as exc:
-        print(f"wrap gc: error: {exc}", file=sys.stderr)
-        return USAGE_ERROR
-    except WrapError as exc:
-        print(f"wrap gc: error: {exc}", file=sys.stderr)
-        return getattr(exc, "exit_code", 1)
+    return run_reporting("gc", _collect, args)
 
 
 def _collect(args: argparse.Namespace) -> int:

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
-from wrapresolver.errors import ParamError, WrapError
-
-USAGE_ERROR = 2
+from wrapresolver.errors import ParamError
+from wrapresolver.storagecli import add_backend_arguments, run_reporting
 
 
 def register(subparsers: Any) -> None:
@@ -30,21 +28,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--run", default="", help="only this run's states (its PipelineRun UID)")
     parser.add_argument("-o", "--output", choices=("table", "json"), default="table", help="table (default) or json")
     parser.add_argument("--format", choices=("dot",), help="dot: the run's data flow as a Graphviz digraph")
-    parser.add_argument("--backend", help="the backend, when the target's scheme does not say")
-    parser.add_argument("--option", dest="options", action="append", default=[], metavar="NAME=VALUE",
-                        help="a backend option, e.g. endpoint=https://minio.example (repeatable)")
+    add_backend_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        return _inspect(args)
-    except (ParamError, ValueError) as exc:
-        print(f"wrap inspect: error: {exc}", file=sys.stderr)
-        return USAGE_ERROR
-    except WrapError as exc:
-        print(f"wrap inspect: error: {exc}", file=sys.stderr)
-        return getattr(exc, "exit_code", 1)
+    return run_reporting("inspect", _inspect, args)
 
 
 def _inspect(args: argparse.Namespace) -> int:

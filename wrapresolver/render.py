@@ -4,7 +4,7 @@ It runs the same `resolve` the controller runs, over a `FileSource`, after doing
 Tekton does before it creates a ResolutionRequest: replace `$(params.x)` in the
 PipelineRun's `pipelineRef.params` with the PipelineRun's own `spec.params`, and
 `$(context.pipelineRun.name|namespace)` with what its metadata says (tekton-facts §2); the
-uid stays Tekton's variable unless `--uid` gives one (`render_with_warnings` says why). So an author can
+uid stays Tekton's variable unless `--uid` gives one (`render` says why). So an author can
 see, and diff, the rewritten Pipeline before anything reaches a cluster. It prints it as
 YAML; `--output json` prints the compact JSON the resolver answers, byte for byte.
 """
@@ -69,9 +69,10 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         documents, origins = read_documents(args.files)
-        data, warnings = render_with_warnings(
+        warnings: list[str] = []
+        data = render(
             documents, origins, params=dict(args.params), config=dict(args.config), output=args.output,
-            uid=args.uid,
+            uid=args.uid, warnings=warnings,
         )
     except WrapError as exc:
         print(cap_line(f"error: {exc}"), file=sys.stderr)
@@ -96,25 +97,9 @@ def render(
     """The rewritten Pipeline as YAML bytes; raises `WrapError` like the controller would.
 
     The resolver answers compact JSON; `output="json"` gives those exact bytes, the default
-    the same object as YAML, key order kept, which is what a person reads and diffs. The
-    resolution's warnings are appended to `warnings` when given.
-    """
-    data, said = render_with_warnings(documents, origins, params=params, config=config, output=output, uid=uid)
-    if warnings is not None:
-        warnings.extend(said)
-    return data
-
-
-def render_with_warnings(
-    documents: Sequence[Mapping],
-    origins: Sequence[str] = (),
-    *,
-    params: Mapping[str, str] | None = None,
-    config: Mapping[str, str] | None = None,
-    output: str = "yaml",
-    uid: str = "",
-) -> tuple[bytes, list[str]]:
-    """`render`, and what is legal but probably not meant (the controller's Warning Events).
+    the same object as YAML, key order kept, which is what a person reads and diffs. What is
+    legal but probably not meant (the controller's Warning Events) is appended to `warnings`
+    when given.
 
     A PipelineRun file's `metadata.uid` (as `kubectl get -o yaml` prints it) is not used: it
     names a run that already ran, and the run that will really run gets a new uid. Rendering
@@ -135,10 +120,10 @@ def render_with_warnings(
     run_obj = _wrap_pipelinerun(documents)
     if run_obj is None:
         conversion_hint(documents, origins)  # a PipelineRun not using `resolver: wrap`: what to change
-    warnings: list[str] = []
+    said: list[str] = []
     copied_uid = str(((run_obj or {}).get("metadata") or {}).get("uid") or "")
     if run_obj is not None and copied_uid and not uid:
-        warnings.append(
+        said.append(
             f"PipelineRun {_run_name(run_obj)!r} carries metadata.uid "
             f"{copied_uid!r} (as `kubectl get -o yaml` prints it); render "
             f"ignores it and leaves $(context.pipelineRun.uid) for Tekton, since a new run gets a "
@@ -148,7 +133,7 @@ def render_with_warnings(
     replacements = _replacements(run_obj, uid)
     raw = {**{str(p.get("name")): p.get("value") for p in _pipelineref_params(run_obj)}, **(params or {})}
     for name in sorted(n for n, v in raw.items() if PIPELINE_NAME_VARIABLE in str(v)):
-        warnings.append(
+        said.append(
             f"param `{name}` uses {PIPELINE_NAME_VARIABLE}, which Tekton replaces with an empty "
             f"string in resolver params (it has not fetched the Pipeline yet); write the "
             f"Pipeline's name instead"
@@ -177,9 +162,10 @@ def render_with_warnings(
             pipelinerun=run_obj,
         )
     resolution = asyncio.run(resolve(request_params, config, context, source, config_name="--config"))
-    warnings += [notice.message for notice in resolution.warnings]
+    if warnings is not None:
+        warnings.extend(said + [notice.message for notice in resolution.warnings])
     data = resolution.data
-    return (data if output == "json" else to_yaml(json.loads(data))), warnings
+    return data if output == "json" else to_yaml(json.loads(data))
 
 
 def read_documents(paths: Iterable[str]) -> tuple[list[Mapping], list[str]]:
@@ -277,7 +263,7 @@ def _replacements(run_obj: Mapping | None, uid: str = "") -> tuple[dict[str, Any
     context = {
         "name": str(metadata.get("name") or ""),
         "namespace": str(metadata.get("namespace") or DEFAULT_NAMESPACE),
-        "uid": uid,  # never the file's own (render_with_warnings)
+        "uid": uid,  # never the file's own (render)
     }
     return values, context
 
