@@ -434,6 +434,23 @@ class GCSStore(ObjectStore):
                 pass  # another writer stored the same content first
         self.delete_quietly(source)
 
+    # ---- the early check ----
+    def check_read(self) -> None:
+        """One bucket-level call: a listing of at most one object under the prefix (needs
+        only `storage.objects.list`, which a role that can read objects has)."""
+        from google.api_core.exceptions import NotFound
+
+        action = f"listing {self.where}"
+        with self._errors(action):
+            try:
+                for _ in self.client.list_blobs(self.bucket, prefix=self.where.prefix, max_results=1, retry=self.retry):
+                    break
+            except NotFound:
+                raise NotFoundError(
+                    f"{action}: bucket {self.where.bucket!r} does not exist at {self.endpoint}; "
+                    f"create it or fix the target {self.where}"
+                ) from None
+
     # ---- the delete side (objectstore_gc) ----
     def list_keys(self, prefix: str) -> Iterator[KeyInfo]:
         strip = len(self.where.prefix)

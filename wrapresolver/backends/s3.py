@@ -364,6 +364,14 @@ class S3Store(ObjectStore):
         except Exception:  # never hide the original error behind cleanup
             pass
 
+    # ---- the early check ----
+    def check_read(self) -> None:
+        """One bucket-level call, a listing of at most one key under the prefix: it tells a
+        missing bucket (NoSuchBucket) from a missing key, which a HEAD cannot."""
+        prefix = self.target.key("")
+        with self._errors("listing", prefix):
+            self.client.list_objects_v2(Bucket=self.target.bucket, Prefix=prefix, MaxKeys=1)
+
     # ---- the delete side (objectstore_gc) ----
     def list_keys(self, prefix: str) -> Iterator[KeyInfo]:
         base = self.target.key("")

@@ -176,7 +176,8 @@ class _Transfers:
 
     def fetch(self, b: TaskBinding, task: str) -> WorkspaceTransfer:
         p = self.plans[b.workspace]
-        return self._make(b.workspace, task, inputs=p.inputs[task], graph=p.fallback_graph(task), **_mount(b))
+        return self._make(b.workspace, task, inputs=p.inputs[task], graph=p.fallback_graph(task),
+                          stores=task in p.graph, **_mount(b))
 
     def store(self, b: TaskBinding, task: str) -> WorkspaceTransfer:
         # A store starts from what its own fetch recorded: it needs no inputs.

@@ -37,7 +37,9 @@ T = TypeVar("T")
 SPEC_VERSION = 2
 STATE_DIR = "/wrap-state"
 """Where the fetch step leaves its record for the store step (an emptyDir both mount)."""
-_DEFAULTS: dict[str, Any] = {"base": "", "bound": "true", "sub_path": "", "path": "", "base_required": False}
+_DEFAULTS: dict[str, Any] = {
+    "base": "", "bound": "true", "sub_path": "", "path": "", "base_required": False, "stores": False,
+}
 _SPEC_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -115,6 +117,10 @@ class WorkspaceTransfer:
     """Files (`$(results.<name>.path)`) to write the states this step consumed (fetch, in
     merge order) or stored (store, publish) to, one `Artifact` each; empty: none. Older
     step images ignore it and write nothing, which Tekton accepts."""
+    stores: bool = False
+    """Fetch only: this task's store step will write the workspace, so the fetch checks,
+    before the task's own steps run, that the target may be written. Written only when
+    set; older step images ignore it (and check nothing)."""
 
     def to_json(self) -> str:
         """Compact, key-sorted JSON without default values: the same plan always gives the same bytes."""
@@ -182,7 +188,7 @@ class WorkspaceTransfer:
         for name in _STRINGS:
             if name in data and not isinstance(data[name], str):
                 raise ValueError(f"--workspace field `{name}` must be a string, got {shown(data[name], 40)}")
-        for name in ("publish", "base_required"):
+        for name in ("publish", "base_required", "stores"):
             if name in data and not isinstance(data[name], bool):
                 raise ValueError(f"--workspace field `{name}` must be true or false, got {shown(data[name], 40)}")
         data["inputs"] = _string_tuple(data.get("inputs", []), "inputs")

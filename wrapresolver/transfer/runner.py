@@ -24,6 +24,7 @@ from typing import Any
 from wrapresolver.backends.base import Moved, Tick, WorkspaceStore
 from wrapresolver.core.stepspec import WorkspaceTransfer
 from wrapresolver.core.values import TransferReport
+from wrapresolver.errors import TransferError
 from wrapresolver.gcpause import paused_gc
 from wrapresolver.transfer import snapshot
 from wrapresolver.transfer.apply import empty_directory
@@ -109,6 +110,30 @@ def _count_files(entries: Mapping[str, snapshot.Entry]) -> int:
 
 # ---- the three injected actions ----
 
+def check_access(store: WorkspaceStore, spec: WorkspaceTransfer) -> bool:
+    """Fail the fetch, before the task's own steps run, if the task cannot use its target.
+
+    What a shared volume shows at once (it is not there, it is read-only) a storage target
+    would otherwise show only in the store step, after the task's work. Reading is checked
+    only when nothing else of the fetch reads the target (resolving inputs does: no second
+    round trip); writing when the task will store (`spec.stores`). A backend without a
+    probe is not checked. True when something was checked.
+    """
+    read, write = not spec.inputs, spec.stores
+    if not (read or write):
+        return False
+    try:
+        return store.probe(read=read, write=write)
+    except TransferError as exc:
+        access = "read and write" if read and write else "write" if write else "read"
+        named = type(exc)(
+            f"task {spec.task!r} needs to {access} target {spec.target}, and it cannot, so it stops "
+            f"before its own steps run: {exc}"
+        )
+        named.exit_code = exc.exit_code
+        raise named from exc
+
+
 def fetch(
     store: WorkspaceStore, spec: WorkspaceTransfer, dest: Path, state_dir: Path,
     progress: Progress | None = None,
@@ -119,6 +144,7 @@ def fetch(
         report.detail = NOT_BOUND
         return report
     clock = Clock(report, progress)
+    check_access(store, spec)
     inputs = store.resolve(spec)
     dest.mkdir(parents=True, exist_ok=True)
     try:
