@@ -24,14 +24,27 @@ def tree_with_directories(root: Path) -> None:
     os.symlink("a/f", root / "link")
 
 
-def test_store_and_fetch_count_the_same_files_and_neither_counts_directories(tmp_path: Path) -> None:
-    target = f"file://{tmp_path}/store/src"
+@pytest.fixture(params=["file", "oci", "rsync"])
+def place(request, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+    """(backend, target) on a real server."""
+    if request.param == "oci":
+        monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "none"))
+        return "oci", "oci://" + request.getfixturevalue("registry").repo("count")
+    if request.param == "rsync":
+        daemon = request.getfixturevalue("rsync_daemon")
+        monkeypatch.setenv("RSYNC_PASSWORD", daemon.password)
+        return "rsync", f"{daemon.url}/count-{os.urandom(4).hex()}"
+    return "file", f"file://{tmp_path}/store/src"
+
+
+def test_store_and_fetch_count_the_same_files_and_neither_counts_directories(tmp_path: Path, place) -> None:
+    backend, target = place
     src, state = tmp_path / "src", tmp_path / "state"
     tree_with_directories(src)
-    producer = WorkspaceTransfer(workspace="src", target=target, run="r", task="build", backend="file")
-    consumer = WorkspaceTransfer(workspace="src", target=target, run="r", task="test", backend="file",
+    producer = WorkspaceTransfer(workspace="src", target=target, run="r", task="build", backend=backend)
+    consumer = WorkspaceTransfer(workspace="src", target=target, run="r", task="test", backend=backend,
                                  inputs=("build",))
-    with open_steps(get_backend("file"), target, {}) as steps:
+    with open_steps(get_backend(backend), target, {}) as steps:
         stored = steps.store(producer, src, state)
         fetched = steps.fetch(consumer, tmp_path / "dest", tmp_path / "state2")
     assert stored.files == 3 and fetched.files == 3, (stored.line(), fetched.line())
