@@ -20,7 +20,7 @@ from tests.fixtures.identities import NOBODY_UID, ForeignPython, shared_dir
 from tests.fixtures.ports import free_port
 from tests.fixtures.registry import Registry, TokenRegistry, docker_config
 from tests.fixtures.rsyncd import READ_ONLY_MODULE, RsyncDaemon
-from tests.fixtures.s3server import READER_KEY, READER_SECRET, S3Server
+from tests.fixtures.s3server import NO_LIST_KEY, NO_LIST_SECRET, READER_KEY, READER_SECRET, S3Server
 from wrapresolver.backends.base import BlobStore
 from wrapresolver.backends.oci import client as client_module
 from wrapresolver.backends.registry import get_backend
@@ -153,6 +153,20 @@ def test_s3_read_only_identity_fails_a_storing_task_but_serves_a_reading_one(
     message = fails(spec("s3", target, **seaweedfs.options()), tmp_path / "stores", AuthError)
     assert "needs to read and write" in message and "access denied" in message and "writing" in message
     assert fetch(spec("s3", target, stores=False, **seaweedfs.options()), tmp_path / "reads").files == 0
+
+
+def test_s3_identity_that_may_not_list_passes_the_check_and_stores(
+    seaweedfs: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The check asks no more than the steps need: without s3:ListBucket it looks up by name."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", NO_LIST_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", NO_LIST_SECRET)
+    from botocore.exceptions import ClientError
+
+    with pytest.raises(ClientError, match="AccessDenied"):  # the premise: this identity really may not list
+        seaweedfs.client(NO_LIST_KEY, NO_LIST_SECRET).list_objects_v2(Bucket=seaweedfs.shared_bucket, MaxKeys=1)
+    ws = spec("s3", f"s3://{seaweedfs.shared_bucket}/early-{os.urandom(4).hex()}/src", **seaweedfs.options())
+    assert fetch(ws, tmp_path).detail == "empty"
 
 
 def test_s3_write_check_leaves_only_the_empty_blob(seaweedfs: S3Server, tmp_path: Path,
