@@ -22,8 +22,10 @@ checked" without a request: what a backend without a probe does) and with it:
   path both ways, shown as the control).
 
 The time is measured inside the child around `open_steps` and `fetch` (interpreter start
-and imports excluded). Rounds alternate the two variants so drift hits both; the table
-shows the median of `--rounds` rounds, and the difference of the medians.
+and imports excluded): wall-clock, and the child's CPU time, which a machine busy with
+other work inflates less. The HTTP requests the child sends are counted too (a connection
+attempt that fails counts as one). Rounds alternate the two variants so drift hits both;
+the table shows the median of `--rounds` rounds, and the difference of the medians.
 """
 
 from __future__ import annotations
@@ -108,21 +110,36 @@ def seed(target: str, run: str, src: Path, files: int) -> None:
 
 
 def child(spec_text: str, checked: bool, state: str) -> None:
-    """One fetch, timed, in this fresh process; prints {"seconds": ...}."""
+    """One fetch, timed, in this fresh process; prints {"seconds", "cpu", "requests"}."""
+    import httpx
+
     import wrapresolver.backends.oci.store  # noqa: F401 - imports are not what is measured
     import wrapresolver.transfer.engine  # noqa: F401
+    from wrapresolver.backends.oci import blobget
     from wrapresolver.backends.registry import get_backend
     from wrapresolver.core.stepspec import WorkspaceTransfer
     from wrapresolver.transfer.steps import open_steps
 
+    requests = 0
+
+    def counted(original):
+        def call(*args, **kwargs):
+            nonlocal requests
+            requests += 1
+            return original(*args, **kwargs)
+        return call
+
+    httpx.Client.send = counted(httpx.Client.send)  # type: ignore[method-assign]
+    blobget.get = counted(blobget.get)  # blob reads go through http.client
     spec = WorkspaceTransfer.from_json(spec_text)
     get_backend("oci")
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with open_steps(get_backend("oci"), spec.target, {}) as steps:
         if not checked:
             steps.inner.probe = lambda *, read, write: False  # type: ignore[method-assign]
         steps.fetch(spec, Path(spec.path), Path(state))
-    print(json.dumps({"seconds": time.perf_counter() - start}))
+    print(json.dumps({"seconds": time.perf_counter() - start, "cpu": time.process_time() - cpu,
+                      "requests": requests}))
 
 
 def main() -> None:
@@ -146,7 +163,7 @@ def main() -> None:
         run = uuid.uuid4().hex
         target = f"oci://{host}/bench/early-src"
         seed(target, run, work / "seed" / "src", args.files)
-        times: dict[tuple[str, bool], list[float]] = {}
+        times: dict[tuple[str, bool], list[dict]] = {}
         for round_ in range(args.rounds):
             for kind, (inputs, stores) in KINDS.items():
                 order = (False, True) if round_ % 2 == 0 else (True, False)
@@ -159,22 +176,30 @@ def main() -> None:
                     )
                     if done.returncode != 0:
                         sys.exit(f"the fetch failed: {done.stderr[-2000:]}")
-                    times.setdefault((kind, checked), []).append(json.loads(done.stdout)["seconds"])
+                    times.setdefault((kind, checked), []).append(json.loads(done.stdout))
                     shutil.rmtree(where)
         print(f"python bench/early_check.py --rounds {args.rounds} --files {args.files}")
         print(f"{platform.node()}: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
               f"{_first_line(['docker-registry', '--version'])}\n")
-        print("| task | checks | fetch without the check | fetch with it | added |")
-        print("|---|---|---|---|---|")
+        print("| task | checks | requests without / with | wall without | wall with | added | CPU without | CPU with | added |")
+        print("|---|---|---|---|---|---|---|---|---|")
         what = {"first": "read, write", "next": "write", "reader": "read", "consumer": "nothing"}
         for kind in KINDS:
-            without = statistics.median(times[(kind, False)]) * 1000
-            with_check = statistics.median(times[(kind, True)]) * 1000
-            print(f"| {kind} | {what[kind]} | {without:.1f} ms | {with_check:.1f} ms | {with_check - without:+.1f} ms |")
+            row = [kind, what[kind]]
+            before, after = times[(kind, False)], times[(kind, True)]
+            row.append(f"{_median(before, 'requests', 1):.0f} / {_median(after, 'requests', 1):.0f}")
+            for key in ("seconds", "cpu"):
+                without, with_check = _median(before, key), _median(after, key)
+                row += [f"{without:.1f} ms", f"{with_check:.1f} ms", f"{with_check - without:+.1f} ms"]
+            print("| " + " | ".join(row) + " |")
     finally:
         process.terminate()
         process.wait(10)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _median(runs: list[dict], key: str, scale: float = 1000) -> float:
+    return statistics.median(run[key] for run in runs) * scale
 
 
 def _first_line(argv: list[str]) -> str:
