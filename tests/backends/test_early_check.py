@@ -214,6 +214,14 @@ def test_rsync_wrong_password_is_denied_before_the_work(rsync_daemon: RsyncDaemo
     assert "refused user 'wsuser'" in message and "not-the-password" not in message
 
 
+def test_rsync_unknown_module_is_named_before_the_work(rsync_daemon: RsyncDaemon, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RSYNC_PASSWORD", rsync_daemon.password)
+    target = f"rsync://wsuser@127.0.0.1:{rsync_daemon.port}/no-such-module/src"
+    message = fails(spec("rsync", target), tmp_path, NotFoundError)
+    assert "has no module 'no-such-module'" in message
+
+
 def test_rsync_read_only_module_fails_a_storing_task_but_serves_a_reading_one(
     rsync_daemon: RsyncDaemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -304,3 +312,10 @@ def test_the_stores_flag_round_trips_and_is_left_out_by_default() -> None:
     ws = spec("file", "file:///s/src")
     assert WorkspaceTransfer.from_json(ws.to_json()).stores is True
     assert "stores" not in json.loads(spec("file", "file:///s/src", stores=False).to_json())
+
+
+def test_a_stores_flag_that_is_not_a_boolean_is_refused_naming_the_field() -> None:
+    data = json.loads(spec("file", "file:///s/src").to_json())
+    data["stores"] = "yes"
+    with pytest.raises(ValueError, match="field `stores` must be true or false"):
+        WorkspaceTransfer.from_json(json.dumps(data))
