@@ -113,6 +113,13 @@ def test_oci_write_check_stores_nothing_in_the_registry(registry: Registry, tmp_
     assert tags.status_code == 404 or not tags.json().get("tags"), tags.text
 
 
+def test_oci_unreachable_registry_fails_a_reading_task_naming_the_target(tmp_path: Path) -> None:
+    """No check is added where the fetch reads anyway; its own failure names the target too."""
+    target = f"oci://127.0.0.1:{free_port()}/ci/src"
+    message = fails(spec("oci", target, stores=False, inputs=("clone",)), tmp_path, NetworkError)
+    assert "needs to read target" in message and "cannot reach registry" in message
+
+
 # ---- s3 ----
 
 def test_s3_unreachable_endpoint_fails_the_fetch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

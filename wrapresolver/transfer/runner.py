@@ -21,10 +21,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from wrapresolver.backends.base import Moved, Tick, WorkspaceStore
+from wrapresolver.backends.base import Input, Moved, Tick, WorkspaceStore
 from wrapresolver.core.stepspec import WorkspaceTransfer
 from wrapresolver.core.values import TransferReport
-from wrapresolver.errors import TransferError
+from wrapresolver.errors import AuthError, NetworkError, TransferError
 from wrapresolver.gcpause import paused_gc
 from wrapresolver.transfer import snapshot
 from wrapresolver.transfer.apply import empty_directory
@@ -125,13 +125,28 @@ def check_access(store: WorkspaceStore, spec: WorkspaceTransfer) -> bool:
     try:
         return store.probe(read=read, write=write)
     except TransferError as exc:
-        access = "read and write" if read and write else "write" if write else "read"
-        named = type(exc)(
-            f"task {spec.task!r} needs to {access} target {spec.target}, and it cannot, so it stops "
-            f"before its own steps run: {exc}"
-        )
-        named.exit_code = exc.exit_code
-        raise named from exc
+        raise _naming_target(exc, spec, "read and write" if read and write else "write" if write else "read") from exc
+
+
+def _naming_target(exc: TransferError, spec: WorkspaceTransfer, access: str) -> TransferError:
+    """The backend's error, of its class and exit code, saying which task and target."""
+    named = type(exc)(
+        f"task {spec.task!r} needs to {access} target {spec.target}, and it cannot, so it stops "
+        f"before its own steps run: {exc}"
+    )
+    named.exit_code = exc.exit_code
+    return named
+
+
+def _resolve(store: WorkspaceStore, spec: WorkspaceTransfer) -> Input:
+    """`store.resolve`, its access failures naming the target like the check's (without a
+    `base`, which lives elsewhere, resolving reads only the target)."""
+    try:
+        return store.resolve(spec)
+    except (NetworkError, AuthError) as exc:
+        if spec.base:
+            raise
+        raise _naming_target(exc, spec, "read") from exc
 
 
 def fetch(
@@ -145,7 +160,7 @@ def fetch(
         return report
     clock = Clock(report, progress)
     check_access(store, spec)
-    inputs = store.resolve(spec)
+    inputs = _resolve(store, spec)
     dest.mkdir(parents=True, exist_ok=True)
     try:
         with os_errors("fetching", spec.workspace, dest), paused_gc():
