@@ -26,7 +26,7 @@ from wrapresolver.backends.registry import get_backend
 from wrapresolver.core.refs import producer_ref
 from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
 from wrapresolver.errors import AuthError, NetworkError, NotFoundError, ParamError
-from wrapresolver.testing.conformance import BackendConformance, ConformanceTarget
+from wrapresolver.testing.conformance import BackendConformance, ConformanceTarget, Unusable
 from wrapresolver.transfer import engine, oci_image
 
 RUN = "7c1e9a2b-run"
@@ -334,4 +334,7 @@ class TestGCSConformance(BackendConformance):
             elsewhere=lambda netloc: ConformanceTarget(
                 backend="gcs", new_target=lambda: "gs://bucket/ci/run-src",
                 env={"STORAGE_EMULATOR_HOST": f"http://{netloc}"}),
+            unreachable=lambda: Unusable("gs://unreachable/ci/run-src", env={
+                "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{free_port()}", "WRAPRESOLVER_IO_TIMEOUT": "2",
+            }),
         )

@@ -20,7 +20,7 @@ from wrapresolver.backends.rsync.store import RsyncStore
 from wrapresolver.core.refs import producer_ref
 from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
 from wrapresolver.errors import AuthError, NetworkError, NotFoundError, ParamError
-from wrapresolver.testing.conformance import BackendConformance, ConformanceTarget
+from wrapresolver.testing.conformance import BackendConformance, ConformanceTarget, Unusable
 from wrapresolver.transfer.steps import Steps
 
 RUN = "7d1e9a44-run"
@@ -465,6 +465,8 @@ class TestRsyncConformance(BackendConformance):
             elsewhere=lambda netloc: ConformanceTarget(
                 backend="rsync", new_target=lambda: f"rsync://user@{netloc}/module/ci/src",
                 env={"RSYNC_PASSWORD": "x"}),
+            unreachable=lambda: Unusable(f"rsync://wsuser@127.0.0.1:{free_port()}/workspaces/x"),
+            denied=lambda: Unusable(f"{rsync_daemon.url}/conformance/denied", env={"RSYNC_PASSWORD": "wrong"}),
         )
 
 

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.ports import free_port
 from tests.fixtures.s3server import S3Server
 from wrapresolver.backends.registry import get_backend
 from wrapresolver.backends.s3 import PART_SIZE, S3Store, S3Target, parse_target
 from wrapresolver.core.refs import producer_ref
 from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
 from wrapresolver.errors import AuthError, NetworkError, NotFoundError, ParamError
-from wrapresolver.testing.conformance import BackendConformance, ConformanceTarget
+from wrapresolver.testing.conformance import BackendConformance, ConformanceTarget, Unusable
 from wrapresolver.transfer import engine, oci_image
 
 RUN = "7d1e-run"
@@ -445,6 +446,10 @@ class TestS3Conformance(BackendConformance):
             elsewhere=lambda netloc: ConformanceTarget(
                 backend="s3", new_target=lambda: f"s3://{bucket}/src",
                 options={**s3_server.options(), "endpoint": f"http://{netloc}"}, env=s3_server.env()),
+            unreachable=lambda: Unusable(
+                f"s3://{bucket}/unreachable", {**s3_server.options(), "endpoint": f"http://127.0.0.1:{free_port()}"},
+                {"AWS_MAX_ATTEMPTS": "1"},
+            ),
         )
 
 
@@ -460,6 +465,8 @@ class TestSeaweedFSConformance(BackendConformance):
             options=seaweedfs.options(),
             env=seaweedfs.env(),
             refused_env={"AWS_SECRET_ACCESS_KEY": "not-the-secret-key"},
+            denied=lambda: Unusable(f"s3://{bucket}/denied-{uuid.uuid4().hex[:12]}/src",
+                                    env={"AWS_SECRET_ACCESS_KEY": "not-the-secret"}),
         )
 
 

@@ -203,10 +203,13 @@ def test_an_ssh_target_as_a_uid_without_passwd_entry_fails_in_words_not_in_ssh(f
     target = f"ssh://{ssh_server.user}@127.0.0.1:{ssh_server.port}{ssh_server.data_dir}/no-passwd"
     state = str(emptydir(pod / "state") / "wrap")
     args = transfer(target, "rsync", "make", ws)
-    assert foreign_python.run(["fetch", "--state-dir", state, *args], uid=NOBODY_UID, gid=NOBODY_UID).returncode == 0
+    # The fetch's early check already runs ssh, so the task fails before its own steps.
+    fetched = foreign_python.run(["fetch", "--state-dir", state, *args], uid=NOBODY_UID, gid=NOBODY_UID)
+    assert fetched.returncode != 0 and "before its own steps run" in fetched.stderr, fetched.stderr
     (ws / "a").write_text("a\n")
     done = foreign_python.run(["store", "--state-dir", state, *args], uid=NOBODY_UID, gid=NOBODY_UID)
     assert done.returncode != 0
-    assert "Traceback" not in done.stderr, done.stderr
-    assert f"uid {NOBODY_UID}, which has no passwd entry" in done.stderr, done.stderr
-    assert "runAsUser" in done.stderr
+    for failed in (fetched, done):
+        assert "Traceback" not in failed.stderr, failed.stderr
+        assert f"uid {NOBODY_UID}, which has no passwd entry" in failed.stderr, failed.stderr
+        assert "runAsUser" in failed.stderr

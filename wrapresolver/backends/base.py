@@ -115,6 +115,19 @@ class BlobStore(ABC):
         if got.digest != descriptor.digest:
             raise IntegrityError(f"blob {descriptor.digest} copied from base arrived as {got.digest}")
 
+    def probe(self, *, read: bool, write: bool) -> bool:
+        """Check, cheaply, that this identity can reach the target and read it (`read`) or
+        write it (`write`); raise what the real call would (`NetworkError`, `AuthError`,
+        `NotFoundError` for a missing bucket, ...). Return True when checked.
+
+        Optional: the fetch step calls it before the task's own steps run, so a dead or
+        forbidden target fails the task before its work rather than in the store step
+        after it. Use the cheapest call that proves it (one bucket-level request, a ping
+        and a token), never a transfer, and leave nothing behind that is not a valid part of
+        the layout. Default: False, not checked (the first real call reports the problem).
+        """
+        return False
+
     def warm_up(self) -> None:
         """A store step is about to walk the workspace: start connecting, if that takes a while.
 
@@ -215,6 +228,10 @@ class WorkspaceStore(ABC):
     def push(self, src: Path, options: Mapping[str, str] | None, tick: Tick) -> Moved:
         """Store the whole tree `src` at the user's exact target (by hand, or to seed a `base`)."""
         raise TransferError(f"backend {type(self).__name__} cannot store a target by hand")
+
+    def probe(self, *, read: bool, write: bool) -> bool:
+        """As `BlobStore.probe`: check read and/or write access cheaply; False if not checked."""
+        return False
 
     def warm_up(self) -> None:
         """As `BlobStore.warm_up`: called once before a store step walks the workspace."""

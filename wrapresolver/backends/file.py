@@ -31,7 +31,7 @@ from wrapresolver.backends.base import Backend
 from wrapresolver.backends.objectstore import ObjectStore
 from wrapresolver.backends.objectstore_gc import KeyInfo
 from wrapresolver.core.values import Descriptor, sha256_digest
-from wrapresolver.errors import NotFoundError, ParamError, WrapError
+from wrapresolver.errors import AuthError, NotFoundError, ParamError, TransferError, WrapError
 from wrapresolver.transfer import oci_image
 
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -145,6 +145,29 @@ class LayoutStore(ObjectStore):
 
     def delete_quietly(self, key: str) -> None:
         _unlink_quietly(str(self.root / key))
+
+    # ---- the early check: the directory, asked of the kernel, nothing written ----
+    def check_read(self) -> None:
+        if not _exists(self.root):
+            if self.root.is_symlink():
+                raise NotFoundError(f"{self.root} is a dangling symlink; point it at a directory or fix the target")
+            return  # nothing stored yet: a fetch starts empty
+        if not self.root.is_dir():
+            raise TransferError(f"{self.root} is not a directory; a file:// target names a directory")
+        _require_access(self.root, os.R_OK | os.X_OK, "read")
+
+    def check_write(self) -> None:
+        existing = self.root
+        while not _exists(existing):
+            if existing.parent == existing:
+                break
+            existing = existing.parent
+        if not existing.is_dir():
+            raise TransferError(f"{existing} is not a directory, so {self.root} cannot be created there")
+        _require_access(existing, os.W_OK | os.X_OK, "write")
+        blobs = self.root / "blobs" / "sha256"
+        if existing == self.root and blobs.is_dir():
+            _require_access(blobs, os.W_OK | os.X_OK, "write")
 
     # ---- references in index.json ----
     def read_ref(self, name: str) -> bytes | None:
@@ -287,6 +310,36 @@ def _unlock_file(fd: int) -> None:
 
 _THREAD_LOCKS: dict[Path, threading.Lock] = {}
 _THREAD_LOCKS_GUARD = threading.Lock()
+
+
+def _exists(path: Path) -> bool:
+    """Whether `path` exists; a directory on the way this identity may not enter is an error."""
+    try:
+        path.stat()
+        return True
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as exc:
+        raise AuthError(
+            f"{path} cannot be looked up by this step, which runs as uid {os.geteuid()} gid {os.getegid()}: "
+            f"{exc.strerror}; give that user access to the directories on the way"
+        ) from None
+
+
+def _require_access(path: Path, mode: int, access: str) -> None:
+    """The kernel's answer for this identity (and a read-only mount), as a message naming both."""
+    if os.access(path, mode):
+        return
+    try:
+        st = path.stat()
+        owner = f"; it belongs to uid {st.st_uid} gid {st.st_gid} with mode {st.st_mode & 0o7777:04o}"
+    except OSError:
+        owner = ""
+    raise AuthError(
+        f"directory {path} cannot be {'read' if access == 'read' else 'written'} by this step, which runs as "
+        f"uid {os.geteuid()} gid {os.getegid()}{owner} (or the file system is mounted read-only): give "
+        f"that user {access} access to it, or run the injected steps as its owner"
+    )
 
 
 def _thread_lock(root: Path) -> threading.Lock:

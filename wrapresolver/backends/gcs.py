@@ -434,6 +434,27 @@ class GCSStore(ObjectStore):
                 pass  # another writer stored the same content first
         self.delete_quietly(source)
 
+    # ---- the early check ----
+    def check_read(self) -> None:
+        """One bucket-level call: a listing of at most one object under the prefix, which
+        names a missing bucket."""
+        from google.api_core.exceptions import NotFound
+
+        action = f"listing {self.where}"
+        try:
+            with self._errors(action):
+                try:
+                    for _ in self.client.list_blobs(self.bucket, prefix=self.where.prefix, max_results=1,
+                                                    retry=self.retry):
+                        break
+                except NotFound:
+                    raise NotFoundError(
+                        f"{action}: bucket {self.where.bucket!r} does not exist at {self.endpoint}; "
+                        f"create it or fix the target {self.where}"
+                    ) from None
+        except AuthError:
+            super().check_read()  # a role without `storage.objects.list`: the lookup by name the steps make
+
     # ---- the delete side (objectstore_gc) ----
     def list_keys(self, prefix: str) -> Iterator[KeyInfo]:
         strip = len(self.where.prefix)

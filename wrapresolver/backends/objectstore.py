@@ -36,6 +36,8 @@ from wrapresolver.transfer.streams import HashingReader
 
 LAYOUT_MARKER_KEY = "oci-layout"
 LAYOUT_MARKER = b'{"imageLayoutVersion":"1.0.0"}'
+EMPTY_BLOB = sha256_digest(b"")
+"""The digest of no bytes: what the write check stores."""
 
 
 class ObjectStore(ObjectStoreReclaim, BlobStore):
@@ -101,6 +103,24 @@ class ObjectStore(ObjectStoreReclaim, BlobStore):
         if not is_valid_tag(ref):
             raise TransferError(f"{ref!r} is not a valid reference name for {self.location}")
         return ref
+
+    # ---- the early check (`BlobStore.probe`) from the primitives ----
+    def probe(self, *, read: bool, write: bool) -> bool:
+        if read:
+            self.check_read()
+        if write:
+            self.check_write()
+        return True
+
+    def check_read(self) -> None:
+        """One lookup by name (the layout marker); a store with a cheaper bucket-level call overrides it."""
+        self.exists(LAYOUT_MARKER_KEY)
+
+    def check_write(self) -> None:
+        """Write the empty blob: one request, and what it leaves is a valid, immutable blob
+        (the same bytes every time), never a half state."""
+        self.prepare()
+        self.write(self.blob_key(EMPTY_BLOB), b"", "application/octet-stream")
 
     # ---- BlobStore ----
     def blob_exists(self, digest: str) -> bool:

@@ -364,6 +364,19 @@ class S3Store(ObjectStore):
         except Exception:  # never hide the original error behind cleanup
             pass
 
+    # ---- the early check ----
+    def check_read(self) -> None:
+        """One bucket-level call, a listing of at most one key under the prefix: it tells a
+        missing bucket (NoSuchBucket) from a missing key, which a HEAD cannot. A policy
+        without `s3:ListBucket` gets the lookup by name the data path makes instead, so the
+        check never asks for more than the steps need."""
+        prefix = self.target.key("")
+        try:
+            with self._errors("listing", prefix):
+                self.client.list_objects_v2(Bucket=self.target.bucket, Prefix=prefix, MaxKeys=1)
+        except AuthError:
+            super().check_read()
+
     # ---- the delete side (objectstore_gc) ----
     def list_keys(self, prefix: str) -> Iterator[KeyInfo]:
         base = self.target.key("")

@@ -187,7 +187,8 @@ class _Transfers:
     def fetch(self, b: TaskBinding, task: str, fill: str = "") -> WorkspaceTransfer:
         p = self.plans[b.workspace]
         return self._make(
-            b.workspace, task, inputs=p.inputs[task], graph=p.fallback_graph(task), fill=fill, **_mount(b),
+            b.workspace, task, inputs=p.inputs[task], graph=p.fallback_graph(task), fill=fill,
+            stores=task in p.graph, **_mount(b),
         )
 
     def store(self, b: TaskBinding, task: str, read_only: bool = False) -> WorkspaceTransfer:

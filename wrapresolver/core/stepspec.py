@@ -43,7 +43,7 @@ STATE_DIR = "/wrap-state"
 """Where the fetch step leaves its record for the store step (an emptyDir both mount)."""
 _DEFAULTS: dict[str, Any] = {
     "base": "", "bound": "true", "sub_path": "", "path": "", "base_required": False, "fill": "",
-    "max_layers": DEFAULT_MAX_LAYERS,
+    "max_layers": DEFAULT_MAX_LAYERS, "stores": False,
 }
 _SPEC_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
@@ -136,6 +136,10 @@ class WorkspaceTransfer:
     """Store of a `readOnly` task workspace the rewrite could not keep read-only (its pipeline
     workspace is optional, so its volume may not exist): store nothing, and fail the task,
     naming what it wrote, if it changed anything since fetch. Written only when set."""
+    stores: bool = False
+    """Fetch only: this task's store step will write the workspace, so the fetch checks,
+    before the task's own steps run, that the target may be written. Written only when
+    set; older step images ignore it (and check nothing)."""
 
     def to_json(self) -> str:
         """Compact, key-sorted JSON without default values: the same plan always gives the same bytes."""
@@ -205,7 +209,7 @@ class WorkspaceTransfer:
         for name in _STRINGS:
             if name in data and not isinstance(data[name], str):
                 raise ValueError(f"--workspace field `{name}` must be a string, got {shown(data[name], 40)}")
-        for name in ("publish", "base_required", "read_only"):
+        for name in ("publish", "base_required", "read_only", "stores"):
             if name in data and not isinstance(data[name], bool):
                 raise ValueError(f"--workspace field `{name}` must be true or false, got {shown(data[name], 40)}")
         max_layers = data.get("max_layers", DEFAULT_MAX_LAYERS)

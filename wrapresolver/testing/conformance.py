@@ -32,6 +32,12 @@ reference behind; and the delete side: reclaiming one run deletes exactly its st
 another run on the same target carries on, and the published target is never listed.
 Failures (conformance_errors.py, inherited): each lands in its documented error class and
 exit code, and a server that never answers fails the step after `io_timeout()`.
+
+The early check (`probe`, optional): when the backend has one, it must pass on a live
+target and leave no state there; given `unreachable` (a target nobody answers) it must
+fail the fetch of a storing task with a `NetworkError`, and given `denied` (no or wrong
+credentials) with an `AuthError`, both naming the task and the target. A backend without
+a probe skips these tests: its tasks are not checked before their own steps run.
 """
 
 from __future__ import annotations
@@ -55,11 +61,11 @@ from wrapresolver.backends.reclaim import STATE, ReclaimUnsupported, delete_item
 from wrapresolver.backends.registry import get_backend
 from wrapresolver.core.refs import producer_ref
 from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
-from wrapresolver.errors import NotFoundError
+from wrapresolver.errors import AuthError, NetworkError, NotFoundError, TransferError
 from wrapresolver.testing.conformance_errors import ErrorConformance
 from wrapresolver.transfer.steps import Steps, open_steps
 
-__all__ = ["BackendConformance", "ConformanceTarget", "tree_of", "write_tricky_tree"]
+__all__ = ["BackendConformance", "ConformanceTarget", "Unusable", "tree_of", "write_tricky_tree"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,22 @@ class ConformanceTarget:
     refused_env: Mapping[str, str] | None = None
     """Environment, over `env`, with credentials the live server refuses (a wrong password):
     the suite expects an AuthError that shows none of these values. None skips that check."""
+    unreachable: Callable[[], Unusable] | None = None
+    """A target of this backend where nobody answers (a free port), to test the early check
+    (`probe`); None skips that test."""
+    denied: Callable[[], Unusable] | None = None
+    """A target of the live server with no or wrong credentials; None skips that test."""
+
+
+@dataclass(frozen=True)
+class Unusable:
+    """A target the early check must refuse, and what the step would see for it."""
+
+    target: str
+    options: Mapping[str, str] | None = None
+    """Backend options; None: those of the `ConformanceTarget`."""
+    env: Mapping[str, str | None] = field(default_factory=dict)
+    """Changes to the `ConformanceTarget`'s environment; None removes a variable."""
 
 
 # ---- trees ----
@@ -157,7 +179,7 @@ class _Pipeline:
     ) -> Path:
         """Fetch, run `work` on the workspace, store. Returns the workspace directory."""
         self.graph[name] = ProducerNode(inputs=inputs, order=len(self.graph))
-        spec = self.spec(name, inputs, **extra)
+        spec = self.spec(name, inputs, stores=store, **extra)
         ws = self.tmp / f"{self.run_id}-{name}-ws"
         state = self.tmp / f"{self.run_id}-{name}-state"
         ws.mkdir(parents=True)
@@ -418,6 +440,53 @@ class BackendConformance(ErrorConformance):
         with pipeline.open() as handle:
             handle.pull(out)
         assert contents(out) == {"result": "done\n"}
+
+    # ---- the early check: fail in the fetch, before the task's own steps ----
+
+    def _probes(self, pipeline: _Pipeline) -> None:
+        with _raw_store(pipeline.setup, pipeline.target) as store:
+            if not store.probe(read=True, write=True):
+                pytest.skip("the backend has no early check (`probe`): the store step reports access problems")
+
+    def _refused(self, setup: ConformanceTarget, case: Unusable, tmp: Path,
+                 monkeypatch: pytest.MonkeyPatch) -> TransferError:
+        for name, value in case.env.items():
+            if value is None:
+                monkeypatch.delenv(name, raising=False)
+            else:
+                monkeypatch.setenv(name, value)
+        options = dict(setup.options if case.options is None else case.options)
+        spec = WorkspaceTransfer(workspace="src", target=case.target, run="probe", task="first",
+                                 backend=setup.backend, options=options, stores=True)
+        with pytest.raises(TransferError) as raised:
+            with open_steps(get_backend(setup.backend), case.target, options) as handle:
+                handle.fetch(spec, tmp / "ws", tmp / "state")
+        assert case.target in str(raised.value) and "task 'first'" in str(raised.value)
+        return raised.value
+
+    def test_the_early_check_passes_and_leaves_no_state(self, pipeline: _Pipeline) -> None:
+        self._probes(pipeline)
+        assert not any(pipeline.look(()).iterdir())
+        with pytest.raises(NotFoundError), pipeline.open() as handle:
+            handle.pull(pipeline.tmp / "pulled")
+
+    def test_the_early_check_of_an_unreachable_target_is_a_network_error(
+        self, pipeline: _Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        if pipeline.setup.unreachable is None:
+            pytest.skip("no `unreachable` target given")
+        self._probes(pipeline)
+        error = self._refused(pipeline.setup, pipeline.setup.unreachable(), tmp_path / "early", monkeypatch)
+        assert isinstance(error, NetworkError), f"{type(error).__name__}: {error}"
+
+    def test_the_early_check_without_credentials_is_an_auth_error(
+        self, pipeline: _Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        if pipeline.setup.denied is None:
+            pytest.skip("no `denied` target given")
+        self._probes(pipeline)
+        error = self._refused(pipeline.setup, pipeline.setup.denied(), tmp_path / "early", monkeypatch)
+        assert isinstance(error, AuthError), f"{type(error).__name__}: {error}"
 
 
 def _raw_store(setup: ConformanceTarget, target: str) -> Any:

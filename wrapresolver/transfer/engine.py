@@ -250,11 +250,16 @@ def _layers_of(record: Mapping[str, Any]) -> tuple[Layer, ...]:
 class LayeredStore(WorkspaceStore):
     """The workspace store of any `BlobStore`: states as OCI images, one layer per producer."""
 
-    def __init__(self, blobs: BlobStore) -> None:
+    def __init__(self, blobs: BlobStore, target: str = "") -> None:
         self.blobs = blobs
+        self.target = target or getattr(blobs, "location", "")
+        """The target as the user wrote it, for messages (else the store's own `location`)."""
 
     def warm_up(self) -> None:
         self.blobs.warm_up()
+
+    def probe(self, *, read: bool, write: bool) -> bool:
+        return self.blobs.probe(read=read, write=write)
 
     def resolve(self, spec: WorkspaceTransfer) -> Input:
         res = resolve_inputs(self.blobs, spec)
@@ -355,7 +360,11 @@ class LayeredStore(WorkspaceStore):
     def pull_ref(self, ref: str, dest: Path, sub_path: str, tick: Tick) -> Moved:
         state = read_state(self.blobs, ref, f"reference {ref!r}")
         if state is None:
-            raise NotFoundError(f"there is no stored state under reference {ref!r}")
+            where = f" at {self.target}" if self.target else ""
+            raise NotFoundError(
+                f"there is no stored state under reference {ref!r}{where}: nothing was stored or "
+                f"published there yet, or it was deleted; check the target, or run the Pipeline first"
+            )
         sources = {lay.descriptor.digest: self.blobs for lay in state.layers}
         moved = _extract(state.layers, sources, dest, sub_path, f"reference {ref!r}", tick)
         moved.name = state.annotations.get(oci_image.ANNOTATION_WORKSPACE, ref)

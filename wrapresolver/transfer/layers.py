@@ -124,10 +124,10 @@ def write_tar(
         if walked is not None and walked.kind in (DIR, SNAP_SYMLINK):
             meta: dict[str, Any] = dict(mode=walked.mode, uid=walked.uid, gid=walked.gid, mtime_ns=walked.mtime_ns)
             if walked.kind == DIR:
-                tar.add_small(header(arc(rel), DIRECTORY, **meta))
+                tar.add_small(header(arc(rel), DIRECTORY, **meta))  # directories are not counted as files
             else:
                 tar.add_small(header(arc(rel), SYMLINK, linkname=walked.link, **meta))
-            stats.files += 1
+                stats.files += 1
             tick(stats)
             continue
         if read is not None:
@@ -146,7 +146,8 @@ def write_tar(
         common: dict[str, Any] = dict(mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid, mtime_ns=st.st_mtime_ns)
         if stat.S_ISDIR(st.st_mode):
             tar.add(header(name, DIRECTORY, **common))
-        elif stat.S_ISLNK(st.st_mode):
+            continue  # not counted: a fetch does not count directories either
+        if stat.S_ISLNK(st.st_mode):
             tar.add(header(name, SYMLINK, linkname=os.readlink(full), **common))
         elif stat.S_ISREG(st.st_mode):
             key = (st.st_dev, st.st_ino)

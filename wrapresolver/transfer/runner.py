@@ -21,10 +21,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from wrapresolver.backends.base import Moved, Tick, WorkspaceStore
+from wrapresolver.backends.base import Input, Moved, Tick, WorkspaceStore
 from wrapresolver.core.stepspec import WorkspaceTransfer
 from wrapresolver.core.values import TransferReport
-from wrapresolver.errors import TransferError
+from wrapresolver.errors import AuthError, NetworkError, TransferError
 from wrapresolver.gcpause import paused_gc
 from wrapresolver.transfer import snapshot
 from wrapresolver.transfer.apply import empty_directory
@@ -110,6 +110,45 @@ def _count_files(entries: Mapping[str, snapshot.Entry]) -> int:
 
 # ---- the three injected actions ----
 
+def check_access(store: WorkspaceStore, spec: WorkspaceTransfer) -> bool:
+    """Fail the fetch, before the task's own steps run, if the task cannot use its target.
+
+    What a shared volume shows at once (it is not there, it is read-only) a storage target
+    would otherwise show only in the store step, after the task's work. Reading is checked
+    only when nothing else of the fetch reads the target (resolving inputs does: no second
+    round trip); writing when the task will store (`spec.stores`). A backend without a
+    probe is not checked. True when something was checked.
+    """
+    read, write = not spec.inputs, spec.stores
+    if not (read or write):
+        return False
+    try:
+        return store.probe(read=read, write=write)
+    except TransferError as exc:
+        raise _naming_target(exc, spec, "read and write" if read and write else "write" if write else "read") from exc
+
+
+def _naming_target(exc: TransferError, spec: WorkspaceTransfer, access: str) -> TransferError:
+    """The backend's error, of its class and exit code, saying which task and target."""
+    named = type(exc)(
+        f"task {spec.task!r} needs to {access} target {spec.target}, and it cannot, so it stops "
+        f"before its own steps run: {exc}"
+    )
+    named.exit_code = exc.exit_code
+    return named
+
+
+def _resolve(store: WorkspaceStore, spec: WorkspaceTransfer) -> Input:
+    """`store.resolve`, its access failures naming the target like the check's (without a
+    `base`, which lives elsewhere, resolving reads only the target)."""
+    try:
+        return store.resolve(spec)
+    except (NetworkError, AuthError) as exc:
+        if spec.base:
+            raise
+        raise _naming_target(exc, spec, "read") from exc
+
+
 def fetch(
     store: WorkspaceStore, spec: WorkspaceTransfer, dest: Path, state_dir: Path,
     progress: Progress | None = None,
@@ -120,7 +159,8 @@ def fetch(
         report.detail = NOT_BOUND
         return report
     clock = Clock(report, progress)
-    inputs = store.resolve(spec)
+    check_access(store, spec)
+    inputs = _resolve(store, spec)
     dest.mkdir(parents=True, exist_ok=True)
     try:
         with os_errors("fetching", spec.workspace, dest), paused_gc():

@@ -23,7 +23,7 @@ def open_store(backend: Backend, target: str, options: Mapping[str, str]) -> Wor
     """`backend.open`, with the layered data path put around a `BlobStore`."""
     opened = backend.open(target, options)
     if isinstance(opened, BlobStore):
-        return LayeredStore(opened)
+        return LayeredStore(opened, target)
     if isinstance(opened, WorkspaceStore):
         return opened
     raise TransferError(

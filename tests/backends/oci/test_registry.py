@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.fixtures.ports import free_port
 from tests.fixtures.registry import Registry, TokenRegistry, docker_config
 from wrapresolver.backends.oci import client as client_module
 from wrapresolver.backends.oci.store import RegistryStore
@@ -20,7 +21,7 @@ from wrapresolver.backends.registry import get_backend
 from wrapresolver.core.refs import producer_ref
 from wrapresolver.core.stepspec import WorkspaceTransfer
 from wrapresolver.errors import AuthError, NetworkError, NotFoundError, TransferError
-from wrapresolver.testing.conformance import BackendConformance, ConformanceTarget, contents
+from wrapresolver.testing.conformance import BackendConformance, ConformanceTarget, Unusable, contents
 from wrapresolver.transfer import engine, oci_image
 
 
@@ -47,6 +48,7 @@ class TestOciConformance(BackendConformance):
         return ConformanceTarget(
             backend="oci", new_target=lambda: "oci://" + registry.repo("conf"),
             elsewhere=lambda netloc: ConformanceTarget(backend="oci", new_target=lambda: f"oci://{netloc}/ci/src"),
+            unreachable=lambda: Unusable(f"oci://127.0.0.1:{free_port()}/conf/src"),
         )
 
 

@@ -357,6 +357,13 @@ class RegistryClient:
                 self._challenge = challenge
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def cancel_upload(self, url: str, *, scopes: Iterable[str]) -> None:
+        """Best effort: an upload session left open expires on the registry by itself."""
+        try:
+            self.request("DELETE", url, scopes=scopes)
+        except TransferError:
+            pass
+
     def stream_upload(self, url: str, body: Iterator[bytes], *, scopes: Iterable[str]) -> httpx.Response:
         """One streamed PATCH: never re-sent (the body is consumed), so auth is done first."""
         self._connect()

@@ -43,9 +43,36 @@ class RegistryStore(RegistryReclaim, BlobStore):
         store.options = dict(options)
         return store
 
+    @property
+    def location(self) -> str:
+        """The repository, as messages name it."""
+        return f"oci://{self.ref.registry}/{self.ref.repository}"
+
     def warm_up(self) -> None:
         # A store reads (HEAD of its input layers) and then pushes: both tokens, if any.
         self.client.connect_in_background([(self._pull(),), (self._push(),)])
+
+    def probe(self, *, read: bool, write: bool) -> bool:
+        """The ping (GET /v2/, on the first request), then per access one request that needs it.
+
+        A token service grants what it may and leaves out the rest without an error, so a
+        token alone proves nothing: read is a HEAD of the target's tag (200 or 404 both
+        prove it), write is opening an upload session, which the registry refuses without
+        push access, then cancelling it, so nothing is stored.
+        """
+        if read:
+            response = self.client.request(
+                "HEAD", self.client.url(f"manifests/{self.target_ref}"), scopes=[self._pull()],
+                headers={"Accept": MANIFEST_ACCEPT},
+            )
+            if response.status_code not in (200, 404):
+                self.client.raise_for(response, f"repository {self.ref.repository}", "read")
+        if write:
+            session = self._start_upload()
+            location = session.headers.get("location", "")
+            if location:
+                self.client.cancel_upload(self.client.absolute(location), scopes=[self._push()])
+        return True
 
     def close(self) -> None:
         self.client.close()

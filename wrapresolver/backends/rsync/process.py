@@ -132,6 +132,12 @@ class Runner:
                 f"for module {self.target.module!r}: check the Secret named by `credentials-secret` "
                 f"(key `password`, given to the step as {PASSWORD_ENV}) and the `user` param"
             )
+        if not self.target.ssh and "module is read only" in text:
+            return AuthError(
+                f"{action}: the rsync daemon at {where} serves module {self.target.module!r} read-only, "
+                f"and this task stores into it: set `read only = no` for the module in rsyncd.conf "
+                f"(or use a module the task may write)"
+            )
         if not self.target.ssh and "Unknown module" in text:
             return NotFoundError(
                 f"{action}: the rsync daemon at {where} has no module {self.target.module!r}; "

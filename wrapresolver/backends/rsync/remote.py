@@ -34,6 +34,24 @@ class Remote:
             runner.close()
         self._others.clear()
 
+    # ---- the early check ----
+    def probe(self, *, read: bool, write: bool) -> bool:
+        """One rsync call per access, neither moving a file.
+
+        read: the listing of the target's directory (a missing one is fine: nothing stored
+        yet). write: a dry run of pushing an empty directory there, which a daemon refuses
+        for a `read only` module at connection time and which creates nothing. Both prove
+        the daemon or SSH server answers and takes the credentials. Over SSH the dry run
+        does not prove the directory is writable: that shows in the store step.
+        """
+        action = f"checking {self.target.display()}"
+        if read:
+            self.runner.run(["--list-only", "--dirs", self.target.url() + "/"], action, missing_ok=True)
+        if write:
+            with tempfile.TemporaryDirectory(prefix="wrap-rsync-") as empty:
+                self.runner.run(["--dry-run", "--dirs", "--mkpath", empty + "/", self.target.url() + "/"], action)
+        return True
+
     # ---- small remote files ----
     def _get_json(self, directory: str, names: Iterable[str], action: str) -> dict[str, dict]:
         """Download several small JSON files of one remote directory in one call."""

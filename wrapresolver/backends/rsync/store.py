@@ -144,7 +144,10 @@ class RsyncStore(RsyncReclaim, Remote, WorkspaceStore):
         if spec.publish:
             latest = dict(_ref_record(stored, spec, res), state=LATEST, source=stored.state)
             self._replace_latest(parts.get(), (stored.state,), latest, action)
-        return Moved(moved.files, moved.bytes, len(stored.layers), note)
+        # Counted as the layered store counts: the changed entries that are not directories
+        # (rsync's own count leaves out symlinks and what it hard-linked to the input).
+        files = sum(1 for rel in changes.changed if rel in after and after[rel].kind != snapshot.DIR)
+        return Moved(files, moved.bytes, len(stored.layers), note)
 
     def _store_new(
         self, ref: str, res: Resolution, parts: _Parts, changes: snapshot.Changes, sub: str, action: str,
