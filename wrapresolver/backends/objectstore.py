@@ -36,8 +36,6 @@ from wrapresolver.transfer.streams import HashingReader
 
 LAYOUT_MARKER_KEY = "oci-layout"
 LAYOUT_MARKER = b'{"imageLayoutVersion":"1.0.0"}'
-EMPTY_BLOB = sha256_digest(b"")
-"""The digest of no bytes: what the write check stores."""
 
 
 class ObjectStore(ObjectStoreReclaim, BlobStore):
@@ -117,10 +115,11 @@ class ObjectStore(ObjectStoreReclaim, BlobStore):
         self.exists(LAYOUT_MARKER_KEY)
 
     def check_write(self) -> None:
-        """Write the empty blob: one request, and what it leaves is a valid, immutable blob
-        (the same bytes every time), never a half state."""
+        """Write the layout marker: one request, and what it leaves is part of every stored
+        layout (the same bytes every time), never a half state. Not the empty blob: a
+        zero-byte object made SeaweedFS stall the next upload under the prefix for 30 s."""
         self.prepare()
-        self.write(self.blob_key(EMPTY_BLOB), b"", "application/octet-stream")
+        self.write(LAYOUT_MARKER_KEY, LAYOUT_MARKER, "application/json")
 
     # ---- BlobStore ----
     def blob_exists(self, digest: str) -> bool:
