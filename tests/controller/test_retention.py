@@ -54,9 +54,9 @@ def resolved_run(cluster, name: str, **params: str) -> tuple[str, str]:
     return run, pr["metadata"]["uid"]
 
 
-def run_tasks(storage: Path, uid: str, tmp: Path) -> None:
-    """clone then build store their states; build also publishes the exact target."""
-    target = f"file://{storage}/src"
+def run_tasks(storage: Path, uid: str, tmp: Path, tag: str = "") -> None:
+    """clone then build store their states; build also publishes the exact target (`tag`: its tag)."""
+    target = f"file://{storage}/src" + (f":{tag}" if tag else "")
     graph: dict[str, ProducerNode] = {}
     for task, inputs in (("clone", ()), ("build", ("clone",))):
         graph[task] = ProducerNode(inputs=inputs, order=len(graph))

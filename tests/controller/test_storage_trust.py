@@ -16,12 +16,10 @@ from pathlib import Path
 import pytest
 
 from tests.controller.conftest import SYSTEM_NS, decoded, ensure_namespace, failure, wait_for
+from tests.controller.test_retention import run_tasks, states
 from wrapresolver.backends import reclaim
 from wrapresolver.backends.file import LayoutStore
-from wrapresolver.backends.registry import get_backend
 from wrapresolver.core.refs import producer_ref
-from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
-from wrapresolver.transfer.steps import open_steps
 
 PR = "tekton.dev/v1"
 NS = "trust"
@@ -52,27 +50,6 @@ def resolve_and_merge(cluster, name: str, **params: str) -> tuple[str, str, dict
     return run, pr["metadata"]["uid"], meta["annotations"]
 
 
-def store_states(root: Path, uid: str, tmp: Path, tag: str = "") -> None:
-    """clone and build store their states at `root/src`; build publishes (`tag`: the target's)."""
-    target = f"file://{root}/src" + (f":{tag}" if tag else "")
-    graph: dict[str, ProducerNode] = {}
-    for task, inputs in (("clone", ()), ("build", ("clone",))):
-        graph[task] = ProducerNode(inputs=inputs, order=len(graph))
-        spec = WorkspaceTransfer(workspace="src", target=target, run=uid, task=task, backend="file",
-                                 inputs=inputs, graph=dict(graph), publish=task == "build")
-        ws, state = tmp / f"{uid}-{task}", tmp / f"{uid}-{task}-state"
-        ws.mkdir(parents=True)
-        state.mkdir()
-        with open_steps(get_backend("file"), target, {}) as steps:
-            steps.fetch(spec, ws, state)
-            (ws / f"{task}.txt").write_text(f"{task} of {uid}\n")
-            steps.store(spec, ws, state)
-
-
-def states(root: Path) -> set[str]:
-    return {i.name for i in reclaim.stored_items(LayoutStore(root / "src")) if i.kind == reclaim.STATE}
-
-
 def published(root: Path) -> dict[str, str]:
     """Published reference -> the run that published it."""
     return {i.name: i.run for i in reclaim.published_items(LayoutStore(root / "src"))}
@@ -99,7 +76,7 @@ def ignored_event(cluster, uid: str) -> dict:
 def settle(cluster, roots: tuple[Path, Path], tmp: Path, name: str) -> None:
     """A signed run inside the allow list, collected: the controller has seen every event before it."""
     run, uid, _ = resolve_and_merge(cluster, name)
-    store_states(roots[0], uid, tmp)
+    run_tasks(roots[0], uid, tmp)
     finish(cluster, run)
     wait_for(lambda: not (refs_of(uid) & states(roots[0])), f"the states of {name} to go")
 
@@ -130,7 +107,7 @@ def test_an_annotation_pointed_elsewhere_after_resolution_is_ignored_with_a_warn
     allowed, elsewhere = roots
     start_controller()
     run, uid, annotations = resolve_and_merge(cluster, "tampered")
-    store_states(elsewhere, uid, tmp_path)
+    run_tasks(elsewhere, uid, tmp_path)
     entries = json.loads(annotations["wrapresolver.dev/storage"])
     entries[0]["target"] = f"file://{elsewhere}/src"
     cluster.api.patch(PR, "pipelineruns", NS, run, {"metadata": {"annotations": {
@@ -151,7 +128,7 @@ def test_an_unsigned_annotation_written_by_the_author_is_ignored(cluster, roots,
             "workspace": "src", "backend": "file", "target": f"file://{elsewhere}/src", "options": {},
             "tasks": ["clone", "build"]}])}}, "spec": {"pipelineRef": {"name": "x"}}})
     uid = pr["metadata"]["uid"]
-    store_states(elsewhere, uid, tmp_path)
+    run_tasks(elsewhere, uid, tmp_path)
     finish(cluster, "run-unsigned")
     assert "is missing" in ignored_event(cluster, uid)["message"]
     settle(cluster, roots, tmp_path, "after-unsigned")
@@ -162,7 +139,7 @@ def test_a_signed_annotation_copied_to_another_run_is_ignored(cluster, roots, st
     allowed, _ = roots
     start_controller()
     _, victim_uid, _ = resolve_and_merge(cluster, "victim")
-    store_states(allowed, victim_uid, tmp_path)
+    run_tasks(allowed, victim_uid, tmp_path)
     _, _, annotations = resolve_and_merge(cluster, "copier")
     copy = cluster.api.create(PR, "pipelineruns", NS, {"metadata": {
         "name": "run-copy", "labels": {"wrapresolver.dev/storage": "managed"}, "annotations": annotations},
@@ -176,7 +153,7 @@ def test_a_target_outside_a_narrowed_allow_list_is_not_reclaimed(cluster, roots,
     allowed, _ = roots
     start_controller()
     run, uid, _ = resolve_and_merge(cluster, "narrowed")
-    store_states(allowed, uid, tmp_path)
+    run_tasks(allowed, uid, tmp_path)
     config = cluster.api.get("v1", "configmaps", SYSTEM_NS, "wrapresolver-config")["data"]
     cluster.configure({"allowed-targets": "oci://registry.internal/ci/"})
     try:
@@ -198,10 +175,10 @@ def test_publish_retention_delete_with_run_removes_only_what_the_run_published(
     first, first_uid, annotations = resolve_and_merge(cluster, "pub-first", target=target,
                                                       **{"publish-retention": "delete-with-run"})
     assert annotations["wrapresolver.dev/publish-retention"] == "delete-with-run"
-    store_states(allowed, first_uid, tmp_path, tag="run-pub-first")
+    run_tasks(allowed, first_uid, tmp_path, tag="run-pub-first")
     second, second_uid, _ = resolve_and_merge(cluster, "pub-second", target=target,
                                               **{"publish-retention": "delete-with-run"})
-    store_states(allowed, second_uid, tmp_path, tag="run-pub-second")
+    run_tasks(allowed, second_uid, tmp_path, tag="run-pub-second")
     finish(cluster, first)
     wait_for(lambda: not (refs_of(first_uid) & states(allowed)), "the first run's states to go")
     assert published(allowed).get("run-pub-first") == first_uid  # ended, not deleted: its result stays
@@ -216,8 +193,8 @@ def test_publish_retention_keeps_a_result_a_later_run_published_over_and_a_carri
 
     root = tmp_path / "storage"
     first, second = "5e6f7081-0a51-4d38-9d7d-3c1b0f2a9e01", "6f708192-1b62-4e49-8e8e-4d2c1a3b0f02"
-    store_states(root, first, tmp_path)
-    store_states(root, second, tmp_path)  # publishes `latest` again, over the first run's
+    run_tasks(root, first, tmp_path)
+    run_tasks(root, second, tmp_path)  # publishes `latest` again, over the first run's
     entry = {"workspace": "src", "backend": "file", "target": f"file://{root}/src", "options": {}, "tasks": []}
     assert collect_published(first, [entry]).deleted == 0
     assert published(root) == {"latest": second}
@@ -267,7 +244,7 @@ def test_a_list_narrowed_while_a_collection_waits_is_honoured_when_it_runs(tmp_p
     from wrapresolver.controller.retention import STATES, Reaper
 
     root, uid = tmp_path / "storage", "708192a3-0a51-4d38-9d7d-3c1b0f2a9e01"
-    store_states(root, uid, tmp_path)
+    run_tasks(root, uid, tmp_path)
     live = SimpleNamespace(current=Settings.from_configmap({"data": {"allowed-targets": f"file://{root}/"}}))
     reaper = Reaper(kube=None, runtime=SimpleNamespace(signing_key=b"k" * 32, config=live))
     entry = {"workspace": "src", "backend": "file", "target": f"file://{root}/src", "options": {},
