@@ -32,7 +32,7 @@ from wrapresolver.backends.objectstore_gc import ObjectStoreReclaim
 from wrapresolver.core.refs import is_valid_tag
 from wrapresolver.core.values import Descriptor, is_sha256_digest, sha256_digest
 from wrapresolver.errors import IntegrityError, NotFoundError, TransferError
-from wrapresolver.transfer.streams import HashingReader
+from wrapresolver.transfer.streams import HashingReader, IteratorReader
 
 LAYOUT_MARKER_KEY = "oci-layout"
 LAYOUT_MARKER = b'{"imageLayoutVersion":"1.0.0"}'
@@ -115,11 +115,19 @@ class ObjectStore(ObjectStoreReclaim, BlobStore):
         self.exists(LAYOUT_MARKER_KEY)
 
     def check_write(self) -> None:
-        """Write the layout marker: one request, and what it leaves is part of every stored
-        layout (the same bytes every time), never a half state. Not the empty blob: a
-        zero-byte object made SeaweedFS stall the next upload under the prefix for 30 s."""
+        """Upload the layout marker's bytes under a fresh staging name, then delete it.
+
+        A name of its own, because runs sharing a target check at the same moment: replacing
+        one shared key from each of them made a WebDAV server (wsgidav) answer 500 to the
+        loser of the race. A staging object is what every blob upload writes first, so this
+        needs no permission a store does not; if the delete is refused, gc reclaims the
+        leftover with the other staging objects. Not zero bytes: an empty object made
+        SeaweedFS stall the next upload under the prefix for 30 s.
+        """
         self.prepare()
-        self.write(LAYOUT_MARKER_KEY, LAYOUT_MARKER, "application/json")
+        staging = self.staging_key()
+        self.upload(staging, IteratorReader(iter([LAYOUT_MARKER])), "application/json")
+        self.delete_quietly(staging)
 
     # ---- BlobStore ----
     def blob_exists(self, digest: str) -> bool:
