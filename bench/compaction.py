@@ -47,7 +47,7 @@ from transfer import Remote, Unavailable, file_remote, oci_remote  # noqa: E402
 
 from wrapresolver.backends.registry import get_backend  # noqa: E402
 from wrapresolver.core.stepspec import WorkspaceTransfer  # noqa: E402
-from wrapresolver.transfer.steps import open_steps  # noqa: E402
+from wrapresolver.steps.open_target import open_steps  # noqa: E402
 
 REMOTES = {"file": file_remote, "oci": oci_remote}
 

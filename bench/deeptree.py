@@ -23,8 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from wrapresolver.core import oci_image
 from wrapresolver.core.values import Descriptor
-from wrapresolver.transfer import oci_image
 from wrapresolver.transfer.apply import Extractor, empty_directory
 
 

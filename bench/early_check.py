@@ -98,7 +98,7 @@ def seed(target: str, run: str, src: Path, files: int) -> None:
     """The producer's state: `files` small files, 20 to a directory."""
     from wrapresolver.backends.registry import get_backend
     from wrapresolver.core.stepspec import WorkspaceTransfer
-    from wrapresolver.transfer.steps import open_steps
+    from wrapresolver.steps.open_target import open_steps
 
     for i in range(files):
         path = src / f"d{i // 20:03d}" / f"f{i:05d}.txt"
@@ -114,11 +114,11 @@ def child(spec_text: str, checked: bool, state: str) -> None:
     import httpx
 
     import wrapresolver.backends.oci.store  # noqa: F401 - imports are not what is measured
-    import wrapresolver.transfer.engine  # noqa: F401
+    import wrapresolver.steps.engine  # noqa: F401
     from wrapresolver.backends.oci import blobget
     from wrapresolver.backends.registry import get_backend
     from wrapresolver.core.stepspec import WorkspaceTransfer
-    from wrapresolver.transfer.steps import open_steps
+    from wrapresolver.steps.open_target import open_steps
 
     requests = 0
 

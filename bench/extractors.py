@@ -83,7 +83,7 @@ elif tool == "tar+sha256":
 elif tool == "wrapresolver":
     from pathlib import Path
     from wrapresolver.backends.registry import get_backend
-    from wrapresolver.transfer.steps import open_steps
+    from wrapresolver.steps.open_target import open_steps
     store = open_steps(get_backend("file"), job["target"], {})
     start = time.perf_counter()
     store.pull(Path(dest))
@@ -199,7 +199,7 @@ def main() -> None:
         pushed = subprocess.run(
             [sys.executable, "-c",
              "import sys; from pathlib import Path; from wrapresolver.backends.registry import get_backend; "
-             "from wrapresolver.transfer.steps import open_steps; "
+             "from wrapresolver.steps.open_target import open_steps; "
              "s = open_steps(get_backend('file'), sys.argv[1], {}); print(s.push(Path(sys.argv[2]), {}).line())",
              target, str(ws)],
             capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), check=True)

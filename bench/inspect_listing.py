@@ -32,7 +32,7 @@ READERS = 8
 def fill(backend: str, target: str, states: int, seed: Path) -> str:
     from wrapresolver.backends.registry import get_backend
     from wrapresolver.core.refs import producer_ref
-    from wrapresolver.transfer.engine import store_ref
+    from wrapresolver.steps.engine import store_ref
 
     run = str(uuid.uuid4())
     with get_backend(backend).open(target, {}) as store:
@@ -48,7 +48,7 @@ def readers(store: object, open_store, count: int = READERS) -> list:
     from concurrent.futures import ThreadPoolExecutor
 
     from wrapresolver.backends import reclaim
-    from wrapresolver.transfer import taskstates
+    from wrapresolver.steps import taskstates
 
     items = [i for i in reclaim.stored_items(store) if i.kind == reclaim.STATE]
 
@@ -67,7 +67,7 @@ def readers(store: object, open_store, count: int = READERS) -> list:
 def timed(backend: str, target: str, what: str) -> tuple[float, int]:
     from wrapresolver.backends import reclaim
     from wrapresolver.backends.registry import get_backend
-    from wrapresolver.transfer import taskstates
+    from wrapresolver.steps import taskstates
 
     start = time.perf_counter()
     with get_backend(backend).open(target, {}) as store:

@@ -24,8 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from wrapresolver.backends.registry import get_backend  # noqa: E402
-from wrapresolver.transfer.fill import shown_directory  # noqa: E402
-from wrapresolver.transfer.steps import open_steps  # noqa: E402
+from wrapresolver.steps.fill import shown_directory  # noqa: E402
+from wrapresolver.steps.open_target import open_steps  # noqa: E402
 
 
 def timed(action) -> float:

@@ -37,10 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.fixtures.registry import start_plain  # noqa: E402
 from wrapresolver.backends.registry import get_backend  # noqa: E402
 from wrapresolver.controller.retention import collect, collect_published  # noqa: E402
+from wrapresolver.core import oci_image  # noqa: E402
 from wrapresolver.core.refs import producer_ref  # noqa: E402
 from wrapresolver.core.values import Layer  # noqa: E402
-from wrapresolver.transfer import oci_image  # noqa: E402
-from wrapresolver.transfer.engine import put_state  # noqa: E402
+from wrapresolver.steps.engine import put_state  # noqa: E402
 
 TASKS = ("clone", "build")
 

@@ -215,7 +215,7 @@ import json, os, sys, threading, time
 from pathlib import Path
 from wrapresolver.backends.registry import get_backend
 from wrapresolver.core.stepspec import WorkspaceTransfer
-from wrapresolver.transfer.steps import open_steps
+from wrapresolver.steps.open_target import open_steps
 
 def status(pid):
     # (Name, VmHWM in kB) from /proc/PID/status; VmHWM belongs to the current image only,

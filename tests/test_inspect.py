@@ -203,7 +203,7 @@ def test_fetch_of_a_task_that_stored_nothing_names_the_tasks_that_did(tmp_path: 
 
 
 def test_a_store_without_a_listing_side_is_refused_with_the_reason() -> None:
-    from wrapresolver.transfer.taskstates import ListingUnsupported, list_states
+    from wrapresolver.steps.taskstates import ListingUnsupported, list_states
 
     class OldPlugin:
         pass

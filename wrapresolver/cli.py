@@ -15,7 +15,7 @@ import sys
 
 COMMAND_MODULES = (
     "wrapresolver.render",             # render
-    "wrapresolver.transfer.cli",       # fetch, store, publish
+    "wrapresolver.steps.cli",       # fetch, store, publish
     "wrapresolver.controller.main",    # controller
     "wrapresolver.collect",            # gc
     "wrapresolver.convert",            # convert

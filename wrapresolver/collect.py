@@ -57,7 +57,7 @@ def _collect(args: argparse.Namespace) -> int:
     from wrapresolver.backends.registry import REGISTRY
     from wrapresolver.core.retention import parse_duration
     from wrapresolver.core.template import split_scheme
-    from wrapresolver.transfer.cli import option_flags
+    from wrapresolver.steps.cli import option_flags
 
     if bool(args.older_than) == bool(args.run):
         raise ParamError("give exactly one of --older-than DURATION or --run UID")

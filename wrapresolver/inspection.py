@@ -6,7 +6,7 @@
 lists every stored state at the target (run, task, workspace, reference, digest, size,
 layers, created, the producers it merged) and the published state; `--format dot` prints
 the data flow of one run as a Graphviz digraph. The reading is in
-`wrapresolver.transfer.taskstates`.
+`wrapresolver.steps.taskstates`.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ def run(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     from wrapresolver.backends.registry import REGISTRY
     from wrapresolver.core.template import split_scheme, unknown_placeholders
-    from wrapresolver.transfer import taskstates
-    from wrapresolver.transfer.cli import option_flags
+    from wrapresolver.steps import taskstates
+    from wrapresolver.steps.cli import option_flags
 
     placeholders = unknown_placeholders(args.target, known=())
     if placeholders:

@@ -110,7 +110,7 @@ def render(
     import asyncio
     import json
 
-    from wrapresolver.convert import conversion_hint
+    from wrapresolver.core.conversion import conversion_hint
     from wrapresolver.core.params import RunContext, config_key
     from wrapresolver.resolve import resolve, to_yaml
     from wrapresolver.sources import FileSource

@@ -26,9 +26,9 @@ from wrapresolver.backends.oci import client as client_module
 from wrapresolver.backends.registry import get_backend
 from wrapresolver.core.stepspec import WorkspaceTransfer
 from wrapresolver.errors import AuthError, NetworkError, NotFoundError, TransferError
-from wrapresolver.transfer import runner
-from wrapresolver.transfer.engine import LayeredStore
-from wrapresolver.transfer.steps import open_steps
+from wrapresolver.steps import runner
+from wrapresolver.steps.engine import LayeredStore
+from wrapresolver.steps.open_target import open_steps
 
 RUN = "early-run"
 

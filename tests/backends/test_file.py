@@ -18,8 +18,9 @@ import pytest
 from wrapresolver.backends import file
 from wrapresolver.backends.file import LayoutStore, parse_target
 from wrapresolver.backends.registry import get_backend
+from wrapresolver.core import oci_image
 from wrapresolver.errors import NotFoundError, ParamError
-from wrapresolver.transfer import engine, oci_image
+from wrapresolver.steps import engine
 
 
 def test_backend_is_registered_under_its_name_and_scheme() -> None:

@@ -23,11 +23,12 @@ from wrapresolver.backends.gcs import (
     parse_target,
 )
 from wrapresolver.backends.registry import get_backend
+from wrapresolver.core import oci_image
 from wrapresolver.core.refs import producer_ref
 from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
 from wrapresolver.errors import AuthError, NetworkError, NotFoundError, ParamError
+from wrapresolver.steps import engine
 from wrapresolver.testing.conformance import BackendConformance, ConformanceTarget, Unusable
-from wrapresolver.transfer import engine, oci_image
 
 RUN = "7c1e9a2b-run"
 

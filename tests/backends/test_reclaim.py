@@ -17,10 +17,10 @@ from wrapresolver.backends.base import BlobStore, Descriptor, Reader
 from wrapresolver.backends.file import LayoutStore
 from wrapresolver.backends.reclaim import PARTIAL, STATE, UPLOAD, StoredItem
 from wrapresolver.cli import main
+from wrapresolver.core import oci_image
 from wrapresolver.core.refs import producer_ref
 from wrapresolver.core.values import Layer
-from wrapresolver.transfer import oci_image
-from wrapresolver.transfer.engine import put_state
+from wrapresolver.steps.engine import put_state
 
 UID_A = "0b5e8f7e-6a51-4d38-9d7d-3c1b0f2a9e01"
 UID_B = "7d2c1a40-91f3-4b2e-8c55-1e6f0a3b4c02"
@@ -133,7 +133,7 @@ def test_gc_deletes_old_states_and_uploads_and_keeps_young_ones_and_the_target(
     uploads = [i for i in reclaim.stored_items(store) if i.kind == UPLOAD]
     assert [i.size for i in uploads] == [len(b"in flight")]  # the young one stays
     # What remains is whole: every blob the remaining references name is there.
-    from wrapresolver.backends.objectstore_gc import blobs_of
+    from wrapresolver.core.oci_image import blobs_of
 
     for ref in ("latest", producer_ref(UID_B, "clone")):
         manifest = store.get_manifest(ref)

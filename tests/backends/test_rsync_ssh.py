@@ -25,8 +25,8 @@ from wrapresolver.backends.rsync.store import RsyncStore
 from wrapresolver.core.refs import producer_ref
 from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
 from wrapresolver.errors import AuthError, NetworkError, NotFoundError, ParamError
+from wrapresolver.steps.open_target import Steps
 from wrapresolver.testing.conformance import BackendConformance, ConformanceTarget
-from wrapresolver.transfer.steps import Steps
 
 RUN = "5c2f0b17-run"
 

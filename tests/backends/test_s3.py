@@ -18,11 +18,12 @@ from tests.fixtures.ports import free_port
 from tests.fixtures.s3server import S3Server
 from wrapresolver.backends.registry import get_backend
 from wrapresolver.backends.s3 import PART_SIZE, S3Store, S3Target, parse_target
+from wrapresolver.core import oci_image
 from wrapresolver.core.refs import producer_ref
 from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
 from wrapresolver.errors import AuthError, NetworkError, NotFoundError, ParamError
+from wrapresolver.steps import engine
 from wrapresolver.testing.conformance import BackendConformance, ConformanceTarget, Unusable
-from wrapresolver.transfer import engine, oci_image
 
 RUN = "7d1e-run"
 

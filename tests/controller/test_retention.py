@@ -21,7 +21,7 @@ from wrapresolver.backends.file import LayoutStore
 from wrapresolver.backends.registry import get_backend
 from wrapresolver.core.refs import producer_ref
 from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
-from wrapresolver.transfer.steps import open_steps
+from wrapresolver.steps.open_target import open_steps
 
 PR = "tekton.dev/v1"
 NS = "retention"

@@ -19,8 +19,8 @@ import yaml
 
 from wrapresolver.backends.registry import get_backend
 from wrapresolver.render import render
+from wrapresolver.steps.open_target import open_steps
 from wrapresolver.testing.executor import FAILED, SUCCEEDED, LocalExecutor, PipelineRunResult
-from wrapresolver.transfer.steps import open_steps
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cache"
 

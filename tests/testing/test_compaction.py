@@ -28,13 +28,13 @@ from tests.testing.test_carried_cache import CacheRuns, cache_result
 from tests.transfer.test_squash import PATHS, apply_op, tree
 from wrapresolver.backends.reclaim import reclaim_run
 from wrapresolver.backends.registry import get_backend
+from wrapresolver.core import oci_image
 from wrapresolver.core.refs import producer_ref
 from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
 from wrapresolver.errors import TransferError
 from wrapresolver.render import render
+from wrapresolver.steps.open_target import open_steps
 from wrapresolver.testing.executor import SUCCEEDED, LocalExecutor
-from wrapresolver.transfer import oci_image
-from wrapresolver.transfer.steps import open_steps
 
 CONTENTS = [b"", b"one", b"two\n", b"three" * 50, os.urandom(3000)]
 

@@ -235,7 +235,7 @@ def test_fan_in_pipeline_sees_merged_files_and_deletions_from_both_branches(back
 
 def test_fan_in_publishes_the_final_state_to_the_exact_target(tmp_path: Path) -> None:
     from wrapresolver.backends.registry import get_backend
-    from wrapresolver.transfer.steps import open_steps
+    from wrapresolver.steps.open_target import open_steps
 
     result = run_pipeline(FAN_IN, f"file://{tmp_path}/store/<<workspace>>", tmp_path)
     assert result.status == SUCCEEDED, result.log()

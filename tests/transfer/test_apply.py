@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from wrapresolver.core import oci_image
 from wrapresolver.core.values import Descriptor
 from wrapresolver.errors import IntegrityError, UnsafeArchiveError
-from wrapresolver.transfer import oci_image
 from wrapresolver.transfer.apply import Extractor, clean_name
 
 

@@ -12,7 +12,8 @@ import pytest
 import zstandard
 
 from wrapresolver.backends.file import LayoutStore
-from wrapresolver.transfer import oci_image, snapshot
+from wrapresolver.core import oci_image
+from wrapresolver.transfer import snapshot
 from wrapresolver.transfer.apply import Extractor
 from wrapresolver.transfer.layers import store_layer, whole_tree
 from wrapresolver.transfer.streams import BoundedPipe
@@ -153,7 +154,7 @@ def test_the_same_tree_always_gives_the_same_layer_bytes(tmp_path: Path) -> None
     import os as _os
 
     from wrapresolver.backends.file import LayoutStore
-    from wrapresolver.transfer import engine
+    from wrapresolver.steps import engine
 
     tree = tmp_path / "tree"
     tree.mkdir()

@@ -5,10 +5,10 @@ A backend is a `Backend` (its resolver half: `validate_target`, `validate_option
 
 * a `BlobStore`: six primitives over content-addressed blobs and named manifests. The
   layered data path (snapshots, diffs, merges, fallbacks, OCI images) is put around it by
-  `wrapresolver.transfer.engine`; an object store (S3-, GCS-, WebDAV-like) subclasses
+  `wrapresolver.steps.engine`; an object store (S3-, GCS-, WebDAV-like) subclasses
   `wrapresolver.backends.objectstore.ObjectStore` and implements only its transport.
 * a `WorkspaceStore`: a whole-directory backend (rsync-like) that resolves, materialises
-  and saves trees itself. `wrapresolver.transfer.runner` owns the rules around it (an
+  and saves trees itself. `wrapresolver.steps.runner` owns the rules around it (an
   unbound workspace is skipped, a failed fetch leaves an empty directory, the fetch record,
   timing, progress), so the backend writes none of them.
 
@@ -191,7 +191,7 @@ class Moved:
 class WorkspaceStore(ABC):
     """The step half of a backend for one target, as primitives the runner calls.
 
-    The runner (`wrapresolver.transfer.runner`) skips unbound workspaces, times the call,
+    The runner (`wrapresolver.steps.runner`) skips unbound workspaces, times the call,
     reports progress, keeps the fetch record, empties a half-fetched workspace and turns OS
     errors into messages; these methods only move the data.
     """

@@ -30,9 +30,9 @@ from urllib.parse import urlsplit
 from wrapresolver.backends.base import Backend
 from wrapresolver.backends.objectstore import ObjectStore
 from wrapresolver.backends.objectstore_gc import KeyInfo
+from wrapresolver.core import oci_image
 from wrapresolver.core.values import Descriptor, sha256_digest
 from wrapresolver.errors import AuthError, NotFoundError, ParamError, TransferError, WrapError
-from wrapresolver.transfer import oci_image
 
 REF_NAME = "org.opencontainers.image.ref.name"
 CHUNK = 1 << 20

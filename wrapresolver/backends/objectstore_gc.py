@@ -14,19 +14,13 @@ reference store (`index.json` for file://) overrides `ref_names`, `ref_info` and
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from wrapresolver.backends.reclaim import PUBLISHED, STATE, UPLOAD, Reclaimed, StoredItem, unsupported
-from wrapresolver.core.values import is_sha256_digest, sha256_digest
+from wrapresolver.core import oci_image
 from wrapresolver.errors import WrapError
-from wrapresolver.transfer import oci_image
-
-RUN_ANNOTATION = oci_image.ANNOTATION_RUN
-CREATED_ANNOTATION = oci_image.ANNOTATION_CREATED
-PUBLISHED_ANNOTATION = oci_image.ANNOTATION_PUBLISHED
 
 
 @dataclass(frozen=True)
@@ -36,40 +30,6 @@ class KeyInfo:
     key: str
     size: int | None = None
     modified: float | None = None
-
-
-def blobs_of(manifest: bytes) -> dict[str, int]:
-    """Digest -> size of every blob a manifest names, the manifest's own blob included."""
-    found = {sha256_digest(manifest): len(manifest)}
-    try:
-        doc = json.loads(manifest)
-    except ValueError:
-        return found
-    if not isinstance(doc, dict):
-        return found
-    for entry in [doc.get("config"), *(doc.get("layers") or []), *(doc.get("manifests") or [])]:
-        if isinstance(entry, dict) and is_sha256_digest(str(entry.get("digest", ""))):
-            found[entry["digest"]] = int(entry.get("size") or 0)
-    return found
-
-
-def annotations_of(manifest: bytes) -> dict[str, str]:
-    try:
-        doc = json.loads(manifest)
-    except ValueError:
-        return {}
-    found = doc.get("annotations") if isinstance(doc, dict) else None
-    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
-
-
-def created_of(annotations: dict[str, str]) -> float | None:
-    from datetime import datetime
-
-    text = annotations.get(CREATED_ANNOTATION, "")
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() if text else None
-    except ValueError:
-        return None
 
 
 class ObjectStoreReclaim:
@@ -124,12 +84,12 @@ class ObjectStoreReclaim:
         items = []
         times = self.ref_times()
         for name, data in self._manifests([n for n in times if n != self.target_ref]).items():
-            notes = annotations_of(data)
-            if notes.get(PUBLISHED_ANNOTATION):
+            notes = oci_image.annotations_of(data)
+            if notes.get(oci_image.ANNOTATION_PUBLISHED):
                 continue  # a published result under another reference
-            size = sum(blobs_of(data).values())
-            created = created_of(notes) or times.get(name)
-            items.append(StoredItem(name, STATE, notes.get(RUN_ANNOTATION, ""), size, created))
+            size = sum(oci_image.blobs_of(data).values())
+            created = oci_image.created_of(notes) or times.get(name)
+            items.append(StoredItem(name, STATE, notes.get(oci_image.ANNOTATION_RUN, ""), size, created))
         return items + self.staging_items()
 
     def published_items(self) -> list[StoredItem]:
@@ -137,10 +97,10 @@ class ObjectStoreReclaim:
         items = []
         times = self.ref_times()
         for name, data in self._manifests(list(times)).items():
-            notes = annotations_of(data)
-            if notes.get(PUBLISHED_ANNOTATION):
-                items.append(StoredItem(name, PUBLISHED, notes.get(RUN_ANNOTATION, ""), sum(blobs_of(data).values()),
-                                        created_of(notes) or times.get(name)))
+            notes = oci_image.annotations_of(data)
+            if notes.get(oci_image.ANNOTATION_PUBLISHED):
+                items.append(StoredItem(name, PUBLISHED, notes.get(oci_image.ANNOTATION_RUN, ""), sum(oci_image.blobs_of(data).values()),
+                                        oci_image.created_of(notes) or times.get(name)))
         return items
 
     def target_exists(self) -> bool:
@@ -151,7 +111,7 @@ class ObjectStoreReclaim:
         stay = [n for n in self.ref_names() if n not in going]
         kept: set[str] = set()
         for data in self._manifests(stay).values():
-            kept.update(blobs_of(data))
+            kept.update(oci_image.blobs_of(data))
         return kept
 
     def delete_items(self, items: Sequence[StoredItem]) -> Reclaimed:
@@ -159,7 +119,7 @@ class ObjectStoreReclaim:
         states = {i.name for i in items if (i.kind == STATE and i.name != self.target_ref) or i.kind == PUBLISHED}
         named: dict[str, int] = {}
         for name, data in self._manifests(sorted(states)).items():
-            named.update(blobs_of(data))
+            named.update(oci_image.blobs_of(data))
             try:
                 self.delete_ref(name)
             except WrapError as exc:

@@ -13,11 +13,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, ClassVar, Protocol
 
+from wrapresolver.core import oci_image
 from wrapresolver.core.values import TEKTON_VARIABLE, StepRequirements
 from wrapresolver.errors import ParamError
 
-LAYER_COMPRESSIONS = ("zstd", "gzip")
-"""Values of the `compression` option, the same for every layered backend."""
 _OBJECT_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
@@ -58,10 +57,8 @@ class Backend(ABC):
                     f"digits, '-' and '.', at most 253 characters)"
                 )
         # `compression` means the same for every layered backend: checked once, here.
-        if options.get("compression", "zstd") not in LAYER_COMPRESSIONS:
-            raise ParamError(
-                f"compression {options['compression']!r} is not supported; use zstd or gzip"
-            )
+        if options.get("compression"):
+            oci_image.layer_media_type(options["compression"])  # the one list of compressions
         return dict(options)
 
     def step_requirements(self, options: Mapping[str, str]) -> StepRequirements:

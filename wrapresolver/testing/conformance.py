@@ -62,8 +62,8 @@ from wrapresolver.backends.registry import get_backend
 from wrapresolver.core.refs import producer_ref
 from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
 from wrapresolver.errors import AuthError, NetworkError, NotFoundError, TransferError
+from wrapresolver.steps.open_target import Steps, open_steps
 from wrapresolver.testing.conformance_errors import ErrorConformance
-from wrapresolver.transfer.steps import Steps, open_steps
 
 __all__ = ["BackendConformance", "ConformanceTarget", "Unusable", "tree_of", "write_tricky_tree"]
 
@@ -502,7 +502,7 @@ _STORE_IN_A_CHILD = """
 import pathlib, sys
 from wrapresolver.backends.registry import get_backend
 from wrapresolver.core.stepspec import WorkspaceTransfer
-from wrapresolver.transfer.steps import open_steps
+from wrapresolver.steps.open_target import open_steps
 spec = WorkspaceTransfer.from_json(sys.argv[1])
 handle = open_steps(get_backend(spec.backend), spec.target, spec.options)
 print("storing", flush=True)

@@ -35,9 +35,10 @@ from typing import IO, cast
 
 import zstandard
 
+from wrapresolver.core import oci_image
 from wrapresolver.core.limits import cap_line, shown
 from wrapresolver.errors import IntegrityError, TransferError, UnsafeArchiveError
-from wrapresolver.transfer import oci_image, snapshot
+from wrapresolver.transfer import snapshot
 from wrapresolver.transfer.deeptree import remove_tree
 from wrapresolver.transfer.filewriters import FileJob
 from wrapresolver.transfer.layers import CHUNK, OPAQUE, WHITEOUT_PREFIX

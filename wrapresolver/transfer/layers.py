@@ -21,13 +21,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import zstandard
 
-from wrapresolver.backends.base import BlobStore
+from wrapresolver.core import oci_image
 from wrapresolver.core.values import Descriptor
-from wrapresolver.transfer import oci_image
 from wrapresolver.transfer.snapshot import DIR, FILE, Changes, Entry
 from wrapresolver.transfer.snapshot import SYMLINK as SNAP_SYMLINK
 from wrapresolver.transfer.streams import BoundedPipe, PipeClosed
@@ -253,6 +252,15 @@ class _Passthrough:
         pass
 
 
+class BlobSink(Protocol):
+    """Where `store_layer` streams a layer: the one method of a backend's `BlobStore` it needs.
+
+    A protocol, not the `BlobStore` class, so this toolkit stays below the backends.
+    """
+
+    def put_blob(self, reader: io.BufferedReader, media_type: str, /) -> Descriptor: ...
+
+
 @dataclass(frozen=True)
 class WrittenLayer:
     layer: oci_image.Layer
@@ -260,7 +268,7 @@ class WrittenLayer:
 
 
 def store_layer(
-    store: BlobStore,
+    store: BlobSink,
     root: Path,
     changes: Changes,
     prefix: str,

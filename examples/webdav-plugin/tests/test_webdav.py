@@ -14,8 +14,8 @@ from wrapresolver.backends.reclaim import STATE, reclaim_run, stored_items
 from wrapresolver.backends.registry import backend_for_scheme, get_backend
 from wrapresolver.core.refs import producer_ref
 from wrapresolver.errors import AuthError, DiskFullError, NetworkError, NotFoundError, ParamError, TransferError
+from wrapresolver.steps import engine
 from wrapresolver.testing.conformance import BackendConformance, ConformanceTarget
-from wrapresolver.transfer import engine
 from wrapresolver_webdav import (
     BACKEND,
     PASSWORD_ENV,

@@ -12,12 +12,12 @@ import pytest
 from tests.fixtures.chains import store_chain
 from tests.fixtures.registry import Registry
 from wrapresolver.backends import reclaim
-from wrapresolver.backends.objectstore_gc import blobs_of
 from wrapresolver.backends.oci import BACKEND as OCI
 from wrapresolver.backends.reclaim import STATE
+from wrapresolver.core import oci_image
+from wrapresolver.core.oci_image import blobs_of
 from wrapresolver.core.refs import producer_ref
-from wrapresolver.transfer import oci_image
-from wrapresolver.transfer.steps import open_steps
+from wrapresolver.steps.open_target import open_steps
 
 UID_A = "1f0c7e6a-0a51-4d38-9d7d-3c1b0f2a9e01"
 UID_B = "2e1d8f7b-1b62-4e49-8e8e-4d2c1a3b0f02"

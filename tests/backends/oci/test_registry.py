@@ -18,11 +18,12 @@ from tests.fixtures.registry import Registry, TokenRegistry, docker_config
 from wrapresolver.backends.oci import client as client_module
 from wrapresolver.backends.oci.store import RegistryStore
 from wrapresolver.backends.registry import get_backend
+from wrapresolver.core import oci_image
 from wrapresolver.core.refs import producer_ref
 from wrapresolver.core.stepspec import WorkspaceTransfer
 from wrapresolver.errors import AuthError, NetworkError, NotFoundError, TransferError
+from wrapresolver.steps import engine
 from wrapresolver.testing.conformance import BackendConformance, ConformanceTarget, Unusable, contents
-from wrapresolver.transfer import engine, oci_image
 
 
 @pytest.fixture(autouse=True)

@@ -22,11 +22,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin
 
-from wrapresolver.backends.objectstore_gc import annotations_of, blobs_of, created_of
 from wrapresolver.backends.reclaim import PUBLISHED, STATE, Reclaimed, StoredItem
+from wrapresolver.core import oci_image
 from wrapresolver.core.values import sha256_digest
 from wrapresolver.errors import NotFoundError
-from wrapresolver.transfer import oci_image
 
 if TYPE_CHECKING:  # pragma: no cover
     from wrapresolver.backends.oci.client import RegistryClient
@@ -99,14 +98,14 @@ class RegistryReclaim:
         for tag, data in self._listed().items():
             if tag == self.target_ref:
                 continue
-            notes = annotations_of(data)
+            notes = oci_image.annotations_of(data)
             if oci_image.ANNOTATION_RUN not in notes and not tag.startswith("wrap-"):
                 continue  # not written by wrapresolver: someone else's image in the repository
             if notes.get(oci_image.ANNOTATION_PUBLISHED):
                 continue  # a published result under another tag (a run-unique target tag)
             items.append(StoredItem(
-                tag, STATE, notes.get(oci_image.ANNOTATION_RUN, ""), sum(blobs_of(data).values()),
-                created_of(notes),
+                tag, STATE, notes.get(oci_image.ANNOTATION_RUN, ""), sum(oci_image.blobs_of(data).values()),
+                oci_image.created_of(notes),
             ))
         return items
 
@@ -114,10 +113,10 @@ class RegistryReclaim:
         """Every published result in the repository (the target tag and other run-unique ones)."""
         items = []
         for tag, data in self._listed().items():
-            notes = annotations_of(data)
+            notes = oci_image.annotations_of(data)
             if notes.get(oci_image.ANNOTATION_PUBLISHED):
                 items.append(StoredItem(tag, PUBLISHED, notes.get(oci_image.ANNOTATION_RUN, ""),
-                                        sum(blobs_of(data).values()), created_of(notes)))
+                                        sum(oci_image.blobs_of(data).values()), oci_image.created_of(notes)))
         return items
 
     def delete_items(self, items: Sequence[StoredItem]) -> Reclaimed:
@@ -133,7 +132,7 @@ class RegistryReclaim:
         staying_digests = {sha256_digest(data): tag for tag, data in staying.items()}
         kept_blobs: set[str] = set()
         for data in staying.values():
-            kept_blobs.update(blobs_of(data))
+            kept_blobs.update(oci_image.blobs_of(data))
         freed: dict[str, int] = {}
         deleted_digests: set[str] = set()
         refused = False
@@ -171,7 +170,7 @@ class RegistryReclaim:
                     continue
                 deleted_digests.add(digest)
             result.deleted.append(tag)
-            freed.update({d: s for d, s in blobs_of(data).items() if d not in kept_blobs})
+            freed.update({d: s for d, s in oci_image.blobs_of(data).items() if d not in kept_blobs})
         result.bytes = sum(freed.values())
         return result
 

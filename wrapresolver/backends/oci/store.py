@@ -17,8 +17,8 @@ from wrapresolver.backends.base import BlobStore, Descriptor, Reader
 from wrapresolver.backends.oci import CA_MOUNT, Reference
 from wrapresolver.backends.oci.client import RegistryClient
 from wrapresolver.backends.oci.gc import RegistryReclaim
+from wrapresolver.core import oci_image
 from wrapresolver.errors import IntegrityError, TransferError
-from wrapresolver.transfer import oci_image
 
 CHUNK = 1 << 20
 MANIFEST_ACCEPT = ", ".join([

@@ -1,7 +1,7 @@
 """The rsync step half: a task's input assembled from stored trees, its changes uploaded.
 
 The merge rule and the layout are in the package docstring; the rules every step follows
-(unbound workspaces, the fetch record, cleanup, timing) are `wrapresolver.transfer.runner`'s.
+(unbound workspaces, the fetch record, cleanup, timing) are `wrapresolver.steps.runner`'s.
 """
 
 from __future__ import annotations

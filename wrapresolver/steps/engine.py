@@ -10,7 +10,7 @@ layer first, by the publishing store or the publish task (`squash.py`).
 
 `LayeredStore` wraps a store (the store never calls back into this module); the rules every
 step follows (unbound workspaces, the fetch record, cleanup, timing, progress) are the
-runner's (`wrapresolver.transfer.runner`). The module functions `fetch`, `store`, ... run
+runner's (`wrapresolver.steps.runner`). The module functions `fetch`, `store`, ... run
 one action on a bare `BlobStore`, for tools and tests.
 """
 
@@ -25,15 +25,17 @@ from typing import Any
 
 from wrapresolver.backends.base import BlobStore, Input, Moved, Tick, WorkspaceStore
 from wrapresolver.backends.registry import get_backend
+from wrapresolver.core import oci_image
 from wrapresolver.core.refs import producer_ref, state_uri
 from wrapresolver.core.stepspec import WorkspaceTransfer
 from wrapresolver.core.values import Artifact, Descriptor, Layer, State, TransferReport, sha256_digest
 from wrapresolver.errors import IntegrityError, NotFoundError, TransferError
-from wrapresolver.transfer import oci_image, runner, snapshot
+from wrapresolver.steps import runner
+from wrapresolver.steps.runner import Progress
+from wrapresolver.steps.squash import squash_in_temp, squash_layers, squash_tree, too_many
+from wrapresolver.transfer import snapshot
 from wrapresolver.transfer.apply import Extractor
 from wrapresolver.transfer.layers import LayerStats, store_layer, whole_tree
-from wrapresolver.transfer.runner import Progress
-from wrapresolver.transfer.squash import squash_in_temp, squash_layers, squash_tree, too_many
 
 MAX_CONFIG = 4 << 20
 

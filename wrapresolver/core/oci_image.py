@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from wrapresolver.core.values import Descriptor, Layer, State, sha256_digest
-from wrapresolver.errors import IntegrityError, NotFoundError
+from wrapresolver.core.values import Descriptor, Layer, State, is_sha256_digest, sha256_digest
+from wrapresolver.errors import IntegrityError, NotFoundError, ParamError
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 INDEX = "application/vnd.oci.image.index.v1+json"
@@ -52,8 +52,7 @@ ANNOTATION_CREATED = "org.opencontainers.image.created"
 
 
 def layer_media_type(compression: str) -> str:
-    from wrapresolver.errors import ParamError
-
+    """The layer media type of a `compression` option value (empty: the default)."""
     try:
         return COMPRESSIONS[compression or DEFAULT_COMPRESSION]
     except KeyError:
@@ -158,3 +157,39 @@ def state_from(manifest: dict, config_bytes: bytes, where: str) -> State:
 
 def config_descriptor(config_bytes: bytes) -> Descriptor:
     return Descriptor(CONFIG, sha256_digest(config_bytes), len(config_bytes))
+
+
+# ---- lenient readers: the delete side reads what any writer may have left ----
+
+def blobs_of(manifest: bytes) -> dict[str, int]:
+    """Digest -> size of every blob a manifest names, the manifest's own blob included."""
+    found = {sha256_digest(manifest): len(manifest)}
+    try:
+        doc = json.loads(manifest)
+    except ValueError:
+        return found
+    if not isinstance(doc, dict):
+        return found
+    for entry in [doc.get("config"), *(doc.get("layers") or []), *(doc.get("manifests") or [])]:
+        if isinstance(entry, dict) and is_sha256_digest(str(entry.get("digest", ""))):
+            found[entry["digest"]] = int(entry.get("size") or 0)
+    return found
+
+
+def annotations_of(manifest: bytes) -> dict[str, str]:
+    try:
+        doc = json.loads(manifest)
+    except ValueError:
+        return {}
+    found = doc.get("annotations") if isinstance(doc, dict) else None
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
+
+def created_of(annotations: dict[str, str]) -> float | None:
+    from datetime import datetime
+
+    text = annotations.get(ANNOTATION_CREATED, "")
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() if text else None
+    except ValueError:
+        return None

@@ -23,10 +23,10 @@ from typing import Any
 
 from wrapresolver.backends import reclaim
 from wrapresolver.backends.base import BlobStore
+from wrapresolver.core import oci_image
 from wrapresolver.core.refs import producer_ref
 from wrapresolver.core.values import State, TransferReport
 from wrapresolver.errors import NotFoundError, TransferError, WrapError
-from wrapresolver.transfer import oci_image
 
 _PRODUCER_REF = re.compile(r"^wrap-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})-(.+)$")
 PUBLISHED = "published"
@@ -110,7 +110,7 @@ def _published(store: BlobStore) -> StoredState | None:
 
 
 def _read(store: BlobStore, ref: str) -> State | None:
-    from wrapresolver.transfer.engine import read_state
+    from wrapresolver.steps.engine import read_state
 
     return read_state(store, ref, f"reference {ref!r}")
 
@@ -171,7 +171,7 @@ def task_state(store: BlobStore, run: str, task: str, input_only: bool) -> tuple
 def fetch_task(
     store: BlobStore, run: str, task: str, input_only: bool, dest: Path, sub_path: str = "",
 ) -> TransferReport:
-    from wrapresolver.transfer.engine import fetch_state
+    from wrapresolver.steps.engine import fetch_state
 
     state, what = task_state(store, run, task, input_only)
     report = fetch_state(store, state, dest, f"reference {producer_ref(run, task)!r}", sub_path)

@@ -18,11 +18,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wrapresolver.backends.file import LayoutStore
+from wrapresolver.core import oci_image
 from wrapresolver.core.values import Layer
-from wrapresolver.transfer import oci_image, snapshot
+from wrapresolver.steps.squash import squash_layers, squash_tree, too_many
+from wrapresolver.transfer import snapshot
 from wrapresolver.transfer.apply import Extractor
 from wrapresolver.transfer.layers import store_layer
-from wrapresolver.transfer.squash import squash_layers, squash_tree, too_many
 
 NAMES = ("a", "b", "c")
 PATHS = [*NAMES, *(f"{x}/{y}" for x in NAMES for y in NAMES), "a/b/c", "b/a/a"]

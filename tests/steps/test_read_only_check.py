@@ -8,7 +8,8 @@ import pytest
 
 from wrapresolver.core.stepspec import WorkspaceTransfer
 from wrapresolver.errors import TransferError
-from wrapresolver.transfer import runner, snapshot
+from wrapresolver.steps import runner
+from wrapresolver.transfer import snapshot
 
 
 class NoStore:

@@ -14,9 +14,9 @@ from wrapresolver.backends.base import Backend, BlobStore, WorkspaceStore
 from wrapresolver.core.stepspec import WorkspaceTransfer
 from wrapresolver.core.values import TransferReport
 from wrapresolver.errors import TransferError
-from wrapresolver.transfer import runner
-from wrapresolver.transfer.engine import LayeredStore
-from wrapresolver.transfer.runner import Progress
+from wrapresolver.steps import runner
+from wrapresolver.steps.engine import LayeredStore
+from wrapresolver.steps.runner import Progress
 
 
 def open_store(backend: Backend, target: str, options: Mapping[str, str]) -> WorkspaceStore:

@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 
 from wrapresolver.backends.file import LayoutStore
+from wrapresolver.core import oci_image
 from wrapresolver.core.refs import producer_ref
 from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
 from wrapresolver.errors import DiskFullError, IntegrityError, NotFoundError
-from wrapresolver.transfer import engine, oci_image, runner, snapshot
+from wrapresolver.steps import engine, runner
+from wrapresolver.transfer import snapshot
 
 RUN = "3f2c0d5e-run"
 
@@ -369,7 +371,7 @@ def test_memory_stays_flat_storing_and_fetching_hundreds_of_megabytes(tmp_path: 
         import os, sys
         from pathlib import Path
         from wrapresolver.backends.file import LayoutStore
-        from wrapresolver.transfer import engine
+        from wrapresolver.steps import engine
         tmp = Path(sys.argv[1])
         src = tmp / "src"
         src.mkdir()

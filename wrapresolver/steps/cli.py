@@ -35,7 +35,7 @@ from wrapresolver.core.limits import cap_line, shown
 from wrapresolver.core.stepspec import STATE_DIR, WorkspaceTransfer
 from wrapresolver.core.values import TransferReport
 from wrapresolver.errors import ParamError, TransferError, WrapError
-from wrapresolver.transfer import fill
+from wrapresolver.steps import fill
 
 USAGE_ERROR = 2
 _print_lock = threading.Lock()
@@ -131,7 +131,7 @@ def transfer(
 ) -> TransferReport:
     """Run one workspace's fetch, store or publish through its backend."""
     from wrapresolver.backends.registry import get_backend
-    from wrapresolver.transfer.steps import open_steps
+    from wrapresolver.steps.open_target import open_steps
 
     if action != "publish" and not spec.path:
         raise ParamError(f"workspace {spec.workspace!r} has no path to {action}")
@@ -163,7 +163,7 @@ def option_flags(items: list[str]) -> dict[str, str]:
 def run_by_hand(args: argparse.Namespace) -> int:
     from wrapresolver.backends.registry import REGISTRY
     from wrapresolver.core.template import split_scheme, unknown_placeholders
-    from wrapresolver.transfer.steps import open_steps
+    from wrapresolver.steps.open_target import open_steps
 
     options = option_flags(args.options)
     backend = REGISTRY.for_target(split_scheme(args.target)[0], args.backend or "")
@@ -196,7 +196,7 @@ def run_by_hand(args: argparse.Namespace) -> int:
 def _fetch_task(args: argparse.Namespace, backend: Any, options: dict[str, str], path: Path) -> int:
     """`fetch --run UID --task NAME [--input]`: what one task of a run stored, or started from."""
     from wrapresolver.backends.base import BlobStore
-    from wrapresolver.transfer.taskstates import fetch_task
+    from wrapresolver.steps.taskstates import fetch_task
 
     if not args.run or not args.task:
         raise ParamError("fetch by task needs both --run UID and --task NAME (--input: what the task started from)")

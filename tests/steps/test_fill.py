@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from wrapresolver.core.stepspec import WorkspaceTransfer
 from wrapresolver.errors import TransferError
-from wrapresolver.transfer.fill import fetch_destination, shown_directory
+from wrapresolver.steps.fill import fetch_destination, shown_directory
 
 
 def spec(**fields: str) -> WorkspaceTransfer:

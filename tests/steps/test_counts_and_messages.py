@@ -12,7 +12,7 @@ from tests.fixtures.registry import Registry
 from wrapresolver.backends.registry import get_backend
 from wrapresolver.core.stepspec import WorkspaceTransfer
 from wrapresolver.errors import NotFoundError
-from wrapresolver.transfer.steps import open_steps
+from wrapresolver.steps.open_target import open_steps
 
 
 def tree_with_directories(root: Path) -> None:
