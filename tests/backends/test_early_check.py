@@ -158,7 +158,7 @@ def test_s3_read_only_identity_fails_a_storing_task_but_serves_a_reading_one(
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", READER_SECRET)
     target = f"s3://{seaweedfs.shared_bucket}/early-{os.urandom(4).hex()}/src"
     message = fails(spec("s3", target, **seaweedfs.options()), tmp_path / "stores", AuthError)
-    assert "needs to read and write" in message and "access denied" in message and "writing" in message
+    assert "needs to read and write" in message and "access denied" in message and "uploading" in message
     assert fetch(spec("s3", target, stores=False, **seaweedfs.options()), tmp_path / "reads").files == 0
 
 
