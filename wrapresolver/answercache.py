@@ -11,8 +11,10 @@ namespace's or other settings' answer, nor from an answer other than the one it 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
@@ -54,6 +56,38 @@ class AnswerCache:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     hits: int = 0
     misses: int = 0
+    _making: dict = field(default_factory=dict)
+    """key -> the future of the answer being made: one making per key, however many ask at once."""
+
+    async def get_or_make(self, key: AnswerKey, make: Callable[[], Awaitable[CachedAnswer]]) -> CachedAnswer:
+        """The answer under `key`, made by `make` when missing, kept when made.
+
+        The tasks of a large run that become ready together ask at once; the first to miss
+        makes the answer, the others wait for it instead of fetching and planning it again.
+        A failure (a changed Pipeline) reaches every one of them and is not kept.
+        """
+        found = self.get(key)
+        if found is not None:
+            return found
+        pending = self._making.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._making[key] = future
+        try:
+            answer = await make()
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning when nobody else waited
+            raise
+        finally:
+            self._making.pop(key, None)
+        future.set_result(answer)
+        self.put(key, answer)
+        return answer
 
     def get(self, key: AnswerKey) -> CachedAnswer | None:
         with self._lock:

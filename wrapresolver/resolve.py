@@ -197,15 +197,15 @@ async def _resolve_task(
                          f"`{pertask.PARAM_TASK}`, `{pertask.PARAM_PIN}` and `{pertask.PARAM_REQUEST}` that the "
                          f"per-task Pipeline answer writes into each taskRef")
     key = _answer_key(context, config, pin)
-    tasks = answers.get(key) if answers is not None else None
-    if tasks is None:
+
+    async def make() -> CachedAnswer:
         made = await _inline_answer(pertask.request_params(text), config, context, source, config_name,
                                     signing_key)
         if pertask.pin_of(made.data) != pin:
-            raise WrapError(pertask.changed_message(made.pipeline, task), reason=pertask.REASON_CHANGED)
-        tasks = _task_answers(made, context)
-        if answers is not None:
-            answers.put(key, tasks)
+            raise WrapError(pertask.changed_message(made.pipeline, str(task)), reason=pertask.REASON_CHANGED)
+        return _task_answers(made, context)
+
+    tasks = await answers.get_or_make(key, make) if answers is not None else await make()
     data = tasks.tasks.get(task)
     if data is None:
         raise WrapError(f"pipeline task {task!r} is not a wrapped task of Pipeline {tasks.pipeline!r}; a per-task "

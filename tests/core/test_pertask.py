@@ -1,8 +1,5 @@
-import json
-
 import pytest
 
-from wrapresolver.answercache import AnswerCache, AnswerKey, CachedAnswer
 from wrapresolver.core import pertask
 from wrapresolver.errors import ParamError, WrapError
 
@@ -144,24 +141,3 @@ def test_a_pipeline_declaring_a_reserved_param_is_refused():
     with pytest.raises(ParamError, match=r"'p' declares param\(s\) 'wrap-pin'; the wrap resolver reserves"):
         pertask.check_reserved(pipeline, "p")
     pertask.check_reserved({"spec": {"params": [{"name": "wrap-pins"}]}}, "p")
-
-
-def _cached(size: int) -> CachedAnswer:
-    return CachedAnswer(tasks={"t": b"x" * size}, ref_source={}, annotations={}, pipeline="p")
-
-
-def test_the_cache_is_found_only_by_its_whole_key_and_keeps_at_most_its_bytes():
-    cache = AnswerCache(max_bytes=250)
-    key = AnswerKey("ns", "uid", "settings", "pin-a")
-    cache.put(key, _cached(100))
-    assert cache.get(key) is not None
-    for other in (AnswerKey("ns", "uid", "settings", "pin-b"), AnswerKey("ns2", "uid", "settings", "pin-a"),
-                  AnswerKey("ns", "uid2", "settings", "pin-a"), AnswerKey("ns", "uid", "other", "pin-a")):
-        assert cache.get(other) is None
-    cache.put(AnswerKey("ns", "uid", "settings", "pin-b"), _cached(100))
-    cache.get(key)  # used last: the other goes first
-    cache.put(AnswerKey("ns", "uid", "settings", "pin-c"), _cached(100))
-    assert cache.get(key) is not None and cache.get(AnswerKey("ns", "uid", "settings", "pin-b")) is None
-    assert cache.size == 200
-    cache.put(AnswerKey("ns", "uid", "settings", "huge"), _cached(251))
-    assert len(cache) == 2 and json.dumps(cache.size) == "200"
