@@ -69,10 +69,11 @@ class AnswerCache:
         found = self.get(key)
         if found is not None:
             return found
+        loop = asyncio.get_running_loop()
         pending = self._making.get(key)
-        if pending is not None:
+        if pending is not None and pending.get_loop() is loop:  # a future is awaited on its own loop only
             return await asyncio.shield(pending)
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future = loop.create_future()
         self._making[key] = future
         try:
             answer = await make()
@@ -84,7 +85,8 @@ class AnswerCache:
             future.exception()  # retrieved: no "never retrieved" warning when nobody else waited
             raise
         finally:
-            self._making.pop(key, None)
+            if self._making.get(key) is future:
+                del self._making[key]
         future.set_result(answer)
         self.put(key, answer)
         return answer
