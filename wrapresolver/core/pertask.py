@@ -188,6 +188,29 @@ def _referenced(ptask: Mapping, pipeline_params: Mapping[str, Mapping], pipeline
     return out
 
 
+def task_request(pipeline_answer: Mapping, task: str) -> list[dict]:
+    """The params of the request Tekton makes for `task`'s taskRef: the Pipeline's param defaults substituted.
+
+    What `render --task` and the local executor send, as Tekton would (tekton-facts §2).
+    """
+    spec = planning.spec_of(pipeline_answer)
+    defaults = {str(p.get("name")): p.get("default") for p in spec.get("params") or [] if planning.is_map(p)}
+    ptask = next((t for t in planning.all_tasks(spec) if str(t.get("name")) == task), None)
+    ref = ptask.get("taskRef") if ptask is not None else None
+    if not planning.is_map(ref) or ref.get("resolver") != "wrap":
+        wrapped = [str(t.get("name")) for t in planning.all_tasks(spec)
+                   if planning.is_map(t.get("taskRef")) and t["taskRef"].get("resolver") == "wrap"]
+        raise ParamError(f"pipeline task {task!r} is not resolved on its own in this answer; the tasks that are: "
+                         f"{', '.join(wrapped) or 'none (the answer is inline)'}")
+    out = []
+    for p in ref.get("params") or []:
+        value = str(p.get("value", ""))
+        for name in RESERVED_PARAMS:
+            value = value.replace(f"$(params.{name})", str(defaults.get(name, "")))
+        out.append({"name": str(p.get("name")), "value": value})
+    return out
+
+
 def task_answer(
     inline_answer: Mapping, task: str, context: TaskContext, api_version: str = "",
 ) -> dict:
