@@ -116,6 +116,11 @@ class AnswerCache:
                 _, dropped = self._entries.popitem(last=False)
                 self._bytes -= dropped.size
 
+    def values(self) -> list[CachedAnswer]:
+        """What is held, least recently used first (for benchmarks and debugging)."""
+        with self._lock:
+            return list(self._entries.values())
+
     def __len__(self) -> int:
         return len(self._entries)
 
