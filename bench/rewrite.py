@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Time and answer size of planning and rewriting large generated Pipelines.
 
-    python bench/rewrite.py [--rounds 3] [--seed 1] [--case chain-2000-1 ...] [--restricted]
+    python bench/rewrite.py [--rounds 3] [--seed 1] [--case chain-2000-1 ...] [--restricted] [--config K=V]
 
 Each case is a generated Pipeline, `<shape>-<tasks>-<workspaces>` (200 tasks with 1 and 5
 wrapped workspaces, 2,000 with 1, 1,000 with 5):
@@ -18,8 +18,10 @@ the per-task Pipeline answer and every Task answer the run's per-task requests w
 worst round (wall clock), the median CPU time of the process (what the figures mean when
 other work shares the cores), the answer's size, its bytes per task, the mode (inline or
 per-task), whether a ResolutionRequest could hold it, the size the inline answer would have
-had, the largest Task answer, and the mean time of a per-task request answered from the
-cache (up to 200 of them, each a `resolve()` call).
+had, the largest Task answer, the mean time of a per-task request answered from the
+cache (up to 200 of them, each a `resolve()` call), and what the PipelineRun would store
+(`core.pertask.stored_estimate`: the spec with each taskRef's params substituted plus one
+`childReferences` entry per TaskRun; for an inline answer, the answer itself).
 
 `--restricted` gives every task a second step and both steps the settings Pod Security
 "restricted" needs, differing between them (one has a read-only root), and the request a
@@ -101,7 +103,8 @@ def generate(shape: str, tasks: int, workspaces: int, seed: int, restricted: boo
     }
 
 
-def run_case(case: str, rounds: int, seed: int, restricted: bool = False) -> dict:
+def run_case(case: str, rounds: int, seed: int, restricted: bool = False, config: dict | None = None) -> dict:
+    config = dict(config or {})
     shape, tasks, workspaces = case.split("-")
     pipeline = generate(shape, int(tasks), int(workspaces), seed, restricted)
     names = tuple(w["name"] for w in pipeline["spec"]["workspaces"])
@@ -116,7 +119,7 @@ def run_case(case: str, rounds: int, seed: int, restricted: bool = False) -> dic
         answers = AnswerCache()
         start, start_cpu = time.perf_counter(), time.process_time()
         try:
-            resolution = asyncio.run(resolve(params, {}, context, source, answers=answers))
+            resolution = asyncio.run(resolve(params, config, context, source, answers=answers))
         except WrapError as exc:
             if exc.reason != "AnswerTooLarge":
                 raise
@@ -127,16 +130,18 @@ def run_case(case: str, rounds: int, seed: int, restricted: bool = False) -> dic
         times.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
     # The inline answer's size, whether or not it fits (resolve refuses what does not).
-    inline = asyncio.run(resolve_module._inline_answer(params, {}, context, source, "", b""))
-    largest, task_time = 0, 0.0
+    inline = asyncio.run(resolve_module._inline_answer(params, config, context, source, "", b""))
+    largest, task_time, stored = 0, 0.0, 0
     if mode == "per-task":
         tasks_held = answers.values()[0].tasks
         largest = max(len(d) for d in tasks_held.values())
         answer = json.loads(data)
+        stored = pertask.stored_estimate(answer, len(data), list(tasks_held), pertask.request_text(params),
+                                         "0" * 64)
         requests = [pertask.task_request(answer, name) for name in list(tasks_held)[:200]]
         start = time.perf_counter()
         for request in requests:
-            asyncio.run(resolve(request, {}, context, source, answers=answers))
+            asyncio.run(resolve(request, config, context, source, answers=answers))
         task_time = (time.perf_counter() - start) / len(requests)
     security = _security_cpu(pipeline, context.pipelinerun, rounds)
     count = int(tasks) + 3
@@ -144,7 +149,7 @@ def run_case(case: str, rounds: int, seed: int, restricted: bool = False) -> dic
         "case": case, "median": statistics.median(times), "max": max(times), "cpu": statistics.median(cpu),
         "bytes": len(data), "per_task": len(data) / count, "mode": mode,
         "fits": "yes" if data and _base64(len(data)) <= MAX_OBJECT_BYTES - REQUEST_ROOM else "no",
-        "inline": len(inline.data), "largest": largest, "task_time": task_time,
+        "inline": len(inline.data), "largest": largest, "stored": stored or len(data), "task_time": task_time,
         "security": security,
     }
 
@@ -175,20 +180,24 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--restricted", action="store_true", help="steps hardened for Pod Security restricted")
+    parser.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
+                        help="a wrapresolver-config entry, e.g. chains-results=false (repeatable)")
     args = parser.parse_args()
     print(f"seed {args.seed}, {args.rounds} rounds{', restricted' if args.restricted else ''}; "
           f"time = resolve() of the Pipeline request (parse, rewrite, JSON; per-task: the Pipeline answer "
-          f"and every Task answer), default settings (task-resolution auto)")
+          f"and every Task answer), settings {args.config or 'default (task-resolution auto)'}")
     print("| case | median | max | CPU (median) | answer | bytes/task | mode | fits a ResolutionRequest "
-          "| inline answer | largest Task answer | task request (cached) | securityContext (CPU) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| inline answer | largest Task answer | task request (cached) | PipelineRun stores (est.) "
+          "| securityContext (CPU) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for case in args.case or CASES:
-        r = run_case(case, args.rounds, args.seed, args.restricted)
+        r = run_case(case, args.rounds, args.seed, args.restricted, dict(c.split("=", 1) for c in args.config))
         print(f"| {r['case']} | {r['median'] * 1000:.0f} ms | {r['max'] * 1000:.0f} ms | {r['cpu'] * 1000:.0f} ms | "
               f"{r['bytes'] / 1024:.0f} KiB | {r['per_task']:.0f} | {r['mode']} | {r['fits']} | "
               f"{r['inline'] / 1024:.0f} KiB | "
               f"{format(r['largest'] / 1024, '.1f') + ' KiB' if r['largest'] else '-'} | "
               f"{format(r['task_time'] * 1000, '.2f') + ' ms' if r['task_time'] else '-'} | "
+              f"{r['stored'] / 1024:.0f} KiB | "
               f"{'-' if r['security'] is None else format(r['security'] * 1000, '.0f') + ' ms'} |",
               flush=True)
 

@@ -159,3 +159,13 @@ def test_chains_results_false_drops_the_declared_results_and_their_paths():
 def test_a_per_task_request_without_its_params_is_refused():
     with pytest.raises(WrapError, match="needs the string params `wrap-task`, `wrap-pin` and `wrap-request`"):
         run(resolve([{"name": "wrap-task", "value": "t0000"}], PER_TASK, CONTEXT, FileSource([chain()])))
+
+
+def test_a_per_task_answer_whose_pipelinerun_would_not_fit_is_refused_naming_what_it_stores():
+    # Each taskRef carries the request's params once Tekton substitutes them into status.pipelineSpec.
+    deep = "file:///srv/" + "/".join(["d" * 100] * 9) + "/<<workspace>>"
+    long_target = [{**p, "value": deep} if p["name"] == "target" else p for p in PARAMS]
+    with pytest.raises(WrapError, match=r"fits its ResolutionRequest .* but the PipelineRun would store about "
+                                        r"\d\.\d\d MiB .*shorten the PipelineRun's resolver params") as info:
+        run(resolve(long_target, {}, CONTEXT, FileSource([chain(2000)])))
+    assert info.value.reason == "AnswerTooLarge"

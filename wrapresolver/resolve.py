@@ -99,9 +99,10 @@ async def resolve(
         return Resolution(data=made.data, annotations=made.annotations, ref_source=_ordered(ref_source),
                           warnings=made.notices)
     pin = pertask.pin_of(made.data)
-    answer = pertask.per_task_pipeline(made.obj, made.wrapped, pin, pertask.request_text(params))
+    request = pertask.request_text(params)
+    answer = pertask.per_task_pipeline(made.obj, made.wrapped, pin, request)
     data = to_json(answer, made.pipeline)
-    _check_per_task_size(data, made)
+    _check_per_task_size(data, answer, made, request, pin)
     tasks = _task_answers(made, context)
     if answers is not None:
         answers.put(_answer_key(context, config, pin), tasks)
@@ -235,7 +236,8 @@ def _task_answers(made: _Inline, context: RunContext) -> CachedAnswer:
                         pipeline=made.pipeline)
 
 
-def _check_per_task_size(data: bytes, made: _Inline) -> None:
+def _check_per_task_size(data: bytes, answer: Mapping, made: _Inline, request: str, pin: str) -> None:
+    """Refuse a per-task answer that its ResolutionRequest, or the PipelineRun after it, cannot hold."""
     encoded = _base64_size(data)
     room = MAX_OBJECT_BYTES - REQUEST_ROOM
     if encoded > room:
@@ -245,6 +247,16 @@ def _check_per_task_size(data: bytes, made: _Inline) -> None:
             encoded, room,
             "its tasks, params and bindings alone are too large for one answer: split the Pipeline into "
             "smaller Pipelines run one after the other"), reason="AnswerTooLarge")
+    stored = pertask.stored_estimate(answer, len(data), made.wrapped, request, pin)
+    if stored > room:
+        raise WrapError(
+            f"the rewritten Pipeline {made.pipeline!r}, answered with each of its {len(made.wrapped)} wrapped tasks "
+            f"resolved on its own, fits its ResolutionRequest ({_mib(len(data))} of JSON), but the PipelineRun "
+            f"would store about {_mib(stored)} (Tekton keeps the spec with every taskRef's params substituted in "
+            f"status.pipelineSpec, next to one status.childReferences entry per TaskRun), more than the "
+            f"{_mib(room)} a Kubernetes object can hold; shorten the PipelineRun's resolver params (each task's "
+            f"taskRef carries them), or split the Pipeline into smaller Pipelines run one after the other",
+            reason="AnswerTooLarge")
 
 
 def _answer_key(context: RunContext, config: Mapping[str, str], pin: str) -> AnswerKey:

@@ -141,3 +141,10 @@ def test_a_pipeline_declaring_a_reserved_param_is_refused():
     with pytest.raises(ParamError, match=r"'p' declares param\(s\) 'wrap-pin'; the wrap resolver reserves"):
         pertask.check_reserved(pipeline, "p")
     pertask.check_reserved({"spec": {"params": [{"name": "wrap-pins"}]}}, "p")
+
+
+def test_what_a_pipelinerun_stores_counts_the_substituted_taskref_params_and_a_child_reference_per_task():
+    answer = pertask.per_task_pipeline(inline_answer(), ["make", "wrap-publish"], "p" * 64, '{"a":"b"}')
+    substituted = 64 + len('{\\"a\\":\\"b\\"}') - len("$(params.wrap-pin)") - len("$(params.wrap-request)")
+    assert pertask.stored_estimate(answer, 1000, ["make", "wrap-publish"], '{"a":"b"}', "p" * 64) == (
+        1000 + 2 * substituted + 3 * pertask.CHILD_REFERENCE_BYTES)

@@ -321,6 +321,25 @@ def _substitute(obj: Any, values: Mapping[str, str]) -> Any:
     return obj
 
 
+CHILD_REFERENCE_BYTES = 160
+"""A PipelineRun's `status.childReferences` entry per TaskRun, JSON as etcd keeps it: apiVersion,
+kind, a `<run>-<task>` name up to 63 characters, pipelineTaskName, and `whenExpressions`
+(in the largest case)."""
+
+
+def stored_estimate(answer: Mapping, answer_bytes: int, wrapped: Sequence[str], request: str, pin: str) -> int:
+    """About what a PipelineRun run from a per-task answer keeps (bytes of JSON).
+
+    Tekton stores the resolved spec in `status.pipelineSpec` after substituting params, so
+    there every wrapped task's taskRef holds the pin and the request text in full; and one
+    `childReferences` entry per TaskRun (a matrix counted as one).
+    """
+    saved = len(f"$(params.{PARAM_PIN})") + len(f"$(params.{PARAM_REQUEST})")
+    escaped = len(json.dumps(request)) - 2  # the request text is a JSON string inside a JSON string
+    tasks = len(planning.all_tasks(planning.spec_of(answer)))
+    return answer_bytes + len(wrapped) * (len(pin) + escaped - saved) + tasks * CHILD_REFERENCE_BYTES
+
+
 def changed_message(pipeline: str, task: str) -> str:
     """What a pipeline author reads when the Pipeline answer cannot be made again the same."""
     return (
