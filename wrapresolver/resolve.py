@@ -222,8 +222,8 @@ def _task_answers(made: _Inline, context: RunContext) -> CachedAnswer:
     run = pertask.TaskContext(context.name, context.namespace, context.uid, made.pipeline)
     tasks: dict[str, bytes] = {}
     with paused_gc():
-        for name in made.wrapped:
-            data = to_json(pertask.task_answer(made.obj, name, run), made.pipeline)
+        for name, task in pertask.task_answers(made.obj, made.wrapped, run).items():
+            data = to_json(task, made.pipeline)
             encoded = _base64_size(data)
             if encoded > MAX_OBJECT_BYTES - REQUEST_ROOM:
                 raise WrapError(pertask.size_message(

@@ -160,12 +160,13 @@ def per_task_pipeline(inline_answer: Mapping, wrapped: Sequence[str], pin: str, 
 def _referenced(ptask: Mapping, pipeline_params: Mapping[str, Mapping], pipeline_workspaces: set[str]) -> dict:
     task_spec = ptask["taskSpec"]
     passed = _passed(ptask)
+    text = json.dumps(task_spec)
     extra_params = [
         {"name": name, "value": _reference(name, pipeline_params[name])}
-        for name in propagated_params(ptask, task_spec, pipeline_params) if name not in passed
+        for name in propagated_params(ptask, task_spec, pipeline_params, text) if name not in passed
     ]
     extra_workspaces = [{"name": ws, "workspace": ws}
-                        for ws in propagated_workspaces(ptask, task_spec, pipeline_workspaces)]
+                        for ws in propagated_workspaces(ptask, task_spec, pipeline_workspaces, text)]
     ref = {"resolver": "wrap", "params": [
         {"name": PARAM_TASK, "value": str(ptask.get("name"))},
         {"name": PARAM_PIN, "value": f"$(params.{PARAM_PIN})"},
@@ -221,53 +222,75 @@ def task_answer(
     propagated params and workspaces declared. Raises `WrapError` when the inline answer has
     no such task (a request Tekton did not make from this answer).
     """
+    return task_answers(inline_answer, [task], context, api_version)[task]
+
+
+def task_answers(
+    inline_answer: Mapping, tasks: Sequence[str], context: TaskContext, api_version: str = "",
+) -> dict[str, dict]:
+    """`task_answer` of each of `tasks`, the Pipeline read once (a run's tasks are answered together)."""
     spec = planning.spec_of(inline_answer)
-    ptask = next((t for t in planning.all_tasks(spec) if str(t.get("name")) == task), None)
-    if ptask is None or not planning.is_map(ptask.get("taskSpec")):
-        name = str((inline_answer.get("metadata") or {}).get("name", ""))
-        raise WrapError(f"pipeline task {task!r} is not a wrapped task of Pipeline {name!r}; a per-task request "
-                        f"names a task of the per-task Pipeline answer it was made from", reason=REASON_UNKNOWN_TASK)
-    task_spec = copy.deepcopy(dict(ptask["taskSpec"]))
+    by_name = {str(t.get("name")): t for t in planning.all_tasks(spec)}
     pipeline_params = {str(p.get("name")): p for p in spec.get("params") or [] if planning.is_map(p)}
     declared_workspaces = {str(w.get("name")) for w in spec.get("workspaces") or [] if planning.is_map(w)}
-    passed = {str(p.get("name")): p.get("value") for p in ptask.get("params") or [] if planning.is_map(p)}
-    for name in propagated_params(ptask, task_spec, pipeline_params):
-        declaration = pipeline_params.get(name) or {"default": passed.get(name)}
-        task_spec.setdefault("params", []).append(_declaration(name, declaration))
-    for ws in propagated_workspaces(ptask, task_spec, declared_workspaces):
-        task_spec.setdefault("workspaces", []).append({"name": ws})
-    for binding in ptask.get("workspaces") or []:  # bound but not declared: Tekton adds it to an embedded spec
-        bound = str(binding.get("name") or "") if planning.is_map(binding) else ""
-        if bound and bound not in _declared_workspaces(task_spec):
-            task_spec.setdefault("workspaces", []).append({"name": bound})
-    embedded_meta = task_spec.pop("metadata", None)
+    pipeline_name = str((inline_answer.get("metadata") or {}).get("name", ""))
     if not context.pipeline:
-        context = TaskContext(context.pipelinerun, context.namespace, context.uid,
-                              str((inline_answer.get("metadata") or {}).get("name", "")))
-    task_spec = _substitute(task_spec, context.values())
+        context = TaskContext(context.pipelinerun, context.namespace, context.uid, pipeline_name)
+    values = context.values()
+    version = api_version or str(inline_answer.get("apiVersion") or "tekton.dev/v1")
+    out: dict[str, dict] = {}
+    for task in tasks:
+        ptask = by_name.get(task)
+        if ptask is None or not planning.is_map(ptask.get("taskSpec")):
+            raise WrapError(f"pipeline task {task!r} is not a wrapped task of Pipeline {pipeline_name!r}; a per-task "
+                            f"request names a task of the per-task Pipeline answer it was made from",
+                            reason=REASON_UNKNOWN_TASK)
+        out[task] = _task(ptask, task, pipeline_params, declared_workspaces, values, version)
+    return out
+
+
+def _task(ptask: Mapping, task: str, pipeline_params: Mapping[str, Mapping], declared_workspaces: set[str],
+          values: Mapping[str, str], version: str) -> dict:
+    task_spec = dict(ptask["taskSpec"])  # changed below only where copied: params, workspaces, metadata
+    passed = {str(p.get("name")): p.get("value") for p in ptask.get("params") or [] if planning.is_map(p)}
+    text = json.dumps(task_spec)
+    params = propagated_params(ptask, task_spec, pipeline_params, text)
+    if params:
+        task_spec["params"] = [*(task_spec.get("params") or []),
+                               *(_declaration(n, pipeline_params.get(n) or {"default": passed.get(n)})
+                                 for n in params)]
+    extra = propagated_workspaces(ptask, task_spec, declared_workspaces, text)
+    declared = _declared_workspaces(task_spec) | set(extra)
+    extra += [str(b.get("name")) for b in ptask.get("workspaces") or []  # bound, not declared: Tekton adds it
+              if planning.is_map(b) and b.get("name") and str(b.get("name")) not in declared]
+    if extra:
+        task_spec["workspaces"] = [*(task_spec.get("workspaces") or []), *({"name": ws} for ws in extra)]
+    embedded_meta = task_spec.pop("metadata", None)
+    task_spec = _substitute(task_spec, values)  # a new tree: nothing of the inline answer is shared
     metadata: dict[str, Any] = {"name": task}
     if planning.is_map(embedded_meta):
         metadata.update({k: copy.deepcopy(v) for k, v in embedded_meta.items() if k in ("labels", "annotations")})
-    version = api_version or str(inline_answer.get("apiVersion") or "tekton.dev/v1")
     return {"apiVersion": version, "kind": "Task", "metadata": metadata, "spec": task_spec}
 
 
-def propagated_params(ptask: Mapping, task_spec: Mapping, pipeline_params: Mapping[str, Mapping]) -> list[str]:
+def propagated_params(ptask: Mapping, task_spec: Mapping, pipeline_params: Mapping[str, Mapping],
+                      text: str = "") -> list[str]:
     """Params the spec uses without declaring them: Tekton propagates them into embedded specs only.
 
     A Pipeline param, or a param the pipeline task passes: a referenced Task must declare both.
     """
     declared = {str(p.get("name")) for p in task_spec.get("params") or [] if planning.is_map(p)}
-    used = _param_names(json.dumps(task_spec))
+    used = _param_names(text or json.dumps(task_spec))
     known = set(pipeline_params) | _passed(ptask)
     return [n for n in sorted(used) if n not in declared and n in known]
 
 
-def propagated_workspaces(ptask: Mapping, task_spec: Mapping, pipeline_workspaces: set[str]) -> list[str]:
+def propagated_workspaces(ptask: Mapping, task_spec: Mapping, pipeline_workspaces: set[str],
+                          text: str = "") -> list[str]:
     """Pipeline workspaces the spec uses as `$(workspaces.W.…)` with no declaration and no binding."""
     declared = _declared_workspaces(task_spec)
     bound = {str(b.get("name")) for b in ptask.get("workspaces") or [] if planning.is_map(b)}
-    text = json.dumps(task_spec)
+    text = text or json.dumps(task_spec)
     return [ws for ws in sorted(pipeline_workspaces)
             if ws not in declared and ws not in bound and f"$(workspaces.{ws}." in text]
 
@@ -305,11 +328,9 @@ def _type_of(value: Any) -> str:
 
 
 def _substitute(obj: Any, values: Mapping[str, str]) -> Any:
-    """`$(name)` replaced by `values[name]` in every string of `obj`."""
-    if not values:
-        return obj
+    """A copy of `obj` with `$(name)` replaced by `values[name]` in every string."""
     if isinstance(obj, str):
-        if "$(context." not in obj:
+        if not values or "$(context." not in obj:
             return obj
         for name, value in values.items():
             obj = obj.replace(f"$({name})", value)
