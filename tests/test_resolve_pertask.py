@@ -3,6 +3,7 @@
 import asyncio
 import hashlib
 import json
+import re
 
 import pytest
 
@@ -169,3 +170,53 @@ def test_a_per_task_answer_whose_pipelinerun_would_not_fit_is_refused_naming_wha
                                         r"\d\.\d\d MiB .*shorten the PipelineRun's resolver params") as info:
         run(resolve(long_target, {}, CONTEXT, FileSource([chain(2000)])))
     assert info.value.reason == "AnswerTooLarge"
+
+
+def rich_pipeline() -> dict:
+    """Fan-in, a result reference, `when`, `finally`, propagated params and a propagated workspace."""
+    def task(name, script, **extra):
+        return {"name": name, **extra, "workspaces": [{"name": "src", "workspace": "src"}],
+                "taskSpec": {"workspaces": [{"name": "src"}], "results": [{"name": "out"}],
+                             "steps": [{"name": "s", "image": "alpine", "script": script}]}}
+    return {"apiVersion": "tekton.dev/v1", "kind": "Pipeline", "metadata": {"name": "rich"}, "spec": {
+        "params": [{"name": "flags", "type": "array", "default": ["-v"]}, {"name": "mode", "default": "fast"}],
+        "workspaces": [{"name": "src"}, {"name": "notes"}],
+        "tasks": [
+            task("a", "echo $(params.mode) > $(results.out.path)"),
+            task("b", "cat $(workspaces.notes.path)/n", runAfter=["a"]),
+            task("c", "echo $(params.flags[*]) $(params.level)", params=[
+                {"name": "level", "value": "$(tasks.a.results.out)"}],
+                when=[{"input": "$(params.mode)", "operator": "in", "values": ["fast"]}]),
+            task("d", "ls", runAfter=["b", "c"]),
+        ],
+        "finally": [task("f", "echo $(context.pipelineRun.name)")]}}
+
+
+def test_per_task_answers_of_a_rich_pipeline_keep_tektons_rules_for_pipelines_and_referenced_tasks():
+    from tests.tekton_rules import problems, task_spec_problems
+
+    params = [{"name": "pipelineref", "value": "rich"}, {"name": "workspaces", "value": "src"},
+              {"name": "target", "value": "oci://r.example/ci/<<workspace>>"}]
+    answer = json.loads(run(resolve(params, PER_TASK, CONTEXT, FileSource([rich_pipeline()]))).data)
+    assert problems(answer) == []
+    spec = answer["spec"]
+    pipeline_params = {p["name"] for p in spec["params"]}
+    for ptask in [*spec["tasks"], *spec["finally"]]:
+        assert "taskRef" in ptask, ptask["name"]
+        for p in ptask.get("params", []):  # what the pipeline task passes is the Pipeline's
+            for name in re.findall(r"\$\(params\.([\w-]+)", json.dumps(p["value"])):
+                assert name in pipeline_params
+        task = json.loads(run(resolve(task_params(answer, ptask["name"]), PER_TASK, CONTEXT,
+                                      FileSource([rich_pipeline()]))).data)
+        # A referenced Task gets nothing propagated: everything it uses, it declares.
+        assert task_spec_problems(task["spec"], ptask, set()) == [], ptask["name"]
+        declared = {p["name"] for p in task["spec"].get("params", [])}
+        used = set(re.findall(r"\$\(params\.([\w-]+)", json.dumps(task["spec"])))
+        assert used <= declared, (ptask["name"], used - declared)
+        passed = {p["name"] for p in ptask.get("params", [])}
+        assert {p["name"] for p in task["spec"].get("params", []) if "default" not in p} <= passed
+        assert "$(context." not in json.dumps(task["spec"])
+    c = next(t for t in spec["tasks"] if t["name"] == "c")
+    assert {"name": "flags", "value": "$(params.flags[*])"} in c["params"]
+    b = next(t for t in spec["tasks"] if t["name"] == "b")
+    assert {"name": "notes", "workspace": "notes"} in b["workspaces"]
