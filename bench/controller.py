@@ -4,7 +4,13 @@ Starts one real `wrapresolver controller` process (or --replicas of them), creat
 requests as fast as the API server takes them, and reports creation-to-answer latency
 (p50/p99/max) and throughput. Goal: p99 < 1 s for 500 requests, none unanswered.
 
-    python bench/controller.py [--requests 500] [--replicas 1] [--crds DIR]
+    python bench/controller.py [--requests 500] [--replicas 1] [--crds DIR] [--mode pipeline|per-task]
+
+`--mode per-task`: the requests are the per-task requests of a few PipelineRuns instead
+(`--runs`, 5 by default, of one Pipeline of requests/runs parallel wrapped tasks, answered
+per-task: `task-resolution: per-task`). The runs' Pipeline requests are answered first,
+untimed; then every task's request is created at once, with the params Tekton substitutes,
+each owned by its PipelineRun, and answered from the controller's answer cache.
 """
 
 from __future__ import annotations
@@ -27,10 +33,33 @@ def _cluster_fixtures():
     return conftest
 
 
+def _task_requests(cluster, runs: int, requests: int, answered_at: dict, wait_for) -> list[tuple[str, dict, str]]:
+    """Answer `runs` Pipeline requests per-task (untimed); the per-task requests Tekton would then create."""
+    import base64
+    import json
+
+    from wrapresolver.core.pertask import task_request
+
+    for r in range(runs):
+        cluster.request(f"pipeline-{r}", {"pipelineref": "wide"}, run=f"wide-{r}")
+    wait_for(lambda: all(f"pipeline-{r}" in answered_at for r in range(runs)), "the Pipeline answers", timeout=120)
+    out = []
+    for r in range(runs):
+        status = cluster.get(f"pipeline-{r}")["status"]
+        answer = json.loads(base64.b64decode(status["data"]))
+        for ptask in answer["spec"]["tasks"]:
+            if len(out) < requests:
+                params = {p["name"]: p["value"] for p in task_request(answer, ptask["name"])}
+                out.append((f"task-{r}-{ptask['name']}", params, f"wide-{r}"))
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--mode", choices=("pipeline", "per-task"), default="pipeline")
+    parser.add_argument("--runs", type=int, default=5, help="per-task mode: PipelineRuns the requests belong to")
     parser.add_argument("--crds", type=Path, default=REPO.parent / "shared" / "corpus" / "crds",
                         help="directory of Tekton's CRD files (config/300-crds of tektoncd/pipeline)")
     args = parser.parse_args()
@@ -40,8 +69,16 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="wrapresolver-bench-"))
     # Tekton's CRD files when they are there; the test server's stand-ins otherwise.
     cluster = Cluster(args.crds if args.crds.is_dir() else None, tmp / "kubeconfig")
-    cluster.configure({"default-target": "oci://registry.example/ci/$(context.pipelineRun.name)-<<workspace>>"})
+    settings = {"default-target": "oci://registry.example/ci/$(context.pipelineRun.name)-<<workspace>>"}
+    if args.mode == "per-task":
+        settings["task-resolution"] = "per-task"
+    cluster.configure(settings)
     cluster.pipeline("build")
+    per_run = -(-args.requests // args.runs)
+    cluster.pipeline("wide", tasks=[
+        {"name": f"t{i:03d}", "workspaces": [{"name": "src", "workspace": "src"}],
+         "taskSpec": {"workspaces": [{"name": "src"}], "steps": [{"name": "s", "image": "busybox", "script": "ls"}]}}
+        for i in range(per_run)])
     answered_at: dict[str, float] = {}
     record = cluster.api._record
 
@@ -53,12 +90,15 @@ def main() -> int:
     cluster.api._record = stamping_record  # type: ignore[method-assign]
     controllers = [Controller(cluster, tmp / f"controller-{i}.log").start() for i in range(args.replicas)]
     try:
+        to_create = [(f"bench-{i:04d}", {"pipelineref": "build"}, f"run-{i:04d}") for i in range(args.requests)]
+        if args.mode == "per-task":
+            to_create = _task_requests(cluster, args.runs, args.requests, answered_at, wait_for)
+            answered_at.clear()
         created_at: dict[str, float] = {}
         start = time.monotonic()
-        for i in range(args.requests):
-            name = f"bench-{i:04d}"
+        for name, params, run in to_create:
             created_at[name] = time.monotonic()
-            cluster.request(name, {"pipelineref": "build"}, run=f"run-{i:04d}")
+            cluster.request(name, params, run=run)
         created = time.monotonic() - start
         try:
             wait_for(lambda: len(answered_at) >= args.requests, "every answer", timeout=120)
@@ -74,7 +114,8 @@ def main() -> int:
         cluster.stop()
     unanswered = args.requests - len(latencies)
     q = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else latencies * 99
-    print(f"requests: {args.requests}  replicas: {args.replicas}  created in {created:.2f}s")
+    print(f"mode: {args.mode}{f' ({args.runs} PipelineRuns)' if args.mode == 'per-task' else ''}  "
+          f"requests: {args.requests}  replicas: {args.replicas}  created in {created:.2f}s")
     print(f"answered: {len(latencies)}  failed: {failed}  unanswered: {unanswered}")
     print(f"creation-to-answer p50 {q[49]*1000:.0f} ms  p99 {q[98]*1000:.0f} ms  max {latencies[-1]*1000:.0f} ms")
     print(f"throughput: {len(latencies) / (end - start):.0f} requests/s (first creation to last answer)")

@@ -138,9 +138,10 @@ def test_the_configuration_reference_lists_exactly_the_keys_the_resolver_reads()
 
 def test_the_events_table_lists_every_reason_the_controller_can_emit() -> None:
     from wrapresolver import errors
-    from wrapresolver.core import checks, limits
+    from wrapresolver.core import checks, limits, pertask
 
     reasons = {v for k, v in vars(checks).items() if k.startswith("REASON_")}
+    reasons |= {v for k, v in vars(pertask).items() if k.startswith("REASON_")}
     reasons |= {c.reason for c in (errors.WrapError, errors.ParamError, errors.SourceError, errors.RewriteError,
                                    limits.LimitError)}
     sources = [*(ROOT / "wrapresolver" / "controller").glob("*.py"), ROOT / "wrapresolver" / "resolve.py"]

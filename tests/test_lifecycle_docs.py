@@ -16,9 +16,11 @@ from wrapresolver.core.params import (
     CONFIG_ALLOWED_NAMESPACES,
     CONFIG_ALLOWED_TARGETS,
     CONFIG_BLOCKED_NAMESPACES,
+    CONFIG_CHAINS_RESULTS,
     CONFIG_LOG_LEVEL,
     CONFIG_RESOLUTION_TIMEOUT,
     CONFIG_STEP_IMAGE,
+    CONFIG_TASK_RESOLUTION,
     CORE_PARAMS,
     config_key,
 )
@@ -26,7 +28,8 @@ from wrapresolver.core.params import (
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = {name: (ROOT / "docs" / name).read_text() for name in ("cluster-admins.md", "security.md", "pipeline-authors.md")}
 KNOWN_KEYS = {CONFIG_ALLOWED_NAMESPACES, CONFIG_ALLOWED_TARGETS, CONFIG_BLOCKED_NAMESPACES, CONFIG_LOG_LEVEL,
-              CONFIG_RESOLUTION_TIMEOUT, CONFIG_STEP_IMAGE, *(config_key(p) for p in CORE_PARAMS)}
+              CONFIG_RESOLUTION_TIMEOUT, CONFIG_STEP_IMAGE, CONFIG_TASK_RESOLUTION, CONFIG_CHAINS_RESULTS,
+              *(config_key(p) for p in CORE_PARAMS)}
 
 
 def test_every_key_of_the_configuration_reference_is_read_by_the_resolver() -> None:

@@ -95,6 +95,14 @@ def test_an_optional_task_workspace_left_unbound_is_accepted(tmp_path):
     assert (proc.returncode, proc.stderr) == (0, ""), proc.stderr
 
 
+def test_a_pipeline_param_with_a_reserved_name_is_refused_however_small_the_pipeline(tmp_path):
+    pipeline = PIPELINE.replace("spec:\n", "spec:\n  params: [{name: wrap-pin, default: x}]\n", 1)
+    proc = render(tmp_path, pipeline=pipeline)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert "Pipeline 'ci' declares param(s) 'wrap-pin'; the wrap resolver reserves these names" in proc.stderr
+    assert "rename them" in proc.stderr
+
+
 def test_a_workspace_named_twice_in_the_workspaces_param_is_refused(tmp_path):
     proc = render(tmp_path, "--param", "workspaces=sources,reports,sources")
     assert proc.returncode == 1

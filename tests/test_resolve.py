@@ -253,7 +253,7 @@ def test_an_answer_too_large_for_a_resolution_request_is_an_error_naming_size_an
     assert info.value.reason == "AnswerTooLarge"
 
 
-def test_resolve_refuses_a_pipeline_whose_answer_would_not_fit():
+def test_resolve_refuses_a_pipeline_whose_inline_answer_would_not_fit_when_inline_is_required():
     tasks = [
         {"name": f"t{i:04d}", "runAfter": [f"t{i - 1:04d}"] if i else [],
          "workspaces": [{"name": "src", "workspace": "src"}],
@@ -264,8 +264,8 @@ def test_resolve_refuses_a_pipeline_whose_answer_would_not_fit():
                 "spec": {"workspaces": [{"name": "src"}], "tasks": tasks}}
     params = [{"name": "pipelineref", "value": "huge"}, {"name": "workspaces", "value": "src"},
               {"name": "target", "value": "oci://r.example/ci/x"}]
-    with pytest.raises(WrapError, match="'huge' is .* MiB of JSON") as info:
-        run(resolve(params, {}, CONTEXT, FileSource([pipeline])))
+    with pytest.raises(WrapError, match="'huge' is .* MiB of JSON.*`task-resolution: inline`") as info:
+        run(resolve(params, {"task-resolution": "inline"}, CONTEXT, FileSource([pipeline])))
     assert info.value.reason == "AnswerTooLarge"
 
 

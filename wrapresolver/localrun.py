@@ -102,7 +102,9 @@ def prepare(
     uid: str | None = None, as_root: bool | None = None, run_params_given: Mapping[str, str] | None = None,
 ) -> LocalRun:
     """Resolve the run as the controller would; raise `WrapError` for what cannot run here."""
-    from wrapresolver.core.params import PARAM_TARGET, config_key
+    from wrapresolver.core.params import CONFIG_TASK_RESOLUTION, PARAM_TARGET, config_key
+    from wrapresolver.core.pertask import MODE_INLINE, MODE_PER_TASK
+    from wrapresolver.errors import ParamError
     from wrapresolver.render import DEFAULT_NAMESPACE, _pipelineref_params, _wrap_pipelinerun, read_documents, render
     from wrapresolver.sources import FileSource
 
@@ -127,6 +129,11 @@ def prepare(
         run_obj = local
     params = dict(params or {})
     config = dict(config or {})
+    if config.get(CONFIG_TASK_RESOLUTION, MODE_INLINE) == MODE_PER_TASK:
+        raise ParamError(f"`wrapresolver run` answers inline: a local run has no ResolutionRequest to fit; "
+                         f"`wrapresolver render --config {CONFIG_TASK_RESOLUTION}={MODE_PER_TASK}` shows the "
+                         f"per-task answer, `--task NAME` one task's")
+    config[CONFIG_TASK_RESOLUTION] = MODE_INLINE  # however large: nothing to fit here
     if target:
         params[PARAM_TARGET] = target
     named = {p.get("name") for p in _pipelineref_params(run_obj)} | set(params)

@@ -57,6 +57,11 @@ def register(subparsers: Any) -> None:
         help="the uid of the PipelineRun to render for (default: left to Tekton; a uid in the file is not used)",
     )
     parser.add_argument(
+        "--task", default="", metavar="NAME",
+        help="print the Task the per-task request of pipeline task NAME is answered with (answers per-task "
+             "unless --config task-resolution=inline)",
+    )
+    parser.add_argument(
         "-o", "--output", choices=("yaml", "json"), default="yaml",
         help="yaml (default): for reading and diffing; json: the exact bytes the resolver answers",
     )
@@ -72,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         warnings: list[str] = []
         data = render(
             documents, origins, params=dict(args.params), config=dict(args.config), output=args.output,
-            uid=args.uid, warnings=warnings,
+            uid=args.uid, warnings=warnings, task=args.task,
         )
     except WrapError as exc:
         print(cap_line(f"error: {exc}"), file=sys.stderr)
@@ -93,6 +98,7 @@ def render(
     output: str = "yaml",
     uid: str = "",
     warnings: list[str] | None = None,
+    task: str = "",
 ) -> bytes:
     """The rewritten Pipeline as YAML bytes; raises `WrapError` like the controller would.
 
@@ -106,12 +112,17 @@ def render(
     with the copied one would hard-code that old run's uid into the step args, so a new run
     would read and overwrite the old run's stored states; it stays Tekton's variable instead,
     with a warning. `uid` (`--uid`) is the way to render for one given run.
+
+    With `task`, the Pipeline is answered per-task (unless the config says `inline`) and
+    what is returned is the Task that pipeline task's own request gets, made as the
+    controller makes it from the request Tekton would send.
     """
     import asyncio
     import json
 
     from wrapresolver.core.conversion import conversion_hint
-    from wrapresolver.core.params import RunContext, config_key
+    from wrapresolver.core.params import CONFIG_TASK_RESOLUTION, RunContext, config_key
+    from wrapresolver.core.pertask import MODE_PER_TASK, task_request
     from wrapresolver.resolve import resolve, to_yaml
     from wrapresolver.sources import FileSource
 
@@ -161,7 +172,16 @@ def render(
             uid=uid,
             pipelinerun=run_obj,
         )
+    if task:
+        config.setdefault(CONFIG_TASK_RESOLUTION, MODE_PER_TASK)
     resolution = asyncio.run(resolve(request_params, config, context, source, config_name="--config"))
+    if task:
+        answer = json.loads(resolution.data)
+        resolution = asyncio.run(resolve(task_request(answer, task), config, context, source,
+                                         config_name="--config"))
+        if not uid:
+            said.append("the Task keeps $(context.pipelineRun.uid) where the resolver writes the run's uid "
+                        "(Tekton substitutes no context variable in a referenced Task); --uid gives one")
     if warnings is not None:
         warnings.extend(said + [notice.message for notice in resolution.warnings])
     data = resolution.data

@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from wrapresolver.answercache import AnswerCache, AnswerKey, CachedAnswer
 from wrapresolver.backends.registry import REGISTRY
-from wrapresolver.core import checks, inline, lifecycle, locations, names, rewrite, safeyaml
+from wrapresolver.core import checks, inline, lifecycle, locations, names, pertask, rewrite, safeyaml
 from wrapresolver.core.params import (
+    CONFIG_TASK_RESOLUTION,
     CONFIGMAP_NAME,
     RunContext,
     base_of,
@@ -39,6 +41,8 @@ CONTENT_TYPE = "application/json"
 ANNOTATION_CONTENT_TYPE = "resolution.tekton.dev/content-type"
 ANNOTATION_WORKSPACES = "wrapresolver.dev/workspaces"
 ANNOTATION_BACKEND = "wrapresolver.dev/backend"
+ANNOTATION_TASK_RESOLUTION = "wrapresolver.dev/task-resolution"
+"""On answers that are not inline: `per-task` (a Pipeline answer with taskRefs) or `task` (a Task)."""
 
 PIPELINE_API_VERSIONS = ("tekton.dev/v1", "tekton.dev/v1beta1")
 """What the pipelines controller accepts as the answer to a pipelineRef."""
@@ -65,16 +69,67 @@ class Resolution:
 async def resolve(
     params: Sequence[Mapping], config: Mapping[str, str], context: RunContext, source: Source,
     *, config_name: str = f"the ConfigMap {CONFIGMAP_NAME}", signing_key: bytes = b"",
+    answers: AnswerCache | None = None,
 ) -> Resolution:
     """Resolve a `wrap` request: fetch, rewrite, serialise.
 
+    Two kinds of request come here. A Pipeline request (a PipelineRun's `pipelineRef`) is
+    answered with the rewritten Pipeline: inline, every wrapped task's spec embedded, or,
+    when that is larger than the ConfigMap's `task-resolution` allows, per-task: the DAG with
+    one `taskRef: {resolver: wrap}` per wrapped task (core.pertask). A per-task request (one
+    such taskRef; it has param `wrap-task`) is answered with that task's Task, from the same
+    inline answer, made again or found in `answers`, and only if its digest is the pin.
+
     `config_name` is how warnings name where `config` came from (`render` says `--config`).
     `signing_key` signs the storage annotations for the controller (core.lifecycle); the
-    controller passes its own, `render` none.
+    controller passes its own, `render` none. `answers` keeps the Task answers of per-task
+    runs between requests (the controller's `Runtime` holds one).
 
     Raises `WrapError` for anything the author can fix. Exceptions a `Source` raises that
     are not `WrapError`s (an API server hiccup) pass through, so the caller can retry them.
     """
+    given = {str(p.get("name")): p.get("value") for p in params if isinstance(p, Mapping)}
+    if pertask.PARAM_TASK in given:
+        return await _resolve_task(given, config, context, source, config_name, signing_key, answers)
+    mode = pertask.mode_of(config)
+    made = await _inline_answer(params, config, context, source, config_name, signing_key)
+    if not pertask.wants_per_task(mode, len(made.data), made.wrapped):
+        check_answer_size(made.data, made.pipeline, mode)
+        ref_source = {**made.ref_source, "digest": {"sha256": hashlib.sha256(made.data).hexdigest()}}
+        return Resolution(data=made.data, annotations=made.annotations, ref_source=_ordered(ref_source),
+                          warnings=made.notices)
+    pin = pertask.pin_of(made.data)
+    request = pertask.request_text(params)
+    answer = pertask.per_task_pipeline(made.obj, made.wrapped, pin, request)
+    data = to_json(answer, made.pipeline)
+    _check_per_task_size(data, answer, made, request, pin)
+    tasks = _task_answers(made, context)
+    if answers is not None:
+        answers.put(_answer_key(context, config, pin), tasks)
+    ref_source = {**made.ref_source, "digest": {"sha256": hashlib.sha256(data).hexdigest()}}
+    annotations = {**made.annotations, ANNOTATION_TASK_RESOLUTION: pertask.MODE_PER_TASK}
+    return Resolution(data=data, annotations=annotations, ref_source=_ordered(ref_source), warnings=made.notices)
+
+
+@dataclass(frozen=True)
+class _Inline:
+    """The inline answer and what the two kinds of answer made from it need."""
+
+    data: bytes
+    obj: dict
+    wrapped: tuple[str, ...]
+    pipeline: str
+    ref_source: dict
+    """{uri, entryPoint?} of the Pipeline: an answer adds the digest of its own bytes."""
+    annotations: dict[str, str]
+    notices: tuple[checks.Notice, ...]
+
+
+async def _inline_answer(
+    params: Sequence[Mapping], config: Mapping[str, str], context: RunContext, source: Source,
+    config_name: str, signing_key: bytes,
+) -> _Inline:
+    """The inline answer: every wrapped task's spec embedded, with its injected steps."""
     request = parse_request(params, config, context, REGISTRY)
     fetched = await source.pipeline(request.pipelineref, context.namespace)
     pipeline = fetched.obj
@@ -82,6 +137,7 @@ async def resolve(
     safeyaml.check_tree(pipeline, f"pipelineref {asked!r}")
     _check_pipeline(pipeline, asked)
     names.check_pipeline_task_names(pipeline, _name(pipeline))
+    pertask.check_reserved(pipeline, _name(pipeline))
     checks.check_pipeline_bindings(pipeline)
     request = _with_pipeline_name(request, _name(pipeline))
 
@@ -105,20 +161,18 @@ async def resolve(
 
     # No await inside: no other request runs while the collector is off.
     warnings: list[str] = []
+    wrapped: list[str] = []
     with paused_gc():
         try:
-            rewritten = rewrite.rewrite_pipeline(pipeline, task_objects, request, workspaces, backend, warnings)
+            rewritten = rewrite.rewrite_pipeline(pipeline, task_objects, request, workspaces, backend, warnings,
+                                                 wrapped)
         except WrapError:
             raise
         except Exception as exc:
             raise _unexpected(pipeline_name, exc) from exc
         _mark_storage(rewritten, params, config, request, workspaces, pipeline, signing_key, backend)
         data = to_json(rewritten, pipeline_name)
-    check_answer_size(data, pipeline_name)
-    ref_source: dict[str, Any] = {
-        "uri": str(fetched.ref_source.get("uri", "")),
-        "digest": {"sha256": hashlib.sha256(data).hexdigest()},
-    }
+    ref_source: dict[str, Any] = {"uri": str(fetched.ref_source.get("uri", ""))}
     if fetched.ref_source.get("entryPoint"):
         ref_source["entryPoint"] = str(fetched.ref_source["entryPoint"])
     annotations = {
@@ -127,7 +181,99 @@ async def resolve(
         ANNOTATION_BACKEND: request.backend,
     }
     notices += [checks.Notice(checks.REASON_POD_SECURITY, warning) for warning in warnings]
-    return Resolution(data=data, annotations=annotations, ref_source=ref_source, warnings=tuple(notices))
+    return _Inline(data=data, obj=rewritten, wrapped=tuple(wrapped), pipeline=pipeline_name,
+                   ref_source=ref_source, annotations=annotations, notices=tuple(notices))
+
+
+async def _resolve_task(
+    given: Mapping[str, Any], config: Mapping[str, str], context: RunContext, source: Source,
+    config_name: str, signing_key: bytes, answers: AnswerCache | None,
+) -> Resolution:
+    """A per-task request: the Task of one wrapped task, from the inline answer its pin names."""
+    task = given.get(pertask.PARAM_TASK)
+    pin = given.get(pertask.PARAM_PIN)
+    text = given.get(pertask.PARAM_REQUEST)
+    if not isinstance(task, str) or not isinstance(pin, str) or not isinstance(text, str) or not task or not pin:
+        raise ParamError(f"a per-task request (param `{pertask.PARAM_TASK}`) needs the string params "
+                         f"`{pertask.PARAM_TASK}`, `{pertask.PARAM_PIN}` and `{pertask.PARAM_REQUEST}` that the "
+                         f"per-task Pipeline answer writes into each taskRef")
+    key = _answer_key(context, config, pin)
+
+    async def make() -> CachedAnswer:
+        made = await _inline_answer(pertask.request_params(text), config, context, source, config_name,
+                                    signing_key)
+        if pertask.pin_of(made.data) != pin:
+            raise WrapError(pertask.changed_message(made.pipeline, str(task)), reason=pertask.REASON_CHANGED)
+        return _task_answers(made, context)
+
+    tasks = await answers.get_or_make(key, make) if answers is not None else await make()
+    data = tasks.tasks.get(task)
+    if data is None:
+        raise WrapError(f"pipeline task {task!r} is not a wrapped task of Pipeline {tasks.pipeline!r}; a per-task "
+                        f"request names a task of the per-task Pipeline answer it was made from",
+                        reason=pertask.REASON_UNKNOWN_TASK)
+    ref_source = {**tasks.ref_source, "digest": {"sha256": hashlib.sha256(data).hexdigest()}}
+    annotations = {**tasks.annotations, ANNOTATION_TASK_RESOLUTION: "task"}
+    return Resolution(data=data, annotations=annotations, ref_source=_ordered(ref_source))
+
+
+def _task_answers(made: _Inline, context: RunContext) -> CachedAnswer:
+    """Every wrapped task's Task answer, as compact JSON; refused here when one cannot fit."""
+    run = pertask.TaskContext(context.name, context.namespace, context.uid, made.pipeline)
+    tasks: dict[str, bytes] = {}
+    with paused_gc():
+        for name, task in pertask.task_answers(made.obj, made.wrapped, run).items():
+            data = to_json(task, made.pipeline)
+            encoded = _base64_size(data)
+            if encoded > MAX_OBJECT_BYTES - REQUEST_ROOM:
+                raise WrapError(pertask.size_message(
+                    f"the Task of pipeline task {name!r} of Pipeline {made.pipeline!r}, with its injected steps,",
+                    encoded, MAX_OBJECT_BYTES - REQUEST_ROOM,
+                    "bind fewer wrapped workspaces in that task (param `workspaces`) or give it fewer steps"),
+                    reason="AnswerTooLarge")
+            tasks[name] = data
+    return CachedAnswer(tasks=tasks, ref_source=dict(made.ref_source), annotations=dict(made.annotations),
+                        pipeline=made.pipeline)
+
+
+def _check_per_task_size(data: bytes, answer: Mapping, made: _Inline, request: str, pin: str) -> None:
+    """Refuse a per-task answer that its ResolutionRequest, or the PipelineRun after it, cannot hold."""
+    encoded = _base64_size(data)
+    room = MAX_OBJECT_BYTES - REQUEST_ROOM
+    if encoded > room:
+        raise WrapError(pertask.size_message(
+            f"the rewritten Pipeline {made.pipeline!r}, even with each of its {len(made.wrapped)} wrapped tasks "
+            f"resolved on its own (its inline answer is {_mib(len(made.data))} of JSON),",
+            encoded, room,
+            "its tasks, params and bindings alone are too large for one answer: split the Pipeline into "
+            "smaller Pipelines run one after the other"), reason="AnswerTooLarge")
+    stored = pertask.stored_estimate(answer, len(data), made.wrapped, request, pin)
+    if stored > room:
+        raise WrapError(
+            f"the rewritten Pipeline {made.pipeline!r}, answered with each of its {len(made.wrapped)} wrapped tasks "
+            f"resolved on its own, fits its ResolutionRequest ({_mib(len(data))} of JSON), but the PipelineRun "
+            f"would store about {_mib(stored)} (Tekton keeps the spec with every taskRef's params substituted in "
+            f"status.pipelineSpec, next to one status.childReferences entry per TaskRun), more than the "
+            f"{_mib(room)} a Kubernetes object can hold; shorten the PipelineRun's resolver params (each task's "
+            f"taskRef carries them), or split the Pipeline into smaller Pipelines run one after the other",
+            reason="AnswerTooLarge")
+
+
+def _answer_key(context: RunContext, config: Mapping[str, str], pin: str) -> AnswerKey:
+    settings = hashlib.sha256(json.dumps(sorted((str(k), str(v)) for k, v in config.items())).encode()).hexdigest()
+    return AnswerKey(context.namespace, context.uid, settings, pin)
+
+
+def _ordered(ref_source: Mapping[str, Any]) -> dict[str, Any]:
+    """{uri, digest, entryPoint?}: the order the answer always had."""
+    out = {"uri": ref_source.get("uri", ""), "digest": ref_source["digest"]}
+    if ref_source.get("entryPoint"):
+        out["entryPoint"] = ref_source["entryPoint"]
+    return out
+
+
+def _base64_size(data: bytes) -> int:
+    return 4 * ((len(data) + 2) // 3)
 
 
 def backend_option_names() -> set[str]:
@@ -185,22 +331,25 @@ def _same_repository(base: str, target: str, scheme: str) -> bool:
         return True
 
 
-def check_answer_size(data: bytes, pipeline: str) -> None:
-    """A `WrapError` when the answer cannot fit in the ResolutionRequest that must hold it.
+def check_answer_size(data: bytes, pipeline: str, mode: str = pertask.MODE_AUTO) -> None:
+    """A `WrapError` when the inline answer cannot fit in the ResolutionRequest that must hold it.
 
     The status stores it base64-encoded (4 bytes for every 3). Without this check the API
     server would refuse the status patch and the run would wait for the resolution timeout
     instead of failing with a reason.
     """
-    encoded = 4 * ((len(data) + 2) // 3)
+    encoded = _base64_size(data)
     room = MAX_OBJECT_BYTES - REQUEST_ROOM
     if encoded > room:
         raise WrapError(
             f"the rewritten Pipeline {pipeline!r} is {_mib(len(data))} of JSON, {_mib(encoded)} "
             f"base64-encoded in the ResolutionRequest's status, more than the {_mib(room)} a "
             f"Kubernetes object can hold next to the request itself (etcd allows 1.5 MiB per "
-            f"object); wrap fewer workspaces (param `workspaces`), or split the Pipeline into "
-            f"smaller Pipelines run one after the other",
+            f"object); " + (
+                f"the ConfigMap's `{CONFIG_TASK_RESOLUTION}: {pertask.MODE_INLINE}` keeps it from being answered "
+                f"one task at a time: set it to `{pertask.MODE_AUTO}`, " if mode == pertask.MODE_INLINE else ""
+            ) + "wrap fewer workspaces (param `workspaces`), or split the Pipeline into "
+            "smaller Pipelines run one after the other",
             reason="AnswerTooLarge",
         )
 

@@ -62,13 +62,14 @@ def executor_class() -> type:
             with self._lines_lock:
                 return self.lines.setdefault(name, TaskLine(name))
 
-        def _attempt(self, task: Mapping, pipeline_vars: Mapping[str, str], attempt: int) -> TaskRun:
+        def _attempt(self, task: Mapping, pipeline_vars: Mapping[str, str], attempt: int,
+                     referenced: bool = False) -> TaskRun:
             name = str(task["name"])
             line = self._line(name)
             self.say(f"[{name}] started" + (f" (retry {attempt})" if attempt else ""))
             start = time.monotonic()
             try:
-                result = super()._attempt(task, pipeline_vars, attempt)
+                result = super()._attempt(task, pipeline_vars, attempt, referenced)
             except Exception as exc:  # a task the executor cannot start: its failure, not the command's
                 result = TaskRun(name, FAILED, attempts=attempt + 1, log=f"cannot run the task here: {exc}")
             seconds = time.monotonic() - start

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 import aiohttp
 
 from wrapresolver import resolve as core
+from wrapresolver.answercache import AnswerCache
 from wrapresolver.controller import events, metrics
 from wrapresolver.controller.cluster_source import ClusterSource
 from wrapresolver.controller.config import LiveConfig
@@ -46,6 +47,8 @@ class Runtime:
     """Signs the storage annotations of each answer (controller.signing); empty: unsigned."""
     answered: OrderedDict = field(default_factory=OrderedDict)
     """uids this replica answered recently: a later event for them needs no API call."""
+    answers: AnswerCache = field(default_factory=AnswerCache)
+    """The Task answers of runs answered per-task: their per-task requests cost a lookup."""
 
     def remember(self, uid: str) -> None:
         self.answered[uid] = True
@@ -135,7 +138,8 @@ async def compute_status(runtime: Runtime, request: Mapping, deadline: float) ->
             source = ClusterSource(runtime.kube, request, settings, deadline)
             # The source gives up at the deadline with a precise message; this bound is the backstop.
             resolution = await asyncio.wait_for(core.resolve(params, settings.data, context, source,
-                                                             signing_key=runtime.signing_key),
+                                                             signing_key=runtime.signing_key,
+                                                             answers=runtime.answers),
                                                 max(deadline - loop.time(), 0.001) + GRACE)
             return success_status(resolution), resolution.warnings
         except WrapError as exc:

@@ -49,9 +49,13 @@ CONFIG_RESOLUTION_TIMEOUT = "resolution-timeout"
 CONFIG_LOG_LEVEL = "log-level"
 CONFIG_ALLOWED_TARGETS = "allowed-targets"
 """Comma-separated location prefixes states may go to (core.locations); unset: anywhere."""
+CONFIG_TASK_RESOLUTION = "task-resolution"
+"""`auto` (default), `inline` or `per-task`: how a wrapped task's spec reaches Tekton (core.pertask)."""
+CONFIG_CHAINS_RESULTS = "chains-results"
+"""`false` drops the results the injected steps declare for Tekton Chains (core.results); default true."""
 CONFIG_KEYS = (
     CONFIG_STEP_IMAGE, CONFIG_ALLOWED_NAMESPACES, CONFIG_BLOCKED_NAMESPACES, CONFIG_RESOLUTION_TIMEOUT,
-    CONFIG_LOG_LEVEL, CONFIG_ALLOWED_TARGETS,
+    CONFIG_LOG_LEVEL, CONFIG_ALLOWED_TARGETS, CONFIG_TASK_RESOLUTION, CONFIG_CHAINS_RESULTS,
 )
 """Every ConfigMap key besides `default-<param>`: a key not here is warned about (core.checks).
 A new key goes here too, or every resolution warns that the ConfigMap holds an unknown key."""
@@ -106,6 +110,8 @@ class WrapRequest:
     """`base-missing: fail`: a base that does not exist fails the fetch instead of starting empty."""
     max_layers: int = DEFAULT_MAX_LAYERS
     """`max-layers`: the most layers a published state keeps before it is squashed; 0 never."""
+    chains_results: bool = True
+    """The ConfigMap's `chains-results`: declare the injected steps' results for Tekton Chains."""
 
 
 CORE_PARAMS = (
@@ -181,7 +187,18 @@ def parse_request(
         bases=bases,
         base_required=base_required,
         max_layers=max_layers,
+        chains_results=parse_chains_results(config),
     )
+
+
+def parse_chains_results(config: Mapping[str, str]) -> bool:
+    """The ConfigMap's `chains-results`: true unless `false`; anything else is refused, not guessed."""
+    value = str(config.get(CONFIG_CHAINS_RESULTS) or "true").strip().lower()
+    if value not in ("true", "false"):
+        raise ParamError(f"`{CONFIG_CHAINS_RESULTS}` of the ConfigMap {CONFIGMAP_NAME} is {shown(value)}; "
+                         f"it is `true` (default: the injected steps report what they moved to Tekton Chains) "
+                         f"or `false`")
+    return value == "true"
 
 
 def wrapped_workspaces(request: WrapRequest, pipeline: Mapping) -> tuple[str, ...]:

@@ -66,12 +66,15 @@ def rewrite_pipeline(
     workspaces: Sequence[str],
     backend: Backend,
     warnings: list[str] | None = None,
+    wrapped: list[str] | None = None,
 ) -> dict:
     """The rewritten Pipeline. `task_objects` maps pipeline task names to fetched Task objects.
 
     Four phases: inline and find the wrapped bindings, plan each workspace, inject the
     steps, add the publish task where no store step can publish. What the answer cannot
-    make work but Tekton would accept (see stepsecurity.py) is appended to `warnings`.
+    make work but Tekton would accept (see stepsecurity.py) is appended to `warnings`; the
+    names of the tasks that got injected steps (and the publish task) to `wrapped`, for a
+    per-task answer (pertask.py).
     """
     out = _copy_tree(dict(pipeline))
     spec = out["spec"]
@@ -87,6 +90,10 @@ def rewrite_pipeline(
                                   list(security.values()), run)
     if warnings is not None:
         warnings.extend(w for s in [*security.values(), *([publisher] if publisher else [])] for w in s.warnings)
+    if wrapped is not None:
+        wrapped.extend(security)
+        if publisher is not None:
+            wrapped.append(str(spec["finally"][-1]["name"]))
     return out
 
 
@@ -236,7 +243,7 @@ def _inject_steps(
         )
         fetches = [transfers.fetch(b, task, fills.get(b.task_workspace, "")) for b in found]
         stores = [transfers.store(b, task) for b in found if task in plans[b.workspace].graph]  # graph: by producer
-        if not by_name[task].get("matrix"):  # a matrixed task may only have string results
+        if transfers.request.chains_results and not by_name[task].get("matrix"):  # matrix: string results only
             fetches, stores = results.declare_results(task_spec, fetches, stores)
         for b in checked:  # no volume to name when the run leaves it unbound: checked instead
             b.declaration.pop("readOnly", None)
@@ -268,7 +275,8 @@ def _add_publish_task(
     publisher = stepsecurity.for_publish(task_name, wrapped, pod_context(run, task_name))
     publishing = [transfers.publish(ws, task_name) for ws in needing]
     declared: dict = {}
-    _, publishing = results.declare_results(declared, [], publishing, publish_task=True)
+    if transfers.request.chains_results:
+        _, publishing = results.declare_results(declared, [], publishing, publish_task=True)
     spec.setdefault("finally", []).append(
         _publish_task(task_name, publishing, image, requirements, declared.get("results"), publisher.context)
     )

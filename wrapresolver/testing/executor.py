@@ -45,7 +45,7 @@ import sys
 import tempfile
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,10 +133,14 @@ class LocalExecutor:
         env: Mapping[str, str] | None = None, step_timeout: float = 300,
         image_users: Mapping[str, Identity] | None = None, pod_security_context: Mapping | None = None,
         python: list[str] | None = None,
+        task_resolver: Callable[[str, Mapping[str, str]], Mapping] | None = None,
     ) -> None:
         """`image_users`: each image's default user (key "*" for any other image); without an
         entry a step runs as the executor itself. `python`: the interpreter that runs the
-        injected `wrapresolver` steps (default this one; another UID may need another path)."""
+        injected `wrapresolver` steps (default this one; another UID may need another path).
+        `task_resolver(pipeline task, taskRef params)` gives the Task a pipeline task's
+        `taskRef: {resolver: ...}` resolves to (a per-task answer); the params come with
+        `$(params.*)` and `$(context.*)` substituted, as Tekton substitutes them."""
         self.pipeline = pipeline
         self.spec = pipeline.get("spec") or {}
         self.name, self.namespace = name, namespace
@@ -150,6 +154,7 @@ class LocalExecutor:
         self.env = dict(os.environ, **(env or {}))
         self.step_timeout = step_timeout
         self.params = self._pipeline_params(params or {})
+        self.task_resolver = task_resolver
         self.runs: dict[str, TaskRun] = {}
         self._lock = threading.Lock()
 
@@ -216,15 +221,38 @@ class LocalExecutor:
         variables.update({f"params.{k}": v for k, v in self.params.items()})
         variables.update(self._context())
         variables.update(self._task_results())
+        variables.update({f"params.{k}[*]": v for k, v in self.params.items()})
         if not self._when(task, variables):
             return TaskRun(name, SKIPPED, reason="when")
+        try:
+            task, referenced = self._resolved(task, variables)
+        except Exception as exc:  # Tekton: the TaskRun fails (CouldntGetTask)
+            return TaskRun(name, FAILED, attempts=1, log=f"resolving its taskRef failed: {exc}", reason="resolution")
         retries = int(task.get("retries") or 0)
         run = TaskRun(name)
         for attempt in range(retries + 1):
-            run = self._attempt(task, variables, attempt)
+            run = self._attempt(task, variables, attempt, referenced)
             if run.status == SUCCEEDED:
                 break
         return run
+
+    def _resolved(self, task: Mapping, variables: Mapping[str, str]) -> tuple[Mapping, bool]:
+        """The task with the Task its `taskRef: {resolver}` resolves to, once (retries reuse it), as Tekton does.
+
+        True when it was resolved: Tekton substitutes no `$(context.pipelineRun.*)` in a
+        referenced Task, so neither does the attempt."""
+        ref = task.get("taskRef")
+        if task.get("taskSpec") is not None or not isinstance(ref, Mapping) or not ref.get("resolver"):
+            return task, False
+        if self.task_resolver is None:
+            raise ValueError(f"task {task['name']!r} refers to resolver {ref['resolver']!r} and the executor "
+                             f"was given no task_resolver")
+        params = {str(p["name"]): _substitute(_as_text(p.get("value", "")), variables)
+                  for p in ref.get("params") or []}
+        obj = self.task_resolver(str(task["name"]), params)
+        out = {k: v for k, v in task.items() if k != "taskRef"}
+        out["taskSpec"] = obj.get("spec") or {}
+        return out, True
 
     def _context(self) -> dict[str, str]:
         return {
@@ -246,7 +274,8 @@ class LocalExecutor:
                 return False
         return True
 
-    def _attempt(self, task: Mapping, pipeline_vars: Mapping[str, str], attempt: int) -> TaskRun:
+    def _attempt(self, task: Mapping, pipeline_vars: Mapping[str, str], attempt: int,
+                 referenced: bool = False) -> TaskRun:
         name = task["name"]
         spec = task.get("taskSpec")
         if spec is None:
@@ -261,7 +290,8 @@ class LocalExecutor:
         for param in task.get("params") or []:
             variables[f"params.{param['name']}"] = _substitute(_as_text(param.get("value", "")), pipeline_vars)
         for key in ("context.pipelineRun.name", "context.pipelineRun.namespace", "context.pipelineRun.uid", "context.pipeline.name"):
-            variables[key] = pipeline_vars[key]
+            if not referenced:  # Tekton substitutes these in embedded specs only
+                variables[key] = pipeline_vars[key]
         bindings = {b["name"]: b for b in task.get("workspaces") or []}
         volumes: dict[str, Path] = {}
         read_only: list[Path] = []
