@@ -40,7 +40,7 @@ from wrapresolver.controller.retention import collect, collect_published  # noqa
 from wrapresolver.core import oci_image  # noqa: E402
 from wrapresolver.core.refs import producer_ref  # noqa: E402
 from wrapresolver.core.values import Layer  # noqa: E402
-from wrapresolver.steps.engine import put_state  # noqa: E402
+from wrapresolver.steps.statedocs import put_state  # noqa: E402
 
 TASKS = ("clone", "build")
 

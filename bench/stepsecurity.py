@@ -27,7 +27,7 @@ from wrapresolver.backends.registry import get_backend
 from wrapresolver.core import rewrite, stepsecurity
 from wrapresolver.core.params import PipelineRef, RunContext, WrapRequest
 from wrapresolver.gcpause import paused_gc
-from wrapresolver.resolve import to_json
+from wrapresolver.serialize import to_json
 
 CASES = ["chain-2000-1", "random-2000-5"]
 _UNSET = stepsecurity.InjectedSecurity(None, {}, ())

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from wrapresolver.core.params import RunContext
 from wrapresolver.errors import RewriteError, SourceError, WrapError
-from wrapresolver.resolve import MAX_OBJECT_BYTES, REQUEST_ROOM, check_answer_size, resolve, to_json, to_yaml
+from wrapresolver.resolve import MAX_OBJECT_BYTES, REQUEST_ROOM, check_answer_size, resolve
+from wrapresolver.serialize import to_json, to_yaml
 from wrapresolver.sources import Fetched, FileSource
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
 def convert(documents: Sequence[Mapping], *, name: str = "", target: str = "") -> str:
     """The converted objects as YAML documents, after comments saying what was chosen."""
-    from wrapresolver.resolve import to_yaml
+    from wrapresolver.serialize import to_yaml
 
     runs = [d for d in documents if d.get("kind") == "PipelineRun"]
     if len(runs) != 1:

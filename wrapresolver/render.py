@@ -123,7 +123,8 @@ def render(
     from wrapresolver.core.conversion import conversion_hint
     from wrapresolver.core.params import CONFIG_TASK_RESOLUTION, RunContext, config_key
     from wrapresolver.core.pertask import MODE_PER_TASK, task_request
-    from wrapresolver.resolve import resolve, to_yaml
+    from wrapresolver.resolve import resolve
+    from wrapresolver.serialize import to_yaml
     from wrapresolver.sources import FileSource
 
     config = dict(config or {})

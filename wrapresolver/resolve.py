@@ -6,17 +6,12 @@ The controller and `wrapresolver render` both call `resolve`; they differ only i
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import datetime
 import hashlib
-import io
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-import yaml
+from typing import Any
 
 from wrapresolver.answercache import AnswerCache, AnswerKey, CachedAnswer
 from wrapresolver.backends.registry import REGISTRY
@@ -35,7 +30,8 @@ from wrapresolver.core.retention import publish_retention_of, retention_of
 from wrapresolver.core.template import PIPELINE_PLACEHOLDER, expand_target
 from wrapresolver.errors import ParamError, RewriteError, SourceError, WrapError
 from wrapresolver.gcpause import paused_gc
-from wrapresolver.sources import Fetched, Source
+from wrapresolver.serialize import to_json
+from wrapresolver.sources import Source, fetch_tasks
 
 CONTENT_TYPE = "application/json"
 ANNOTATION_CONTENT_TYPE = "resolution.tekton.dev/content-type"
@@ -54,7 +50,7 @@ REQUEST_ROOM = 64 * 1024
 
 
 @dataclass(frozen=True)
-class Resolution:
+class Answer:
     """What goes into the ResolutionRequest's status (or to stdout for `render`)."""
 
     data: bytes
@@ -70,7 +66,7 @@ async def resolve(
     params: Sequence[Mapping], config: Mapping[str, str], context: RunContext, source: Source,
     *, config_name: str = f"the ConfigMap {CONFIGMAP_NAME}", signing_key: bytes = b"",
     answers: AnswerCache | None = None,
-) -> Resolution:
+) -> Answer:
     """Resolve a `wrap` request: fetch, rewrite, serialise.
 
     Two kinds of request come here. A Pipeline request (a PipelineRun's `pipelineRef`) is
@@ -96,7 +92,7 @@ async def resolve(
     if not pertask.wants_per_task(mode, len(made.data), made.wrapped):
         check_answer_size(made.data, made.pipeline, mode)
         ref_source = {**made.ref_source, "digest": {"sha256": hashlib.sha256(made.data).hexdigest()}}
-        return Resolution(data=made.data, annotations=made.annotations, ref_source=_ordered(ref_source),
+        return Answer(data=made.data, annotations=made.annotations, ref_source=_ordered(ref_source),
                           warnings=made.notices)
     pin = pertask.pin_of(made.data)
     request = pertask.request_text(params)
@@ -108,7 +104,7 @@ async def resolve(
         answers.put(_answer_key(context, config, pin), tasks)
     ref_source = {**made.ref_source, "digest": {"sha256": hashlib.sha256(data).hexdigest()}}
     annotations = {**made.annotations, ANNOTATION_TASK_RESOLUTION: pertask.MODE_PER_TASK}
-    return Resolution(data=data, annotations=annotations, ref_source=_ordered(ref_source), warnings=made.notices)
+    return Answer(data=data, annotations=annotations, ref_source=_ordered(ref_source), warnings=made.notices)
 
 
 @dataclass(frozen=True)
@@ -156,7 +152,7 @@ async def _inline_answer(
         raise
     except Exception as exc:  # never a bare traceback to the author
         raise _unexpected(pipeline_name, exc) from exc
-    task_objects = await _fetch_tasks(source, to_inline, context.namespace)
+    task_objects = await fetch_tasks(source, to_inline, context.namespace)
     checks.check_task_bindings(pipeline, task_objects)
 
     # No await inside: no other request runs while the collector is off.
@@ -188,7 +184,7 @@ async def _inline_answer(
 async def _resolve_task(
     given: Mapping[str, Any], config: Mapping[str, str], context: RunContext, source: Source,
     config_name: str, signing_key: bytes, answers: AnswerCache | None,
-) -> Resolution:
+) -> Answer:
     """A per-task request: the Task of one wrapped task, from the inline answer its pin names."""
     task = given.get(pertask.PARAM_TASK)
     pin = given.get(pertask.PARAM_PIN)
@@ -214,7 +210,7 @@ async def _resolve_task(
                         reason=pertask.REASON_UNKNOWN_TASK)
     ref_source = {**tasks.ref_source, "digest": {"sha256": hashlib.sha256(data).hexdigest()}}
     annotations = {**tasks.annotations, ANNOTATION_TASK_RESOLUTION: "task"}
-    return Resolution(data=data, annotations=annotations, ref_source=_ordered(ref_source))
+    return Answer(data=data, annotations=annotations, ref_source=_ordered(ref_source))
 
 
 def _task_answers(made: _Inline, context: RunContext) -> CachedAnswer:
@@ -358,95 +354,6 @@ def _mib(n: int) -> str:
     return f"{n / (1024 * 1024):.2f} MiB"
 
 
-def to_json(obj: Any, pipeline: str = "") -> bytes:
-    """The answer as the ResolutionRequest carries it: compact JSON, same object, same bytes.
-
-    Tekton decodes `status.data` as JSON or YAML (tekton-facts §4), and JSON is the smaller
-    and by far the faster of the two to write: block YAML indents every level and quotes
-    every step argument that holds JSON, and libyaml's emitter took two thirds of the time
-    of a 2,000-task request, where `json` needs less than a tenth of what it took. Key
-    order is kept and the text is ASCII (`\\u` escapes), so any JSON or YAML reader reads
-    it. `render` prints the same object as YAML for people.
-    """
-    try:
-        return _ANSWER_JSON.encode(obj).encode("ascii")
-    except (TypeError, ValueError) as exc:  # NaN/Infinity, or a value JSON has no form for
-        name = f" {pipeline!r}" if pipeline else ""
-        raise RewriteError(f"the rewritten Pipeline{name} cannot be written as JSON: {exc}") from None
-
-
-def _plain(obj: Any) -> Any:
-    """JSON for what a YAML file can hold besides plain data: dates as they were written."""
-    if isinstance(obj, (datetime.date, datetime.time)):
-        return obj.isoformat()
-    if isinstance(obj, Mapping):
-        return dict(obj)
-    if isinstance(obj, (tuple, set, frozenset)):
-        return list(obj)
-    if isinstance(obj, bytes):
-        raise TypeError("a binary value (YAML `!!binary`) has no place in a Tekton Pipeline")
-    raise TypeError(f"a value of type {type(obj).__name__}")
-
-
-_ANSWER_JSON = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":"), default=_plain)
-
-
-def to_yaml(obj: Any) -> bytes:
-    """Deterministic YAML: same object, same bytes; key order kept, no anchors, scripts as blocks.
-
-    The nodes are built here in one pass instead of by PyYAML's representer, whose
-    per-object dispatch was most of the time for large Pipelines; the output is the same as
-    `yaml.dump(..., default_flow_style=False, sort_keys=False, allow_unicode=True, width=4096)`.
-    """
-    stream = io.StringIO()
-    dumper = _Dumper(stream, default_flow_style=False, allow_unicode=True, width=4096, sort_keys=False)
-    dumper.tags_seen = {}
-    # Millions of short-lived node objects and no cycles among them: the cyclic collector's
-    # repeated passes over them took almost half the time of a 3 MiB answer.
-    with paused_gc():
-        try:
-            dumper.open()
-            dumper.serialize(_node(obj, dumper))
-            dumper.close()
-        finally:
-            dumper.dispose()
-    return stream.getvalue().encode("utf-8")
-
-
-async def _fetch_tasks(source: Source, refs: Mapping[str, Mapping], namespace: str) -> dict[str, Mapping]:
-    """Fetch each distinct taskRef once, concurrently; report failures in pipeline order."""
-    keys = {task: json.dumps(ref, sort_keys=True, default=str) for task, ref in refs.items()}
-    distinct: dict[str, Mapping] = {}
-    for task, ref in refs.items():
-        distinct.setdefault(keys[task], ref)
-    results = await asyncio.gather(
-        *(source.task(ref, namespace) for ref in distinct.values()), return_exceptions=True
-    )
-    by_key = dict(zip(distinct, results, strict=True))
-    objects: dict[str, Mapping] = {}
-    for task, ref in refs.items():
-        result = by_key[keys[task]]
-        if isinstance(result, WrapError):
-            raise SourceError(f"pipeline task {task!r}: {result}", reason=result.reason) from result
-        if isinstance(result, BaseException):
-            raise result
-        objects[task] = _checked_task(task, ref, result)
-    return objects
-
-
-def _checked_task(task: str, ref: Mapping, fetched: Fetched) -> Mapping:
-    obj = fetched.obj
-    safeyaml.check_tree(obj, f"the Task of pipeline task {task!r}")
-    api_version = str(obj.get("apiVersion", "")) if isinstance(obj, Mapping) else ""
-    kind = obj.get("kind") if isinstance(obj, Mapping) else None
-    if not api_version.startswith("tekton.dev/") or kind != "Task":
-        what = f"{api_version or '?'} {kind or 'object'}"
-        raise SourceError(
-            f"pipeline task {task!r}: taskRef {_ref_text(ref)} resolved to a {what}, not a Task"
-        )
-    return obj
-
-
 def _check_pipeline(obj: Any, asked: str) -> None:
     if not isinstance(obj, Mapping):
         raise SourceError(f"pipelineref {asked!r} resolved to something that is not a Tekton object")
@@ -470,63 +377,3 @@ def _unexpected(pipeline: str, exc: Exception) -> RewriteError:
 def _name(obj: Mapping) -> str:
     metadata = obj.get("metadata")
     return str(metadata.get("name", "")) if isinstance(metadata, Mapping) else ""
-
-
-def _ref_text(ref: Mapping) -> str:
-    if ref.get("resolver"):
-        return f"(resolver {ref['resolver']})"
-    return repr(ref.get("name", ""))
-
-
-_STR, _MAP, _SEQ = "tag:yaml.org,2002:str", "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
-
-
-def _node(obj: Any, dumper: Any) -> yaml.Node:
-    """Plain mappings, sequences and scalars as YAML nodes, so the dumper never emits Python tags."""
-    kind = type(obj)
-    if kind is str:
-        return _Scalar(_STR, obj, style="|" if "\n" in obj else None)
-    if kind is dict or (kind is not list and isinstance(obj, Mapping)):
-        items = []
-        for k, v in obj.items():
-            k = k if type(k) is str else str(k)
-            key = _Scalar(_STR, k, style="|" if "\n" in k else None)
-            if type(v) is str:
-                items.append((key, _Scalar(_STR, v, style="|" if "\n" in v else None)))
-            else:
-                items.append((key, _node(v, dumper)))
-        return _Mapping(_MAP, items, flow_style=False)
-    if kind is list or kind is tuple:
-        return _Sequence(_SEQ, [_node(v, dumper) for v in obj], flow_style=False)
-    if isinstance(obj, str):
-        return _Scalar(_STR, obj, style="|" if "\n" in obj else None)
-    if isinstance(obj, (list, tuple)):
-        return _Sequence(_SEQ, [_node(v, dumper) for v in obj], flow_style=False)
-    return dumper.represent_data(obj)
-
-
-_Scalar, _Mapping, _Sequence = yaml.ScalarNode, yaml.MappingNode, yaml.SequenceNode
-
-
-# libyaml's emitter when PyYAML has it: a large Pipeline serialises several times faster.
-# Lists come out the way `kubectl get -o yaml` writes them (`- ` at the key's indentation).
-if TYPE_CHECKING:  # the C emitter has the same interface
-    from yaml import SafeDumper as _BaseDumper
-else:
-    _BaseDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-
-
-class _Dumper(_BaseDumper):
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
-        # The emitter asks twice per scalar whether its plain form would read back as the
-        # same type; the answer depends on the text alone and Pipelines repeat their texts.
-        if kind is not _Scalar:
-            return _BaseDumper.resolve(self, kind, value, implicit)
-        key = (value, implicit)
-        tag = self.tags_seen.get(key)
-        if tag is None:
-            tag = self.tags_seen[key] = _BaseDumper.resolve(self, kind, value, implicit)
-        return tag

@@ -7,12 +7,15 @@ ResolutionRequests); `render` passes `FileSource` over local YAML documents.
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from wrapresolver.core import safeyaml
 from wrapresolver.core.params import PipelineRef
-from wrapresolver.errors import SourceError
+from wrapresolver.errors import SourceError, WrapError
 
 
 @dataclass(frozen=True)
@@ -96,3 +99,43 @@ class FileSource:
             )
         obj, origin = found
         return Fetched(obj=obj, ref_source={"uri": f"file:{origin}", "entryPoint": f"{kind}/{name}"})
+
+
+async def fetch_tasks(source: Source, refs: Mapping[str, Mapping], namespace: str) -> dict[str, Mapping]:
+    """Fetch each distinct taskRef once, concurrently; report failures in pipeline order."""
+    keys = {task: json.dumps(ref, sort_keys=True, default=str) for task, ref in refs.items()}
+    distinct: dict[str, Mapping] = {}
+    for task, ref in refs.items():
+        distinct.setdefault(keys[task], ref)
+    results = await asyncio.gather(
+        *(source.task(ref, namespace) for ref in distinct.values()), return_exceptions=True
+    )
+    by_key = dict(zip(distinct, results, strict=True))
+    objects: dict[str, Mapping] = {}
+    for task, ref in refs.items():
+        result = by_key[keys[task]]
+        if isinstance(result, WrapError):
+            raise SourceError(f"pipeline task {task!r}: {result}", reason=result.reason) from result
+        if isinstance(result, BaseException):
+            raise result
+        objects[task] = _checked_task(task, ref, result)
+    return objects
+
+
+def _checked_task(task: str, ref: Mapping, fetched: Fetched) -> Mapping:
+    obj = fetched.obj
+    safeyaml.check_tree(obj, f"the Task of pipeline task {task!r}")
+    api_version = str(obj.get("apiVersion", "")) if isinstance(obj, Mapping) else ""
+    kind = obj.get("kind") if isinstance(obj, Mapping) else None
+    if not api_version.startswith("tekton.dev/") or kind != "Task":
+        what = f"{api_version or '?'} {kind or 'object'}"
+        raise SourceError(
+            f"pipeline task {task!r}: taskRef {_ref_text(ref)} resolved to a {what}, not a Task"
+        )
+    return obj
+
+
+def _ref_text(ref: Mapping) -> str:
+    if ref.get("resolver"):
+        return f"(resolver {ref['resolver']})"
+    return repr(ref.get("name", ""))

@@ -17,7 +17,7 @@ from wrapresolver.cli import main
 from wrapresolver.core import oci_image
 from wrapresolver.core.refs import producer_ref
 from wrapresolver.core.values import Layer
-from wrapresolver.steps.engine import put_state
+from wrapresolver.steps.statedocs import put_state
 
 OLD_RUN = "3c4d5e6f-0a51-4d38-9d7d-3c1b0f2a9e01"
 NEW_RUN = "4d5e6f70-1b62-4e49-8e8e-4d2c1a3b0f02"

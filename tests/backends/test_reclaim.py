@@ -20,7 +20,7 @@ from wrapresolver.cli import main
 from wrapresolver.core import oci_image
 from wrapresolver.core.refs import producer_ref
 from wrapresolver.core.values import Layer
-from wrapresolver.steps.engine import put_state
+from wrapresolver.steps.statedocs import put_state
 
 UID_A = "0b5e8f7e-6a51-4d38-9d7d-3c1b0f2a9e01"
 UID_B = "7d2c1a40-91f3-4b2e-8c55-1e6f0a3b4c02"

@@ -154,7 +154,7 @@ def test_the_same_tree_always_gives_the_same_layer_bytes(tmp_path: Path) -> None
     import os as _os
 
     from wrapresolver.backends.file import LayoutStore
-    from wrapresolver.steps import engine
+    from wrapresolver.steps import engine, statedocs
 
     tree = tmp_path / "tree"
     tree.mkdir()
@@ -164,5 +164,5 @@ def test_the_same_tree_always_gives_the_same_layer_bytes(tmp_path: Path) -> None
     for name in ("one", "two"):
         store = LayoutStore(tmp_path / name)
         engine.store_ref(store, tree, "x")
-        digests.append(engine.read_state(store, "x", name).layers[0].descriptor.digest)
+        digests.append(statedocs.read_state(store, "x", name).layers[0].descriptor.digest)
     assert digests[0] == digests[1]

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 
 import aiohttp
 
-from wrapresolver import resolve as core
+from wrapresolver import resolve
 from wrapresolver.answercache import AnswerCache
 from wrapresolver.controller import events, metrics
 from wrapresolver.controller.cluster_source import ClusterSource
@@ -72,7 +72,7 @@ def _condition(status: str, reason: str, message: str = "") -> dict:
     return cond
 
 
-def success_status(resolution: core.Resolution) -> dict:
+def success_status(resolution: resolve.Answer) -> dict:
     # Tekton's v1beta1 schema requires data, refSource and source together; source is the
     # deprecated name of refSource and carries the same object.
     return {"data": base64.b64encode(resolution.data).decode(), "annotations": dict(resolution.annotations),
@@ -137,7 +137,7 @@ async def compute_status(runtime: Runtime, request: Mapping, deadline: float) ->
             context = await run_context(runtime.kube, request)
             source = ClusterSource(runtime.kube, request, settings, deadline)
             # The source gives up at the deadline with a precise message; this bound is the backstop.
-            resolution = await asyncio.wait_for(core.resolve(params, settings.data, context, source,
+            resolution = await asyncio.wait_for(resolve.resolve(params, settings.data, context, source,
                                                              signing_key=runtime.signing_key,
                                                              answers=runtime.answers),
                                                 max(deadline - loop.time(), 0.001) + GRACE)

@@ -16,6 +16,12 @@ When no producer's store can publish the final state to the user's exact target,
 injected steps report for Tekton Chains are results.py's; the injected steps' `securityContext` is stepsecurity.py's.
 
 Everything else in the Pipeline comes out exactly as it went in, key order included.
+
+One module of more than 400 lines on purpose: injecting a task's steps reads and writes one
+task spec in one pass (declarations, steps, volumes, results, securityContext), and the
+publish task is the same injection for a task of our own. The rules it applies each live in
+their own module (plan, inline, readonly, results, stepsecurity, podsecurity); what is
+left here is their order.
 """
 
 from __future__ import annotations
@@ -53,8 +59,6 @@ class TaskBinding:
     task_workspace: str
     sub_path: str
     declaration: dict
-    implicit: bool = False
-    """Tekton would propagate it: an embedded spec uses `$(workspaces.W...)` without a binding."""
     read_only: bool = False
     """The Task declares it `readOnly`, or the pipeline task's binding says `readOnly: true`."""
 
@@ -328,7 +332,7 @@ def _wrapped_bindings(ptask: dict, workspaces: Sequence[str]) -> list[TaskBindin
             decl = {"name": ws}
             task_spec.setdefault("workspaces", []).append(decl)
             ptask.setdefault("workspaces", []).append({"name": ws, "workspace": ws})
-            found.append(TaskBinding(ws, ws, "", decl, implicit=True))
+            found.append(TaskBinding(ws, ws, "", decl))  # Tekton would propagate it: used without a binding
     return found
 
 

@@ -16,9 +16,8 @@ one action on a bare `BlobStore`, for tools and tests.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,55 +27,19 @@ from wrapresolver.backends.registry import get_backend
 from wrapresolver.core import oci_image
 from wrapresolver.core.refs import producer_ref, state_uri
 from wrapresolver.core.stepspec import WorkspaceTransfer
-from wrapresolver.core.values import Artifact, Descriptor, Layer, State, TransferReport, sha256_digest
-from wrapresolver.errors import IntegrityError, NotFoundError, TransferError
+from wrapresolver.core.values import Artifact, Descriptor, Layer, State, TransferReport
+from wrapresolver.errors import NotFoundError, TransferError
 from wrapresolver.steps import runner
 from wrapresolver.steps.runner import Progress
 from wrapresolver.steps.squash import squash_in_temp, squash_layers, squash_tree, too_many
+from wrapresolver.steps.statedocs import put_config, put_manifest, put_state, read_state
 from wrapresolver.transfer import snapshot
 from wrapresolver.transfer.apply import Extractor
 from wrapresolver.transfer.layers import LayerStats, store_layer, whole_tree
 
-MAX_CONFIG = 4 << 20
-
-
-# ---- reading states ----
-
-def _read_blob_small(store: BlobStore, desc: Descriptor, where: str) -> bytes:
-    data = bytearray()
-    for chunk in store.open_blob(desc.digest):
-        data += chunk
-        if len(data) > MAX_CONFIG:
-            raise IntegrityError(f"the image config of {where} is larger than {MAX_CONFIG} bytes")
-    got = sha256_digest(data)
-    if got != desc.digest:
-        raise IntegrityError(f"the image config of {where} is corrupt: digest {got}, expected {desc.digest}")
-    return bytes(data)
-
-
-def read_state(store: BlobStore, ref: str, where: str) -> State | None:
-    """The state under `ref`, or None when there is no such reference."""
-    data = store.get_manifest(ref)
-    if data is None:
-        return None
-    digest = sha256_digest(data)
-    manifest = oci_image.parse_manifest(data, where)
-    if manifest.get("mediaType") in (oci_image.INDEX, oci_image.DOCKER_LIST) or (
-        "manifests" in manifest and "layers" not in manifest
-    ):
-        digest = oci_image.pick_from_index(manifest, where)
-        data = store.get_manifest(digest)
-        if data is None:
-            raise NotFoundError(f"{where} is an image index whose image {digest} is missing")
-        manifest = oci_image.parse_manifest(data, where)
-    if "config" not in manifest:
-        raise IntegrityError(f"the manifest of {where} has no config")
-    config = _read_blob_small(store, Descriptor.from_dict(manifest["config"]), where)
-    return replace(oci_image.state_from(manifest, config, where), digest=digest)
-
 
 @dataclass
-class Resolution:
+class LayeredInput:
     """The merged input of a task and where each layer's blob lives."""
 
     layers: tuple[Layer, ...] = ()
@@ -99,7 +62,7 @@ def open_base(spec: WorkspaceTransfer) -> BlobStore:
     return base
 
 
-def resolve_inputs(store: BlobStore, spec: WorkspaceTransfer) -> Resolution:
+def resolve_inputs(store: BlobStore, spec: WorkspaceTransfer) -> LayeredInput:
     """Merge the states of the task's inputs; skipped or failed producers fall back to theirs."""
     inputs = spec.resolve_inputs(
         lambda producer: read_state(store, producer_ref(spec.run, producer), f"producer {producer!r}")
@@ -113,7 +76,7 @@ def resolve_inputs(store: BlobStore, spec: WorkspaceTransfer) -> Resolution:
             Artifact(state_uri(spec.backend, spec.target, producer_ref(spec.run, producer)), state.digest)
             for producer, state in inputs.states
         )
-        return Resolution(layers, {layer.descriptor.digest: store for layer in layers}, None, detail, artifacts,
+        return LayeredInput(layers, {layer.descriptor.digest: store for layer in layers}, None, detail, artifacts,
                           tuple(order))
     if spec.base:
         base_store = open_base(spec)
@@ -130,11 +93,11 @@ def resolve_inputs(store: BlobStore, spec: WorkspaceTransfer) -> Resolution:
                     f"`base-missing` is `fail`; push it first, fix the `base` param, or let a "
                     f"first run start empty (`base-missing: empty`)"
                 )
-            return Resolution(detail="; ".join([f"empty: base {spec.base} does not exist yet", *notes]))
+            return LayeredInput(detail="; ".join([f"empty: base {spec.base} does not exist yet", *notes]))
         detail = "; ".join([f"from base {spec.base}", *notes])
-        return Resolution(state.layers, {layer.descriptor.digest: base_store for layer in state.layers}, base_store,
+        return LayeredInput(state.layers, {layer.descriptor.digest: base_store for layer in state.layers}, base_store,
                           detail, (Artifact(spec.base, state.digest),), ("base",))
-    return Resolution(detail="; ".join(["empty", *notes]))
+    return LayeredInput(detail="; ".join(["empty", *notes]))
 
 
 
@@ -178,41 +141,6 @@ def _ensure_blobs(store: BlobStore, spec: WorkspaceTransfer | None, layers: tupl
     finally:
         if base is not None:
             base.close()
-
-
-def put_state(
-    store: BlobStore, layers: tuple[Layer, ...], annotations: Mapping[str, str], refs: list[str]
-) -> str:
-    """Config blob, then the manifest under each reference: references last. The manifest's digest."""
-    return put_manifest(store, put_config(store, layers), layers, annotations, refs)
-
-
-def put_config(store: BlobStore, layers: tuple[Layer, ...], *, may_exist: bool = True) -> Descriptor:
-    """The image config of `layers`, uploaded unless the store has it.
-
-    `may_exist=False` when a layer was just written: its diff_id makes the config new, so
-    asking first would cost a round trip that always answers no. Should it exist anyway
-    (the same change stored twice), blobs are content-addressed and a second upload of
-    the same bytes changes nothing.
-    """
-    config = oci_image.build_config(layers)
-    config_desc = oci_image.config_descriptor(config)
-    if not may_exist or not store.blob_exists(config_desc.digest):
-        got = store.put_blob(io.BytesIO(config), oci_image.CONFIG)
-        if got.digest != config_desc.digest:
-            raise IntegrityError(f"the backend stored the image config as {got.digest}, expected {config_desc.digest}")
-    return config_desc
-
-
-def put_manifest(
-    store: BlobStore, config: Descriptor, layers: tuple[Layer, ...], annotations: Mapping[str, str],
-    refs: list[str],
-) -> str:
-    """The manifest under each reference, after every blob it names. The manifest's digest."""
-    manifest = oci_image.build_manifest(config, layers, annotations)
-    for ref in refs:
-        store.put_manifest(ref, manifest, oci_image.MANIFEST)
-    return sha256_digest(manifest)
 
 
 def _annotations(spec: WorkspaceTransfer, producers: tuple[str, ...] | None = None,
@@ -272,7 +200,7 @@ class LayeredStore(WorkspaceStore):
         return inputs
 
     def materialize(self, spec: WorkspaceTransfer, inputs: Input, dest: Path, tick: Tick) -> Moved:
-        res: Resolution = inputs.value
+        res: LayeredInput = inputs.value
         return _extract(res.layers, res.sources, dest, spec.sub_path, f"workspace {spec.workspace!r}", tick)
 
     def save(

@@ -110,7 +110,7 @@ def _published(store: BlobStore) -> StoredState | None:
 
 
 def _read(store: BlobStore, ref: str) -> State | None:
-    from wrapresolver.steps.engine import read_state
+    from wrapresolver.steps.statedocs import read_state
 
     return read_state(store, ref, f"reference {ref!r}")
 

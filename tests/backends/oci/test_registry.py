@@ -22,7 +22,7 @@ from wrapresolver.core import oci_image
 from wrapresolver.core.refs import producer_ref
 from wrapresolver.core.stepspec import WorkspaceTransfer
 from wrapresolver.errors import AuthError, NetworkError, NotFoundError, TransferError
-from wrapresolver.steps import engine
+from wrapresolver.steps import engine, statedocs
 from wrapresolver.testing.conformance import BackendConformance, ConformanceTarget, Unusable, contents
 
 
@@ -119,7 +119,7 @@ def test_base_from_another_repository_is_mounted_not_copied(registry: Registry, 
         engine.fetch(store, spec, tmp_path / "ws", tmp_path / "state")
         write(tmp_path / "ws" / "out", "built\n")
         engine.store(store, spec, tmp_path / "ws", tmp_path / "state")
-        state = engine.read_state(store, producer_ref("r2", "build"), "build")
+        state = statedocs.read_state(store, producer_ref("r2", "build"), "build")
         assert all(store.blob_exists(layer.descriptor.digest) for layer in state.layers)
     # The base layer arrived by cross-repository mount: only the new layer and config streamed.
     assert streamed == [oci_image.layer_media_type(""), oci_image.CONFIG]
