@@ -220,3 +220,22 @@ def test_per_task_answers_of_a_rich_pipeline_keep_tektons_rules_for_pipelines_an
     assert {"name": "flags", "value": "$(params.flags[*])"} in c["params"]
     b = next(t for t in spec["tasks"] if t["name"] == "b")
     assert {"name": "notes", "workspace": "notes"} in b["workspaces"]
+
+
+def test_a_per_task_answer_lists_each_task_request_as_tekton_will_make_it_with_its_answer() -> None:
+    """What the controller creates answered (controller.taskrequests): the params Tekton will
+    send for each taskRef, in the Pipeline's order, and the answer that request gets."""
+    source = FileSource([chain(4)])
+    answer = run(resolve(PARAMS, PER_TASK, CONTEXT, source))
+    pipeline = json.loads(answer.data)
+    wrapped = [t["name"] for t in pipeline["spec"]["tasks"] if "taskRef" in t]
+    assert [r.task for r in answer.task_requests] == wrapped == ["t0000", "t0001", "t0002", "t0003"]
+    for request in answer.task_requests:
+        params = task_params(pipeline, request.task)
+        assert list(request.params) == params
+        asked = run(resolve(params, PER_TASK, CONTEXT, source))
+        assert (request.answer.data, request.answer.ref_source) == (asked.data, asked.ref_source)
+
+
+def test_an_inline_answer_has_no_task_requests() -> None:
+    assert run(resolve(PARAMS, {}, CONTEXT, FileSource([chain(2)]))).task_requests == ()

@@ -60,6 +60,18 @@ class Answer:
     """{uri, digest: {sha256}, entryPoint?}: where the Pipeline came from, digest of `data`."""
     warnings: tuple[checks.Notice, ...] = ()
     """Legal but probably not meant (core.checks): `render` prints them, the controller makes Events."""
+    task_requests: tuple[TaskRequest, ...] = ()
+    """With a per-task Pipeline answer: each request Tekton will make for a wrapped task, in the
+    Pipeline's order, with its answer (the controller creates them answered: controller.taskrequests)."""
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    """One per-task request as Tekton will make it: its task, its params substituted, its answer."""
+
+    task: str
+    params: tuple[dict, ...]
+    answer: Answer
 
 
 async def resolve(
@@ -104,7 +116,10 @@ async def resolve(
         answers.put(_answer_key(context, config, pin), tasks)
     ref_source = {**made.ref_source, "digest": {"sha256": hashlib.sha256(data).hexdigest()}}
     annotations = {**made.annotations, ANNOTATION_TASK_RESOLUTION: pertask.MODE_PER_TASK}
-    return Answer(data=data, annotations=annotations, ref_source=_ordered(ref_source), warnings=made.notices)
+    requests = tuple(TaskRequest(name, tuple(pertask.request_of(name, pin, request)), _task_answer(tasks, name))
+                     for name in made.wrapped)
+    return Answer(data=data, annotations=annotations, ref_source=_ordered(ref_source), warnings=made.notices,
+                  task_requests=requests)
 
 
 @dataclass(frozen=True)
@@ -203,11 +218,15 @@ async def _resolve_task(
         return _task_answers(made, context)
 
     tasks = await answers.get_or_make(key, make) if answers is not None else await make()
-    data = tasks.tasks.get(task)
-    if data is None:
+    if task not in tasks.tasks:
         raise WrapError(f"pipeline task {task!r} is not a wrapped task of Pipeline {tasks.pipeline!r}; a per-task "
                         f"request names a task of the per-task Pipeline answer it was made from",
                         reason=pertask.REASON_UNKNOWN_TASK)
+    return _task_answer(tasks, task)
+
+
+def _task_answer(tasks: CachedAnswer, task: str) -> Answer:
+    data = tasks.tasks[task]
     ref_source = {**tasks.ref_source, "digest": {"sha256": hashlib.sha256(data).hexdigest()}}
     annotations = {**tasks.annotations, ANNOTATION_TASK_RESOLUTION: "task"}
     return Answer(data=data, annotations=annotations, ref_source=_ordered(ref_source))

@@ -14,15 +14,16 @@ import base64
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 
 from wrapresolver import resolve
 from wrapresolver.answercache import AnswerCache
-from wrapresolver.controller import events, metrics
+from wrapresolver.controller import events, metrics, taskrequests
 from wrapresolver.controller.cluster_source import ClusterSource
 from wrapresolver.controller.config import LiveConfig
 from wrapresolver.controller.kube import PIPELINERUNS, RESOLUTION_REQUESTS, Kube, KubeError
@@ -49,6 +50,20 @@ class Runtime:
     """uids this replica answered recently: a later event for them needs no API call."""
     answers: AnswerCache = field(default_factory=AnswerCache)
     """The Task answers of runs answered per-task: their per-task requests cost a lookup."""
+    background: set = field(default_factory=set)
+    """Work started after an answer (`in_background`), referenced until it ends."""
+
+    def in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` after the answer is written; kept referenced until it ends, errors logged."""
+        task = asyncio.get_running_loop().create_task(work)
+        self.background.add(task)
+
+        def done(finished: asyncio.Task) -> None:
+            self.background.discard(finished)
+            if not finished.cancelled() and finished.exception() is not None:
+                log.warning("background work failed: %r", finished.exception())
+
+        task.add_done_callback(done)
 
     def remember(self, uid: str) -> None:
         self.answered[uid] = True
@@ -126,9 +141,10 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, (aiohttp.ClientConnectionError, asyncio.TimeoutError))
 
 
-async def compute_status(runtime: Runtime, request: Mapping, deadline: float) -> tuple[dict, tuple[Notice, ...]]:
-    """The status to write and the resolution's warnings; never raises for bad input, retries
-    transient API errors until the deadline."""
+async def compute_status(runtime: Runtime, request: Mapping, deadline: float
+                         ) -> tuple[dict, tuple[Notice, ...], tuple[resolve.TaskRequest, ...]]:
+    """The status to write, the resolution's warnings and, for a per-task Pipeline answer, its
+    tasks' requests; never raises for bad input, retries transient API errors until the deadline."""
     loop = asyncio.get_running_loop()
     settings = runtime.config.current
     params = (request.get("spec") or {}).get("params") or []
@@ -141,16 +157,16 @@ async def compute_status(runtime: Runtime, request: Mapping, deadline: float) ->
                                                              signing_key=runtime.signing_key,
                                                              answers=runtime.answers),
                                                 max(deadline - loop.time(), 0.001) + GRACE)
-            return success_status(resolution), resolution.warnings
+            return success_status(resolution), resolution.warnings, resolution.task_requests
         except WrapError as exc:
-            return failure_status(exc.reason, str(exc)), ()
+            return failure_status(exc.reason, str(exc)), (), ()
         except TimeoutError:
             if delay is not None and loop.time() + delay < deadline:  # a slow API call, not our deadline
                 await asyncio.sleep(delay)
                 continue
             return failure_status("ResolutionTimeout",
                                   f"resolution took longer than resolution-timeout "
-                                  f"({settings.resolution_timeout:g}s) of the wrap resolver"), ()
+                                  f"({settings.resolution_timeout:g}s) of the wrap resolver"), (), ()
         except Exception as exc:  # bad input must never crash the controller
             if _transient(exc) and delay is not None and loop.time() + delay < deadline:
                 log.warning("transient error, retrying in %ss: %r", delay, exc, extra=log_fields(request))
@@ -159,7 +175,7 @@ async def compute_status(runtime: Runtime, request: Mapping, deadline: float) ->
             log.exception("resolution failed unexpectedly", extra=log_fields(request))
             return failure_status("InternalError",
                                   f"the wrap resolver failed unexpectedly ({describe(exc)}); "
-                                  "the controller logs have details"), ()
+                                  "the controller logs have details"), (), ()
     raise AssertionError("unreachable")
 
 
@@ -220,7 +236,7 @@ async def _answer(runtime: Runtime, request: Mapping) -> str:
     deadline = asyncio.get_running_loop().time() + runtime.config.current.resolution_timeout
     metrics.IN_FLIGHT.inc()
     try:
-        status, notices = await compute_status(runtime, request, deadline)
+        status, notices, task_requests = await compute_status(runtime, request, deadline)
         written = await write_status(runtime.kube, request, status)
     finally:
         metrics.IN_FLIGHT.dec()
@@ -249,7 +265,28 @@ async def _answer(runtime: Runtime, request: Mapping) -> str:
                                     **{k.rsplit("/", 1)[-1]: v for k, v in status["annotations"].items()
                                        if k.endswith(("/workspaces", "/backend"))}})
         await _warn(runtime, request, notices, fields)
+        if task_requests:
+            runtime.in_background(_create_task_requests(runtime, request, task_requests, fields))
     return outcome
+
+
+async def _create_task_requests(runtime: Runtime, request: Mapping, task_requests: tuple[resolve.TaskRequest, ...],
+                                fields: dict) -> None:
+    """The per-task requests Tekton will make for this run, created answered (controller.taskrequests)."""
+    started = time.monotonic()
+
+    async def write(created: dict, task_answer: resolve.Answer) -> str:
+        uid = (created.get("metadata") or {}).get("uid", "")
+        runtime.remember(uid)  # its watch event needs no answer: this writes it
+        try:
+            return await write_status(runtime.kube, created, success_status(task_answer))
+        except Exception:
+            runtime.answered.pop(uid, None)  # the handler may have skipped it meanwhile: answer it as one
+            return await answer(runtime, created)
+
+    counts = await taskrequests.create_answered(runtime.kube, request, task_requests, write)
+    log.info("task requests created answered", extra={**fields, **counts,
+                                                     "seconds": round(time.monotonic() - started, 3)})
 
 
 async def _warn(runtime: Runtime, request: Mapping, notices: tuple[Notice, ...], fields: dict) -> None:

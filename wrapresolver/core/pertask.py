@@ -189,6 +189,12 @@ def _referenced(ptask: Mapping, pipeline_params: Mapping[str, Mapping], pipeline
     return out
 
 
+def request_of(task: str, pin: str, request: str) -> list[dict]:
+    """The params of `task`'s taskRef as Tekton sends them: the Pipeline's param defaults substituted."""
+    return [{"name": PARAM_TASK, "value": task}, {"name": PARAM_PIN, "value": pin},
+            {"name": PARAM_REQUEST, "value": request}]
+
+
 def task_request(pipeline_answer: Mapping, task: str) -> list[dict]:
     """The params of the request Tekton makes for `task`'s taskRef: the Pipeline's param defaults substituted.
 
