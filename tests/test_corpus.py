@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -72,13 +74,20 @@ def cases(corpus: Path):
 
 
 def propagate_run_workspaces(pipeline: dict, run: dict) -> None:
-    """An embedded pipelineSpec may use the run's workspaces without declaring them (Tekton
-    propagates them); as a standalone Pipeline, it has to declare them."""
+    """An embedded pipelineSpec may use the run's workspaces and params without declaring them
+    (Tekton propagates them); as a standalone Pipeline, it has to declare them."""
     declared = {w["name"] for w in pipeline["spec"].get("workspaces") or []}
     text = yaml.safe_dump(pipeline["spec"])
     for b in (run.get("spec") or {}).get("workspaces") or []:
         if b["name"] not in declared and f"$(workspaces.{b['name']}." in text:
             pipeline["spec"].setdefault("workspaces", []).append({"name": b["name"]})
+    # The run's params too, as `wrapresolver convert` declares them (with the type of the value).
+    declared_params = {p["name"] for p in pipeline["spec"].get("params") or []}
+    for param in (run.get("spec") or {}).get("params") or []:
+        if param["name"] not in declared_params and f"$(params.{param['name']}" in text:
+            kind = "array" if isinstance(param["value"], list) else "object" if isinstance(param["value"], dict) \
+                else "string"
+            pipeline["spec"].setdefault("params", []).append({"name": param["name"], "type": kind})
 
 
 def to_wrap(pipeline: dict, run: dict | None) -> list[str]:
@@ -92,7 +101,8 @@ def to_wrap(pipeline: dict, run: dict | None) -> list[str]:
     return [w for w in declared if w in bound]
 
 
-def run_case(pipeline: dict, run: dict | None, docs: list[dict], catalog: list[dict], wrap_all: bool = False):
+def run_case(pipeline: dict, run: dict | None, docs: list[dict], catalog: list[dict], wrap_all: bool = False,
+             config: dict | None = None, whole: bool = False, context: RunContext | None = None):
     wrap = to_wrap(pipeline, None if wrap_all else run)
     if not wrap:
         return None, None
@@ -102,17 +112,17 @@ def run_case(pipeline: dict, run: dict | None, docs: list[dict], catalog: list[d
     others = [d for d in docs if d.get("kind") == "Task"]
     source = FileSource([pipeline] + others + extra)
     meta = (run or {}).get("metadata") or {}
-    context = RunContext(name=meta.get("name", ""), namespace="default", uid=meta.get("uid", ""))
+    context = context or RunContext(name=meta.get("name", ""), namespace="default", uid=meta.get("uid", ""))
     params = [
         {"name": "pipelineref", "value": pipeline["metadata"]["name"]},
         {"name": "workspaces", "value": ",".join(wrap)},
         {"name": "target", "value": TARGET},
     ]
     try:
-        result = asyncio.run(resolve(params, {}, context, source))
+        result = asyncio.run(resolve(params, config or {}, context, source))
     except WrapError as exc:
         return None, exc
-    return yaml.safe_load(result.data), None
+    return (result if whole else yaml.safe_load(result.data)), None
 
 
 @pytest.mark.parametrize("wrap_all", [False, True], ids=["shared-volumes-wrapped", "every-workspace-wrapped"])
@@ -140,6 +150,41 @@ def test_every_corpus_pipeline_rewrites_or_fails_deliberately(corpus_dir, wrap_a
     assert unexpected == [] and problems == [], '\n'.join(unexpected + problems)
     # 29 Pipelines with workspaces rewrite (7 more fail deliberately): guard against silently skipping.
     assert len(rewritten) >= (28 if wrap_all else 20), (rewritten, deliberate)
+
+
+def test_every_corpus_pipeline_answered_per_task_keeps_tektons_rules_for_the_pipeline_and_each_task(corpus_dir):
+    """The same Pipelines, every workspace wrapped, answered one task at a time: the Pipeline
+    answer passes the validator, and each Task a task's request gets declares everything it
+    uses (Tekton propagates nothing into a referenced Task) and has its context substituted."""
+    catalog = catalog_tasks(corpus_dir)
+    answered, problems = 0, []
+    for label, pipeline, run, docs in cases(corpus_dir):
+        # As the controller answers: the asking PipelineRun is known (generateName runs have a name by then).
+        context = RunContext(name="corpus-run-x7k2p", namespace="default", uid="5b1c0e4e-1f7a-4d2b-9c1e-3a0d6f2e8b7c")
+        result, error = run_case(pipeline, run, docs, catalog, True, {"task-resolution": "per-task"}, whole=True,
+                                 context=context)
+        if error is not None or result is None:
+            continue  # the inline test above accounts for every error
+        answer = yaml.safe_load(result.data)
+        problems += [f"{label}: {p}" for p in tekton_rules.problems(answer)]
+        ptasks = {t["name"]: t for t in [*answer["spec"]["tasks"], *(answer["spec"].get("finally") or [])]}
+        assert [r.task for r in result.task_requests] == [n for n, t in ptasks.items() if "taskRef" in t
+                                                        and t["taskRef"].get("resolver") == "wrap"], label
+        for request in result.task_requests:
+            task = yaml.safe_load(request.answer.data)
+            ptask = ptasks[request.task]
+            problems += [f"{label} {request.task}: {p}"
+                         for p in tekton_rules.task_spec_problems(task["spec"], ptask, set())]
+            declared = {p["name"] for p in task["spec"].get("params") or []}
+            used = set(re.findall(r"\$\(params\.([\w-]+)", json.dumps(task["spec"])))
+            if not used <= declared:
+                problems.append(f"{label} {request.task}: uses undeclared params {sorted(used - declared)}")
+            if "$(context.pipelineRun." in json.dumps(task["spec"]):
+                problems.append(f"{label} {request.task}: a context variable left for Tekton, which substitutes "
+                                f"none in a referenced Task")
+        answered += 1
+    assert problems == [], "\n".join(problems)
+    assert answered >= 28
 
 
 @pytest.mark.parametrize("api_version", ["tekton.dev/v1", "tekton.dev/v1beta1"])
