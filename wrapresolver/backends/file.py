@@ -15,7 +15,6 @@ import fcntl
 import io
 import json
 import os
-import re
 import struct
 import tempfile
 import threading
@@ -31,12 +30,12 @@ from wrapresolver.backends.base import Backend
 from wrapresolver.backends.objectstore import ObjectStore
 from wrapresolver.backends.objectstore_gc import KeyInfo
 from wrapresolver.core import oci_image
+from wrapresolver.core.refs import is_valid_tag
 from wrapresolver.core.values import Descriptor, sha256_digest
 from wrapresolver.errors import AuthError, NotFoundError, ParamError, TransferError, WrapError
 
 REF_NAME = "org.opencontainers.image.ref.name"
 CHUNK = 1 << 20
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 
 
 def _umask() -> int:
@@ -67,7 +66,7 @@ def parse_target(target: str) -> tuple[Path, str]:
         )
     path, tag = parts.path, "latest"
     head, sep, tail = path.rpartition(":")
-    if sep and "/" not in tail and _TAG.match(tail):
+    if sep and "/" not in tail and is_valid_tag(tail):
         path, tag = head, tail
     if not path.startswith("/") or ".." in path.split("/"):
         raise ParamError(f"target {target!r} must name an absolute directory without '..'")

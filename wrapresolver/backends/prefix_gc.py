@@ -24,11 +24,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from wrapresolver.core.values import SHA256_HEX
 from wrapresolver.errors import NotFoundError, ParamError, TransferError
 
 MAX_PAGES = 10_000
 PAGE = 1000
-_LAYOUT_KEY = re.compile(r"^(?:(?P<target>.+)/)?(?:refs/[^/]+|blobs/sha256/[0-9a-f]{64})$")
+_LAYOUT_KEY = re.compile(rf"^(?:(?P<target>.+)/)?(?:refs/[^/]+|blobs/sha256/{SHA256_HEX})$")
 
 
 def is_prefix(target: str) -> bool:

@@ -30,12 +30,11 @@ Safety rules, kept by every implementation:
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from wrapresolver.core.refs import producer_ref
+from wrapresolver.core.refs import is_run_uid, producer_ref
 from wrapresolver.errors import TransferError
 
 STATE = "state"
@@ -47,8 +46,6 @@ PUBLISHED = "published"
 `published_items()`, deleted only when asked for by name (publish-retention, `gc --published`)."""
 PARTIAL = "partial"
 """An rsync state directory that no reference names (a killed or retried store)."""
-
-_UID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 class ReclaimUnsupported(TransferError):
@@ -115,7 +112,7 @@ def run_items(items: Iterable[StoredItem], run: str, tasks: Sequence[str] = ()) 
     if tasks:
         names = {producer_ref(run, task) for task in tasks}
         return [i for i in states if i.name in names]
-    if not _UID.match(run):
+    if not is_run_uid(run):
         raise ValueError(f"run id {run!r} is not a UID: name its tasks so only its own states are chosen")
     prefix = f"wrap-{run}-"
     return [i for i in states if i.name.startswith(prefix) or i.run == run]

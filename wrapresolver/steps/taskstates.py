@@ -14,7 +14,6 @@ states without digests or inputs.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -24,11 +23,10 @@ from typing import Any
 from wrapresolver.backends import reclaim
 from wrapresolver.backends.base import BlobStore
 from wrapresolver.core import oci_image
-from wrapresolver.core.refs import producer_ref
+from wrapresolver.core.refs import producer_ref, uid_run_and_task
 from wrapresolver.core.values import State, TransferReport
 from wrapresolver.errors import NotFoundError, TransferError, WrapError
 
-_PRODUCER_REF = re.compile(r"^wrap-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})-(.+)$")
 PUBLISHED = "published"
 """The graph node of the published target."""
 
@@ -83,9 +81,9 @@ def list_states(store: object, run: str = "") -> list[StoredState]:
 
 
 def _describe(store: object, item: reclaim.StoredItem) -> StoredState:
-    named = _PRODUCER_REF.match(item.name)
+    run, task = uid_run_and_task(item.name) or ("", "")
     base = StoredState(
-        item.name, run=item.run or (named.group(1) if named else ""), task=named.group(2) if named else "",
+        item.name, run=item.run or run, task=task,
         size=item.size, created=_when(item.created),
     )
     if not isinstance(store, BlobStore):
