@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from wrapresolver.backends.objectstore_gc import KeyInfo
+from wrapresolver.backends.objectstore_reclaim import KeyInfo
 from wrapresolver.backends.reclaim import Reclaimed, StoredItem
 from wrapresolver.core.backend import Backend
 from wrapresolver.core.limits import io_timeout

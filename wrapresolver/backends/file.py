@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from wrapresolver.backends.base import Backend
 from wrapresolver.backends.objectstore import ObjectStore
-from wrapresolver.backends.objectstore_gc import KeyInfo
+from wrapresolver.backends.objectstore_reclaim import KeyInfo
 from wrapresolver.core import oci_image
 from wrapresolver.core.refs import is_valid_tag
 from wrapresolver.core.values import Descriptor, sha256_digest
@@ -194,7 +194,7 @@ class LayoutStore(ObjectStore):
             index.setdefault("mediaType", oci_image.INDEX)
             self._write_atomic(self.root / "index.json", json.dumps(index, indent=1).encode())
 
-    # ---- the delete side (objectstore_gc) ----
+    # ---- the delete side (objectstore_reclaim) ----
     staging_prefix = "blobs/sha256/.tmp-"
 
     def list_keys(self, prefix: str) -> Iterator[KeyInfo]:

@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 
 from wrapresolver.backends.base import TEKTON_VARIABLE, Backend, StepRequirements
 from wrapresolver.backends.objectstore import ObjectStore
-from wrapresolver.backends.objectstore_gc import KeyInfo
+from wrapresolver.backends.objectstore_reclaim import KeyInfo
 from wrapresolver.errors import (
     AuthError,
     NetworkError,
@@ -377,7 +377,7 @@ class S3Store(ObjectStore):
         except AuthError:
             super().check_read()
 
-    # ---- the delete side (objectstore_gc) ----
+    # ---- the delete side (objectstore_reclaim) ----
     def list_keys(self, prefix: str) -> Iterator[KeyInfo]:
         base = self.target.key("")
         start = self.target.key(prefix) if prefix else base

@@ -420,7 +420,7 @@ class BackendConformance(ErrorConformance):
         # The run still going stores and reads on with all its data...
         going.task("build", ("clone",), work=lambda ws: _write(ws / "out", "going built\n"))
         assert contents(going.look(("build",))) == {"who": "going\n", "out": "going built\n"}
-        # ...and the published target of the collected run is whole.
+        # ...and the published target of the reclaimed run is whole.
         out = tmp_path / "published"
         with done.open() as handle:
             handle.pull(out)

@@ -6,7 +6,7 @@ stays (the published target, other runs' states) are read first and never delete
 that set is read again right before the blobs go, so a state that another run wrote
 meanwhile keeps its blobs. (A store that found a blob present and is about to write its
 reference in the same instant is the remaining window; `wrapresolver gc --older-than`
-never touches states that young, and the controller only collects ended runs.)
+never touches states that young, and the controller only reclaims ended runs.)
 
 A subclass adds two transport primitives, `list_keys` and `delete`; the layout's own
 reference store (`index.json` for file://) overrides `ref_names`, `ref_info` and `delete_ref`.

@@ -1,6 +1,6 @@
 """Every target under a prefix, for `wrapresolver gc --target oci://reg/ci/`.
 
-A target ending in `/` is a prefix: gc walks every repository (OCI) or stored layout
+A target ending in `/` is a prefix: `wrapresolver gc` walks every repository (OCI) or stored layout
 (file://, s3://, gs://) under it, on path-segment boundaries (`ci/` finds `ci/a` and
 `ci/team/b`, never `ci-other/c`).
 
@@ -52,7 +52,7 @@ def targets_under(backend: Any, prefix: str, options: Mapping[str, str]) -> list
 
 def _registry_targets(prefix: str, options: Mapping[str, str]) -> list[str]:
     from wrapresolver.backends.oci import Reference
-    from wrapresolver.backends.oci.gc import next_page
+    from wrapresolver.backends.oci.reclaim import next_page
     from wrapresolver.backends.oci.store import RegistryStore
 
     text = prefix[len("oci://"):] if prefix.startswith("oci://") else prefix
