@@ -26,9 +26,8 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
-from wrapresolver.backends.base import Backend
+from wrapresolver.backends.base import Backend, KeyInfo
 from wrapresolver.backends.objectstore import ObjectStore
-from wrapresolver.backends.objectstore_reclaim import KeyInfo
 from wrapresolver.core import oci_image
 from wrapresolver.core.refs import is_valid_tag
 from wrapresolver.core.values import Descriptor, sha256_digest

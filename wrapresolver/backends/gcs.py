@@ -36,9 +36,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from wrapresolver.backends.base import TEKTON_VARIABLE, Backend, StepRequirements
+from wrapresolver.backends.base import TEKTON_VARIABLE, Backend, KeyInfo, StepRequirements
 from wrapresolver.backends.objectstore import ObjectStore
-from wrapresolver.backends.objectstore_reclaim import KeyInfo
 from wrapresolver.errors import (
     AuthError,
     NetworkError,
