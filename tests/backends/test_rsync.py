@@ -462,10 +462,7 @@ class TestRsyncConformance(BackendConformance):
             new_target=lambda: f"{rsync_daemon.url}/conformance/{uuid.uuid4().hex[:12]}",
             options={},
             env={"RSYNC_PASSWORD": rsync_daemon.password},
-            elsewhere=lambda netloc: ConformanceTarget(
-                backend="rsync", new_target=lambda: f"rsync://user@{netloc}/module/ci/src",
-                env={"RSYNC_PASSWORD": "x"}),
-            unreachable=lambda: Unusable(f"rsync://wsuser@127.0.0.1:{free_port()}/workspaces/x"),
+            unreachable=lambda netloc: Unusable(f"rsync://wsuser@{netloc}/workspaces/x"),
             denied=lambda: Unusable(f"{rsync_daemon.url}/conformance/denied", env={"RSYNC_PASSWORD": "wrong"}),
         )
 

@@ -34,10 +34,12 @@ Failures (conformance_errors.py, inherited): each lands in its documented error 
 exit code, and a server that never answers fails the step after `io_timeout()`.
 
 The early check (`probe`, optional): when the backend has one, it must pass on a live
-target and leave no state there; given `unreachable` (a target nobody answers) it must
-fail the fetch of a storing task with a `NetworkError`, and given `denied` (no or wrong
-credentials) with an `AuthError`, both naming the task and the target. A backend without
-a probe skips these tests: its tasks are not checked before their own steps run.
+target and leave no state there; given `unreachable` (the backend pointed at an address
+nobody answers) it must fail the fetch of a storing task with a `NetworkError`, and given
+`denied` (no or wrong credentials) with an `AuthError`, both naming the task and the
+target. A backend without a probe skips these tests: its tasks are not checked before
+their own steps run. The same two variants drive the failure checks of the real command
+(conformance_errors.py); `ConformanceTarget` and `Unusable` are in conformance_target.py.
 """
 
 from __future__ import annotations
@@ -50,8 +52,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,46 +64,10 @@ from wrapresolver.core.refs import producer_ref
 from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
 from wrapresolver.errors import AuthError, NetworkError, NotFoundError, TransferError
 from wrapresolver.steps.open_target import Steps, open_steps
-from wrapresolver.testing.conformance_errors import ErrorConformance
+from wrapresolver.testing.conformance_errors import ErrorConformance, closed_port
+from wrapresolver.testing.conformance_target import ConformanceTarget, Unusable
 
 __all__ = ["BackendConformance", "ConformanceTarget", "Unusable", "tree_of", "write_tricky_tree"]
-
-
-@dataclass(frozen=True)
-class ConformanceTarget:
-    """How the suite reaches a live instance of the backend under test."""
-
-    backend: str
-    """The backend's entry-point name."""
-    new_target: Callable[[], str]
-    """Returns a fresh, empty target each call (a new bucket, prefix or directory)."""
-    options: Mapping[str, str] = field(default_factory=dict)
-    """Backend options as the resolver would pass them (strings)."""
-    env: Mapping[str, str] = field(default_factory=dict)
-    """Environment the injected steps would see (credentials, emulator hosts)."""
-    elsewhere: Callable[[str], ConformanceTarget] | None = None
-    """The same backend pointed at another server, given its `host:port` (a target, options
-    or env that reach that address only): the suite points it at a closed port and at a
-    server that accepts and never answers. None skips those two checks."""
-    refused_env: Mapping[str, str] | None = None
-    """Environment, over `env`, with credentials the live server refuses (a wrong password):
-    the suite expects an AuthError that shows none of these values. None skips that check."""
-    unreachable: Callable[[], Unusable] | None = None
-    """A target of this backend where nobody answers (a free port), to test the early check
-    (`probe`); None skips that test."""
-    denied: Callable[[], Unusable] | None = None
-    """A target of the live server with no or wrong credentials; None skips that test."""
-
-
-@dataclass(frozen=True)
-class Unusable:
-    """A target the early check must refuse, and what the step would see for it."""
-
-    target: str
-    options: Mapping[str, str] | None = None
-    """Backend options; None: those of the `ConformanceTarget`."""
-    env: Mapping[str, str | None] = field(default_factory=dict)
-    """Changes to the `ConformanceTarget`'s environment; None removes a variable."""
 
 
 # ---- trees ----
@@ -455,7 +420,7 @@ class BackendConformance(ErrorConformance):
                 monkeypatch.delenv(name, raising=False)
             else:
                 monkeypatch.setenv(name, value)
-        options = dict(setup.options if case.options is None else case.options)
+        options = setup.options_for(case)
         spec = WorkspaceTransfer(workspace="src", target=case.target, run="probe", task="first",
                                  backend=setup.backend, options=options, stores=True)
         with pytest.raises(TransferError) as raised:
@@ -474,16 +439,17 @@ class BackendConformance(ErrorConformance):
         self, pipeline: _Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         if pipeline.setup.unreachable is None:
-            pytest.skip("no `unreachable` target given")
+            pytest.skip("ConformanceTarget.unreachable is not set: the backend cannot be pointed at another address")
         self._probes(pipeline)
-        error = self._refused(pipeline.setup, pipeline.setup.unreachable(), tmp_path / "early", monkeypatch)
+        case = pipeline.setup.unreachable(f"127.0.0.1:{closed_port()}")
+        error = self._refused(pipeline.setup, case, tmp_path / "early", monkeypatch)
         assert isinstance(error, NetworkError), f"{type(error).__name__}: {error}"
 
     def test_the_early_check_without_credentials_is_an_auth_error(
         self, pipeline: _Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         if pipeline.setup.denied is None:
-            pytest.skip("no `denied` target given")
+            pytest.skip("ConformanceTarget.denied is not set: no credentials the server refuses")
         self._probes(pipeline)
         error = self._refused(pipeline.setup, pipeline.setup.denied(), tmp_path / "early", monkeypatch)
         assert isinstance(error, AuthError), f"{type(error).__name__}: {error}"
