@@ -45,6 +45,7 @@ their own steps run. The same two variants drive the failure checks of the real 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -227,6 +228,30 @@ class BackendConformance(ErrorConformance):
         assert seen["files/4.txt"] == "changed\n" and seen["files/seven.txt"] == "file 7\n"
         assert seen["out/app"] == "binary\n" and seen["files/19.txt"] == "file 19\n"
         assert not any(name.startswith("gone") for name in seen)
+
+    def test_deletions_and_renames_hold_across_several_states(self, pipeline: _Pipeline) -> None:
+        def first(ws: Path) -> None:
+            _write(ws / "a" / "one.txt", "1")
+            _write(ws / "a" / "deep" / "two.txt", "2")
+            _write(ws / "keep.txt", "k")
+            _write(ws / "old-name.txt", "moved")
+
+        def second(ws: Path) -> None:
+            shutil.rmtree(ws / "a" / "deep")
+            (ws / "old-name.txt").rename(ws / "new-name.txt")
+            (ws / "keep.txt").unlink()
+
+        def third(ws: Path) -> None:
+            _write(ws / "a" / "deep" / "three.txt", "3")  # a deleted directory comes back...
+            _write(ws / "keep.txt", "back")  # ...and a deleted file
+            shutil.rmtree(ws / "a")  # then their parent goes, and a new one of that name comes
+            _write(ws / "a" / "fresh.txt", "f")
+
+        pipeline.task("t1", work=first)
+        pipeline.task("t2", ("t1",), work=second)
+        last = contents(pipeline.task("t3", ("t2",), work=third))
+        seen = contents(pipeline.look(("t3",)))
+        assert seen == last == {"a/fresh.txt": "f", "keep.txt": "back", "new-name.txt": "moved"}
 
     def test_a_task_that_changes_nothing_passes_its_input_on(self, pipeline: _Pipeline) -> None:
         pipeline.task("clone", work=lambda ws: _write(ws / "a.txt", "a\n"))
