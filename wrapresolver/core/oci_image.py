@@ -57,7 +57,7 @@ def layer_media_type(compression: str) -> str:
         return COMPRESSIONS[compression or DEFAULT_COMPRESSION]
     except KeyError:
         raise ParamError(
-            f"compression {compression!r} is not supported; use one of: {', '.join(COMPRESSIONS)}"
+            f"compression {compression!r} is not supported; use {' or '.join(COMPRESSIONS)}"
         ) from None
 
 
