@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.steps.test_squash import PATHS, apply_op, tree
 from tests.testing.test_carried_cache import CacheRuns, cache_result
-from tests.transfer.test_squash import PATHS, apply_op, tree
 from wrapresolver.backends.reclaim import reclaim_run
 from wrapresolver.backends.registry import get_backend
 from wrapresolver.core import oci_image
