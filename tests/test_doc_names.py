@@ -71,11 +71,11 @@ def test_every_repository_path_in_the_doc_exists(doc: str) -> None:
 
 def test_what_a_plugin_imports_comes_from_the_base_module() -> None:
     from wrapresolver import errors
-    from wrapresolver.backends import base, objectstore_gc, reclaim
+    from wrapresolver.backends import base, objectstore_reclaim, reclaim
     from wrapresolver.core import limits
 
     assert base.io_timeout is limits.io_timeout
-    assert base.KeyInfo is objectstore_gc.KeyInfo
+    assert base.KeyInfo is objectstore_reclaim.KeyInfo
     assert (base.StoredItem, base.Reclaimed) == (reclaim.StoredItem, reclaim.Reclaimed)
     for name in ("AuthError", "NotFoundError", "NetworkError", "DiskFullError", "IntegrityError", "ParamError"):
         assert getattr(base, name) is getattr(errors, name)

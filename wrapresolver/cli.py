@@ -15,9 +15,9 @@ import sys
 
 COMMAND_MODULES = (
     "wrapresolver.render",             # render
-    "wrapresolver.steps.cli",       # fetch, store, publish
+    "wrapresolver.steps.cli",          # fetch, store, publish
     "wrapresolver.controller.main",    # controller
-    "wrapresolver.collect",            # gc
+    "wrapresolver.gccommand",          # gc
     "wrapresolver.convert",            # convert
     "wrapresolver.localrun",           # run
     "wrapresolver.inspection",         # inspect

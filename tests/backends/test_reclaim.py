@@ -6,14 +6,23 @@ import io
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from wrapresolver.backends import reclaim
-from wrapresolver.backends.base import BlobStore, Descriptor, Reader
+from wrapresolver.backends.base import (
+    BlobStore,
+    Descriptor,
+    KeyListable,
+    Listable,
+    PublishedListable,
+    Reader,
+    Reclaimable,
+    TargetExistence,
+)
 from wrapresolver.backends.file import LayoutStore
 from wrapresolver.backends.reclaim import PARTIAL, STATE, UPLOAD, StoredItem
 from wrapresolver.cli import main
@@ -162,3 +171,41 @@ def test_gc_needs_an_age_or_a_run(layout: tuple[str, LayoutStore], capsys: pytes
     assert "exactly one of --older-than" in capsys.readouterr().err
     assert main(["gc", "--target", target, "--older-than", "a week"]) == 2
     assert "is not a duration" in capsys.readouterr().err
+
+
+class _DeclaresNothing:
+    """A plugin's store that has the two methods but inherits no ability: checked by shape."""
+
+    def __init__(self, items: list[StoredItem]) -> None:
+        self.items = items
+
+    def stored_items(self) -> list[StoredItem]:
+        return list(self.items)
+
+    def delete_items(self, items: Sequence[StoredItem]) -> reclaim.Reclaimed:
+        self.items = [i for i in self.items if i not in items]
+        return reclaim.Reclaimed(deleted=[i.name for i in items])
+
+
+def test_a_store_with_the_two_methods_is_reclaimable_without_declaring_it() -> None:
+    store = _DeclaresNothing([StoredItem(producer_ref(UID_A, "build")), StoredItem(producer_ref(UID_B, "build"))])
+    assert isinstance(store, Reclaimable) and not isinstance(store, PublishedListable)
+    assert reclaim.reclaim_run(store, UID_A).deleted == [producer_ref(UID_A, "build")]
+    assert [i.name for i in store.items] == [producer_ref(UID_B, "build")]
+    with pytest.raises(reclaim.ReclaimUnsupported, match="_DeclaresNothing has no delete side .published_items."):
+        reclaim.reclaim_published(store, UID_A)
+    assert reclaim.target_exists(store) is None  # no existence check: gc goes on
+
+
+def test_each_builtin_store_declares_the_abilities_it_has_and_a_bare_plugin_none() -> None:
+    from wrapresolver.backends.gcs import GCSStore
+    from wrapresolver.backends.oci.store import RegistryStore
+    from wrapresolver.backends.rsync.store import RsyncStore
+    from wrapresolver.backends.s3 import S3Store
+
+    abilities = (Listable, Reclaimable, PublishedListable, TargetExistence, KeyListable)
+    for layered in (LayoutStore, S3Store, GCSStore):
+        assert all(issubclass(layered, a) for a in abilities), layered
+    assert [issubclass(RegistryStore, a) for a in abilities] == [True, True, True, True, False]
+    assert [issubclass(RsyncStore, a) for a in abilities] == [True, True, False, False, False]
+    assert not any(isinstance(_OldPlugin(), a) for a in abilities)

@@ -12,9 +12,13 @@ A backend is a `Backend` (its resolver half: `validate_target`, `validate_option
   unbound workspace is skipped, a failed fetch leaves an empty directory, the fetch record,
   timing, progress), so the backend writes none of them.
 
-A delete side (`stored_items`, `delete_items`) builds its answer from `StoredItem` and
-`Reclaimed`; an object store's `list_keys` yields `KeyInfo`. Errors are the classes
-re-exported here, and every wait is bounded by `io_timeout()`.
+Optional abilities are small protocols a step half implements or not, as Tekton's resolver
+framework declares them: `Listable` (what a target holds, for `wrapresolver inspect`),
+`Reclaimable` (delete it: the retention policy and `wrapresolver gc`), `PublishedListable`,
+`TargetExistence` and, for an object store, `KeyListable`. Callers test for them with
+`isinstance`, so a plugin without one gets a message that names what it lacks. Their
+answers are built from `StoredItem`, `Reclaimed` and `KeyInfo`, defined here. Errors are
+the classes re-exported here, and every wait is bounded by `io_timeout()`.
 
 Register the instance under the entry-point groups `wrapresolver.backends` (by name) and
 `wrapresolver.schemes` (by target scheme); see `wrapresolver.backends.registry`.
@@ -25,13 +29,11 @@ so the controller and OCI-only images need none of them.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from wrapresolver.backends.objectstore_gc import KeyInfo
-from wrapresolver.backends.reclaim import Reclaimed, StoredItem
 from wrapresolver.core.backend import Backend
 from wrapresolver.core.limits import io_timeout
 from wrapresolver.core.stepspec import WorkspaceTransfer
@@ -53,9 +55,12 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "TEKTON_VARIABLE", "Artifact", "Backend", "BlobStore", "Descriptor", "Input", "Moved",
     "Reader", "StepRequirements", "Tick", "TransferReport", "WorkspaceStore",
-    # The delete side, the errors a backend raises, and the one bound on waiting (plugin-authors.md).
-    "AuthError", "DiskFullError", "IntegrityError", "KeyInfo", "NetworkError", "NotFoundError", "ParamError",
-    "Reclaimed", "StoredItem", "TransferError", "io_timeout",
+    # The optional abilities and their values (plugin-authors.md, "Reclaiming storage").
+    "KeyInfo", "KeyListable", "Listable", "PublishedListable", "Reclaimable", "Reclaimed", "StoredItem",
+    "TargetExistence", "PARTIAL", "PUBLISHED", "STATE", "UPLOAD",
+    # The errors a backend raises, and the one bound on waiting.
+    "AuthError", "DiskFullError", "IntegrityError", "NetworkError", "NotFoundError", "ParamError",
+    "TransferError", "io_timeout",
 ]
 
 Tick = Callable[[int, int], None]
@@ -244,3 +249,115 @@ class WorkspaceStore(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# ---- optional abilities: what a step half may also do, and the values they answer with ----
+
+STATE = "state"
+"""A run's stored state under its producer reference."""
+UPLOAD = "upload"
+"""A blob or object left in staging by a killed or failed store."""
+PUBLISHED = "published"
+"""A published result (its manifest says `dev.wrapresolver.published`): listed only by
+`published_items()`, deleted only when asked for by name (publish-retention, `gc --published`)."""
+PARTIAL = "partial"
+"""An rsync state directory that no reference names (a killed or retried store)."""
+
+
+@dataclass(frozen=True)
+class StoredItem:
+    """One thing at a target that is not the published state."""
+
+    name: str
+    """The reference name (a state) or the key relative to the target (a leftover)."""
+    kind: str = STATE
+    run: str = ""
+    """The run it belongs to, where the store records it (OCI-style annotations)."""
+    size: int | None = None
+    """Bytes it holds where known (for a state: its blobs, some maybe shared)."""
+    created: float | None = None
+    """When it was written (epoch seconds), where known."""
+
+
+@dataclass
+class Reclaimed:
+    """What a delete did: counted per item, bytes where the store knows them."""
+
+    deleted: list[str] = field(default_factory=list)
+    bytes: int = 0
+    bytes_known: bool = True
+    kept: list[str] = field(default_factory=list)
+    """Items left in place, each with the reason (a shared manifest, a refused delete)."""
+    notes: list[str] = field(default_factory=list)
+    """Said once per delete: e.g. the registry refuses manifest deletion."""
+    failures: list[str] = field(default_factory=list)
+
+    def add(self, other: Reclaimed) -> None:
+        self.deleted += other.deleted
+        self.bytes += other.bytes
+        self.bytes_known = self.bytes_known and other.bytes_known
+        self.kept += other.kept
+        self.notes += [n for n in other.notes if n not in self.notes]
+        self.failures += other.failures
+
+    def summary(self) -> str:
+        size = f"{self.bytes} bytes" if self.bytes_known else f"at least {self.bytes} bytes"
+        text = f"{len(self.deleted)} deleted ({size})"
+        if self.kept:
+            text += f", {len(self.kept)} kept"
+        if self.failures:
+            text += f", {len(self.failures)} failed"
+        return text
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """One object: its key relative to the target, size, last modification (epoch seconds)."""
+
+    key: str
+    size: int | None = None
+    modified: float | None = None
+
+
+@runtime_checkable
+class Listable(Protocol):
+    """Lists what the target holds: what `wrapresolver inspect` and every reclaim start from."""
+
+    def stored_items(self) -> list[StoredItem]:
+        """Every run state (kind `STATE`, named by its reference) and every leftover (`UPLOAD`,
+        `PARTIAL`); never the exact target."""
+        ...
+
+
+@runtime_checkable
+class Reclaimable(Listable, Protocol):
+    """Deletes what it listed: the controller's retention policy and `wrapresolver gc` need it."""
+
+    def delete_items(self, items: Sequence[StoredItem]) -> Reclaimed:
+        """Delete exactly `items`; free only what no remaining reference needs."""
+        ...
+
+
+@runtime_checkable
+class PublishedListable(Protocol):
+    """Lists the published results, each with the run that wrote it (publish-retention,
+    `gc --published`); `delete_items` of such a store must accept `PUBLISHED` items."""
+
+    def published_items(self) -> list[StoredItem]: ...
+
+
+@runtime_checkable
+class TargetExistence(Protocol):
+    """Tells whether the target exists, so `wrapresolver gc` of a missing one names it."""
+
+    def target_exists(self) -> bool: ...
+
+
+@runtime_checkable
+class KeyListable(Protocol):
+    """An object store that lists keys: `ObjectStore` builds `Reclaimable` on it, and
+    `wrapresolver gc` finds the layouts under a bucket prefix with it."""
+
+    def list_keys(self, prefix: str) -> Iterator[KeyInfo]:
+        """Every object whose key starts with `prefix`, recursively (the one place a store lists)."""
+        ...

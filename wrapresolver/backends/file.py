@@ -15,7 +15,6 @@ import fcntl
 import io
 import json
 import os
-import re
 import struct
 import tempfile
 import threading
@@ -27,16 +26,15 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
-from wrapresolver.backends.base import Backend
+from wrapresolver.backends.base import Backend, KeyInfo
 from wrapresolver.backends.objectstore import ObjectStore
-from wrapresolver.backends.objectstore_gc import KeyInfo
 from wrapresolver.core import oci_image
+from wrapresolver.core.refs import is_valid_tag
 from wrapresolver.core.values import Descriptor, sha256_digest
 from wrapresolver.errors import AuthError, NotFoundError, ParamError, TransferError, WrapError
 
 REF_NAME = "org.opencontainers.image.ref.name"
 CHUNK = 1 << 20
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 
 
 def _umask() -> int:
@@ -67,7 +65,7 @@ def parse_target(target: str) -> tuple[Path, str]:
         )
     path, tag = parts.path, "latest"
     head, sep, tail = path.rpartition(":")
-    if sep and "/" not in tail and _TAG.match(tail):
+    if sep and "/" not in tail and is_valid_tag(tail):
         path, tag = head, tail
     if not path.startswith("/") or ".." in path.split("/"):
         raise ParamError(f"target {target!r} must name an absolute directory without '..'")
@@ -195,7 +193,7 @@ class LayoutStore(ObjectStore):
             index.setdefault("mediaType", oci_image.INDEX)
             self._write_atomic(self.root / "index.json", json.dumps(index, indent=1).encode())
 
-    # ---- the delete side (objectstore_gc) ----
+    # ---- the delete side (objectstore_reclaim) ----
     staging_prefix = "blobs/sha256/.tmp-"
 
     def list_keys(self, prefix: str) -> Iterator[KeyInfo]:

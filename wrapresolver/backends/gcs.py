@@ -36,9 +36,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from wrapresolver.backends.base import TEKTON_VARIABLE, Backend, StepRequirements
+from wrapresolver.backends.base import TEKTON_VARIABLE, Backend, KeyInfo, StepRequirements
 from wrapresolver.backends.objectstore import ObjectStore
-from wrapresolver.backends.objectstore_gc import KeyInfo
 from wrapresolver.errors import (
     AuthError,
     NetworkError,
@@ -455,7 +454,7 @@ class GCSStore(ObjectStore):
         except AuthError:
             super().check_read()  # a role without `storage.objects.list`: the lookup by name the steps make
 
-    # ---- the delete side (objectstore_gc) ----
+    # ---- the delete side (objectstore_reclaim) ----
     def list_keys(self, prefix: str) -> Iterator[KeyInfo]:
         strip = len(self.where.prefix)
         with self._errors(f"listing {prefix or 'the target'}"):

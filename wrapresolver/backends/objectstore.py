@@ -13,11 +13,11 @@ digest, so a reader (or a step killed mid-upload) never sees half a blob under i
 name. A reference is written last and whole, so a reader sees the previous state or the
 complete new one. Reference names are checked here (the OCI tag grammar), so none can
 escape `refs/`. Every lookup of the data path is by exact name: only the delete side
-(`objectstore_gc`) lists.
+(`objectstore_reclaim`) lists.
 
 A subclass is its transport and its error translation: the seven primitives below, each
 raising the `wrapresolver.errors` error a pipeline author can act on. Two more,
-`list_keys` and `delete`, give it the delete side (`objectstore_gc`).
+`list_keys` and `delete`, give it the delete side (`objectstore_reclaim`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from abc import abstractmethod
 from collections.abc import Iterator
 
 from wrapresolver.backends.base import BlobStore, Reader
-from wrapresolver.backends.objectstore_gc import ObjectStoreReclaim
+from wrapresolver.backends.objectstore_reclaim import ObjectStoreReclaim
 from wrapresolver.core.refs import is_valid_tag
 from wrapresolver.core.values import Descriptor, is_sha256_digest, sha256_digest
 from wrapresolver.errors import IntegrityError, NotFoundError, TransferError

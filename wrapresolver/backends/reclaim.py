@@ -2,22 +2,24 @@
 
 A run leaves one stored state per producing task (`core.refs.producer_ref(run, task)`);
 killed or retried stores leave staging objects (`uploads/`, `.tmp-` blobs) or partial
-rsync state directories. A backend that can reclaim them implements two methods on its
-step half (`BlobStore` or `WorkspaceStore`):
+rsync state directories. A backend that can reclaim them has a step half (`BlobStore` or
+`WorkspaceStore`) that is `Reclaimable` (`wrapresolver.backends.base`):
 
 * `stored_items()`: every run state and every leftover at the target, as `StoredItem`s
   (never the published target: it is not listed at all);
 * `delete_items(items)`: delete exactly those, and say what was reclaimed (`Reclaimed`).
 
-Two more are optional: `published_items()` (the published results, each with the run that
-wrote it: what `publish-retention` and `gc --published` choose from; `delete_items` must then
-accept `PUBLISHED` items) and `target_exists()` (so `gc` of a target that is not there is an
-error naming it). A store without them gets `ReclaimUnsupported` for the first and no
-existence check for the second.
+Two more abilities are optional: `PublishedListable` (`published_items()`: the published
+results, each with the run that wrote it: what `publish-retention` and `gc --published`
+choose from; `delete_items` must then accept `PUBLISHED` items) and `TargetExistence`
+(`target_exists()`, so `gc` of a target that is not there is an error naming it). A store
+without them gets `ReclaimUnsupported` for the first and no existence check for the second.
 
 Everything else (which items belong to one run, which are old enough) is decided here,
-once, over those two methods, so the controller and `wrapresolver gc` choose the same way.
-A backend without them raises `ReclaimUnsupported` with a message that names it.
+once, over those abilities, so the controller and `wrapresolver gc` choose the same way.
+Each function below takes any store and tests for the ability it needs (`isinstance`); a
+store without it raises `ReclaimUnsupported` with a message that names what it lacks. The
+values (`StoredItem`, `Reclaimed`, the item kinds) are defined in `base` and re-exported here.
 
 Safety rules, kept by every implementation:
 
@@ -30,75 +32,33 @@ Safety rules, kept by every implementation:
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 
-from wrapresolver.core.refs import producer_ref
+from wrapresolver.backends.base import (
+    PARTIAL,
+    PUBLISHED,
+    STATE,
+    UPLOAD,
+    Listable,
+    PublishedListable,
+    Reclaimable,
+    Reclaimed,
+    StoredItem,
+    TargetExistence,
+)
+from wrapresolver.core.refs import is_run_uid, producer_ref
 from wrapresolver.errors import TransferError
 
-STATE = "state"
-"""A run's stored state under its producer reference."""
-UPLOAD = "upload"
-"""A blob or object left in staging by a killed or failed store."""
-PUBLISHED = "published"
-"""A published result (its manifest says `dev.wrapresolver.published`): listed only by
-`published_items()`, deleted only when asked for by name (publish-retention, `gc --published`)."""
-PARTIAL = "partial"
-"""An rsync state directory that no reference names (a killed or retried store)."""
-
-_UID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+__all__ = [
+    "PARTIAL", "PUBLISHED", "STATE", "UPLOAD", "ReclaimUnsupported", "Reclaimed", "StoredItem", "delete_items",
+    "older_than", "published_items", "reclaim_published", "reclaim_run", "run_items", "stored_items",
+    "target_exists", "unsupported",
+]
 
 
 class ReclaimUnsupported(TransferError):
     """The backend has no delete side (a plugin that predates it, or a store that refuses deletes)."""
-
-
-@dataclass(frozen=True)
-class StoredItem:
-    """One thing at a target that is not the published state."""
-
-    name: str
-    """The reference name (a state) or the key relative to the target (a leftover)."""
-    kind: str = STATE
-    run: str = ""
-    """The run it belongs to, where the store records it (OCI-style annotations)."""
-    size: int | None = None
-    """Bytes it holds where known (for a state: its blobs, some maybe shared)."""
-    created: float | None = None
-    """When it was written (epoch seconds), where known."""
-
-
-@dataclass
-class Reclaimed:
-    """What a delete did: counted per item, bytes where the store knows them."""
-
-    deleted: list[str] = field(default_factory=list)
-    bytes: int = 0
-    bytes_known: bool = True
-    kept: list[str] = field(default_factory=list)
-    """Items left in place, each with the reason (a shared manifest, a refused delete)."""
-    notes: list[str] = field(default_factory=list)
-    """Said once per delete: e.g. the registry refuses manifest deletion."""
-    failures: list[str] = field(default_factory=list)
-
-    def add(self, other: Reclaimed) -> None:
-        self.deleted += other.deleted
-        self.bytes += other.bytes
-        self.bytes_known = self.bytes_known and other.bytes_known
-        self.kept += other.kept
-        self.notes += [n for n in other.notes if n not in self.notes]
-        self.failures += other.failures
-
-    def summary(self) -> str:
-        size = f"{self.bytes} bytes" if self.bytes_known else f"at least {self.bytes} bytes"
-        text = f"{len(self.deleted)} deleted ({size})"
-        if self.kept:
-            text += f", {len(self.kept)} kept"
-        if self.failures:
-            text += f", {len(self.failures)} failed"
-        return text
 
 
 def unsupported(store: object, missing: str = "stored_items/delete_items") -> ReclaimUnsupported:
@@ -115,7 +75,7 @@ def run_items(items: Iterable[StoredItem], run: str, tasks: Sequence[str] = ()) 
     if tasks:
         names = {producer_ref(run, task) for task in tasks}
         return [i for i in states if i.name in names]
-    if not _UID.match(run):
+    if not is_run_uid(run):
         raise ValueError(f"run id {run!r} is not a UID: name its tasks so only its own states are chosen")
     prefix = f"wrap-{run}-"
     return [i for i in states if i.name.startswith(prefix) or i.run == run]
@@ -134,28 +94,26 @@ def older_than(items: Iterable[StoredItem], seconds: float, now: float | None = 
 
 
 def stored_items(store: object) -> list[StoredItem]:
-    method = getattr(store, "stored_items", None)
-    if method is None:
+    """What a `Listable` store holds; `ReclaimUnsupported` for any other."""
+    if not isinstance(store, Listable):
         raise unsupported(store)
-    return list(method())
+    return list(store.stored_items())
 
 
 def delete_items(store: object, items: Sequence[StoredItem]) -> Reclaimed:
-    method = getattr(store, "delete_items", None)
-    if method is None:
+    """`items` deleted from a `Reclaimable` store; `ReclaimUnsupported` for any other."""
+    if not isinstance(store, Reclaimable):
         raise unsupported(store)
     if not items:
         return Reclaimed()
-    result: Reclaimed = method(items)
-    return result
+    return store.delete_items(items)
 
 
 def published_items(store: object) -> list[StoredItem]:
     """The published results at this target; `ReclaimUnsupported` for a store without them."""
-    method = getattr(store, "published_items", None)
-    if method is None:
+    if not isinstance(store, PublishedListable):
         raise unsupported(store, "published_items")
-    return list(method())
+    return list(store.published_items())
 
 
 def reclaim_published(store: object, run: str) -> Reclaimed:
@@ -169,8 +127,7 @@ def reclaim_published(store: object, run: str) -> Reclaimed:
 
 def target_exists(store: object) -> bool | None:
     """Whether the target exists; None when the store cannot tell."""
-    method = getattr(store, "target_exists", None)
-    return None if method is None else bool(method())
+    return bool(store.target_exists()) if isinstance(store, TargetExistence) else None
 
 
 def reclaim_run(store: object, run: str, tasks: Sequence[str] = ()) -> Reclaimed:

@@ -35,9 +35,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from wrapresolver.backends.base import TEKTON_VARIABLE, Backend, StepRequirements
+from wrapresolver.backends.base import TEKTON_VARIABLE, Backend, KeyInfo, StepRequirements
 from wrapresolver.backends.objectstore import ObjectStore
-from wrapresolver.backends.objectstore_gc import KeyInfo
 from wrapresolver.errors import (
     AuthError,
     NetworkError,
@@ -377,7 +376,7 @@ class S3Store(ObjectStore):
         except AuthError:
             super().check_read()
 
-    # ---- the delete side (objectstore_gc) ----
+    # ---- the delete side (objectstore_reclaim) ----
     def list_keys(self, prefix: str) -> Iterator[KeyInfo]:
         base = self.target.key("")
         start = self.target.key(prefix) if prefix else base

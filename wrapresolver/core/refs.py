@@ -13,8 +13,12 @@ import hashlib
 import re
 
 MAX_TAG = 128
-_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+"""The OCI tag grammar (distribution-spec): every reference name, and an OCI or file:// target's tag."""
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+RUN_UID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+"""A run id of fixed length (a Kubernetes UID): only such an id may select states by prefix."""
+_UID_PRODUCER_REF = re.compile(rf"^wrap-({RUN_UID.pattern[1:-1]})-(.+)$")
 
 
 def producer_ref(run: str, task: str) -> str:
@@ -24,7 +28,7 @@ def producer_ref(run: str, task: str) -> str:
     pairs never share a name.
     """
     name = f"wrap-{run}-{task}"
-    if _TAG_RE.match(name) and len(name) <= MAX_TAG:
+    if TAG.match(name) and len(name) <= MAX_TAG:
         return name
     digest = hashlib.sha256(f"{run}\0{task}".encode()).hexdigest()[:40]
     readable = _UNSAFE.sub("_", task)[: MAX_TAG - len("wrap--") - 40]
@@ -50,4 +54,14 @@ def state_uri(backend: str, target: str, ref: str) -> str:
 
 
 def is_valid_tag(name: str) -> bool:
-    return bool(_TAG_RE.match(name))
+    return bool(TAG.match(name))
+
+
+def is_run_uid(run: str) -> bool:
+    return bool(RUN_UID.match(run))
+
+
+def uid_run_and_task(ref: str) -> tuple[str, str] | None:
+    """(run, task) of a `producer_ref` whose run is a UID and whose name was not hashed; else None."""
+    named = _UID_PRODUCER_REF.match(ref)
+    return (named.group(1), named.group(2)) if named else None

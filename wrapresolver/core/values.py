@@ -19,7 +19,9 @@ TEKTON_VARIABLE = re.compile(r"\$\([^)]*\)")
 """`$(context.pipelineRun.name)`, `$(params.x)`: filled in by Tekton after resolution, so
 validation accepts them wherever a backend option or target may hold one."""
 
-SHA256_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+SHA256_HEX = "[0-9a-f]{64}"
+"""The hex part of a sha256 digest, for patterns that embed it (a blob's key in a layout)."""
+SHA256_DIGEST = re.compile(rf"^sha256:{SHA256_HEX}$")
 """The only digest algorithm the stores write and accept."""
 
 

@@ -7,28 +7,25 @@ From those, `wrapresolver inspect` lists a target's states grouped by run and dr
 data flow, and `wrapresolver fetch --run --task` restores what a task stored or, with
 `--input`, what it started from: the state's layers without its own.
 
-The listing side is the delete side's (`backends.reclaim.stored_items`), so every backend
-that can reclaim its states can be inspected; a whole-directory backend (rsync) lists its
+The listing is a store's `Listable` ability (`backends.base`), the one the delete side
+starts from too, so every backend that can reclaim its states can be inspected; a whole-directory backend (rsync) lists its
 states without digests or inputs.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from wrapresolver.backends import reclaim
-from wrapresolver.backends.base import BlobStore
+from wrapresolver.backends.base import STATE, BlobStore, Listable, StoredItem
 from wrapresolver.core import oci_image
-from wrapresolver.core.refs import producer_ref
+from wrapresolver.core.refs import producer_ref, uid_run_and_task
 from wrapresolver.core.values import State, TransferReport
 from wrapresolver.errors import NotFoundError, TransferError, WrapError
 
-_PRODUCER_REF = re.compile(r"^wrap-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})-(.+)$")
 PUBLISHED = "published"
 """The graph node of the published target."""
 
@@ -65,13 +62,13 @@ class StoredState:
 
 def list_states(store: object, run: str = "") -> list[StoredState]:
     """Every run state at the store's target and its published state; one run's only with `run`."""
-    if getattr(store, "stored_items", None) is None:
+    if not isinstance(store, Listable):
         raise ListingUnsupported(
             f"backend store {type(store).__name__} cannot list what it holds (it has no `stored_items`), "
             f"so its states cannot be inspected; use the storage's own tools, or upgrade the plugin "
             f"(plugin-authors.md, 'Reclaiming storage')"
         )
-    items = [item for item in reclaim.stored_items(store) if item.kind == reclaim.STATE]
+    items = [item for item in store.stored_items() if item.kind == STATE]
     found = [_describe(store, item) for item in items]
     if isinstance(store, BlobStore):
         published = _published(store)
@@ -82,10 +79,10 @@ def list_states(store: object, run: str = "") -> list[StoredState]:
     return sorted(found, key=lambda s: (s.run, s.published, s.created, s.reference))
 
 
-def _describe(store: object, item: reclaim.StoredItem) -> StoredState:
-    named = _PRODUCER_REF.match(item.name)
+def _describe(store: Listable, item: StoredItem) -> StoredState:
+    run, task = uid_run_and_task(item.name) or ("", "")
     base = StoredState(
-        item.name, run=item.run or (named.group(1) if named else ""), task=named.group(2) if named else "",
+        item.name, run=item.run or run, task=task,
         size=item.size, created=_when(item.created),
     )
     if not isinstance(store, BlobStore):
@@ -144,7 +141,7 @@ def task_state(store: BlobStore, run: str, task: str, input_only: bool) -> tuple
     ref = producer_ref(run, task)
     state = _read(store, ref)
     if state is None:
-        known = sorted({s.task for s in list_states(store, run)} - {""}) if hasattr(store, "stored_items") else []
+        known = sorted({s.task for s in list_states(store, run)} - {""}) if isinstance(store, Listable) else []
         hint = f" (tasks with a state in this run: {', '.join(known)})" if known else (
             " (no state of this run here: check the run UID and the target)")
         raise NotFoundError(

@@ -34,15 +34,18 @@ Failures (conformance_errors.py, inherited): each lands in its documented error 
 exit code, and a server that never answers fails the step after `io_timeout()`.
 
 The early check (`probe`, optional): when the backend has one, it must pass on a live
-target and leave no state there; given `unreachable` (a target nobody answers) it must
-fail the fetch of a storing task with a `NetworkError`, and given `denied` (no or wrong
-credentials) with an `AuthError`, both naming the task and the target. A backend without
-a probe skips these tests: its tasks are not checked before their own steps run.
+target and leave no state there; given `unreachable` (the backend pointed at an address
+nobody answers) it must fail the fetch of a storing task with a `NetworkError`, and given
+`denied` (no or wrong credentials) with an `AuthError`, both naming the task and the
+target. A backend without a probe skips these tests: its tasks are not checked before
+their own steps run. The same two variants drive the failure checks of the real command
+(conformance_errors.py); `ConformanceTarget` and `Unusable` are in conformance_target.py.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -50,8 +53,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,46 +65,10 @@ from wrapresolver.core.refs import producer_ref
 from wrapresolver.core.stepspec import ProducerNode, WorkspaceTransfer
 from wrapresolver.errors import AuthError, NetworkError, NotFoundError, TransferError
 from wrapresolver.steps.open_target import Steps, open_steps
-from wrapresolver.testing.conformance_errors import ErrorConformance
+from wrapresolver.testing.conformance_errors import ErrorConformance, closed_port
+from wrapresolver.testing.conformance_target import ConformanceTarget, Unusable
 
 __all__ = ["BackendConformance", "ConformanceTarget", "Unusable", "tree_of", "write_tricky_tree"]
-
-
-@dataclass(frozen=True)
-class ConformanceTarget:
-    """How the suite reaches a live instance of the backend under test."""
-
-    backend: str
-    """The backend's entry-point name."""
-    new_target: Callable[[], str]
-    """Returns a fresh, empty target each call (a new bucket, prefix or directory)."""
-    options: Mapping[str, str] = field(default_factory=dict)
-    """Backend options as the resolver would pass them (strings)."""
-    env: Mapping[str, str] = field(default_factory=dict)
-    """Environment the injected steps would see (credentials, emulator hosts)."""
-    elsewhere: Callable[[str], ConformanceTarget] | None = None
-    """The same backend pointed at another server, given its `host:port` (a target, options
-    or env that reach that address only): the suite points it at a closed port and at a
-    server that accepts and never answers. None skips those two checks."""
-    refused_env: Mapping[str, str] | None = None
-    """Environment, over `env`, with credentials the live server refuses (a wrong password):
-    the suite expects an AuthError that shows none of these values. None skips that check."""
-    unreachable: Callable[[], Unusable] | None = None
-    """A target of this backend where nobody answers (a free port), to test the early check
-    (`probe`); None skips that test."""
-    denied: Callable[[], Unusable] | None = None
-    """A target of the live server with no or wrong credentials; None skips that test."""
-
-
-@dataclass(frozen=True)
-class Unusable:
-    """A target the early check must refuse, and what the step would see for it."""
-
-    target: str
-    options: Mapping[str, str] | None = None
-    """Backend options; None: those of the `ConformanceTarget`."""
-    env: Mapping[str, str | None] = field(default_factory=dict)
-    """Changes to the `ConformanceTarget`'s environment; None removes a variable."""
 
 
 # ---- trees ----
@@ -263,6 +229,30 @@ class BackendConformance(ErrorConformance):
         assert seen["out/app"] == "binary\n" and seen["files/19.txt"] == "file 19\n"
         assert not any(name.startswith("gone") for name in seen)
 
+    def test_deletions_and_renames_hold_across_several_states(self, pipeline: _Pipeline) -> None:
+        def first(ws: Path) -> None:
+            _write(ws / "a" / "one.txt", "1")
+            _write(ws / "a" / "deep" / "two.txt", "2")
+            _write(ws / "keep.txt", "k")
+            _write(ws / "old-name.txt", "moved")
+
+        def second(ws: Path) -> None:
+            shutil.rmtree(ws / "a" / "deep")
+            (ws / "old-name.txt").rename(ws / "new-name.txt")
+            (ws / "keep.txt").unlink()
+
+        def third(ws: Path) -> None:
+            _write(ws / "a" / "deep" / "three.txt", "3")  # a deleted directory comes back...
+            _write(ws / "keep.txt", "back")  # ...and a deleted file
+            shutil.rmtree(ws / "a")  # then their parent goes, and a new one of that name comes
+            _write(ws / "a" / "fresh.txt", "f")
+
+        pipeline.task("t1", work=first)
+        pipeline.task("t2", ("t1",), work=second)
+        last = contents(pipeline.task("t3", ("t2",), work=third))
+        seen = contents(pipeline.look(("t3",)))
+        assert seen == last == {"a/fresh.txt": "f", "keep.txt": "back", "new-name.txt": "moved"}
+
     def test_a_task_that_changes_nothing_passes_its_input_on(self, pipeline: _Pipeline) -> None:
         pipeline.task("clone", work=lambda ws: _write(ws / "a.txt", "a\n"))
         pipeline.task("lint", ("clone",))
@@ -420,7 +410,7 @@ class BackendConformance(ErrorConformance):
         # The run still going stores and reads on with all its data...
         going.task("build", ("clone",), work=lambda ws: _write(ws / "out", "going built\n"))
         assert contents(going.look(("build",))) == {"who": "going\n", "out": "going built\n"}
-        # ...and the published target of the collected run is whole.
+        # ...and the published target of the reclaimed run is whole.
         out = tmp_path / "published"
         with done.open() as handle:
             handle.pull(out)
@@ -455,7 +445,7 @@ class BackendConformance(ErrorConformance):
                 monkeypatch.delenv(name, raising=False)
             else:
                 monkeypatch.setenv(name, value)
-        options = dict(setup.options if case.options is None else case.options)
+        options = setup.options_for(case)
         spec = WorkspaceTransfer(workspace="src", target=case.target, run="probe", task="first",
                                  backend=setup.backend, options=options, stores=True)
         with pytest.raises(TransferError) as raised:
@@ -474,16 +464,17 @@ class BackendConformance(ErrorConformance):
         self, pipeline: _Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         if pipeline.setup.unreachable is None:
-            pytest.skip("no `unreachable` target given")
+            pytest.skip("ConformanceTarget.unreachable is not set: the backend cannot be pointed at another address")
         self._probes(pipeline)
-        error = self._refused(pipeline.setup, pipeline.setup.unreachable(), tmp_path / "early", monkeypatch)
+        case = pipeline.setup.unreachable(f"127.0.0.1:{closed_port()}")
+        error = self._refused(pipeline.setup, case, tmp_path / "early", monkeypatch)
         assert isinstance(error, NetworkError), f"{type(error).__name__}: {error}"
 
     def test_the_early_check_without_credentials_is_an_auth_error(
         self, pipeline: _Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         if pipeline.setup.denied is None:
-            pytest.skip("no `denied` target given")
+            pytest.skip("ConformanceTarget.denied is not set: no credentials the server refuses")
         self._probes(pipeline)
         error = self._refused(pipeline.setup, pipeline.setup.denied(), tmp_path / "early", monkeypatch)
         assert isinstance(error, AuthError), f"{type(error).__name__}: {error}"

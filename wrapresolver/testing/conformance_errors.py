@@ -7,11 +7,11 @@ checked is what a pipeline author sees: the exit code of the error class
 (docs/plugin-authors.md, "Errors"), one message line naming the server, and no traceback.
 
 Checks that need more than a live target are skipped unless the `ConformanceTarget` says
-how: `elsewhere` (the backend pointed at another host:port) for an unreachable server and for a
-server that accepts connections and never answers (with `WRAPRESOLVER_IO_TIMEOUT` set to
-one second: a backend that does not build its client with `io_timeout()` hangs there until
-the guard below ends it), and `refused_env` (credentials the live server refuses) for
-`AuthError`.
+how, with the same variants the early check uses (conformance_target.py): `unreachable`
+(the backend pointed at another host:port) for a closed port and for a server that accepts
+connections and never answers (with `WRAPRESOLVER_IO_TIMEOUT` set to one second: a backend
+that does not build its client with `io_timeout()` hangs there until the guard below ends
+it), and `denied` (credentials the live server refuses) for `AuthError`.
 """
 
 from __future__ import annotations
@@ -23,14 +23,11 @@ import sys
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 
 from wrapresolver.errors import AuthError, NetworkError, NotFoundError, TransferError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from wrapresolver.testing.conformance import ConformanceTarget
+from wrapresolver.testing.conformance_target import ConformanceTarget, Unusable
 
 IO_TIMEOUT = "1"
 """`WRAPRESOLVER_IO_TIMEOUT` for the stalled-server check: seconds, so the step fails fast."""
@@ -74,14 +71,17 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def fetch_by_hand(setup: ConformanceTarget, target: str, out: Path,
+def fetch_by_hand(setup: ConformanceTarget, case: Unusable | None, out: Path,
                   env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """`wrapresolver fetch --target T --path OUT` in a child, as a step would run it."""
+    """`wrapresolver fetch --target T --path OUT` in a child, as a step would run it: of the
+    variant `case` of the target, or of a fresh target when None; `env` over everything."""
+    case = case or Unusable(setup.new_target())
     argv = [sys.executable, "-m", "wrapresolver", "fetch", "--backend", setup.backend,
-            "--target", target, "--path", str(out)]
-    for name, value in setup.options.items():
+            "--target", case.target, "--path", str(out)]
+    for name, value in setup.options_for(case).items():
         argv += ["--option", f"{name}={value}"]
-    child_env = {**os.environ, **setup.env, **(env or {})}
+    child_env = {**case.environment({**os.environ, **setup.env}), **(env or {})}
+    target = case.target
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=GUARD, env=child_env)
     except subprocess.TimeoutExpired:
@@ -113,35 +113,34 @@ class ErrorConformance:
     def test_a_target_never_written_is_a_not_found_error_exit_code(
         self, setup: ConformanceTarget, tmp_path: Path,
     ) -> None:
-        done = fetch_by_hand(setup, setup.new_target(), tmp_path / "out")
+        done = fetch_by_hand(setup, None, tmp_path / "out")
         assert_one_error(done, NotFoundError, naming="")
 
     def test_an_unreachable_server_is_a_network_error_naming_it(
         self, setup: ConformanceTarget, tmp_path: Path,
     ) -> None:
-        if setup.elsewhere is None:
-            pytest.skip("ConformanceTarget.elsewhere is not set: the backend cannot be pointed at another address")
+        if setup.unreachable is None:
+            pytest.skip("ConformanceTarget.unreachable is not set: the backend cannot be pointed at another address")
         port = closed_port()
-        there = setup.elsewhere(f"127.0.0.1:{port}")
-        done = fetch_by_hand(there, there.new_target(), tmp_path / "out")
+        done = fetch_by_hand(setup, setup.unreachable(f"127.0.0.1:{port}"), tmp_path / "out")
         assert_one_error(done, NetworkError, naming=str(port))
 
     def test_a_server_that_never_answers_fails_the_step_as_a_network_error_after_io_timeout(
         self, setup: ConformanceTarget, tmp_path: Path, silent_server: SilentServer,
     ) -> None:
-        if setup.elsewhere is None:
-            pytest.skip("ConformanceTarget.elsewhere is not set: the backend cannot be pointed at another address")
-        there = setup.elsewhere(f"127.0.0.1:{silent_server.port}")
-        done = fetch_by_hand(there, there.new_target(), tmp_path / "out", env={"WRAPRESOLVER_IO_TIMEOUT": IO_TIMEOUT})
+        if setup.unreachable is None:
+            pytest.skip("ConformanceTarget.unreachable is not set: the backend cannot be pointed at another address")
+        case = setup.unreachable(f"127.0.0.1:{silent_server.port}")
+        done = fetch_by_hand(setup, case, tmp_path / "out", env={"WRAPRESOLVER_IO_TIMEOUT": IO_TIMEOUT})
         assert_one_error(done, NetworkError, naming=str(silent_server.port))
 
     def test_refused_credentials_are_an_auth_error_that_shows_no_secret(
         self, setup: ConformanceTarget, tmp_path: Path,
     ) -> None:
-        if setup.refused_env is None:
-            pytest.skip("ConformanceTarget.refused_env is not set: no credentials the server refuses")
-        done = fetch_by_hand(setup, setup.new_target(), tmp_path / "out", env=setup.refused_env)
+        if setup.denied is None:
+            pytest.skip("ConformanceTarget.denied is not set: no credentials the server refuses")
+        case = setup.denied()
+        done = fetch_by_hand(setup, case, tmp_path / "out")
         message = assert_one_error(done, AuthError, naming="")
-        for value in setup.refused_env.values():
-            if len(value) >= 4:
-                assert value not in message, "a credential value is in the message"
+        for value in case.secrets():
+            assert value not in message, "a credential value is in the message"

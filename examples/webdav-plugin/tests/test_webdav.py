@@ -15,7 +15,7 @@ from wrapresolver.backends.registry import backend_for_scheme, get_backend
 from wrapresolver.core.refs import producer_ref
 from wrapresolver.errors import AuthError, DiskFullError, NetworkError, NotFoundError, ParamError, TransferError
 from wrapresolver.steps import engine
-from wrapresolver.testing.conformance import BackendConformance, ConformanceTarget
+from wrapresolver.testing.conformance import BackendConformance, ConformanceTarget, Unusable
 from wrapresolver_webdav import (
     BACKEND,
     PASSWORD_ENV,
@@ -140,11 +140,8 @@ class TestWebdavConformance(BackendConformance):
             new_target=dav_server.fresh_target,
             options={"credentials-secret": "dav-creds"},
             env={USERNAME_ENV: dav_server.username, PASSWORD_ENV: dav_server.password},
-            elsewhere=lambda netloc: ConformanceTarget(
-                backend="webdav", new_target=lambda: f"webdav+http://{netloc}/ci/src",
-                options={"credentials-secret": "dav-creds"}, env={USERNAME_ENV: "ci", PASSWORD_ENV: "pw"},
-            ),
-            refused_env={PASSWORD_ENV: "not-the-password"},
+            unreachable=lambda netloc: Unusable(f"webdav+http://{netloc}/ci/src"),
+            denied=lambda: Unusable(dav_server.fresh_target(), env={PASSWORD_ENV: "not-the-password"}),
         )
 
 

@@ -33,6 +33,11 @@ USER, PASSWORD = "ci", "proxy-pass"
 BASIC = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 STORAGE_PREFIX = "/_storage/"
 CODINGS = {"gzip": gzip.compress, "deflate": zlib.compress, "br": lambda data: b"not brotli"}
+REFUSALS = {
+    "denied": (403, b'{"errors":[{"code":"DENIED","message":"blob reads are off"}]}'),
+    "gone": (404, b'{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown to registry"}]}'),
+}
+"""Modes in which a blob GET gets an error answer (status, the registry's JSON error)."""
 
 
 class BlobProxy:
@@ -97,6 +102,11 @@ class BlobProxy:
                     host = proxy.storage.host if proxy.mode == "away" else proxy.host
                     location = f"http://{host}{STORAGE_PREFIX}{self.path.lstrip('/')}?X-Signature=abc"
                     self._send(307, [("Location", location)], b"")
+                    return
+                if blob and proxy.mode in REFUSALS:
+                    proxy.blob_gets += 1
+                    status, refusal = REFUSALS[proxy.mode]
+                    self._send(status, [("Content-Type", "application/json")], refusal)
                     return
                 answer = self._upstream(self.path)
                 data = answer.content
@@ -186,6 +196,21 @@ def _fetched_whole(tmp_path: Path) -> bool:
 def _no_files(tmp_path: Path) -> bool:
     out = tmp_path / "out"
     return not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize(("mode", "code", "words"), [
+    ("denied", 3, "denied pull access to blob sha256:"),
+    ("gone", 4, "does not exist in"),
+])
+def test_a_refused_blob_read_is_worded_as_every_registry_failure_with_the_registrys_own_text(
+    registry: Registry, proxy: BlobProxy, tmp_path: Path, mode: str, code: int, words: str,
+) -> None:
+    done = _fetched_through(registry, proxy, tmp_path, mode)
+    assert done.returncode == code, done.stderr
+    assert words in done.stderr
+    assert REFUSALS[mode][1].decode().split('"message":"')[1].split('"')[0] in done.stderr
+    assert proxy.blob_gets == 1  # an answer, even a refusal, is not retried
+    assert "Traceback" not in done.stderr and _no_files(tmp_path)
 
 
 def test_a_blob_cut_short_by_the_registry_fails_the_fetch_as_a_network_failure_and_leaves_no_files(

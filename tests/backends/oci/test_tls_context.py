@@ -7,7 +7,7 @@ import ssl
 from pathlib import Path
 
 from tests.fixtures.registry import make_ca
-from wrapresolver.backends.oci.client import ssl_context
+from wrapresolver.backends.oci.tls import ssl_context
 
 
 def _subjects(ctx: ssl.SSLContext) -> set[str]:

@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from wrapresolver.backends.base import TEKTON_VARIABLE, Backend, StepRequirements
+from wrapresolver.core.refs import is_valid_tag
+from wrapresolver.core.values import is_sha256_digest
 from wrapresolver.errors import ParamError
 
 CA_MOUNT = "/etc/wrapresolver/oci-ca"
@@ -29,8 +31,6 @@ AUTH_MOUNT = "/etc/wrapresolver/oci-auth"
 
 _REPO_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REPOSITORY = re.compile(rf"^{_REPO_COMPONENT}(?:/{_REPO_COMPONENT})*$")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _SCHEME_TYPO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):/?(?![0-9])(.+)$")
 """`s3:/bucket/x` or `gs:bucket/x`: a scheme missing a slash, not a host with a port."""
 _HOST = re.compile(r"^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::[0-9]{1,5})?$")
@@ -105,13 +105,13 @@ def parse_reference(target: str) -> Reference:
     digest = ""
     if "@" in rest:
         rest, digest = rest.split("@", 1)
-        if not _DIGEST.match(digest):
+        if not is_sha256_digest(digest):
             raise ParamError(f"target {target!r} has an invalid digest {digest!r}; expected sha256:<64 hex>")
     tag = "latest"
     last = rest.rsplit("/", 1)[-1]
     if ":" in last:
         rest, tag = rest.rsplit(":", 1)
-        if not _TAG.match(tag):
+        if not is_valid_tag(tag):
             raise ParamError(
                 f"target {target!r} has an invalid tag {tag!r}: up to 128 letters, digits, "
                 f"'_', '.' and '-', not starting with '.' or '-'"

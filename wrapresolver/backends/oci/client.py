@@ -1,29 +1,25 @@
-"""A small distribution-API client on httpx: scheme choice, auth, retries, error messages.
+"""A small distribution-API client on httpx: scheme choice, auth, requests.
 
 Why not a general registry library: the step needs exactly five calls (HEAD/GET/POST/
 PATCH/PUT on blobs and manifests) and all of them must stream, authenticate per scope and
 fail in a bounded time with a message a pipeline author can act on.
 
-Retries: refused or reset connections, 429 and 5xx, with bounded exponential backoff
-(about 8 s in all by default), and only for requests whose body can be sent again. A
-streamed upload is never re-sent: it fails, the store fails cleanly (no reference
-written), and the task's own retry starts the store over.
+Every request is retried by the one loop of `retries.py`, which also words every failure;
+a blob read goes through `blobget.py`. A streamed upload is never re-sent: it fails, the
+store fails cleanly (no reference written), and the task's own retry starts the store over.
 
-Waiting is bounded by one setting, `WRAPRESOLVER_IO_TIMEOUT` (`wrapresolver.limits`,
+Waiting is bounded by one setting, `WRAPRESOLVER_IO_TIMEOUT` (`wrapresolver.core.limits`,
 default 30 s): connect, each read and each write wait at most that long. A registry that
-accepts connections and then says nothing is not retried: the stall itself is the answer
-(network failure, exit 5), after one timeout (two when a TLS attempt comes first).
+accepts connections and then says nothing is not retried (after one timeout, two when a
+TLS attempt comes first).
 """
 
 from __future__ import annotations
 
-import functools
 import http.client
 import os
-import random
 import ssl
 import threading
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from urllib.parse import urljoin
 
@@ -38,10 +34,19 @@ from wrapresolver.backends.oci.auth import (
     credentials_for,
     parse_challenge,
 )
-from wrapresolver.core.limits import IO_TIMEOUT, io_timeout, shown
-from wrapresolver.errors import AuthError, NetworkError, NotFoundError, TransferError
+from wrapresolver.backends.oci.retries import (
+    RETRY_STATUS,
+    NoAnswer,
+    backoff_sleep,
+    error_text,
+    failure,
+    retrying,
+    stall_message,
+)
+from wrapresolver.backends.oci.tls import ssl_context
+from wrapresolver.core.limits import io_timeout, shown
+from wrapresolver.errors import AuthError, NetworkError, TransferError, WrapError
 
-RETRY_STATUS = {429, 500, 502, 503, 504}
 DEFAULT_ATTEMPTS = 5
 DOWNLOAD_CHUNK = 1 << 20
 """Bytes per chunk handed to the fetch: the decompressor and the hash run per chunk."""
@@ -56,54 +61,13 @@ def _stalled(exc: httpx.TransportError) -> bool:
     """The server took the connection but never answered: retrying only waits again."""
     return isinstance(exc, (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout, httpx.ConnectTimeout))
 
-
-def _stall_message(registry: str, what: str) -> str:
-    return (f"registry {registry} did not answer {what} within {io_timeout():g} s "
-            f"({IO_TIMEOUT.where()}); it accepts connections but does not respond")
-
 _TOKENS = TokenCache()
 """Shared by every client in the process: parallel workspaces reuse each other's tokens."""
 
 
-def ssl_context(ca_file: str | None) -> ssl.SSLContext:
-    """Public CAs plus `$SSL_CERT_FILE` and the `ca-configmap` CA: a private CA adds trust.
-
-    Built once per process for the same files: loading the CA bundle takes 40-80 ms, a
-    sixth of a store after a small change. The key holds each file's mtime, so a
-    renewed CA file is read again.
-    """
-    extras = tuple((path, _mtime(path)) for path in (os.environ.get("SSL_CERT_FILE"), ca_file) if path)
-    return _context(extras)
-
-
-def _mtime(path: str) -> int:
-    try:
-        return os.stat(path).st_mtime_ns
-    except OSError:
-        return -1
-
-
-@functools.lru_cache(maxsize=8)
-def _context(extras: tuple[tuple[str, int], ...]) -> ssl.SSLContext:
-    import certifi
-
-    ctx = ssl.create_default_context(cafile=certifi.where())
-    for extra, mtime in extras:
-        if mtime >= 0 and os.path.isfile(extra):
-            ctx.load_verify_locations(cafile=extra)
-    return ctx
-
-
 def registry_message(response: httpx.Response) -> str:
     """The registry's own error text (`errors[0].message`), short."""
-    try:
-        errors = response.json().get("errors") or []
-        if errors:
-            first = errors[0]
-            return f"{first.get('code', '')}: {first.get('message', '')}".strip(": ")
-    except (ValueError, AttributeError):
-        pass
-    return (response.text or response.reason_phrase or "")[:200].strip()
+    return error_text(response.content, response.reason_phrase)
 
 
 class RegistryClient:
@@ -312,31 +276,21 @@ class RegistryClient:
 
     # ---- requests ----
     def _sleep(self, attempt: int) -> None:
-        time.sleep(min(self.backoff * (2 ** attempt), 8.0) * (0.5 + random.random() / 2))
+        backoff_sleep(self.backoff, attempt)
 
     def _send_with_retries(
         self, client: httpx.Client, method: str, url: str, headers: Mapping[str, str],
         content: bytes | None = None, attempts: int | None = None,
     ) -> httpx.Response:
-        attempts = attempts or self.attempts
-        for attempt in range(attempts):
+        def send() -> httpx.Response:
             try:
-                response = client.request(method, url, headers=headers, content=content)
+                return client.request(method, url, headers=headers, content=content)
             except httpx.TransportError as exc:
-                if _stalled(exc):
-                    raise NetworkError(_stall_message(self.ref.registry, f"{method} {url}")) from None
-                if attempt + 1 >= attempts:
-                    raise NetworkError(
-                        f"cannot reach registry {self.ref.registry} ({method} {url}): "
-                        f"{type(exc).__name__}: {exc or 'connection failed'} after {attempts} attempt(s)"
-                    ) from None
-                self._sleep(attempt)
-                continue
-            if response.status_code in RETRY_STATUS and attempt + 1 < attempts:
-                self._sleep(attempt)
-                continue
-            return response
-        raise AssertionError("unreachable")  # pragma: no cover
+                raise NoAnswer(exc, stalled=_stalled(exc)) from None
+
+        return retrying(send, lambda response: response.status_code, lambda response: response.close(),
+                        registry=self.ref.registry, doing=f"{method} {url}", attempts=attempts or self.attempts,
+                        sleep=self._sleep)
 
     def request(
         self, method: str, url: str, *, scopes: Iterable[str], headers: Mapping[str, str] | None = None,
@@ -387,35 +341,29 @@ class RegistryClient:
         self._connect()
         scopes = tuple(scopes)
         context = self._tls or ssl_context(self._ca_file)
-        for attempt in range(self.attempts):
+
+        def send() -> blobget.Answer:
             try:
-                answer = blobget.get(url, self._auth_headers(scopes), context=context, timeout=io_timeout())
-            except TimeoutError:
-                raise NetworkError(_stall_message(self.ref.registry, f"the read of {what}")) from None
+                return blobget.get(url, self._auth_headers(scopes), context=context, timeout=io_timeout())
+            except TimeoutError as exc:
+                raise NoAnswer(exc, stalled=True) from None
             except (OSError, http.client.HTTPException) as exc:
-                if attempt + 1 >= self.attempts:
-                    raise NetworkError(
-                        f"cannot reach registry {self.ref.registry} to read {what}: "
-                        f"{type(exc).__name__}: {exc or 'connection failed'} after {self.attempts} attempt(s)"
-                    ) from None
-                self._sleep(attempt)
-                continue
-            if answer.status in RETRY_STATUS and attempt + 1 < self.attempts:
-                answer.close()
-                self._sleep(attempt)
-                continue
-            if answer.status != 200:
-                body = answer.error_body()
-                self.raise_for(httpx.Response(answer.status, headers=list(answer.headers), content=body), what, "pull")
-            return self._chunks(answer, what)
-        raise AssertionError("unreachable")  # pragma: no cover
+                raise NoAnswer(exc, stalled=False) from None
+
+        answer = retrying(send, lambda answer: answer.status, lambda answer: answer.close(),
+                          registry=self.ref.registry, doing=f"the read of {what}", attempts=self.attempts,
+                          sleep=self._sleep)
+        if answer.status != 200:
+            raise self._failure(answer.status, error_text(answer.error_body(), http.client.responses.get(answer.status, "")),
+                                what, "pull")
+        return self._chunks(answer, what)
 
     def _chunks(self, answer: blobget.Answer, what: str) -> Iterator[bytes]:
         try:
             yield from answer.chunks(DOWNLOAD_CHUNK)
         except blobget.BodyBroken as exc:
             if exc.stalled:
-                raise NetworkError(_stall_message(self.ref.registry, f"the read of {what}")) from None
+                raise NetworkError(stall_message(self.ref.registry, f"the read of {what}")) from None
             raise NetworkError(f"the connection to registry {self.ref.registry} broke while reading {what}: {exc}") from None
         except blobget.UnsupportedCoding as exc:
             raise TransferError(
@@ -428,21 +376,9 @@ class RegistryClient:
 
     def raise_for(self, response: httpx.Response, what: str, action: str) -> None:
         """Turn a failed response into the error a pipeline author reads."""
-        status = response.status_code
-        detail = registry_message(response)
-        if status == 401:
-            raise AuthError(
-                f"registry {self.ref.registry} refused to let us {action} {what} (401 {detail}). "
-                f"{self._where_credentials()}"
-            )
-        if status == 403:
-            raise AuthError(
-                f"registry {self.ref.registry} denied {action} access to {what} (403 {detail}); "
-                f"the credentials are valid but lack {action} permission on {self.ref.repository}"
-            )
-        if status == 404:
-            raise NotFoundError(f"{what} does not exist in {self.ref.registry}/{self.ref.repository} ({detail})")
-        if status in RETRY_STATUS:
-            raise NetworkError(f"registry {self.ref.registry} kept failing with {status} for {what} ({detail})")
-        raise TransferError(f"registry {self.ref.registry} answered {status} to {action} {what}: {detail}")
+        raise self._failure(response.status_code, registry_message(response), what, action)
+
+    def _failure(self, status: int, detail: str, what: str, action: str) -> WrapError:
+        return failure(status, detail, registry=self.ref.registry, repository=self.ref.repository, what=what,
+                       action=action, where_credentials=self._where_credentials())
 

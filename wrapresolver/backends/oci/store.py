@@ -16,7 +16,7 @@ import httpx
 from wrapresolver.backends.base import BlobStore, Descriptor, Reader
 from wrapresolver.backends.oci import CA_MOUNT, Reference
 from wrapresolver.backends.oci.client import RegistryClient
-from wrapresolver.backends.oci.gc import RegistryReclaim
+from wrapresolver.backends.oci.reclaim import RegistryReclaim
 from wrapresolver.core import oci_image
 from wrapresolver.errors import IntegrityError, TransferError
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from wrapresolver.backends.base import Input, Moved, Tick, WorkspaceStore
-from wrapresolver.backends.rsync.gc import RsyncReclaim
 from wrapresolver.backends.rsync.layout import (
     LATEST,
     WHOLE,
@@ -24,6 +23,7 @@ from wrapresolver.backends.rsync.layout import (
     norm_sub_path,
 )
 from wrapresolver.backends.rsync.process import RunResult
+from wrapresolver.backends.rsync.reclaim import RsyncReclaim
 from wrapresolver.backends.rsync.remote import Remote
 from wrapresolver.backends.rsync.target import parse_target
 from wrapresolver.core.refs import producer_ref

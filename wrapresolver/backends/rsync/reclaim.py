@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from wrapresolver.backends.reclaim import PARTIAL, STATE, Reclaimed, StoredItem
+from wrapresolver.backends.base import PARTIAL, STATE, Reclaimable, Reclaimed, StoredItem
 from wrapresolver.backends.rsync.layout import LATEST
 from wrapresolver.errors import WrapError
 
@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
 _LINE = re.compile(r"^(?P<mode>[-dl][-rwxsStT]{9})\s+(?P<size>[\d,]+)\s+(?P<date>\d{4}/\d\d/\d\d \d\d:\d\d:\d\d)\s(?P<name>.+)$")
 
 
-class RsyncReclaim:
+class RsyncReclaim(Reclaimable):
     """Mixed into `RsyncStore`: `stored_items` and `delete_items` over rsync."""
 
     runner: Runner

@@ -4,7 +4,7 @@
     wrapresolver gc --target oci://registry.example/ci/ --older-than 7d
 
 A target ending in `/` is a prefix: every repository (OCI, from the registry's catalog) or
-stored layout (file://, s3://, gs://) under it is collected in turn (backends.prefix_gc).
+stored layout (file://, s3://, gs://) under it is reclaimed in turn (backends.prefix_reclaim).
 A single target that does not exist is an error naming it, not `0 deleted`.
 
 lists the target's run states, aborted uploads (`uploads/` staging objects, `.tmp-` blobs)
@@ -49,11 +49,11 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return run_reporting("gc", _collect, args)
+    return run_reporting("gc", _reclaim, args)
 
 
-def _collect(args: argparse.Namespace) -> int:
-    from wrapresolver.backends import prefix_gc
+def _reclaim(args: argparse.Namespace) -> int:
+    from wrapresolver.backends import prefix_reclaim
     from wrapresolver.backends.registry import REGISTRY
     from wrapresolver.core.retention import parse_duration
     from wrapresolver.core.template import split_scheme
@@ -64,26 +64,26 @@ def _collect(args: argparse.Namespace) -> int:
     seconds = parse_duration(args.older_than) if args.older_than else 0.0
     options = option_flags(args.options)
     backend = REGISTRY.for_target(split_scheme(args.target)[0], args.backend or "")
-    if not prefix_gc.is_prefix(args.target):
+    if not prefix_reclaim.is_prefix(args.target):
         backend.validate_target(args.target)
         options = backend.validate_options(options)
-        return _collect_one(args, backend, args.target, options, seconds, must_exist=True)
+        return _reclaim_one(args, backend, args.target, options, seconds, must_exist=True)
     options = backend.validate_options(options)
-    targets = prefix_gc.targets_under(backend, args.target, options)
+    targets = prefix_reclaim.targets_under(backend, args.target, options)
     if not targets:
         raise NotFoundError(f"no repository or stored layout under {args.target!r}: check the prefix")
     print(f"wrap gc: {len(targets)} target(s) under {args.target}")
     worst = 0
     for target in targets:
         try:
-            worst = max(worst, _collect_one(args, backend, target, options, seconds, must_exist=False))
+            worst = max(worst, _reclaim_one(args, backend, target, options, seconds, must_exist=False))
         except WrapError as exc:  # one unreadable repository does not stop the others
             print(f"wrap gc: error: {target}: {exc}", file=sys.stderr)
             worst = max(worst, 1)
     return worst
 
 
-def _collect_one(args: argparse.Namespace, backend: Any, target: str, options: dict[str, str], seconds: float,
+def _reclaim_one(args: argparse.Namespace, backend: Any, target: str, options: dict[str, str], seconds: float,
                  must_exist: bool) -> int:
     from wrapresolver.backends import reclaim
 

@@ -64,9 +64,9 @@ def test_gc_of_a_registry_prefix_walks_the_catalog_and_collects_every_repository
 def test_gc_of_a_registry_prefix_follows_the_catalogs_pages(
     registry: Registry, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from wrapresolver.backends import prefix_gc
+    from wrapresolver.backends import prefix_reclaim
 
-    monkeypatch.setattr(prefix_gc, "PAGE", 1)  # one repository per page: the Link header leads on
+    monkeypatch.setattr(prefix_reclaim, "PAGE", 1)  # one repository per page: the Link header leads on
     base = f"oci://{registry.host}/t/pages-{uuid.uuid4().hex[:8]}"
     for name in ("a", "b", "c"):
         write_state("oci", f"{base}/{name}", OLD_RUN, timedelta(days=30))

@@ -6,7 +6,7 @@ stays (the published target, other runs' states) are read first and never delete
 that set is read again right before the blobs go, so a state that another run wrote
 meanwhile keeps its blobs. (A store that found a blob present and is about to write its
 reference in the same instant is the remaining window; `wrapresolver gc --older-than`
-never touches states that young, and the controller only collects ended runs.)
+never touches states that young, and the controller only reclaims ended runs.)
 
 A subclass adds two transport primitives, `list_keys` and `delete`; the layout's own
 reference store (`index.json` for file://) overrides `ref_names`, `ref_info` and `delete_ref`.
@@ -15,25 +15,33 @@ reference store (`index.json` for file://) overrides `ref_names`, `ref_info` and
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from wrapresolver.backends.reclaim import PUBLISHED, STATE, UPLOAD, Reclaimed, StoredItem, unsupported
+from wrapresolver.backends.base import (
+    PUBLISHED,
+    STATE,
+    UPLOAD,
+    KeyInfo,
+    KeyListable,
+    PublishedListable,
+    Reclaimable,
+    Reclaimed,
+    StoredItem,
+    TargetExistence,
+)
+from wrapresolver.backends.reclaim import unsupported
 from wrapresolver.core import oci_image
 from wrapresolver.errors import WrapError
 
-
-@dataclass(frozen=True)
-class KeyInfo:
-    """One object: its key relative to the target, size, last modification (epoch seconds)."""
-
-    key: str
-    size: int | None = None
-    modified: float | None = None
+__all__ = ["KeyInfo", "ObjectStoreReclaim"]
 
 
-class ObjectStoreReclaim:
-    """Mixed into `ObjectStore`: `stored_items` and `delete_items` over the layout."""
+class ObjectStoreReclaim(Reclaimable, PublishedListable, TargetExistence, KeyListable):
+    """Mixed into `ObjectStore`: `stored_items` and `delete_items` over the layout.
+
+    Every object store declares the abilities; one whose subclass adds no `list_keys` and
+    `delete` answers each with `ReclaimUnsupported`, naming those two methods.
+    """
 
     target_ref: str
 

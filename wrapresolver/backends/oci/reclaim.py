@@ -22,7 +22,15 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin
 
-from wrapresolver.backends.reclaim import PUBLISHED, STATE, Reclaimed, StoredItem
+from wrapresolver.backends.base import (
+    PUBLISHED,
+    STATE,
+    PublishedListable,
+    Reclaimable,
+    Reclaimed,
+    StoredItem,
+    TargetExistence,
+)
 from wrapresolver.core import oci_image
 from wrapresolver.core.values import sha256_digest
 from wrapresolver.errors import NotFoundError
@@ -33,7 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
 MAX_PAGES = 1000
 
 
-class RegistryReclaim:
+class RegistryReclaim(Reclaimable, PublishedListable, TargetExistence):
     """Mixed into `RegistryStore`: `stored_items` and `delete_items` over the distribution API."""
 
     client: RegistryClient

@@ -1,6 +1,6 @@
 """Every target under a prefix, for `wrapresolver gc --target oci://reg/ci/`.
 
-A target ending in `/` is a prefix: gc walks every repository (OCI) or stored layout
+A target ending in `/` is a prefix: `wrapresolver gc` walks every repository (OCI) or stored layout
 (file://, s3://, gs://) under it, on path-segment boundaries (`ci/` finds `ci/a` and
 `ci/team/b`, never `ci-other/c`).
 
@@ -9,8 +9,8 @@ A target ending in `/` is a prefix: gc walks every repository (OCI) or stored la
   never grants `registry:catalog:*`) is an error that says so and how to go on: one
   repository at a time.
 * file://: directories holding an `index.json` (an OCI image layout), `blobs/` not entered.
-* s3:// and gs://: the bucket listed under the prefix; a layout is the key prefix in
-  front of `refs/<name>` or `blobs/sha256/<digest>`.
+* s3:// and gs://: the bucket listed under the prefix (the store's `KeyListable` ability);
+  a layout is the key prefix in front of `refs/<name>` or `blobs/sha256/<digest>`.
 
 Other backends (rsync, plugins) name one target at a time; a prefix is refused with a
 message that says so.
@@ -22,22 +22,23 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
+from wrapresolver.backends.base import Backend, KeyListable
+from wrapresolver.core.values import SHA256_HEX
 from wrapresolver.errors import NotFoundError, ParamError, TransferError
 
 MAX_PAGES = 10_000
 PAGE = 1000
-_LAYOUT_KEY = re.compile(r"^(?:(?P<target>.+)/)?(?:refs/[^/]+|blobs/sha256/[0-9a-f]{64})$")
+_LAYOUT_KEY = re.compile(rf"^(?:(?P<target>.+)/)?(?:refs/[^/]+|blobs/sha256/{SHA256_HEX})$")
 
 
 def is_prefix(target: str) -> bool:
     return target.endswith("/")
 
 
-def targets_under(backend: Any, prefix: str, options: Mapping[str, str]) -> list[str]:
+def targets_under(backend: Backend, prefix: str, options: Mapping[str, str]) -> list[str]:
     """The targets under `prefix`, sorted; `ParamError` for a backend that cannot list them."""
-    name = str(getattr(backend, "name", ""))
+    name = backend.name
     if name == "oci":
         return _registry_targets(prefix, options)
     if name == "file":
@@ -51,7 +52,7 @@ def targets_under(backend: Any, prefix: str, options: Mapping[str, str]) -> list
 
 def _registry_targets(prefix: str, options: Mapping[str, str]) -> list[str]:
     from wrapresolver.backends.oci import Reference
-    from wrapresolver.backends.oci.gc import next_page
+    from wrapresolver.backends.oci.reclaim import next_page
     from wrapresolver.backends.oci.store import RegistryStore
 
     text = prefix[len("oci://"):] if prefix.startswith("oci://") else prefix
@@ -98,19 +99,21 @@ def _file_targets(prefix: str) -> list[str]:
     return [f"file://{d}" for d in sorted(found)]
 
 
-def _bucket_targets(backend: Any, prefix: str, options: Mapping[str, str]) -> list[str]:
+def _bucket_targets(backend: Backend, prefix: str, options: Mapping[str, str]) -> list[str]:
     scheme, _, rest = prefix.partition("://")
     bucket, _, path = rest.partition("/")
     path = path.strip("/")
     store = backend.open(f"{scheme}://{bucket}", options)
     try:
+        keys = store
+        if not isinstance(keys, KeyListable):
+            raise ParamError(f"--target {prefix!r} ends with '/', a prefix, but the store of backend "
+                             f"{backend.name!r} cannot list keys: give one target at a time (without the trailing '/')")
         found = set()
-        for info in store.list_keys(f"{path}/" if path else ""):
+        for info in keys.list_keys(f"{path}/" if path else ""):
             match = _LAYOUT_KEY.match(info.key)
             if match:
                 found.add(match.group("target") or "")
     finally:
-        close = getattr(store, "close", None)
-        if close is not None:
-            close()
+        store.close()
     return [f"{scheme}://{bucket}/{t}".rstrip("/") for t in sorted(found)]
