@@ -66,7 +66,7 @@ def safe_rel(path: str, where: str) -> str:
 
 
 @dataclass(frozen=True)
-class Resolution:
+class MergedInput:
     """The merged input of a task: a full tree to start from and change sets to apply on top."""
 
     first: StoredState | None = None
@@ -90,7 +90,7 @@ class Resolution:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> Resolution:
+    def from_dict(cls, data: Mapping) -> MergedInput:
         first = StoredState.from_dict(data["first"], "the fetch record") if data.get("first") else None
         return cls(
             first, tuple(data.get("extra", ())), tuple(data.get("links", ())),

@@ -16,8 +16,8 @@ from wrapresolver.backends.base import Input, Moved, Tick, WorkspaceStore
 from wrapresolver.backends.rsync.layout import (
     LATEST,
     WHOLE,
+    MergedInput,
     OwnChanges,
-    Resolution,
     StoredState,
     View,
     norm_sub_path,
@@ -40,7 +40,7 @@ class RsyncStore(RsyncReclaim, Remote, WorkspaceStore):
     """The states of one target on an rsync daemon or over SSH (see the package docstring)."""
 
     # ---- resolution ----
-    def resolve_tree(self, spec: WorkspaceTransfer, action: str) -> Resolution:
+    def resolve_tree(self, spec: WorkspaceTransfer, action: str) -> MergedInput:
         """The merged input of `spec.task`: skipped or failed producers fall back to theirs."""
         refs = {p: producer_ref(spec.run, p) for p in {*spec.inputs, *spec.graph}}
         stored = self.read_refs(refs.values(), action)
@@ -50,23 +50,23 @@ class RsyncStore(RsyncReclaim, Remote, WorkspaceStore):
         if order:
             return self._merge([state for _, state in inputs.states], order, notes)
         if spec.base and self._base_exists(spec, action):
-            return Resolution(base=spec.base, detail="; ".join([f"from base {spec.base}", *notes]))
+            return MergedInput(base=spec.base, detail="; ".join([f"from base {spec.base}", *notes]))
         if spec.base:
-            return Resolution(detail="; ".join([f"empty: base {spec.base} does not exist yet", *notes]))
-        return Resolution(detail="; ".join(["empty", *notes]))
+            return MergedInput(detail="; ".join([f"empty: base {spec.base} does not exist yet", *notes]))
+        return MergedInput(detail="; ".join(["empty", *notes]))
 
     @staticmethod
-    def _merge(states: list[StoredState], order: tuple[str, ...], notes: list[str]) -> Resolution:
+    def _merge(states: list[StoredState], order: tuple[str, ...], notes: list[str]) -> MergedInput:
         first = states[0]
         layers = list(first.layers)
         for state in states[1:]:
             layers.extend(layer for layer in state.layers if layer not in layers)
         links = tuple(dict.fromkeys(s.state for s in states))[:MAX_LINK_DESTS]
         detail = "; ".join([f"from {', '.join(order)}", *notes])
-        return Resolution(first, tuple(layers[len(first.layers):]), links, order, detail=detail)
+        return MergedInput(first, tuple(layers[len(first.layers):]), links, order, detail=detail)
 
     # ---- materialising trees locally ----
-    def build(self, res: Resolution, dest: Path, view: View, action: str) -> RunResult:
+    def build(self, res: MergedInput, dest: Path, view: View, action: str) -> RunResult:
         """Build the merged input tree (or one view of it) in `dest`."""
         dest.mkdir(parents=True, exist_ok=True)
         total = RunResult(0, "")
@@ -127,7 +127,7 @@ class RsyncStore(RsyncReclaim, Remote, WorkspaceStore):
         """Upload the tree as a new state hard-linked to its input; reference last."""
         action = f"storing workspace {spec.workspace!r} of task {spec.task!r} to the {self.target.server}"
         sub = norm_sub_path(spec.sub_path)
-        res = Resolution.from_dict(record) if record is not None else Resolution()
+        res = MergedInput.from_dict(record) if record is not None else MergedInput()
         if res.base:
             before = {}  # a base lives elsewhere: this state's own changes are the whole tree
             changes = snapshot.diff({}, dict(after))
@@ -150,7 +150,7 @@ class RsyncStore(RsyncReclaim, Remote, WorkspaceStore):
         return Moved(files, moved.bytes, len(stored.layers), note)
 
     def _store_new(
-        self, ref: str, res: Resolution, parts: _Parts, changes: snapshot.Changes, sub: str, action: str,
+        self, ref: str, res: MergedInput, parts: _Parts, changes: snapshot.Changes, sub: str, action: str,
     ) -> tuple[StoredState, RunResult]:
         """A fresh state directory, then its change list; the caller writes the reference."""
         name = f"{ref}.{secrets.token_hex(4)}"
@@ -210,7 +210,7 @@ def _disguised(before: Mapping, after: Mapping, changes: snapshot.Changes) -> li
     return out
 
 
-def _ref_record(stored: StoredState, spec: WorkspaceTransfer, res: Resolution) -> dict:
+def _ref_record(stored: StoredState, spec: WorkspaceTransfer, res: MergedInput) -> dict:
     """The reference file: which tree, which change sets, and for humans where it came from."""
     return {
         "state": stored.state, "layers": list(stored.layers), "inputs": list(res.inputs),
@@ -221,7 +221,7 @@ def _ref_record(stored: StoredState, spec: WorkspaceTransfer, res: Resolution) -
 class _Parts:
     """The local trees that make up the full state; with a sub_path the rest is downloaded once."""
 
-    def __init__(self, store: RsyncStore, res: Resolution, src: Path, sub: str, scratch: Path, action: str) -> None:
+    def __init__(self, store: RsyncStore, res: MergedInput, src: Path, sub: str, scratch: Path, action: str) -> None:
         self.store, self.res, self.src, self.sub, self.scratch, self.action = store, res, src, sub, scratch, action
         self._parts: list[tuple[Path, str]] | None = None
 
