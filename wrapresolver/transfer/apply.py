@@ -40,6 +40,7 @@ from wrapresolver.core.limits import cap_line, shown
 from wrapresolver.errors import IntegrityError, TransferError, UnsafeArchiveError
 from wrapresolver.transfer import snapshot
 from wrapresolver.transfer.deeptree import remove_tree
+from wrapresolver.transfer.filemeta import finish, finish_file, try_chown
 from wrapresolver.transfer.filewriters import FileJob
 from wrapresolver.transfer.layers import CHUNK, OPAQUE, WHITEOUT_PREFIX
 from wrapresolver.transfer.streams import BoundedPipe, HashingChunks, PipeClosed
@@ -359,15 +360,7 @@ class Extractor:
                     continue  # a later layer removed it, or replaced it or an ancestor
                 raise
             try:
-                if owner is not None and self.restore_owners:
-                    try:
-                        os.fchown(fd, *owner)
-                    except OSError as exc:
-                        if exc.errno not in (errno.EPERM, errno.EINVAL):
-                            raise
-                        self.restore_owners = False
-                os.fchmod(fd, mode)
-                os.utime(fd, ns=(mtime_ns, mtime_ns))
+                self.restore_owners = finish(fd, mode, mtime_ns, owner, bool(self.restore_owners))
             finally:
                 os.close(fd)
 
@@ -470,40 +463,19 @@ class Extractor:
                 while view:
                     view = view[os.write(fd, view):]
                 left -= len(chunk)
-            if owner is not None and self.restore_owners:
-                try:
-                    os.fchown(fd, *owner)
-                except OSError as exc:
-                    if exc.errno not in (errno.EPERM, errno.EINVAL):
-                        raise
-                    self.restore_owners = False
-            os.fchmod(fd, mode)
-            os.utime(fd, ns=(mtime_ns, mtime_ns))
-            st = os.fstat(fd)
+            self._entries[local], self.restore_owners = finish_file(
+                fd, local, mode, mtime_ns, owner, bool(self.restore_owners))
         finally:
             os.close(fd)
-        self._entries[local] = snapshot.Entry(
-            local, snapshot.FILE, stat.S_IMODE(st.st_mode), st.st_size, st.st_mtime_ns, st.st_ctime_ns,
-            st.st_ino, st.st_uid, st.st_gid,
-        )
 
 
     # ---- ownership ----
     def _restore_owner(self, target: str, member: Member) -> None:
-        """As root, the recorded owner; kept apart from extraction, which never depends on it.
-
-        A root without CAP_CHOWN (capabilities dropped) or in a user namespace that does not
-        map the recorded IDs cannot: then, from that entry on, files stay root's, as a
-        non-root fetch's files stay its own.
-        """
+        """As root, the recorded owner (of a link, not what it points to); kept apart from
+        extraction, which never depends on it. A refusal turns it off (`filemeta.try_chown`)."""
         if not self.restore_owners or member.islnk():  # a hard link shares its source's inode
             return
-        try:
-            os.lchown(target, member.uid, member.gid)
-        except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.EINVAL):
-                raise
-            self.restore_owners = False
+        self.restore_owners = try_chown(os.lchown, target, (member.uid, member.gid))
 
     def _hardlink(self, member: Member, target: str) -> bool:
         if member.linkname.startswith("/") or ".." in member.linkname.split("/"):
