@@ -86,19 +86,6 @@ def empty_directory(path: Path) -> None:
                 pass
 
 
-def _remove(path: str) -> bool:
-    """Remove whatever is at `path`; True if it was a directory or a symlink (a path step)."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return False
-    if stat.S_ISDIR(st.st_mode):
-        remove_tree(path)
-        return True
-    os.unlink(path)
-    return stat.S_ISLNK(st.st_mode)
-
-
 @dataclass
 class ApplyStats:
     files: int = 0
