@@ -28,7 +28,7 @@ from wrapresolver.errors import AuthError, NetworkError, TransferError
 from wrapresolver.gcpause import paused_gc
 from wrapresolver.steps.results import write_results
 from wrapresolver.transfer import snapshot
-from wrapresolver.transfer.apply import empty_directory
+from wrapresolver.transfer.deeptree import empty_directory
 from wrapresolver.transfer.layers import whole_tree
 from wrapresolver.transfer.localdisk import os_errors, record_stem
 
