@@ -37,7 +37,7 @@ from wrapresolver.backends.registry import get_backend
 from wrapresolver.core import rewrite
 from wrapresolver.core.params import PipelineRef, RunContext, WrapRequest
 from wrapresolver.errors import WrapError
-from wrapresolver.gcpause import paused_gc
+from wrapresolver.pycollector import paused_gc
 from wrapresolver.resolve import check_answer_size, to_json, to_yaml
 
 CASES = [f"{shape}-{tasks}-{ws}" for shape in ("chain", "random") for tasks in (200, 2000) for ws in (1, 5)]
