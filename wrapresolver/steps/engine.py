@@ -12,6 +12,11 @@ layer first, by the publishing store or the publish task (`squash.py`).
 step follows (unbound workspaces, the fetch record, cleanup, timing, progress) are the
 runner's (`wrapresolver.steps.runner`). The module functions `fetch`, `store`, ... run
 one action on a bare `BlobStore`, for tools and tests.
+
+A little over 400 lines on purpose: reading a state (inputs merged, fallbacks, the record of
+the layers fetched) and writing one (the fetched layers under the task's own; blobs, config,
+manifest, the reference last) are the two halves of one format, reviewed together; the
+module functions at the end are a few lines each.
 """
 
 from __future__ import annotations
