@@ -27,7 +27,7 @@ from wrapresolver.backends.registry import get_backend  # noqa: E402
 from wrapresolver.core import checks, rewrite  # noqa: E402
 from wrapresolver.core.params import PipelineRef, RunContext, WrapRequest  # noqa: E402
 from wrapresolver.core.template import check_variables  # noqa: E402
-from wrapresolver.gcpause import paused_gc  # noqa: E402
+from wrapresolver.pycollector import paused_gc  # noqa: E402
 from wrapresolver.resolve import backend_option_names  # noqa: E402
 from wrapresolver.serialize import to_json  # noqa: E402
 

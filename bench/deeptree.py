@@ -25,7 +25,8 @@ from pathlib import Path
 
 from wrapresolver.core import oci_image
 from wrapresolver.core.values import Descriptor
-from wrapresolver.transfer.apply import Extractor, empty_directory
+from wrapresolver.transfer.apply import Extractor
+from wrapresolver.transfer.deeptree import empty_directory
 
 
 def layer(depth: int) -> bytes:

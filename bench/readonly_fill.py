@@ -1,7 +1,7 @@
 """Benchmark: what finding a readOnly workspace's directory adds to a fetch.
 
 The fetch of a readOnly workspace first looks, under its writable mount of the volume, for
-the directory the task's read-only mount shows (transfer/fill.py); then it fetches as any
+the directory the task's read-only mount shows (steps/fill.py); then it fetches as any
 other. This runs, side by side in each round, a fetch of a stored state of --files files
 from a file:// target (the baseline) and that search in the two shapes it meets: the
 binding's subPath known (one stat), and a subPath the PipelineRun added (a breadth-first

@@ -26,7 +26,7 @@ from rewrite import RESTRICTED_RUN, generate  # bench/rewrite.py, beside this fi
 from wrapresolver.backends.registry import get_backend
 from wrapresolver.core import rewrite, stepsecurity
 from wrapresolver.core.params import PipelineRef, RunContext, WrapRequest
-from wrapresolver.gcpause import paused_gc
+from wrapresolver.pycollector import paused_gc
 from wrapresolver.serialize import to_json
 
 CASES = ["chain-2000-1", "random-2000-5"]

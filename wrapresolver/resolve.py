@@ -29,7 +29,7 @@ from wrapresolver.core.params import (
 from wrapresolver.core.retention import publish_retention_of, retention_of
 from wrapresolver.core.template import PIPELINE_PLACEHOLDER, expand_target
 from wrapresolver.errors import ParamError, RewriteError, SourceError, WrapError
-from wrapresolver.gcpause import paused_gc
+from wrapresolver.pycollector import paused_gc
 from wrapresolver.serialize import to_json
 from wrapresolver.sources import Source, fetch_tasks
 

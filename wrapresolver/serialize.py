@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from wrapresolver.errors import RewriteError
-from wrapresolver.gcpause import paused_gc
+from wrapresolver.pycollector import paused_gc
 
 
 def to_json(obj: Any, pipeline: str = "") -> bytes:

@@ -1,4 +1,4 @@
-"""The step argument format and the run-time fallback rule (wrapresolver/stepspec.py)."""
+"""The step argument format and the run-time fallback rule (wrapresolver/core/stepspec.py)."""
 
 import json
 

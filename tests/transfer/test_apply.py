@@ -13,7 +13,8 @@ import pytest
 from wrapresolver.core import oci_image
 from wrapresolver.core.values import Descriptor
 from wrapresolver.errors import IntegrityError, UnsafeArchiveError
-from wrapresolver.transfer.apply import Extractor, clean_name
+from wrapresolver.transfer.apply import Extractor
+from wrapresolver.transfer.workspacepaths import clean_name
 
 
 def tar_bytes(*members: tuple[tarfile.TarInfo, bytes | None]) -> bytes:
@@ -268,7 +269,7 @@ def test_a_file_entry_repeated_in_one_layer_keeps_the_last(dest: Path) -> None:
 
 
 def test_a_file_still_being_written_is_seen_by_a_later_entry_of_the_same_layer(dest: Path) -> None:
-    # The writer threads may not have created "a" yet when "a/inside" is read: the extractor
+    # The writer process may not have created "a" yet when "a/inside" is read: the extractor
     # waits for it, so the answer is the same as when files are written one by one.
     from wrapresolver.errors import TransferError
 

@@ -13,9 +13,8 @@ import pytest
 
 from tests.transfer.test_apply import apply_all, entry, tar_bytes
 from wrapresolver.errors import UnsafeArchiveError
-from wrapresolver.transfer import apply as apply_module
-from wrapresolver.transfer.apply import empty_directory
-from wrapresolver.transfer.deeptree import remove_tree
+from wrapresolver.transfer import workspacepaths
+from wrapresolver.transfer.deeptree import empty_directory, remove_tree
 
 DEPTH = 1500  # beyond Python's recursion limit; 1-character names keep the path under PATH_MAX
 
@@ -128,8 +127,8 @@ def test_each_new_directory_costs_a_constant_number_of_lookups(dest: Path, monke
         return real_realpath(*args, **kwargs)
 
     blob = deep_layer(400)
-    monkeypatch.setattr(apply_module.os, "lstat", counting_lstat)
-    monkeypatch.setattr(apply_module.os.path, "realpath", counting_realpath)
+    monkeypatch.setattr(workspacepaths.os, "lstat", counting_lstat)
+    monkeypatch.setattr(workspacepaths.os.path, "realpath", counting_realpath)
     apply_all(dest, blob)
     monkeypatch.undo()
     entries = 401

@@ -78,9 +78,6 @@ JSON_MAX_BYTES = Limit("json-max-bytes", 1 << 20, "bytes of one --workspace JSON
 # ---- waiting on storage ----
 IO_TIMEOUT = Limit("io-timeout", 30, "seconds a step waits for any one answer from storage")
 
-ALL = (YAML_MAX_BYTES, YAML_MAX_NODES, YAML_MAX_ALIASES, YAML_MAX_DEPTH,
-       TAR_MAX_NAME, TAR_MAX_LINK, TAR_MAX_PAX, JSON_MAX_BYTES, IO_TIMEOUT)
-
 
 def io_timeout() -> float:
     """Seconds any backend (and plugin) waits for one answer: connect, a read, a write.

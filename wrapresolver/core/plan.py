@@ -70,15 +70,8 @@ class WorkspacePlan:
     """The producer whose store step also writes the exact target; empty when a publish task must."""
     publish_inputs: tuple[str, ...] = ()
     """What a separate publish task merges into the exact target (the leaf DAG producers)."""
-    final_producers: tuple[str, ...] = ()
-    """Producers in `finally` (not part of what a separate publish task writes)."""
-
     skippable: frozenset[str] = frozenset()
     """DAG producers that may have no stored state when a later DAG task runs (see module doc)."""
-
-    @property
-    def consumers(self) -> tuple[str, ...]:
-        return tuple(t for t in self.order if t in self.bindings)
 
     def fallback_graph(self, consumer: str) -> dict[str, ProducerNode]:
         """What `consumer`'s fetch needs to fall back past producers that stored nothing.
@@ -298,7 +291,6 @@ def plan_workspace(
         graph=graph,
         publisher=publisher,
         publish_inputs=leaves if not publisher else (),
-        final_producers=final_producers,
         skippable=skippable,
     )
 

@@ -11,12 +11,12 @@ writable, at a path of its own: every reference, the sidecars, StepAction steps 
 isolated steps see the workspace exactly as Tekton mounts it, and a write by the task fails
 at once with EROFS. The fetch step finds the directory of the volume that the read-only
 mount shows (the subPath, which the PipelineRun may extend) by device and inode
-(transfer/fill.py).
+(steps/fill.py).
 
 One case cannot be done so: a task workspace bound to a pipeline workspace declared
 `optional: true`. A run may leave it unbound; then the variable names no volume and the Pod
 could not be created. There the workspace is mounted writable and a store step in
-`read_only` mode fails the task if it changed anything (transfer/runner.py).
+`read_only` mode fails the task if it changed anything (steps/runner.py).
 """
 
 from __future__ import annotations

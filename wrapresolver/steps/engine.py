@@ -12,6 +12,8 @@ layer first, by the publishing store or the publish task (`squash.py`).
 step follows (unbound workspaces, the fetch record, cleanup, timing, progress) are the
 runner's (`wrapresolver.steps.runner`). The module functions `fetch`, `store`, ... run
 one action on a bare `BlobStore`, for tools and tests.
+
+The state documents themselves (config, manifest, reading one back) are `statedocs.py`'s.
 """
 
 from __future__ import annotations

@@ -25,10 +25,10 @@ from wrapresolver.backends.base import Input, Moved, Tick, WorkspaceStore
 from wrapresolver.core.stepspec import WorkspaceTransfer
 from wrapresolver.core.values import TransferReport
 from wrapresolver.errors import AuthError, NetworkError, TransferError
-from wrapresolver.gcpause import paused_gc
+from wrapresolver.pycollector import paused_gc
 from wrapresolver.steps.results import write_results
 from wrapresolver.transfer import snapshot
-from wrapresolver.transfer.apply import empty_directory
+from wrapresolver.transfer.deeptree import empty_directory
 from wrapresolver.transfer.layers import whole_tree
 from wrapresolver.transfer.localdisk import os_errors, record_stem
 

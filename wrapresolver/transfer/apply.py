@@ -1,15 +1,14 @@
-"""Applying layers to a workspace directory, safely.
+"""Applying layers to a workspace directory, safely: what each entry of a layer becomes.
 
 Layers may come from anywhere a `base` points to, so every entry is treated as hostile:
 nothing may be written outside the workspace, whatever the names, links and the symlinks
-an earlier layer planted say. Refusals raise `UnsafeArchiveError` naming the entry.
-Whiteouts follow the OCI image spec (image-spec/layer.md "Whiteouts"): `.wh.<name>` deletes
-`<name>` from lower layers, `.wh..wh..opq` empties its directory of lower-layer content.
-
-Over 400 lines on purpose: every rule that keeps a hostile layer inside the workspace is in
-this one module, so they can be reviewed together (docs/security.md). Reading headers, the
-process that creates small files, and tree removal, which need no workspace state, are apart
-(tarreader.py, writerprocess.py and filewriters.py, deeptree.py).
+an earlier layer planted say. Refusals raise `UnsafeArchiveError` naming the entry. The
+rules that keep a hostile layer inside the workspace are in three modules, to be reviewed
+together (docs/security.md): this one (devices, hardlinks, empty symlinks, the digests),
+workspacepaths.py (names, parents, symlinks on the way, making room) and whiteouts.py (the
+OCI whiteouts). Reading headers, decompressing, the process that creates small files, a
+file's last touches and tree removal need no workspace state and are apart (tarreader.py,
+inflate.py, writerprocess.py and filewriters.py, filemeta.py, deeptree.py).
 
 Speed, since a fetch is what every task waits for: small files are read whole and handed to
 a writer process (the syscalls of 100,000 file creations then run beside the parsing); no path is
@@ -22,80 +21,37 @@ from __future__ import annotations
 
 import errno
 import gzip
-import hashlib
 import io
 import os
-import queue
 import stat
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, cast
 
 import zstandard
 
 from wrapresolver.core import oci_image
 from wrapresolver.core.limits import cap_line, shown
-from wrapresolver.errors import IntegrityError, TransferError, UnsafeArchiveError
+from wrapresolver.errors import IntegrityError, UnsafeArchiveError
 from wrapresolver.transfer import snapshot
-from wrapresolver.transfer.deeptree import remove_tree
+from wrapresolver.transfer.filemeta import finish, finish_file, try_chown
 from wrapresolver.transfer.filewriters import FileJob
-from wrapresolver.transfer.layers import CHUNK, OPAQUE, WHITEOUT_PREFIX
-from wrapresolver.transfer.streams import BoundedPipe, HashingChunks, PipeClosed
+from wrapresolver.transfer.inflate import Inflater
+from wrapresolver.transfer.layers import CHUNK, WHITEOUT_PREFIX
+from wrapresolver.transfer.streams import HashingChunks
 from wrapresolver.transfer.tarreader import Member, TarFormatError, TarReader
+from wrapresolver.transfer.whiteouts import Whiteouts
+from wrapresolver.transfer.workspacepaths import clean_name
 from wrapresolver.transfer.writerprocess import ProcessFileWriters
 
 _KEEP_MODE = 0o1777  # setuid/setgid bits are dropped: a workspace needs no privilege escalation
 INLINE_MAX = 1 << 20
-"""Files up to this size are read whole and created by the writer threads; larger ones are
+"""Files up to this size are read whole and created by the writer process; larger ones are
 streamed to disk by the extracting thread, so memory stays bounded whatever the file sizes."""
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _new = tuple.__new__
 """Builds a named tuple without its __new__, a Python function: one per small file."""
-
-
-def clean_name(name: str, what: str = "entry") -> str:
-    """A tar name as a relative '/'-path, or a refusal if it could leave the workspace."""
-    if name.startswith("/"):
-        raise UnsafeArchiveError(f"layer {what} {shown(name)} has an absolute path; refusing to extract it")
-    parts = [part for part in name.split("/") if part not in ("", ".")]
-    if ".." in parts:
-        raise UnsafeArchiveError(f"layer {what} {shown(name)} contains '..'; refusing to extract it")
-    return "/".join(parts)
-
-
-def empty_directory(path: Path) -> None:
-    """Remove everything inside `path` (a mount point we must keep), never following symlinks."""
-    try:
-        children = list(os.scandir(path))
-    except FileNotFoundError:
-        return
-    for child in children:
-        if child.is_dir(follow_symlinks=False):
-            try:
-                remove_tree(child.path)
-            except OSError:
-                pass  # best effort, as before: what is left is reported by the caller's error
-        else:
-            try:
-                os.unlink(child.path)
-            except FileNotFoundError:
-                pass
-
-
-def _remove(path: str) -> bool:
-    """Remove whatever is at `path`; True if it was a directory or a symlink (a path step)."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return False
-    if stat.S_ISDIR(st.st_mode):
-        remove_tree(path)
-        return True
-    os.unlink(path)
-    return stat.S_ISLNK(st.st_mode)
 
 
 @dataclass
@@ -106,7 +62,7 @@ class ApplyStats:
 
 
 @dataclass
-class Extractor:
+class Extractor(Whiteouts):
     """Applies layers in order into `dest`, keeping only entries under `sub_path`."""
 
     dest: Path
@@ -119,159 +75,12 @@ class Extractor:
     def __post_init__(self) -> None:
         if self.restore_owners is None:
             self.restore_owners = os.geteuid() == 0
-        self._root = os.path.realpath(self.dest)
-        self._prefix = clean_name(self.sub_path, "sub-path") if self.sub_path else ""
+        self._start(os.path.realpath(self.dest), self.sub_path)
         self._dir_meta: dict[str, tuple[int, int, tuple[int, int] | None]] = {}
         """Directory entries' (mode, mtime, owner), applied last: writing their children
         changes their times, and a read-only mode would stop the children being written."""
-        self._written: set[str] = set()
-        self._dirs: dict[str, str] = {}
-        """Parents already resolved and checked. Valid until an entry replaces or removes a
-        directory or a symlink (anything a later path could walk through): then forgotten."""
-        empty = not any(True for _ in os.scandir(self._root))
-        self._fresh: set[str] = {self._root} if empty else set()
-        """Directories this extraction created (and the root, if it started empty): a name in
-        one of them that is not in `_created` needs no lookup before it is created."""
-        self._created: set[str] = set()
-        self._queued: set[str] = set()
-        """Files of the current layer handed to the writers and maybe not written yet."""
-        self._writers: ProcessFileWriters | None = None
-        self._exact = empty
-        """The record below is what a walk of the workspace would find: true while the
-        workspace started empty and no directory was removed or written through a symlink."""
-        self._entries: dict[str, snapshot.Entry] = {}
         self._tar = TarReader(io.BytesIO())
         """The layer being read while `apply` runs: entries' data is read straight off it."""
-        self._late: dict[str, str] = {}
-        """Entries recorded at the end (local path -> real path): directories, whose times and
-        contents change until then, links, and the sources of hard links."""
-
-    # ---- names ----
-    def _local(self, path: str) -> str | None:
-        """`path` relative to the workspace view, '' for its root, None when outside sub_path."""
-        if not self._prefix:
-            return path
-        if path == self._prefix:
-            return ""
-        if path.startswith(self._prefix + "/"):
-            return path[len(self._prefix) + 1:]
-        return None
-
-    def _covers_view(self, path: str) -> bool:
-        """True when `path` is the sub_path or one of its ancestors."""
-        return self._prefix == path or self._prefix.startswith(path + "/") or (path == "" and bool(self._prefix))
-
-    def _inside(self, real: str) -> bool:
-        return real == self._root or real.startswith(self._root + "/")
-
-    def _parent_dir(self, local: str, name: str) -> str:
-        return self._real_dir(local.rpartition("/")[0], name)
-
-    def _real_dir(self, parent: str, name: str) -> str:
-        """The real directory `parent` resolves to, created if missing; refused if it leaves dest.
-
-        Resolved from the nearest ancestor already known, one component at a time, so an
-        entry costs one lstat per new directory instead of a realpath of its whole path:
-        extraction stays linear in the depth of the tree.
-        """
-        known = self._dirs.get(parent)
-        if known is not None:
-            return known
-        if not parent:
-            return self._root
-        parts = parent.split("/")
-        start = len(parts) - 1
-        while start > 0 and "/".join(parts[:start]) not in self._dirs:
-            start -= 1
-        real = self._dirs.get("/".join(parts[:start]), self._root) if start else self._root
-        for index in range(start, len(parts)):
-            real = self._step_into(real, parts[index], "/".join(parts[: index + 1]), name)
-            self._dirs["/".join(parts[: index + 1])] = real
-        return real
-
-    def _step_into(self, real_parent: str, part: str, prefix: str, name: str) -> str:
-        candidate = f"{real_parent}/{part}"
-        if real_parent in self._fresh and candidate not in self._created:
-            st = None
-        else:
-            if candidate in self._queued:
-                self._settle()  # a file of this layer, maybe not created yet
-            try:
-                st = os.lstat(candidate)
-            except FileNotFoundError:
-                st = None
-        if st is None:
-            os.mkdir(candidate, 0o755)
-            self._made_dir(candidate, prefix)
-            return candidate
-        if stat.S_ISDIR(st.st_mode):
-            return candidate
-        self._exact = False  # the path runs through a link: a walk sees it elsewhere
-        if not stat.S_ISLNK(st.st_mode):
-            raise TransferError(
-                f"layer entry {shown(name)} needs {shown(prefix)} to be a directory, but it is a file"
-            )
-        real = os.path.realpath(candidate)
-        if not self._inside(real):
-            raise UnsafeArchiveError(
-                f"layer entry {shown(name)} would be written through a symlink that points outside "
-                f"the workspace (to {shown(real)}); refusing to extract it"
-            )
-        if real != self._root:
-            try:
-                os.makedirs(real, mode=0o755, exist_ok=True)
-            except (FileExistsError, NotADirectoryError) as exc:
-                raise TransferError(
-                    f"layer entry {shown(name)} needs {shown(prefix)} to be a directory, but it is a file"
-                ) from exc
-            except OSError as exc:
-                if exc.errno != errno.ELOOP:
-                    raise
-                raise UnsafeArchiveError(
-                    f"layer entry {shown(name)} would be written through a loop of symlinks at "
-                    f"{shown(prefix)}; refusing to extract it"
-                ) from None
-        return real
-
-    def _made_dir(self, real: str, local: str) -> None:
-        self._fresh.add(real)
-        self._created.add(real)
-        self._late[local] = real
-
-    def _local_of(self, real: str) -> str:
-        """The record's key of a real path (meaningful only while the record is exact)."""
-        return real[len(self._root) + 1:]
-
-    def _settle(self) -> None:
-        """Wait for the files queued in this layer: an entry is about to depend on them."""
-        if self._queued and self._writers is not None:
-            self._writers.drain()
-            self._queued.clear()
-
-    def _clear(self, target: str) -> None:
-        """Make room for a new entry at `target`, unless nothing can be there yet."""
-        if target in self._queued:
-            self._settle()
-        if target in self._created or target.rpartition("/")[0] not in self._fresh:
-            self._remove(target)
-
-    def _remove(self, target: str) -> None:
-        try:
-            st = os.lstat(target)
-        except FileNotFoundError:
-            return
-        if stat.S_ISDIR(st.st_mode):
-            self._settle()  # queued files may be inside
-            remove_tree(target)
-            self._dirs.clear()
-            self._exact = False
-            return
-        os.unlink(target)
-        if stat.S_ISLNK(st.st_mode):
-            self._dirs.clear()
-        local = self._local_of(target)
-        self._entries.pop(local, None)
-        self._late.pop(local, None)
 
     # ---- layers ----
     def apply(self, chunks: Iterator[bytes], layer: oci_image.Layer, where: str) -> None:
@@ -282,7 +91,7 @@ class Extractor:
         """
         desc = layer.descriptor
         blob = HashingChunks(chunks)
-        inflater = _Inflater(blob, desc.media_type)
+        inflater = Inflater(blob, desc.media_type)
         inflater.start()
         self._written = set()
         writers = self._writers = ProcessFileWriters()
@@ -359,15 +168,7 @@ class Extractor:
                     continue  # a later layer removed it, or replaced it or an ancestor
                 raise
             try:
-                if owner is not None and self.restore_owners:
-                    try:
-                        os.fchown(fd, *owner)
-                    except OSError as exc:
-                        if exc.errno not in (errno.EPERM, errno.EINVAL):
-                            raise
-                        self.restore_owners = False
-                os.fchmod(fd, mode)
-                os.utime(fd, ns=(mtime_ns, mtime_ns))
+                self.restore_owners = finish(fd, mode, mtime_ns, owner, bool(self.restore_owners))
             finally:
                 os.close(fd)
 
@@ -454,7 +255,7 @@ class Extractor:
         self.stats.files += 1
 
     def _regular(self, member: Member, target: str, local: str, mode: int, mtime_ns: int) -> None:
-        """Read the entry's data off the stream; small files go to the writer threads."""
+        """Read the entry's data off the stream; small files go to the writer process."""
         owner = (member.uid, member.gid) if self.restore_owners else None
         if member.size <= INLINE_MAX and self._writers is not None:
             data = self._tar.read(member.size)
@@ -470,40 +271,19 @@ class Extractor:
                 while view:
                     view = view[os.write(fd, view):]
                 left -= len(chunk)
-            if owner is not None and self.restore_owners:
-                try:
-                    os.fchown(fd, *owner)
-                except OSError as exc:
-                    if exc.errno not in (errno.EPERM, errno.EINVAL):
-                        raise
-                    self.restore_owners = False
-            os.fchmod(fd, mode)
-            os.utime(fd, ns=(mtime_ns, mtime_ns))
-            st = os.fstat(fd)
+            self._entries[local], self.restore_owners = finish_file(
+                fd, local, mode, mtime_ns, owner, bool(self.restore_owners))
         finally:
             os.close(fd)
-        self._entries[local] = snapshot.Entry(
-            local, snapshot.FILE, stat.S_IMODE(st.st_mode), st.st_size, st.st_mtime_ns, st.st_ctime_ns,
-            st.st_ino, st.st_uid, st.st_gid,
-        )
 
 
     # ---- ownership ----
     def _restore_owner(self, target: str, member: Member) -> None:
-        """As root, the recorded owner; kept apart from extraction, which never depends on it.
-
-        A root without CAP_CHOWN (capabilities dropped) or in a user namespace that does not
-        map the recorded IDs cannot: then, from that entry on, files stay root's, as a
-        non-root fetch's files stay its own.
-        """
+        """As root, the recorded owner (of a link, not what it points to); kept apart from
+        extraction, which never depends on it. A refusal turns it off (`filemeta.try_chown`)."""
         if not self.restore_owners or member.islnk():  # a hard link shares its source's inode
             return
-        try:
-            os.lchown(target, member.uid, member.gid)
-        except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.EINVAL):
-                raise
-            self.restore_owners = False
+        self.restore_owners = try_chown(os.lchown, target, (member.uid, member.gid))
 
     def _hardlink(self, member: Member, target: str) -> bool:
         if member.linkname.startswith("/") or ".." in member.linkname.split("/"):
@@ -531,104 +311,3 @@ class Extractor:
         self._late[local] = source  # linking changed the inode's ctime: both names are looked up late
         self._late[self._local_of(target)] = target
         return True
-
-    def _whiteout(self, parent: str, base: str, name: str) -> None:
-        self._settle()  # a whiteout removes or lists what is there
-        if base == OPAQUE:
-            if self._covers_view(parent):
-                self._clear_view()
-                return
-            local = self._local(parent)
-            if local is None:
-                return
-            directory = self._real_dir(local, name)
-            for child in os.listdir(directory):
-                child_local = f"{local}/{child}" if local else child
-                if child_local not in self._written:
-                    self._remove(os.path.join(directory, child))
-            return
-        victim_name = base[len(WHITEOUT_PREFIX):]
-        if victim_name in ("", ".", ".."):
-            raise UnsafeArchiveError(f"layer whiteout {shown(name)} names no valid entry; refusing it")
-        victim = f"{parent}/{victim_name}" if parent else victim_name
-        if self._covers_view(victim):
-            self._clear_view()
-            return
-        local = self._local(victim)
-        if local is None or local in self._written:
-            return
-        real_parent = self._parent_dir(local, name)
-        self._remove(os.path.join(real_parent, victim_name))
-
-    def _clear_view(self) -> None:
-        """An ancestor of sub_path was deleted: everything from lower layers goes."""
-        keep = {path.split("/", 1)[0] for path in self._written}
-        for child in os.listdir(self._root):
-            if child not in keep:
-                self._remove(os.path.join(self._root, child))
-
-
-class _Inflater:
-    """Reads, hashes and decompresses a layer blob in its own thread.
-
-    zstd, gzip and sha256 release the GIL, so this runs on a second core while the calling
-    thread parses tar headers and writes files: on two cores a fetch takes about the
-    time of the slower half instead of the sum. The pipe between them holds a few MiB.
-    The digest of the uncompressed tar (the diff_id) is computed on a third thread: with it
-    here, this thread was the slower half of a fetch of large files.
-    """
-
-    def __init__(self, blob: HashingChunks, media_type: str) -> None:
-        self.blob, self.media_type = blob, media_type
-        self.pipe = BoundedPipe()
-        self._plain = hashlib.sha256()
-        self._to_hash: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
-        self._thread = threading.Thread(target=self._run, name="wrap-layer-reader", daemon=True)
-        self._hasher = threading.Thread(target=self._hash, name="wrap-layer-hasher", daemon=True)
-
-    def start(self) -> None:
-        self._hasher.start()
-        self._thread.start()
-
-    def _hash(self) -> None:
-        while (data := self._to_hash.get()) is not None:
-            self._plain.update(data)
-
-    def _run(self) -> None:
-        try:
-            source = _decompressor(self.media_type, self.blob)
-            while True:
-                data = source.read(CHUNK)
-                if not data:
-                    break
-                self._to_hash.put(data)
-                self.pipe.write(data)
-            while self.blob.read(CHUNK):  # bytes after the compressed stream count too
-                pass
-            self.pipe.finish()
-        except PipeClosed:
-            pass
-        except BaseException as exc:  # raised on the reading side
-            self.pipe.finish(exc)
-        finally:
-            self._to_hash.put(None)
-
-    def stop(self) -> None:
-        """Wait for the threads; if the reader gave up early, make the thread give up too."""
-        self.pipe.close_reader()
-        self._thread.join()
-        self._hasher.join()
-
-    @property
-    def plain_digest(self) -> str:
-        return "sha256:" + self._plain.hexdigest()
-
-
-def _decompressor(media_type: str, blob: HashingChunks):
-    if media_type == oci_image.LAYER_ZSTD:
-        # A RawIOBase is the file-like object zstandard reads; its stubs only name IO[bytes].
-        return zstandard.ZstdDecompressor().stream_reader(
-            cast(IO[bytes], blob), read_size=CHUNK, read_across_frames=True, closefd=False)
-    if media_type == oci_image.LAYER_GZIP:
-        return gzip.GzipFile(fileobj=blob, mode="rb")
-    return blob

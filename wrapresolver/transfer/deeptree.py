@@ -5,7 +5,8 @@ left behind) with a directory chain over ~1,000 levels deep ended a fetch with a
 `RecursionError` and a half-emptied workspace. This walks the tree with an explicit stack
 and works relative to directory file descriptors: it holds two descriptors at most, never
 builds a path longer than one name (so depth is not limited by PATH_MAX either), and never
-follows a symlink (each directory is opened with O_NOFOLLOW).
+follows a symlink (each directory is opened with O_NOFOLLOW). `empty_directory` does the
+same for what is inside a directory that must stay (a mount point).
 """
 
 from __future__ import annotations
@@ -102,3 +103,22 @@ def remove_tree_at(parent_fd: int, name: str) -> None:
     finally:
         os.close(fd)
     os.rmdir(name, dir_fd=parent_fd)
+
+
+def empty_directory(path: str | os.PathLike[str]) -> None:
+    """Remove everything inside `path` (a mount point we must keep), never following symlinks."""
+    try:
+        children = list(os.scandir(path))
+    except FileNotFoundError:
+        return
+    for child in children:
+        if child.is_dir(follow_symlinks=False):
+            try:
+                remove_tree(child.path)
+            except OSError:
+                pass  # best effort, as before: what is left is reported by the caller's error
+        else:
+            try:
+                os.unlink(child.path)
+            except FileNotFoundError:
+                pass

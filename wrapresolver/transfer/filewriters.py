@@ -25,7 +25,8 @@ from typing import NamedTuple
 
 from wrapresolver.core.limits import shown
 from wrapresolver.errors import UnsafeArchiveError
-from wrapresolver.transfer.snapshot import FILE, Entry
+from wrapresolver.transfer.filemeta import finish_file
+from wrapresolver.transfer.snapshot import Entry
 
 THREADS = 2
 """Two overlap the syscalls of small files with parsing as well as four did on a journaled
@@ -36,7 +37,6 @@ MAX_PENDING = 32 << 20
 BATCH_FILES, BATCH_BYTES = 64, 1 << 20
 """Jobs travel in batches: one lock round trip per batch instead of per small file."""
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-_new = tuple.__new__
 
 
 class FileJob(NamedTuple):
@@ -151,8 +151,8 @@ class FileWriters:
 def create_file(job: FileJob, umask: int, owners: bool) -> tuple[Entry, bool]:
     """Create `job`'s file; return how it looks now and whether chown still works.
 
-    `owners` False skips the chown; a kernel that refuses one (EPERM, EINVAL) turns it off
-    for the files after. The same steps for the writer threads and the writer process.
+    `owners` False skips the chown; a kernel that refuses one turns it off for the files after
+    (`filemeta.try_chown`). The same steps for the writer threads and the writer process.
     """
     try:
         fd = os.open(job.target, _FLAGS, job.mode & 0o777)
@@ -167,22 +167,8 @@ def create_file(job: FileJob, umask: int, owners: bool) -> tuple[Entry, bool]:
         view = memoryview(job.data)
         while view:
             view = view[os.write(fd, view):]
-        if job.owner is not None and owners:
-            try:
-                os.fchown(fd, *job.owner)
-            except OSError as exc:
-                if exc.errno not in (errno.EPERM, errno.EINVAL):
-                    raise
-                owners = False
         # open() applied the umask, and chown clears set-id bits: set the mode when it must.
-        if job.mode & (umask | 0o7000):
-            os.fchmod(fd, job.mode)
-        os.utime(fd, ns=(job.mtime_ns, job.mtime_ns))
-        st = os.fstat(fd)
+        return finish_file(fd, job.local, job.mode, job.mtime_ns, job.owner, owners,
+                           chmod=bool(job.mode & (umask | 0o7000)))
     finally:
         os.close(fd)
-    # tuple.__new__, not Entry(...): the named tuple's own __new__ is a Python function.
-    return _new(Entry, (
-        job.local, FILE, st.st_mode & 0o7777, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
-        st.st_uid, st.st_gid, "",
-    )), owners

@@ -14,153 +14,42 @@ global `g` headers, GNU long names and links, base-256 numbers, V7 directories a
 ending in '/'), and the tests hold the two to the same members on every kind of archive.
 It is stricter where `tarfile` guesses: a header with a bad checksum after the first one
 ends `tarfile`'s reading silently, as if the layer ended there; here it is an error, as in
-GNU tar. Sparse files, which a workspace layer never holds, are refused.
+GNU tar. Sparse files, which a workspace layer never holds, are refused. The fields of one
+header are decoded by tarfields.py (`Member`, numbers, checksums, PAX records); `Member` and
+`TarFormatError` are the reader's, imported from here.
 """
 
 from __future__ import annotations
 
 import re
-import struct
-import zlib
-from dataclasses import dataclass
 from typing import Protocol
 
 from wrapresolver.core.limits import TAR_MAX_LINK, TAR_MAX_NAME, TAR_MAX_PAX, shown
 from wrapresolver.errors import UnsafeArchiveError
+from wrapresolver.transfer.tarfields import (
+    AREGULAR,
+    BLOCK,
+    DIRECTORY,
+    EXTENDED,
+    GNU_LONGLINK,
+    GNU_LONGNAME,
+    GNU_SPARSE,
+    NUL_BLOCK,
+    PAX,
+    PAX_GLOBAL,
+    PAX_NUMBERS,
+    USTAR,
+    Member,
+    TarFormatError,
+    checksum_ok,
+    octal,
+    pax_mtime_ns,
+    pax_records,
+    text,
+)
 
-BLOCK = 512
 MAX_HEADER_CHAIN = 16
 """Extended headers (PAX, GNU long name/link) in front of one member; real archives use 1-3."""
-
-REGULAR, AREGULAR, HARDLINK, SYMLINK, CHAR, BLOCKDEV, DIRECTORY, FIFO, CONTIGUOUS = (
-    b"0", b"\0", b"1", b"2", b"3", b"4", b"5", b"6", b"7",
-)
-_PAX, _PAX_GLOBAL, _PAX_SOLARIS, _GNU_LONGNAME, _GNU_LONGLINK, _GNU_SPARSE = b"x", b"g", b"X", b"L", b"K", b"S"
-_REGULAR_TYPES = frozenset((REGULAR, AREGULAR, CONTIGUOUS))
-_KNOWN_TYPES = _REGULAR_TYPES | {HARDLINK, SYMLINK, CHAR, BLOCKDEV, DIRECTORY, FIFO}
-_NUL_BLOCK = bytes(BLOCK)
-_USTAR = struct.Struct("100s8s8s8s12s12s8sc100s88s155s12x")
-"""name, mode, uid, gid, size, mtime, checksum, typeflag, linkname, (magic to devminor), prefix."""
-_EXTENDED = frozenset((b"x", b"g", b"X", b"L", b"K"))
-_PAX_NUMBERS = {"uid", "gid", "size"}
-
-
-class TarFormatError(Exception):
-    """The stream is not a tar archive (or ends inside one): a corrupt layer, not a hostile one."""
-
-
-@dataclass(slots=True)
-class Member:
-    """One entry as its headers (ustar, then extended ones) describe it."""
-
-    name: str
-    type: bytes
-    mode: int
-    uid: int
-    gid: int
-    size: int
-    mtime_ns: int
-    linkname: str
-
-    def isreg(self) -> bool:
-        return self.type in _REGULAR_TYPES
-
-    def isdir(self) -> bool:
-        return self.type == DIRECTORY
-
-    def issym(self) -> bool:
-        return self.type == SYMLINK
-
-    def islnk(self) -> bool:
-        return self.type == HARDLINK
-
-    def isdev(self) -> bool:
-        """A character or block device or a fifo: never workspace content."""
-        return self.type in (CHAR, BLOCKDEV, FIFO)
-
-    @property
-    def has_data(self) -> bool:
-        """Whether `size` bytes of data follow the header (as `tarfile` decides it)."""
-        return self.type in _REGULAR_TYPES or self.type not in _KNOWN_TYPES
-
-
-def _text(raw: bytes) -> str:
-    end = raw.find(b"\0")
-    return (raw if end < 0 else raw[:end]).decode("utf-8", "surrogateescape")
-
-
-def _number(raw: bytes, what: str) -> int:
-    """An octal field, or GNU base-256 (first byte 0x80 positive, 0xff negative)."""
-    if raw[0] & 0x80:
-        if raw[0] not in (0o200, 0o377):
-            raise TarFormatError(f"tar header has an invalid {what} field {raw!r}")
-        value = int.from_bytes(raw[1:], "big")
-        return value - 256 ** (len(raw) - 1) if raw[0] == 0o377 else value
-    try:
-        return int(raw.split(b"\0", 1)[0] or b"0", 8)  # int() strips the spaces
-    except ValueError:
-        if not raw.split(b"\0", 1)[0].strip():
-            return 0
-        raise TarFormatError(f"tar header has an invalid {what} field {raw!r}") from None
-
-
-def _octal(raw: bytes, what: str) -> int:
-    """`_number` for the usual field, NUL- or space-terminated octal, in one C call."""
-    try:
-        return int(raw.split(b"\0", 1)[0] or b"0", 8)  # int() strips the spaces
-    except ValueError:
-        return _number(raw, what)
-
-
-def _checksum_ok(block: bytes, field: bytes) -> bool:
-    stored = _octal(field, "checksum")
-    if block.count(0) > BLOCK - 256:
-        # Under 256 non-zero bytes sum to less than 65,521, so Adler-32's first half (one plus
-        # the byte sum, modulo 65,521) is the exact sum, in C: summing in Python cost more
-        # than the rest of a header.
-        total = (zlib.adler32(block) & 0xFFFF) - 1
-    else:
-        total = sum(block)
-    unsigned = total - sum(field) + 8 * 32
-    if stored == unsigned:
-        return True
-    signed = unsigned - 256 * sum(1 for byte in block if byte > 127) + 256 * sum(1 for byte in block[148:156] if byte > 127)
-    return stored == signed
-
-
-def _pax_records(data: bytes) -> dict[str, str]:
-    """`"%d %s=%s\\n"` records, where the number counts the whole record."""
-    records: dict[str, str] = {}
-    pos = 0
-    while pos < len(data):
-        space = data.find(b" ", pos)
-        if space < 0 or not data[pos:space].isdigit():
-            if not data[pos:].strip(b"\0"):
-                break  # padding after the last record
-            raise TarFormatError("a PAX header record has no length")
-        length = int(data[pos:space])
-        end = pos + length
-        equals = data.find(b"=", space)
-        if length <= space - pos + 1 or end > len(data) or equals < 0 or equals >= end or data[end - 1:end] != b"\n":
-            raise TarFormatError("a PAX header record is malformed")
-        keyword = data[space + 1:equals].decode("utf-8", "surrogateescape")
-        records[keyword] = data[equals + 1:end - 1].decode("utf-8", "surrogateescape")
-        pos = end
-    return records
-
-
-def _mtime_ns(text: str, fallback: int) -> int:
-    seconds, _, frac = text.partition(".")
-    try:
-        whole = int(seconds)
-        nanos = int((frac + "000000000")[:9] or 0) if frac else 0
-    except ValueError:
-        try:
-            return int(float(text) * 1_000_000_000)  # "1.5e9": tarfile reads any float
-        except ValueError:
-            return fallback
-    return whole * 1_000_000_000 + (-nanos if seconds.startswith("-") else nanos)
-
 
 class Readable(Protocol):
     """What the reader needs of its stream: `read(n)`, which may return fewer bytes."""
@@ -297,26 +186,26 @@ class TarReader:
         chain = 0
         while True:
             block = self._block()
-            if block is None or block == _NUL_BLOCK:
+            if block is None or block == NUL_BLOCK:
                 return None
-            fields = _USTAR.unpack(block)
-            if not _checksum_ok(block, fields[6]):
+            fields = USTAR.unpack(block)
+            if not checksum_ok(block, fields[6]):
                 raise TarFormatError("a tar header has a bad checksum")
             self._first = False
             typeflag = fields[7]
-            if typeflag in _EXTENDED:
+            if typeflag in EXTENDED:
                 chain += 1
                 if chain > MAX_HEADER_CHAIN:
                     raise UnsafeArchiveError(
                         f"layer has more than {MAX_HEADER_CHAIN} extended headers in a row; refusing the layer"
                     )
-                size = _octal(fields[4], "size")
+                size = octal(fields[4], "size")
                 if size < 0:
                     raise UnsafeArchiveError(
                         f"layer has an extended header that declares a negative size ({size}); refusing the layer"
                     )
                 data = self._extended(size)
-                if typeflag == _PAX:
+                if typeflag == PAX:
                     if seen_pax:
                         raise UnsafeArchiveError(
                             "layer has an entry with two PAX headers, which tar readers apply "
@@ -327,25 +216,25 @@ class TarReader:
                     if lone is not None and int(lone[1]) == size:
                         mtime_ns = int(lone[2]) * 1_000_000_000 + int(lone[3])
                         continue
-                    pax.update(_pax_records(data))
-                elif typeflag == _GNU_LONGNAME:
-                    long_name = _text(data)
-                elif typeflag == _GNU_LONGLINK:
-                    long_link = _text(data)
-                elif typeflag == _PAX_GLOBAL:
+                    pax.update(pax_records(data))
+                elif typeflag == GNU_LONGNAME:
+                    long_name = text(data)
+                elif typeflag == GNU_LONGLINK:
+                    long_link = text(data)
+                elif typeflag == PAX_GLOBAL:
                     self._global_bytes += size
                     if self._global_bytes > self._pax_limit:
                         raise UnsafeArchiveError(
                             f"layer has {self._global_bytes} bytes of global PAX headers, more than "
                             f"{self._pax_limit} ({TAR_MAX_PAX.where()})"
                         )
-                    self._globals.update(_pax_records(data))
+                    self._globals.update(pax_records(data))
                 else:
-                    pax.update(_pax_records(data))
+                    pax.update(pax_records(data))
                 continue
             member = self._parse(fields)
             break
-        if member.type == _GNU_SPARSE:
+        if member.type == GNU_SPARSE:
             raise UnsafeArchiveError(f"layer entry {shown(member.name)} is a sparse file; workspace layers hold none")
         if long_name is not None:
             member.name = long_name.rstrip("/") if member.type == DIRECTORY else long_name
@@ -362,12 +251,12 @@ class TarReader:
         return member
 
     def _parse(self, fields: tuple) -> Member:
-        name = _text(fields[0])
+        name = text(fields[0])
         typeflag = fields[7]
         member = Member(
-            name, typeflag, _octal(fields[1], "mode"), _octal(fields[2], "uid"), _octal(fields[3], "gid"),
-            _octal(fields[4], "size"), _octal(fields[5], "mtime") * 1_000_000_000,
-            _text(fields[8]) if fields[8][0] else "",
+            name, typeflag, octal(fields[1], "mode"), octal(fields[2], "uid"), octal(fields[3], "gid"),
+            octal(fields[4], "size"), octal(fields[5], "mtime") * 1_000_000_000,
+            text(fields[8]) if fields[8][0] else "",
         )
         if member.size < 0:
             raise UnsafeArchiveError(
@@ -377,8 +266,8 @@ class TarReader:
             member.type = DIRECTORY  # V7: a directory is a file whose name ends in '/'
         if member.type == DIRECTORY:
             member.name = member.name.rstrip("/")
-        prefix = _text(fields[10]) if fields[10][0] else ""
-        if prefix and typeflag not in (_GNU_LONGNAME, _GNU_LONGLINK, _GNU_SPARSE):
+        prefix = text(fields[10]) if fields[10][0] else ""
+        if prefix and typeflag not in (GNU_LONGNAME, GNU_LONGLINK, GNU_SPARSE):
             member.name = prefix + "/" + member.name
         return member
 
@@ -397,12 +286,12 @@ class TarReader:
     def _apply_pax(records: dict[str, str], member: Member) -> None:
         for keyword, value in records.items():
             if keyword == "mtime":
-                member.mtime_ns = _mtime_ns(value, 0)
+                member.mtime_ns = pax_mtime_ns(value, 0)
             elif keyword == "path":
                 member.name = value.rstrip("/")
             elif keyword == "linkpath":
                 member.linkname = value
-            elif keyword in _PAX_NUMBERS:
+            elif keyword in PAX_NUMBERS:
                 try:
                     number = int(value)
                 except ValueError:

@@ -17,7 +17,7 @@ from wrapresolver.backends.rsync.process import TREE_ARGS, Runner, RunResult, mi
 from wrapresolver.backends.rsync.ssh import SshSettings
 from wrapresolver.backends.rsync.target import RsyncTarget
 from wrapresolver.errors import IntegrityError, NotFoundError
-from wrapresolver.transfer.apply import empty_directory
+from wrapresolver.transfer.deeptree import empty_directory
 
 
 class Remote:

@@ -1,4 +1,5 @@
-"""The cyclic garbage collector paused around work that makes many objects and no cycles.
+"""Python's cyclic garbage collector (the `gc` module) paused around work that makes many
+objects and no cycles. Not the deletion of stored states, which the `gc` command does.
 
 Shared by the resolver (one rewrite) and the data path (a store's walk of the workspace,
 a fetch's extraction): all build hundreds of thousands of tuples, dicts and strings that
@@ -17,7 +18,7 @@ from collections.abc import Iterator
 
 @contextlib.contextmanager
 def paused_gc() -> Iterator[None]:
-    """The collector off for the block, and back as it was."""
+    """Python's collector off for the block, and back as it was."""
     collecting = gc.isenabled()
     gc.disable()
     try:
