@@ -210,3 +210,13 @@ def test_sparse_members_are_refused() -> None:
     reader = TarReader(io.BufferedReader(io.BytesIO(bytes(block) + bytes(1024))))
     with pytest.raises(UnsafeArchiveError, match="sparse"):
         reader.next()
+
+
+def test_a_ustar_directory_whose_long_name_is_split_at_its_last_slash_reads_without_it() -> None:
+    """Found by the property above: ustar splits a long name into prefix and name at a '/', and
+    for a directory (written `name/`) the name part can be empty; tarfile reads `prefix`."""
+    name = "00000000" + "\xa0" * 7 + "\u0800" * 36  # 130 bytes of UTF-8: longer than a ustar name field
+    data = archive(tarfile.USTAR_FORMAT, [(name, tarfile.DIRTYPE, "", 0o755, 0, 0.0, b"")])
+    assert data[:100].rstrip(b"\0") == b""  # the premise: the name field is empty, all of it in the prefix
+    assert members_of(data) == tarfile_members(data)
+    assert members_of(data)[0][0] == name

@@ -264,11 +264,11 @@ class TarReader:
             )
         if typeflag == AREGULAR and name.endswith("/"):
             member.type = DIRECTORY  # V7: a directory is a file whose name ends in '/'
-        if member.type == DIRECTORY:
-            member.name = member.name.rstrip("/")
         prefix = text(fields[10]) if fields[10][0] else ""
         if prefix and typeflag not in (GNU_LONGNAME, GNU_LONGLINK, GNU_SPARSE):
             member.name = prefix + "/" + member.name
+        if member.type == DIRECTORY:  # after the prefix: a ustar name split at its last '/' leaves it empty
+            member.name = member.name.rstrip("/")
         return member
 
     def _extended(self, size: int) -> bytes:
