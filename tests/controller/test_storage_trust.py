@@ -189,18 +189,18 @@ def test_publish_retention_delete_with_run_removes_only_what_the_run_published(
 
 
 def test_publish_retention_keeps_a_result_a_later_run_published_over_and_a_carried_workspaces(tmp_path: Path) -> None:
-    from wrapresolver.controller.retention import collect_published
+    from wrapresolver.controller.retention import reclaim_run_published
 
     root = tmp_path / "storage"
     first, second = "5e6f7081-0a51-4d38-9d7d-3c1b0f2a9e01", "6f708192-1b62-4e49-8e8e-4d2c1a3b0f02"
     run_tasks(root, first, tmp_path)
     run_tasks(root, second, tmp_path)  # publishes `latest` again, over the first run's
     entry = {"workspace": "src", "backend": "file", "target": f"file://{root}/src", "options": {}, "tasks": []}
-    assert collect_published(first, [entry]).deleted == 0
+    assert reclaim_run_published(first, [entry]).deleted == 0
     assert published(root) == {"latest": second}
-    assert collect_published(second, [{**entry, "carried": True}]).deleted == 0
+    assert reclaim_run_published(second, [{**entry, "carried": True}]).deleted == 0
     assert published(root) == {"latest": second}
-    assert collect_published(second, [entry]).deleted == 1
+    assert reclaim_run_published(second, [entry]).deleted == 1
     assert published(root) == {}
 
 

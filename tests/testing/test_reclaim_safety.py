@@ -17,7 +17,7 @@ from tests.controller.conftest import wait_for
 from tests.fixtures.registry import Registry
 from wrapresolver.backends import reclaim
 from wrapresolver.backends.oci import BACKEND as OCI
-from wrapresolver.controller.retention import collect
+from wrapresolver.controller.retention import reclaim_run_states
 from wrapresolver.core import lifecycle
 from wrapresolver.core.refs import producer_ref
 from wrapresolver.render import render
@@ -95,7 +95,7 @@ def test_a_finished_run_is_collected_while_another_run_of_the_pipeline_goes_on_w
         first = LocalExecutor(rewritten, params={"gate": str(open_gate)}, uid=first_uid, workdir=tmp_path / "first").run()
         assert first.status == SUCCEEDED, first.log()
 
-        out = collect(first_uid, entries)
+        out = reclaim_run_states(first_uid, entries)
         assert out.failures == [] and out.deleted == len(TASKS)
         with OCI.open(target, {}) as store:
             left = {i.name for i in reclaim.stored_items(store)}

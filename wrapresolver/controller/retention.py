@@ -9,7 +9,7 @@ their exact reference names (`producer_ref(uid, task)` for the Pipeline's tasks)
 each backend's delete side. The published target is never deleted.
 
 Catch-up: kopf lists every labelled PipelineRun when the controller starts, so a run that
-ended while it was down is collected then, its delay counted from `completionTime`.
+ended while it was down is reclaimed then, its delay counted from `completionTime`.
 Deleting twice finds nothing, so replicas and restarts need no bookkeeping. A run that was
 deleted while the controller was down is no longer visible: `wrapresolver gc` finds its
 states by age.
@@ -71,7 +71,7 @@ def ended_at(pipelinerun: Mapping, now: float) -> float:
 
 @dataclass
 class Outcome:
-    """What collecting one run did, over all its workspaces."""
+    """What reclaiming one run did, over all its workspaces."""
 
     deleted: int = 0
     bytes: int = 0
@@ -79,7 +79,7 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
 
 
-def collect(uid: str, entries: list[dict[str, Any]]) -> Outcome:
+def reclaim_run_states(uid: str, entries: list[dict[str, Any]]) -> Outcome:
     """Delete run `uid`'s states at every target it used (blocking: run in a thread)."""
     from wrapresolver.backends.reclaim import reclaim_run
 
@@ -92,7 +92,7 @@ def collect(uid: str, entries: list[dict[str, Any]]) -> Outcome:
                          for e in entries if not e.get("tasks")])
 
 
-def collect_published(uid: str, entries: list[dict[str, Any]]) -> Outcome:
+def reclaim_run_published(uid: str, entries: list[dict[str, Any]]) -> Outcome:
     """Delete what run `uid` published, where it is still its own (blocking: run in a thread).
 
     A carried workspace's result (its base is in the same repository) is never deleted.
@@ -167,7 +167,7 @@ STATES, PUBLISHED = "states", "published"
 
 
 class Reaper:
-    """Schedules and runs the collection of ended runs; one per controller process."""
+    """Schedules and runs the reclaiming of ended runs; one per controller process."""
 
     def __init__(self, kube: Any, runtime: Any = None) -> None:
         self.kube = kube
@@ -175,7 +175,7 @@ class Reaper:
         """The answering runtime: the signing key and the live ConfigMap (None: nothing is trusted)."""
         self.pending: dict[tuple[str, str], tuple[float, asyncio.Task]] = {}
         self.done: OrderedDict[tuple[str, str], bool] = OrderedDict()
-        """Runs collected (or ignored) recently: their later events need no storage call (bounded)."""
+        """Runs reclaimed (or ignored) recently: their later events need no storage call (bounded)."""
         self.warned: OrderedDict[str, bool] = OrderedDict()
         """Runs whose ignored annotation was reported: once each (bounded)."""
 
@@ -236,11 +236,11 @@ class Reaper:
             if when >= planned:
                 return
             task.cancel()  # deleted during a keep-for delay: at once now
-        task = asyncio.create_task(self._collect_at(when, what, uid, entries, dict(body), deleted),
+        task = asyncio.create_task(self._reclaim_at(when, what, uid, entries, dict(body), deleted),
                                    name=f"reclaim-{what}-{uid}")
         self.pending[(uid, what)] = (when, task)
 
-    async def _collect_at(self, when: float, what: str, uid: str, entries: list[dict[str, Any]], body: dict,
+    async def _reclaim_at(self, when: float, what: str, uid: str, entries: list[dict[str, Any]], body: dict,
                           deleted: bool) -> None:
         from wrapresolver.controller import events, metrics
 
@@ -251,7 +251,7 @@ class Reaper:
             if ignored:
                 await self._ignore(body, ignored, deleted)
         try:
-            out = await asyncio.to_thread(collect if what == STATES else collect_published, uid, entries)
+            out = await asyncio.to_thread(reclaim_run_states if what == STATES else reclaim_run_published, uid, entries)
         finally:
             self.pending.pop((uid, what), None)
         self._remember(uid, what)
