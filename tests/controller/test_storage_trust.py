@@ -251,8 +251,8 @@ def test_a_list_narrowed_while_a_collection_waits_is_honoured_when_it_runs(tmp_p
              "tasks": ["clone", "build"]}
     live.current = Settings.from_configmap({"data": {"allowed-targets": "oci://registry.internal/ci/"}})
     body = {"metadata": {"uid": uid, "name": "run", "namespace": NS}}
-    asyncio.run(reaper._collect_at(0.0, STATES, uid, [entry], body, deleted=True))
+    asyncio.run(reaper._reclaim_at(0.0, STATES, uid, [entry], body, deleted=True))
     assert refs_of(uid) <= states(root)
     live.current = Settings.from_configmap({"data": {"allowed-targets": f"file://{root}/"}})
-    asyncio.run(reaper._collect_at(0.0, STATES, uid, [entry], body, deleted=True))
+    asyncio.run(reaper._reclaim_at(0.0, STATES, uid, [entry], body, deleted=True))
     assert not refs_of(uid) & states(root)
