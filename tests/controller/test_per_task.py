@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from tests.controller.conftest import RR, decoded, failure, wait_for
-from wrapresolver.controller import taskrequests
+from wrapresolver.controller import events, taskrequests
 from wrapresolver.controller.kube import Credentials, HttpKube
 from wrapresolver.core.tektonnames import resolution_request_name, task_run_name
 from wrapresolver.resolve import Answer, TaskRequest
@@ -135,7 +135,7 @@ def test_a_task_request_tekton_made_first_is_left_to_the_handler(per_task, start
                 for task in ("first", "third")]
     existing = per_task.api.create(RR, "resolutionrequests", "default", {
         "apiVersion": RR, "kind": "ResolutionRequest",
-        "metadata": {"name": taskrequests.request_body("default", taskrequests.owner_pipelinerun(pipeline_request),
+        "metadata": {"name": taskrequests.request_body("default", events.owner_pipelinerun(pipeline_request),
                                                        requests[0])["metadata"]["name"]},
         "spec": {"params": list(requests[0].params)}})
     written: list[str] = []
@@ -153,7 +153,7 @@ def test_a_task_request_tekton_made_first_is_left_to_the_handler(per_task, start
 
     counts = asyncio.run(create())
     assert counts == {"answered": 1, "existed": 1, "failed": 0}
-    assert written == [taskrequests.request_body("default", taskrequests.owner_pipelinerun(pipeline_request),
+    assert written == [taskrequests.request_body("default", events.owner_pipelinerun(pipeline_request),
                                                  requests[1])["metadata"]["name"]]
     assert per_task.get(existing["metadata"]["name"])["metadata"]["uid"] == existing["metadata"]["uid"]
     assert tekton_made["status"]["data"]  # and the run's own ones were answered by the controller

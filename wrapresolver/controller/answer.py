@@ -116,8 +116,7 @@ async def run_context(kube: Kube, request: Mapping) -> RunContext:
     """The asking PipelineRun, from the request's controller ownerReference (read if allowed)."""
     meta = request.get("metadata") or {}
     namespace = meta.get("namespace", "")
-    refs = meta.get("ownerReferences") or []
-    owner = next((r for r in refs if r.get("controller") and r.get("kind") == "PipelineRun"), None)
+    owner = events.owner_pipelinerun(request)
     if owner is None:
         return RunContext(namespace=namespace)
     pipelinerun = None

@@ -19,6 +19,12 @@ log = logging.getLogger("wrapresolver.controller.events")
 COMPONENT = "wrapresolver"
 
 
+def owner_pipelinerun(request: Mapping) -> dict | None:
+    """The ownerReference of the PipelineRun that controls a request (it asked), if any."""
+    refs = (request.get("metadata") or {}).get("ownerReferences") or []
+    return next((r for r in refs if r.get("controller") and r.get("kind") == "PipelineRun"), None)
+
+
 def owner_of(request: Mapping) -> dict:
     """The involved object: the controlling PipelineRun/TaskRun, else the request itself."""
     meta = request.get("metadata") or {}
@@ -49,11 +55,16 @@ async def record_warning(kube: Kube, request: Mapping, reason: str, message: str
 
 async def record_reclaim_failure(kube: Kube, pipelinerun: Mapping, message: str) -> None:
     """A Warning Event on the PipelineRun whose states could not (all) be deleted."""
-    meta = pipelinerun.get("metadata") or {}
-    involved = {"apiVersion": pipelinerun.get("apiVersion", "tekton.dev/v1"), "kind": "PipelineRun",
-                "name": meta.get("name"), "uid": meta.get("uid"), "namespace": meta.get("namespace")}
-    await _warn(kube, involved, str(meta.get("uid")), "StatesNotReclaimed",
+    involved = _pipelinerun_ref(pipelinerun)
+    await _warn(kube, involved, str(involved["uid"]), "StatesNotReclaimed",
                 f"wrapped workspace states left in storage (remove them with `wrapresolver gc`): {message}")
+
+
+def _pipelinerun_ref(pipelinerun: Mapping) -> dict:
+    """The involved object of an Event about a PipelineRun read from the API."""
+    meta = pipelinerun.get("metadata") or {}
+    return {"apiVersion": pipelinerun.get("apiVersion", "tekton.dev/v1"), "kind": "PipelineRun",
+            "name": meta.get("name"), "uid": meta.get("uid"), "namespace": meta.get("namespace")}
 
 
 async def _warn(kube: Kube, involved: Mapping, key: str, reason: str, message: str) -> None:
@@ -79,8 +90,6 @@ async def _warn(kube: Kube, involved: Mapping, key: str, reason: str, message: s
 
 async def record_ignored_storage(kube: Kube, pipelinerun: Mapping, message: str) -> None:
     """A Warning Event on a PipelineRun whose storage annotation the controller will not act on."""
-    meta = pipelinerun.get("metadata") or {}
-    involved = {"apiVersion": pipelinerun.get("apiVersion", "tekton.dev/v1"), "kind": "PipelineRun",
-                "name": meta.get("name"), "uid": meta.get("uid"), "namespace": meta.get("namespace")}
-    await _warn(kube, involved, str(meta.get("uid")), "StorageAnnotationIgnored",
+    involved = _pipelinerun_ref(pipelinerun)
+    await _warn(kube, involved, str(involved["uid"]), "StorageAnnotationIgnored",
                 f"the wrap controller reclaims nothing here: {message}")

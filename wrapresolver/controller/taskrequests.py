@@ -19,6 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from wrapresolver import resolve
+from wrapresolver.controller import events
 from wrapresolver.controller.kube import RESOLUTION_REQUESTS, Kube, KubeError
 from wrapresolver.core import tektonnames
 from wrapresolver.core.params import RESOLVER_NAME
@@ -27,12 +28,6 @@ log = logging.getLogger("wrapresolver.controller")
 IN_FLIGHT = 16
 """Requests created at once: enough to keep the API server busy, few enough to stay fair to others."""
 TYPE_LABEL = "resolution.tekton.dev/type"
-
-
-def owner_pipelinerun(request: Mapping) -> dict | None:
-    """The PipelineRun that owns a Pipeline request (its controller ownerReference), if any."""
-    refs = (request.get("metadata") or {}).get("ownerReferences") or []
-    return next((r for r in refs if r.get("controller") and r.get("kind") == "PipelineRun"), None)
 
 
 def request_body(namespace: str, owner: Mapping, task_request: resolve.TaskRequest) -> dict:
@@ -57,7 +52,7 @@ Answering = Callable[[dict, resolve.Answer], Awaitable[str]]
 async def create_answered(kube: Kube, request: Mapping, task_requests: Sequence[resolve.TaskRequest],
                           write: Answering) -> dict[str, int]:
     """Create and answer each task's request; returns how many were 'answered', 'existed', 'failed'."""
-    owner = owner_pipelinerun(request)
+    owner = events.owner_pipelinerun(request)
     namespace = str((request.get("metadata") or {}).get("namespace", ""))
     counts = {"answered": 0, "existed": 0, "failed": 0}
     if owner is None or not task_requests:
@@ -69,10 +64,11 @@ async def create_answered(kube: Kube, request: Mapping, task_requests: Sequence[
             body = request_body(namespace, owner, task_request)
             try:
                 created = await kube.create(RESOLUTION_REQUESTS, namespace, body)
-            except KubeError as exc:
-                counts["existed" if exc.status == 409 else "failed"] += 1
-                if exc.status != 409:
-                    log.warning("could not create the request of task %s: %s", task_request.task, exc.message,
+            except Exception as exc:  # one request Tekton creates itself; the others go on
+                exists = isinstance(exc, KubeError) and exc.status == 409
+                counts["existed" if exists else "failed"] += 1
+                if not exists:
+                    log.warning("could not create the request of task %s: %r", task_request.task, exc,
                                 extra={"namespace": namespace, "request": body["metadata"]["name"]})
                 return
             try:

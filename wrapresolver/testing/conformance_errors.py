@@ -56,6 +56,11 @@ class SilentServer:
                 continue
             self._conns.append(conn)  # held open, never answered
 
+    @property
+    def accepted(self) -> int:
+        """Connections accepted so far: how many attempts a client made."""
+        return len(self._conns)
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join()

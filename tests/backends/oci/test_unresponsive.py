@@ -9,7 +9,6 @@ outcome (exit code, message) is what is asserted.
 from __future__ import annotations
 
 import os
-import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,38 +18,7 @@ import pytest
 
 from tests.fixtures.cli import wrapresolver
 from tests.fixtures.registry import Registry
-
-
-class SilentServer:
-    """Accepts every connection, reads what comes, never writes a byte."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.accepted = 0
-        self._conns: list[socket.socket] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        self.sock.settimeout(0.2)
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.accepted += 1
-            self._conns.append(conn)  # kept open, never answered
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        for conn in self._conns:
-            conn.close()
-        self.sock.close()
+from wrapresolver.testing.conformance_errors import SilentServer
 
 
 class Always503(BaseHTTPRequestHandler):
