@@ -130,7 +130,9 @@ buildah bud --quiet --pull=false --format oci --timestamp "${base_time:-0}" \
 
 report() {
   local ref=$1 size digest
-  size=$(buildah images --format '{{.Size}}' "$ref" | head -n 1)
+  # sed reads to the end: head would leave buildah to die of SIGPIPE under pipefail
+  # when one image carries many tags (a machine that built many versions).
+  size=$(buildah images --format '{{.Size}}' "$ref" | sed -n 1p)
   digest=$(buildah inspect --type image --format '{{.FromImageDigest}}' "$ref")
   echo "$ref  size $size  digest $digest"
 }
